@@ -1,0 +1,1 @@
+//! (stage module: see crate docs)

@@ -1,0 +1,2 @@
+//! (stage module: see crate docs)
+pub mod sinks;
