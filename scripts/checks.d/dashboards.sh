@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Checks dashboards/ and alerts/alertmanager.example.yml with the real tools (run by
+# scripts/test.sh after the cargo tests; runnable on its own from anywhere).
+#
+#   1. tsc: every dashboards/*.json, as an object literal, against @grafana/schema's Dashboard
+#      type (dashboards/typecheck/). npm packages are installed once per package-lock into
+#      $LAMBDAWATCH_PEERS/npm (outside the clone) and symlinked into a throw-away work dir.
+#   2. amtool check-config on the example Alertmanager config, and amtool route tests
+#      (page -> pager, ticket -> tickets, anything else -> tickets).
+#   3. A real Alertmanager on 127.0.0.1 with that config (receivers pointed at a closed loopback
+#      port): a page inhibits the ticket of the same function+slo and nothing else.
+#
+# Env: LAMBDAWATCH_PEERS (default ${XDG_CACHE_HOME:-$HOME/.cache}/lambdawatch-peers);
+#      LAMBDAWATCH_DASHBOARDS_DIR to type-check another directory of dashboards (used to prove the
+#      check fails on a broken copy); LAMBDAWATCH_ALERTMANAGER_CONFIG likewise for the
+#      Alertmanager config. Exits non-zero with a message on the first failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+peers="${LAMBDAWATCH_PEERS:-${XDG_CACHE_HOME:-$HOME/.cache}/lambdawatch-peers}"
+typecheck="$root/dashboards/typecheck"
+dashboards="${LAMBDAWATCH_DASHBOARDS_DIR:-$root/dashboards}"
+am_config="${LAMBDAWATCH_ALERTMANAGER_CONFIG:-$root/alerts/alertmanager.example.yml}"
+
+say() { printf 'dashboards.sh: %s\n' "$*"; }
+die() { printf 'dashboards.sh: FAILED: %s\n' "$*" >&2; exit 1; }
+
+work="$(mktemp -d)"
+am_pid=""
+cleanup() {
+  if [ -n "$am_pid" ]; then kill "$am_pid" 2>/dev/null || true; wait "$am_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+apt_install() { # apt_install PACKAGE BINARY
+  command -v "$2" >/dev/null 2>&1 && return 0
+  say "installing Debian package $1 (for $2)"
+  command -v apt-get >/dev/null 2>&1 || die "$2 missing and no apt-get to install Debian package $1"
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >"$work/apt.log" 2>&1; then
+    apt-get update -q >>"$work/apt.log" 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >>"$work/apt.log" 2>&1 ||
+      { cat "$work/apt.log" >&2; die "apt-get install $1 failed"; }
+  fi
+  command -v "$2" >/dev/null 2>&1 || die "Debian package $1 installed but $2 is not on PATH"
+}
+
+# ---------------------------------------------------------------- 1. tsc against @grafana/schema
+command -v node >/dev/null 2>&1 || die "node is not installed (needed for the dashboard type-check)"
+command -v npm >/dev/null 2>&1 || die "npm is not installed (needed for the dashboard type-check)"
+key="$(cat "$typecheck/package.json" "$typecheck/package-lock.json" | sha256sum | cut -c1-16)"
+modules="$peers/npm/dashboards-typecheck-$key"
+if [ ! -x "$modules/node_modules/.bin/tsc" ] || [ ! -d "$modules/node_modules/@grafana/schema" ]; then
+  say "npm ci into $modules"
+  rm -rf "$modules.partial"
+  mkdir -p "$modules.partial"
+  cp "$typecheck/package.json" "$typecheck/package-lock.json" "$modules.partial/"
+  (cd "$modules.partial" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) ||
+    die "npm ci failed for dashboards/typecheck"
+  rm -rf "$modules"
+  mv "$modules.partial" "$modules"
+fi
+mkdir -p "$work/tc"
+cp -r "$typecheck/src" "$typecheck/tsconfig.json" "$typecheck/gen.mjs" "$typecheck/package.json" "$work/tc/"
+ln -s "$modules/node_modules" "$work/tc/node_modules"
+node "$work/tc/gen.mjs" "$dashboards" "$work/tc/generated" || die "could not read the dashboards in $dashboards"
+if ! "$work/tc/node_modules/.bin/tsc" -p "$work/tc/tsconfig.json" --noEmit --pretty false; then
+  die "dashboards in $dashboards do not type-check against @grafana/schema (errors above; line numbers are in the generated .ts, same order as the JSON)"
+fi
+say "ok: $(ls "$work/tc/generated" | wc -l) dashboards type-check against @grafana/schema $(node -p "require('$modules/node_modules/@grafana/schema/package.json').version")"
+
+# ---------------------------------------------------------------- 2. amtool
+apt_install prometheus-alertmanager amtool
+amtool check-config "$am_config" >"$work/amtool.log" 2>&1 || { cat "$work/amtool.log" >&2; die "amtool check-config $am_config"; }
+route_test() { # route_test EXPECTED_RECEIVER LABEL...
+  local expected="$1"; shift
+  amtool config routes test --config.file="$am_config" --verify.receivers="$expected" "$@" >"$work/route.log" 2>&1 ||
+    { cat "$work/route.log" >&2; die "route for {$*} is not $expected"; }
+}
+route_test pager severity=page function=orders slo=error_rate alertname=LambdaSLOBurnRate
+route_test tickets severity=ticket function=orders slo=error_rate alertname=LambdaSLOBurnRate
+route_test tickets severity=info function=orders slo=cost alertname=Unclassified
+say "ok: amtool check-config and route tests"
+
+# ---------------------------------------------------------------- 3. inhibition on a real Alertmanager
+apt_install prometheus-alertmanager prometheus-alertmanager
+command -v curl >/dev/null 2>&1 || apt_install curl curl
+command -v python3 >/dev/null 2>&1 || die "python3 is needed to pick a free port and read the API answer"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+# Receivers point at a closed loopback port so no notification leaves this machine.
+sed -e 's#^\(\s*\)- routing_key: .*#&\n\1  url: http://127.0.0.1:9/pagerduty#' \
+    -e 's#url: https://tickets\.example\.invalid/.*#url: http://127.0.0.1:9/tickets#' \
+    "$am_config" >"$work/am.yml"
+grep -q 'http://127.0.0.1:9/pagerduty' "$work/am.yml" || die "could not point the pager receiver at loopback"
+grep -q 'example.invalid' "$work/am.yml" && die "ticket webhook still points off-machine"
+amtool check-config "$work/am.yml" >/dev/null || die "loopback copy of the config is invalid"
+prometheus-alertmanager --config.file="$work/am.yml" --storage.path="$work/am-data" \
+  --web.listen-address="127.0.0.1:$port" --cluster.listen-address= --log.level=warn \
+  >"$work/am.log" 2>&1 &
+am_pid=$!
+url="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do
+  curl -fsS "$url/-/ready" >/dev/null 2>&1 && break
+  kill -0 "$am_pid" 2>/dev/null || { cat "$work/am.log" >&2; die "alertmanager exited"; }
+  sleep 0.1
+done
+curl -fsS "$url/-/ready" >/dev/null 2>&1 || { cat "$work/am.log" >&2; die "alertmanager not ready within 10 s"; }
+add() { amtool alert add --alertmanager.url="$url" alertname=LambdaSLOBurnRate "$@" >/dev/null || die "amtool alert add $*"; }
+add severity=page function=orders slo=error_rate
+add severity=ticket function=orders slo=error_rate
+add severity=ticket function=orders slo=cold_start
+add severity=ticket function=billing slo=error_rate
+curl -fsS "$url/api/v2/alerts?inhibited=true&silenced=true&active=true" >"$work/alerts.json" || die "GET /api/v2/alerts"
+python3 - "$work/alerts.json" <<'PY' || die "inhibition does not behave as documented (see above)"
+import json, sys
+alerts = json.load(open(sys.argv[1]))
+state = {(a["labels"]["severity"], a["labels"]["function"], a["labels"]["slo"]): a["status"] for a in alerts}
+want = {
+    ("page", "orders", "error_rate"): [],
+    ("ticket", "orders", "error_rate"): ["inhibited"],
+    ("ticket", "orders", "cold_start"): [],
+    ("ticket", "billing", "error_rate"): [],
+}
+bad = 0
+for key, inhibited in want.items():
+    st = state.get(key)
+    if st is None:
+        print(f"missing alert {key}", file=sys.stderr); bad += 1; continue
+    got = ["inhibited"] if st["inhibitedBy"] else []
+    if got != inhibited:
+        print(f"{key}: inhibitedBy={st['inhibitedBy']} state={st['state']}, wanted {inhibited or 'not inhibited'}", file=sys.stderr)
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
+say "ok: a page inhibits only the ticket of the same function+slo (real Alertmanager $(prometheus-alertmanager --version 2>&1 | head -1 | awk '{print $3}'))"
+echo "dashboards.sh: 3 passed, 0 failed"
