@@ -18,3 +18,4 @@ pub mod ingest;
 pub mod rules;
 pub mod slo;
 pub mod sources;
+pub mod cost;
