@@ -1,0 +1,179 @@
+//! Processes of an execution environment: the runtime and the external extensions.
+//!
+//! Each process gets a process group of its own (so [`crate::freeze`] reaches what it forks), a
+//! cleared environment with only what Lambda sets plus the function's own variables, and two pump
+//! tasks that turn its stdout/stderr lines into `function` or `extension` telemetry records (lines
+//! are emitted with `try_send`: a slow subscriber loses records, counted, never the process).
+//! A waiter task records the exit in the shared state and wakes the lifecycle.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::Command,
+};
+
+use crate::{
+    environment::state::EnvShared,
+    freeze::{self, Signal},
+    telemetry_api::events::{self, Stream},
+};
+
+/// Longest log line kept; longer lines are cut (Lambda cuts at 256 KB).
+const MAX_LINE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Runtime,
+    Extension,
+}
+
+/// A started process (its pid is also its process group id).
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    pub pid: u32,
+    pub role: Role,
+    pub exit: tokio::sync::watch::Receiver<Option<Option<i32>>>,
+}
+
+impl Proc {
+    pub fn exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        if self.exited() {
+            return;
+        }
+        if let Err(e) = freeze::signal_group(self.pid, sig) {
+            tracing::warn!(name = %self.name, pid = self.pid, error = %e, ?sig, "signal failed");
+        }
+    }
+
+    /// Peak resident set size (VmHWM) in KiB, 0 when unknown.
+    pub fn peak_rss_kib(&self) -> u64 {
+        if self.exited() {
+            return 0;
+        }
+        peak_rss_kib(self.pid)
+    }
+}
+
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Executable regular files of `dir`, sorted by name (Lambda starts them alphabetically).
+pub fn list_extensions(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn spawn(
+    name: &str,
+    argv: &[String],
+    cwd: Option<&Path>,
+    env_vars: &[(String, String)],
+    role: Role,
+    shared: Arc<EnvShared>,
+) -> std::io::Result<Proc> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "empty argv",
+        ));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env_vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let stream = match role {
+        Role::Runtime => Stream::Function,
+        Role::Extension => Stream::Extension,
+    };
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, stream, shared.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, stream, shared.clone()));
+    }
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let proc_name = name.to_owned();
+    tokio::spawn(async move {
+        let code = match child.wait().await {
+            Ok(status) => status.code(),
+            Err(_) => None,
+        };
+        {
+            let mut st = shared.lock();
+            match role {
+                Role::Runtime => st.runtime.exited = true,
+                Role::Extension => st.extension_exits.push((proc_name, code)),
+            }
+        }
+        let _ = tx.send(Some(code));
+        shared.notify();
+    });
+    Ok(Proc {
+        name: name.to_owned(),
+        pid,
+        role,
+        exit: rx,
+    })
+}
+
+async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, shared: Arc<EnvShared>) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                buf.truncate(MAX_LINE_BYTES);
+                let line = String::from_utf8_lossy(&buf);
+                shared.emit(events::log_line(stream, &line));
+            }
+        }
+    }
+}
