@@ -1,2 +1,3 @@
 //! (stage module: see crate docs)
+pub mod alert;
 pub mod sinks;

@@ -1,1 +1,2 @@
 //! (stage module: see crate docs)
+pub mod spec;
