@@ -3,6 +3,7 @@
 //! End-to-end tests run real processes (our binaries, the AWS Runtime Interface Emulator, Python
 //! functions, Prometheus) and talk to them over loopback HTTP. This crate gives them:
 //!
+//! - [`dashboards`]: the Grafana dashboards as data (panels, targets, PromQL with variables substituted).
 //! - [`peers`]: where the external peers installed by `./scripts/test.sh` live. Every accessor panics
 //!   with `peer X missing: run ./scripts/test.sh` when the peer is absent: tests never skip.
 //! - [`workspace_bin`]: the path of a binary built from this workspace, in the same target dir and
@@ -18,6 +19,7 @@
 // This crate is test support: panicking with a clear message is how it reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dashboards;
 pub mod http;
 pub mod net;
 pub mod peers;

@@ -1,0 +1,537 @@
+//! Lint for `dashboards/*.json`: the conventions of issue 6, checked against Contract 2 of
+//! `docs/ARCHITECTURE.md` as it stands when the test runs.
+//!
+//! Every dashboard must have: `schemaVersion` ≥ 39; an import envelope (`__inputs` with a Prometheus
+//! datasource input, `__requires` naming the Prometheus datasource); exactly one `datasource`
+//! template variable (of plugin `prometheus`), used by every panel, every target and every query
+//! variable; a unit (`fieldConfig.defaults.unit`) and a non-empty description on every panel; unique
+//! panel ids; only metric names from Contract 2 (a histogram through its `_bucket`/`_sum`/`_count`
+//! series); counters and histogram series only directly under `rate()`/`increase()`/`irate()`, and
+//! those always over `[$__rate_interval]`; no `rate()` over a gauge; a `function` variable, where
+//! there is one, from `label_values(lambdawatch_invocations_total, function)`; and every template
+//! variable in a query substitutable for the end-to-end run.
+//!
+//! `every_dashboard_expression_parses_with_promtool` also runs every substituted expression through
+//! Prometheus's own parser (`promtool check rules`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use lambdawatch_tests::dashboards::{
+    self, MetricType, label_values_metric, panels, resolve_metric, selectors, substitution_values,
+    targets, variable_query, variables,
+};
+use serde_json::{Value, json};
+
+const FUNCTION_VARIABLE_QUERY: &str = "label_values(lambdawatch_invocations_total, function)";
+const RATE_FUNCTIONS: &[&str] = &["rate", "increase", "irate"];
+const EXPECTED_DASHBOARDS: &[&str] = &[
+    "fleet-slo-overview",
+    "function-drilldown",
+    "pipeline-health",
+];
+
+/// Every problem of `dashboard` against the conventions, as readable sentences; empty when clean.
+fn lint(dashboard: &Value, contract: &BTreeMap<String, MetricType>) -> Vec<String> {
+    let mut problems = Vec::new();
+
+    match dashboard.get("schemaVersion").and_then(Value::as_u64) {
+        Some(v) if v >= 39 => {}
+        other => problems.push(format!("schemaVersion must be >= 39, is {other:?}")),
+    }
+    let has_prometheus_input = dashboard
+        .get("__inputs")
+        .and_then(Value::as_array)
+        .is_some_and(|inputs| {
+            inputs.iter().any(|i| {
+                i.get("type") == Some(&json!("datasource"))
+                    && i.get("pluginId") == Some(&json!("prometheus"))
+            })
+        });
+    if !has_prometheus_input {
+        problems.push("__inputs has no Prometheus datasource input".to_owned());
+    }
+    let requires_prometheus = dashboard
+        .get("__requires")
+        .and_then(Value::as_array)
+        .is_some_and(|r| {
+            r.iter().any(|i| {
+                i.get("type") == Some(&json!("datasource"))
+                    && i.get("id") == Some(&json!("prometheus"))
+            })
+        });
+    if !requires_prometheus {
+        problems.push("__requires does not name the prometheus datasource".to_owned());
+    }
+
+    // The datasource variable.
+    let ds_vars: Vec<&Value> = variables(dashboard)
+        .iter()
+        .filter(|v| v.get("type") == Some(&json!("datasource")))
+        .collect();
+    let ds_name = match ds_vars.as_slice() {
+        [one] => {
+            if one.get("query") != Some(&json!("prometheus")) {
+                problems
+                    .push("the datasource variable must select prometheus datasources".to_owned());
+            }
+            one.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        }
+        many => {
+            problems.push(format!(
+                "exactly one datasource variable wanted, found {}",
+                many.len()
+            ));
+            String::new()
+        }
+    };
+    let uses_ds = |holder: &Value| -> bool {
+        let uid = holder.pointer("/datasource/uid").and_then(Value::as_str);
+        !ds_name.is_empty()
+            && (uid == Some(&format!("${{{ds_name}}}")) || uid == Some(&format!("${ds_name}")))
+    };
+
+    // Template variables.
+    for v in variables(dashboard) {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        if v.get("type") != Some(&json!("query")) {
+            continue;
+        }
+        if !uses_ds(v) {
+            problems.push(format!(
+                "variable ${name} does not use the datasource variable"
+            ));
+        }
+        let query = variable_query(v).unwrap_or("");
+        if name == "function"
+            && query.split_whitespace().collect::<String>()
+                != FUNCTION_VARIABLE_QUERY
+                    .split_whitespace()
+                    .collect::<String>()
+        {
+            problems.push(format!(
+                "variable $function must be `{FUNCTION_VARIABLE_QUERY}`, is {query:?}"
+            ));
+        }
+        match label_values_metric(query) {
+            Ok(Some(metric)) if resolve_metric(contract, &metric).is_none() => problems.push(
+                format!("variable ${name} reads {metric}, which is not in Contract 2"),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("variable ${name}: {e}")),
+        }
+    }
+
+    // Panels.
+    let mut ids = BTreeSet::new();
+    for panel in panels(dashboard) {
+        let title = panel.get("title").and_then(Value::as_str).unwrap_or("");
+        let what = format!("panel {title:?}");
+        match panel.get("id").and_then(Value::as_i64) {
+            Some(id) if !ids.insert(id) => {
+                problems.push(format!("{what}: duplicate panel id {id}"))
+            }
+            Some(_) => {}
+            None => problems.push(format!("{what}: no numeric id")),
+        }
+        if title.trim().is_empty() {
+            problems.push(format!("{what}: empty title"));
+        }
+        if panel.get("type") == Some(&json!("row")) {
+            if panel.get("targets").is_some() {
+                problems.push(format!("{what}: a row must not carry queries"));
+            }
+            continue;
+        }
+        let description = panel
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if description.trim().is_empty() {
+            problems.push(format!("{what}: no description"));
+        }
+        let unit = panel
+            .pointer("/fieldConfig/defaults/unit")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if unit.trim().is_empty() {
+            problems.push(format!("{what}: no unit in fieldConfig.defaults.unit"));
+        }
+        if !uses_ds(panel) {
+            problems.push(format!("{what}: does not use the datasource variable"));
+        }
+        if panel
+            .get("targets")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
+            problems.push(format!("{what}: no targets"));
+        }
+    }
+
+    // Targets and their PromQL.
+    let values = substitution_values(dashboard, "lint-function");
+    for t in targets(dashboard) {
+        let what = format!("panel {:?} target {}", t.panel_title, t.ref_id);
+        if !uses_ds(t.target) {
+            problems.push(format!("{what}: does not use the datasource variable"));
+        }
+        if t.expr.trim().is_empty() {
+            problems.push(format!("{what}: no expr"));
+            continue;
+        }
+        if let Err(e) = dashboards::substitute(&t.expr, &values) {
+            problems.push(format!("{what}: {e}"));
+        }
+        let found = match selectors(&t.expr) {
+            Ok(found) => found,
+            Err(e) => {
+                problems.push(format!("{what}: {e}"));
+                continue;
+            }
+        };
+        if found.is_empty() {
+            problems.push(format!("{what}: selects no metric"));
+        }
+        for s in found {
+            let Some((metric, kind)) = resolve_metric(contract, &s.metric) else {
+                problems.push(format!("{what}: {} is not a Contract 2 metric", s.metric));
+                continue;
+            };
+            let under_rate = s
+                .function
+                .as_deref()
+                .is_some_and(|f| RATE_FUNCTIONS.contains(&f));
+            match kind {
+                MetricType::Counter | MetricType::Histogram if !under_rate => problems.push(
+                    format!("{what}: {} ({kind:?} of {metric}) must be used through rate() or increase()", s.metric),
+                ),
+                MetricType::Gauge if under_rate => problems.push(format!(
+                    "{what}: {} is a gauge; rate()/increase() only apply to counters",
+                    s.metric
+                )),
+                _ => {}
+            }
+            if under_rate && s.range.as_deref() != Some("$__rate_interval") {
+                problems.push(format!(
+                    "{what}: {}() over {} must use [$__rate_interval], has {:?}",
+                    s.function.as_deref().unwrap_or(""),
+                    s.metric,
+                    s.range
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// A dashboard that meets every convention; the broken fixtures below are one change away from it.
+fn good_fixture() -> Value {
+    let ds = json!({"type": "prometheus", "uid": "${datasource}"});
+    json!({
+        "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}],
+        "__requires": [{"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"}],
+        "schemaVersion": 39,
+        "title": "fixture",
+        "templating": {"list": [
+            {"name": "datasource", "type": "datasource", "query": "prometheus"},
+            {"name": "function", "type": "query", "datasource": ds, "query": {"query": FUNCTION_VARIABLE_QUERY}},
+        ]},
+        "panels": [
+            {"id": 1, "type": "timeseries", "title": "Error rate", "description": "errors / all",
+             "datasource": ds, "fieldConfig": {"defaults": {"unit": "percentunit"}, "overrides": []},
+             "targets": [{"refId": "A", "datasource": ds,
+                          "expr": "sum(rate(lambdawatch_invocations_total{function=~\"$function\", outcome=\"error\"}[$__rate_interval])) / sum(rate(lambdawatch_invocations_total{function=~\"$function\"}[$__rate_interval]))"}]},
+            {"id": 2, "type": "timeseries", "title": "P99 init", "description": "p99",
+             "datasource": ds, "fieldConfig": {"defaults": {"unit": "s"}, "overrides": []},
+             "targets": [{"refId": "A", "datasource": ds,
+                          "expr": "histogram_quantile(0.99, sum by (le) (rate(lambdawatch_init_duration_seconds_bucket[$__rate_interval])))"},
+                         {"refId": "B", "datasource": ds, "expr": "max(lambdawatch_timeout_seconds{function=\"$function\"})"}]},
+        ]
+    })
+}
+
+#[test]
+fn every_dashboard_passes_the_lint() {
+    let contract = dashboards::repo_contract_metrics();
+    let all = dashboards::load_all();
+    let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
+    for expected in EXPECTED_DASHBOARDS {
+        assert!(
+            names.contains(expected),
+            "dashboards/{expected}.json missing; found {names:?}"
+        );
+    }
+    let mut report = Vec::new();
+    for d in &all {
+        assert!(
+            targets(&d.json).len() >= 5,
+            "{} has almost no queries: is it empty?",
+            d.path.display()
+        );
+        report.extend(
+            lint(&d.json, &contract)
+                .into_iter()
+                .map(|p| format!("{}: {p}", d.name)),
+        );
+    }
+    assert!(report.is_empty(), "dashboard lint:\n{}", report.join("\n"));
+}
+
+#[test]
+fn good_fixture_is_clean() {
+    let contract = dashboards::repo_contract_metrics();
+    assert_eq!(lint(&good_fixture(), &contract), Vec::<String>::new());
+}
+
+#[test]
+fn lint_rejects_every_broken_convention() {
+    let contract = dashboards::repo_contract_metrics();
+    type Break = fn(&mut Value);
+    let cases: &[(&str, Break, &str)] = &[
+        (
+            "old schema",
+            |d| d["schemaVersion"] = json!(38),
+            "schemaVersion must be >= 39",
+        ),
+        (
+            "no import input",
+            |d| d["__inputs"] = json!([]),
+            "__inputs has no Prometheus",
+        ),
+        (
+            "no requires",
+            |d| d["__requires"] = json!([]),
+            "__requires does not name",
+        ),
+        (
+            "two datasource variables",
+            |d| {
+                let extra = json!({"name": "ds2", "type": "datasource", "query": "prometheus"});
+                d["templating"]["list"].as_array_mut().unwrap().push(extra);
+            },
+            "exactly one datasource variable wanted, found 2",
+        ),
+        (
+            "no datasource variable",
+            |d| {
+                d["templating"]["list"].as_array_mut().unwrap().remove(0);
+            },
+            "exactly one datasource variable wanted, found 0",
+        ),
+        (
+            "hard-coded panel datasource",
+            |d| d["panels"][0]["datasource"]["uid"] = json!("P1809F7CD0C75ACF3"),
+            "panel \"Error rate\": does not use the datasource variable",
+        ),
+        (
+            "hard-coded target datasource",
+            |d| {
+                d["panels"][1]["targets"][1]["datasource"] =
+                    json!({"type": "prometheus", "uid": "abc"})
+            },
+            "panel \"P99 init\" target B: does not use the datasource variable",
+        ),
+        (
+            "variable without datasource",
+            |d| d["templating"]["list"][1]["datasource"] = Value::Null,
+            "variable $function does not use the datasource variable",
+        ),
+        (
+            "function variable from another metric",
+            |d| {
+                d["templating"]["list"][1]["query"] =
+                    json!("label_values(lambdawatch_cold_starts_total, function)")
+            },
+            "variable $function must be",
+        ),
+        (
+            "no unit",
+            |d| d["panels"][0]["fieldConfig"]["defaults"] = json!({}),
+            "panel \"Error rate\": no unit",
+        ),
+        (
+            "empty description",
+            |d| d["panels"][1]["description"] = json!("  "),
+            "panel \"P99 init\": no description",
+        ),
+        (
+            "duplicate id",
+            |d| d["panels"][1]["id"] = json!(1),
+            "duplicate panel id 1",
+        ),
+        (
+            "rate over a fixed window",
+            |d| {
+                d["panels"][1]["targets"][0]["expr"] = json!(
+                    "histogram_quantile(0.99, sum by (le) (rate(lambdawatch_init_duration_seconds_bucket[5m])))"
+                )
+            },
+            "must use [$__rate_interval], has Some(\"5m\")",
+        ),
+        (
+            "increase over a fixed window",
+            |d| {
+                d["panels"][0]["targets"][0]["expr"] =
+                    json!("sum(increase(lambdawatch_throttles_total[1d]))")
+            },
+            "increase() over lambdawatch_throttles_total must use [$__rate_interval]",
+        ),
+        (
+            "metric not in the contract",
+            |d| d["panels"][1]["targets"][1]["expr"] = json!("max(aws_lambda_timeout_seconds)"),
+            "aws_lambda_timeout_seconds is not a Contract 2 metric",
+        ),
+        (
+            "invented lambdawatch metric",
+            |d| {
+                d["panels"][1]["targets"][1]["expr"] =
+                    json!("sum(rate(lambdawatch_retry_storms_total[$__rate_interval]))")
+            },
+            "lambdawatch_retry_storms_total is not a Contract 2 metric",
+        ),
+        (
+            "raw counter",
+            |d| d["panels"][1]["targets"][1]["expr"] = json!("sum(lambdawatch_invocations_total)"),
+            "must be used through rate() or increase()",
+        ),
+        (
+            "bare histogram name",
+            |d| d["panels"][1]["targets"][1]["expr"] = json!("lambdawatch_init_duration_seconds"),
+            "lambdawatch_init_duration_seconds is not a Contract 2 metric",
+        ),
+        (
+            "rate over a gauge",
+            |d| {
+                d["panels"][1]["targets"][1]["expr"] =
+                    json!("rate(lambdawatch_timeout_seconds[$__rate_interval])")
+            },
+            "is a gauge",
+        ),
+        (
+            "undefined variable",
+            |d| {
+                d["panels"][1]["targets"][1]["expr"] =
+                    json!("max(lambdawatch_timeout_seconds{region=\"$region\"})")
+            },
+            "no value for template variable `$region`",
+        ),
+        (
+            "unparseable expression",
+            |d| d["panels"][1]["targets"][1]["expr"] = json!("max(lambdawatch_timeout_seconds"),
+            "unbalanced `(`",
+        ),
+        (
+            "panel without targets",
+            |d| d["panels"][1]["targets"] = json!([]),
+            "panel \"P99 init\": no targets",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, breaker, expected) in cases {
+        let mut broken = good_fixture();
+        breaker(&mut broken);
+        let problems = lint(&broken, &contract);
+        if !problems.iter().any(|p| p.contains(expected)) {
+            failures.push(format!(
+                "{name}: wanted a problem containing {expected:?}, got {problems:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn contract_2_is_read_from_the_architecture_doc() {
+    let contract = dashboards::repo_contract_metrics();
+    assert!(
+        contract.len() >= 25,
+        "only {} metrics parsed",
+        contract.len()
+    );
+    assert_eq!(
+        contract.get("lambdawatch_invocations_total"),
+        Some(&MetricType::Counter)
+    );
+    assert_eq!(
+        contract.get("lambdawatch_init_duration_seconds"),
+        Some(&MetricType::Histogram)
+    );
+    assert_eq!(
+        contract.get("lambdawatch_slo_burn_rate"),
+        Some(&MetricType::Gauge)
+    );
+    assert!(
+        contract.keys().all(|k| k.starts_with("lambdawatch_")),
+        "{contract:?}"
+    );
+}
+
+/// Runs `promtool check rules` over `exprs` (each a recording rule); returns success and output.
+fn promtool_check(exprs: &[(String, Value)]) -> (bool, String) {
+    let promtool = lambdawatch_tests::peers::bin("promtool");
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, (expr, labels))| {
+            json!({"record": format!("lambdawatch_dashboard_check:{i}"), "expr": expr, "labels": labels})
+        })
+        .collect();
+    // JSON is YAML: promtool reads it as a rule file.
+    let file = json!({"groups": [{"name": "dashboard-expressions", "rules": rules}]});
+    let path = std::env::temp_dir().join(format!(
+        "lambdawatch-dashboard-exprs-{}-{}.json",
+        std::process::id(),
+        exprs.len()
+    ));
+    std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    let out = std::process::Command::new(&promtool)
+        .args(["check", "rules", "--lint=none"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+    let _ = std::fs::remove_file(&path);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok =
+        out.status.success() && text.contains(&format!("SUCCESS: {} rules found", exprs.len()));
+    (ok, text)
+}
+
+#[test]
+fn every_dashboard_expression_parses_with_promtool() {
+    let mut exprs = Vec::new();
+    for d in dashboards::load_all() {
+        let queries = dashboards::promql_queries(&d, "orders")
+            .unwrap_or_else(|e| panic!("cannot substitute: {e}"));
+        for q in queries {
+            assert!(!q.expr.contains('$'), "unsubstituted variable in {q:?}");
+            let labels =
+                json!({"dashboard": q.dashboard, "panel": q.panel_title, "ref_id": q.ref_id});
+            exprs.push((q.expr, labels));
+        }
+    }
+    let (ok, text) = promtool_check(&exprs);
+    assert!(
+        ok,
+        "promtool rejected a dashboard expression (or did not check all {}):\n{text}",
+        exprs.len()
+    );
+}
+
+#[test]
+fn promtool_check_fails_on_a_broken_expression() {
+    let broken = vec![(
+        "sum(rate(lambdawatch_invocations_total[1m])".to_owned(),
+        json!({}),
+    )];
+    let (ok, text) = promtool_check(&broken);
+    assert!(!ok, "promtool accepted an unbalanced expression:\n{text}");
+}
