@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.to_str().ok())
         .context("no Lambda-Extension-Identifier")?
         .to_owned();
-    probe.write(json!({"registered": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null), "name": name}));
+    probe.write(json!({"registered": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null), "name": name, "id": id, "api": api}));
     eprintln!("[probe] registered as {name}");
 
     if std::env::var_os("PROBE_NO_SUBSCRIBE").is_none() {

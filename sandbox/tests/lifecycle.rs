@@ -1,0 +1,300 @@
+//! The sandbox through its real HTTP APIs, with the rust sample function and the probe extension.
+//! Needs `cargo build -p lambdawatch-sample-function -p lambdawatch-sandbox` first.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn kind(e: &Value) -> &str {
+    e["type"].as_str().unwrap_or("")
+}
+
+fn rid(e: &Value) -> &str {
+    e["record"]["requestId"].as_str().unwrap_or("")
+}
+
+fn position(events: &[(u64, Value)], t: &str, request_id: &str) -> usize {
+    events
+        .iter()
+        .position(|(_, e)| kind(e) == t && (request_id.is_empty() || rid(e) == request_id))
+        .unwrap_or_else(|| panic!("no {t} for {request_id:?} in {events:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_event_order_and_late_report() {
+    let h = start("", &[], &[("probe", &[])], None).await;
+    let r1 = h
+        .invoke(r#"{"log_lines": 2, "log_json": true}"#, false)
+        .await;
+    assert_eq!(r1.status, 200);
+    let id1 = r1.header("X-Amzn-RequestId").unwrap();
+    // The environment is frozen now: the report of invocation 1 must not arrive.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = telemetry_events(&probe_lines(&h.probe_out));
+    assert!(
+        !before.iter().any(|(_, e)| kind(e) == "platform.report"),
+        "platform.report delivered while frozen: {before:#?}"
+    );
+    let thaw_at = now_ms();
+    let r2 = h.invoke("{}", false).await;
+    assert_eq!(r2.status, 200);
+    let id2 = r2.header("X-Amzn-RequestId").unwrap();
+    let (report, lines, _dir) = h.finish().await;
+    let ev = telemetry_events(&lines);
+    // INIT order, then invocation 1.
+    let init_start = position(&ev, "platform.initStart", "");
+    let rt_done = position(&ev, "platform.initRuntimeDone", "");
+    let init_report = position(&ev, "platform.initReport", "");
+    let start1 = position(&ev, "platform.start", &id1);
+    let done1 = position(&ev, "platform.runtimeDone", &id1);
+    let report1 = position(&ev, "platform.report", &id1);
+    let start2 = position(&ev, "platform.start", &id2);
+    let report2 = position(&ev, "platform.report", &id2);
+    assert!(init_start < rt_done && rt_done < init_report && init_report < start1);
+    assert!(start1 < done1 && done1 < report1 && report1 < report2 && start2 < report2);
+    assert_eq!(ev[init_start].1["record"]["phase"], "init");
+    assert_eq!(
+        ev[init_start].1["record"]["initializationType"],
+        "on-demand"
+    );
+    // JSON log lines are objects with schema 2022-12-13.
+    let f = ev
+        .iter()
+        .find(|(_, e)| kind(e) == "function" && e["record"].is_object())
+        .expect("a JSON function record");
+    assert_eq!(f.1["record"]["requestId"], id1.as_str());
+    // The late report: delivered only after the thaw.
+    assert!(
+        ev[report1].0 >= thaw_at,
+        "report 1 arrived before the next thaw"
+    );
+    let rec = &ev[report1].1["record"];
+    assert_eq!(rec["status"], "success");
+    assert!(rec["metrics"]["initDurationMs"].as_f64().unwrap() > 0.0);
+    assert!(rec["metrics"]["maxMemoryUsedMB"].as_u64().unwrap() > 0);
+    let d = rec["metrics"]["durationMs"].as_f64().unwrap();
+    let billed = rec["metrics"]["billedDurationMs"].as_u64().unwrap();
+    assert!(
+        billed as f64 >= d && billed as f64 - d < 1.0 + 1000.0,
+        "{rec}"
+    );
+    let spans: Vec<&str> = rec["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(spans.contains(&"responseLatency") && spans.contains(&"responseDuration"));
+    assert!(
+        rec["tracing"]["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("Root=1-")
+    );
+    // The probe saw INVOKE with the documented fields.
+    let inv = lines
+        .iter()
+        .find(|l| l["lifecycle"]["eventType"] == "INVOKE")
+        .unwrap();
+    for k in ["deadlineMs", "requestId", "invokedFunctionArn", "tracing"] {
+        assert!(inv["lifecycle"].get(k).is_some(), "INVOKE lacks {k}");
+    }
+    assert_eq!(report.invocations.success, 2);
+    assert_eq!(report.cold_starts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_environment_stops_extension_timer() {
+    let h = start("", &[], &[("probe", &[("PROBE_TICK_MS", "20")])], None).await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let frozen_from = now_ms();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let frozen_to = now_ms();
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let (_, lines, _dir) = h.finish().await;
+    let ticks: Vec<u64> = lines.iter().filter_map(|l| l["tick"].as_u64()).collect();
+    assert!(ticks.len() > 3, "the probe timer never ran: {ticks:?}");
+    let inside = ticks
+        .iter()
+        .filter(|t| **t > frozen_from + 200 && **t < frozen_to - 100)
+        .count();
+    assert_eq!(inside, 0, "timer ticked while frozen: {ticks:?}");
+    let max_gap = ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        max_gap >= 600,
+        "no frozen gap in ticks (max gap {max_gap} ms)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_resets_then_suppressed_init() {
+    // One environment, so the second invocation must reuse (and re-initialise) it.
+    let h = start(
+        "timeout_ms: 400\nreserved_concurrency: 1\n",
+        &[],
+        &[("probe", &[])],
+        None,
+    )
+    .await;
+    let r = h.invoke(r#"{"sleep_ms": 3000}"#, false).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("X-Amz-Function-Error").as_deref(),
+        Some("Unhandled")
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("Task timed out"));
+    // The environment is busy resetting (SHUTDOWN, kill) for a moment: 429 until it is free.
+    let mut r2 = h.invoke("{}", false).await;
+    for _ in 0..100 {
+        if r2.status != 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r2 = h.invoke("{}", false).await;
+    }
+    assert_eq!(r2.status, 200);
+    assert!(r2.header("X-Amz-Function-Error").is_none());
+    let (report, lines, _dir) = h.finish().await;
+    let shutdown = lines
+        .iter()
+        .find(|l| l["lifecycle"]["eventType"] == "SHUTDOWN")
+        .expect("SHUTDOWN after the timeout");
+    assert_eq!(shutdown["lifecycle"]["shutdownReason"], "timeout");
+    let ev = telemetry_events(&lines);
+    let phases: Vec<&str> = ev
+        .iter()
+        .filter(|(_, e)| kind(e) == "platform.initStart")
+        .map(|(_, e)| e["record"]["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["init", "invoke"], "suppressed init expected");
+    let statuses: Vec<&str> = report.records.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses, ["timeout", "success"]);
+    assert_eq!(report.invocations.timeout, 1);
+    assert!(report.shutdowns.iter().any(|s| s.reason == "timeout"));
+    let timeout_report = ev
+        .iter()
+        .find(|(_, e)| kind(e) == "platform.report" && e["record"]["status"] == "timeout");
+    assert!(
+        timeout_report.is_some(),
+        "no platform.report with status timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_beyond_reserved_concurrency() {
+    let h = start("reserved_concurrency: 1\n", &[], &[], None).await;
+    let calls = (0..4).map(|_| h.invoke(r#"{"sleep_ms": 600}"#, false));
+    let mut statuses = Vec::new();
+    let mut throttled = 0;
+    for r in futures_join(calls).await {
+        if r.status == 429 {
+            throttled += 1;
+            assert_eq!(
+                r.header("X-Amzn-ErrorType").as_deref(),
+                Some("TooManyRequestsException")
+            );
+        }
+        statuses.push(r.status);
+    }
+    assert!(throttled >= 1, "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let (report, _, _dir) = h.finish().await;
+    assert_eq!(report.throttles, throttled);
+}
+
+/// Runs the futures concurrently on the runtime.
+async fn futures_join<F: std::future::Future<Output = T> + Send, T: Send>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    let pinned: Vec<_> = futs.map(Box::pin).collect();
+    // Poll all at once with a simple join.
+    let mut set = pinned;
+    while !set.is_empty() {
+        let (r, _i, rest) = select_all(set).await;
+        out.push(r);
+        set = rest;
+    }
+    out
+}
+
+async fn select_all<F: std::future::Future + Unpin>(
+    mut futs: Vec<F>,
+) -> (F::Output, usize, Vec<F>) {
+    std::future::poll_fn(|cx| {
+        for i in 0..futs.len() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(&mut futs[i]).poll(cx) {
+                return std::task::Poll::Ready((v, i));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+    .pipe(|(v, i)| {
+        futs.remove(i);
+        (v, i, futs)
+    })
+}
+
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_retries_keep_request_id_then_dlq() {
+    let h = start(
+        "max_retries: 2\nasync_retry_delay_ms: 50\ndlq: failures\n",
+        &[],
+        &[],
+        None,
+    )
+    .await;
+    let r = h.invoke(r#"{"fail": true}"#, true).await;
+    assert_eq!(r.status, 202);
+    let id = r.header("X-Amzn-RequestId").unwrap();
+    let (report, _, _dir) = h.finish().await;
+    let attempts: Vec<(u32, &str)> = report
+        .records
+        .iter()
+        .filter(|r| r.request_id == id)
+        .map(|r| (r.attempt, r.status.as_str()))
+        .collect();
+    assert_eq!(attempts, [(1, "error"), (2, "error"), (3, "error")]);
+    assert_eq!(report.async_.received, 1);
+    assert_eq!(report.async_.retried, 2);
+    assert_eq!(report.async_.dead_lettered, 1);
+    assert_eq!(report.dead_letters[0].request_id, id);
+    assert_eq!(report.dead_letters[0].queue, "failures");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_sigkills_stubborn_extension() {
+    let h = start(
+        "",
+        &[],
+        &[("stubborn", &[("PROBE_IGNORE_SHUTDOWN", "1")])],
+        None,
+    )
+    .await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let (report, lines, _dir) = h.finish().await;
+    let sd = lines
+        .iter()
+        .find(|l| l["lifecycle"]["eventType"] == "SHUTDOWN")
+        .expect("SHUTDOWN delivered");
+    assert_eq!(sd["lifecycle"]["shutdownReason"], "spindown");
+    assert!(sd["lifecycle"]["deadlineMs"].as_u64().unwrap() > sd["at_ms"].as_u64().unwrap());
+    let s = &report.shutdowns[0];
+    assert_eq!(s.killed_extensions, ["stubborn"]);
+    assert!(
+        (2_000.0..4_000.0).contains(&s.duration_ms),
+        "shutdown took {} ms",
+        s.duration_ms
+    );
+}
