@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Quick start command 2: install the test peers, build the workspace once, run every test.
+#
+#   ./scripts/test.sh          peers + build + cargo tests + scripts/checks.d/*.sh
+#   ./scripts/test.sh peers    only install the peers (then `cargo test -p ...` works by hand)
+#
+# Peers (Contract 3 in docs/ARCHITECTURE.md) go to $LAMBDAWATCH_PEERS, default
+# ${XDG_CACHE_HOME:-$HOME/.cache}/lambdawatch-peers, outside the clone:
+#   - Debian: prometheus (promtool), prometheus-alertmanager
+#   - venv/: Python packages pinned in scripts/peers-requirements.txt
+#   - bin/aws-lambda-rie: the AWS Runtime Interface Emulator, from the aws-sam-cli wheel
+# Every install step is idempotent and a no-op when its result is already present.
+set -Eeuo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SAM_CLI_VERSION="1.170.0"
+RIE_MEMBER="samcli/local/rapid/aws-lambda-rie-x86_64"
+DEBIAN_PACKAGES=(prometheus prometheus-alertmanager)
+
+export LAMBDAWATCH_PEERS="${LAMBDAWATCH_PEERS:-${XDG_CACHE_HOME:-$HOME/.cache}/lambdawatch-peers}"
+if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
+  for candidate in /work/.cargo-target "$HOME/.cache/lambdawatch-target"; do
+    if [[ -d "$candidate" ]]; then export CARGO_TARGET_DIR="$candidate"; break; fi
+  done
+fi
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+CURRENT_STEP="setup"
+TIMINGS=()
+RUN_START=$SECONDS
+
+on_error() {
+  local rc=$?
+  echo >&2
+  echo "scripts/test.sh: FAILED in step '$CURRENT_STEP' (exit $rc)" >&2
+  print_timings >&2
+  exit "$rc"
+}
+trap on_error ERR
+
+print_timings() {
+  echo "---- timings ----"
+  local t
+  for t in "${TIMINGS[@]}"; do echo "  $t"; done
+  echo "  total: $((SECONDS - RUN_START)) s"
+}
+
+# step NAME FUNCTION: runs FUNCTION as one named, timed step.
+step() {
+  CURRENT_STEP="$1"
+  local start=$SECONDS
+  echo "==> [$1] started"
+  "$2"
+  local took=$((SECONDS - start))
+  TIMINGS+=("$1: ${took} s")
+  echo "==> [$1] done in ${took} s"
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+install_debian() {
+  local missing=()
+  command -v promtool >/dev/null 2>&1 || [[ -x /usr/bin/promtool ]] || missing+=(prometheus)
+  [[ -x /usr/bin/prometheus-alertmanager ]] || missing+=(prometheus-alertmanager)
+  command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "Debian peers present: ${DEBIAN_PACKAGES[*]}"
+    return
+  fi
+  echo "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -q
+  # policy-rc.d-free containers: tell invoke-rc.d not to start the services it installs.
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+install_python() {
+  local venv="$LAMBDAWATCH_PEERS/venv"
+  local stamp="$venv/.lambdawatch-requirements"
+  if [[ -x "$venv/bin/python" ]] && cmp -s scripts/peers-requirements.txt "$stamp"; then
+    echo "Python peers present in $venv"
+    return
+  fi
+  mkdir -p "$LAMBDAWATCH_PEERS"
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r scripts/peers-requirements.txt
+  "$venv/bin/python" -c 'import awslambdaric, aws_lambda_powertools, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, opentelemetry.exporter.otlp.proto.http.trace_exporter, moto.server'
+  cp scripts/peers-requirements.txt "$stamp"
+}
+
+install_rie() {
+  local bin_dir="$LAMBDAWATCH_PEERS/bin"
+  local rie="$bin_dir/aws-lambda-rie"
+  local stamp="$bin_dir/.aws-lambda-rie-version"
+  if [[ -x "$rie" ]] && [[ "$(cat "$stamp" 2>/dev/null)" == "aws-sam-cli==$SAM_CLI_VERSION" ]]; then
+    echo "AWS RIE present: $rie (aws-sam-cli==$SAM_CLI_VERSION)"
+    return
+  fi
+  mkdir -p "$bin_dir"
+  local tmp
+  tmp="$(mktemp -d)"
+  "$LAMBDAWATCH_PEERS/venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+    -d "$tmp" "aws-sam-cli==$SAM_CLI_VERSION"
+  "$LAMBDAWATCH_PEERS/venv/bin/python" - "$tmp" "$RIE_MEMBER" "$rie.tmp" <<'PY'
+import glob, shutil, sys, zipfile
+tmp, member, out = sys.argv[1:4]
+wheels = glob.glob(f"{tmp}/aws_sam_cli-*.whl")
+if len(wheels) != 1:
+    sys.exit(f"expected one aws_sam_cli wheel in {tmp}, found {wheels}")
+with zipfile.ZipFile(wheels[0]) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  chmod +x "$rie.tmp"
+  mv "$rie.tmp" "$rie"
+  echo "aws-sam-cli==$SAM_CLI_VERSION" > "$stamp"
+  rm -rf "$tmp"
+  echo "AWS RIE installed: $rie"
+}
+
+build() {
+  echo "CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-<default: $ROOT/target>}"
+  cargo build --workspace --bins --tests
+}
+
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    # Every test runs: no filters, no ignored tests left out, all failures reported.
+    cargo nextest run --workspace --no-fail-fast --run-ignored all
+    # nextest does not run doctests.
+    cargo test --workspace --doc --no-fail-fast
+  else
+    cargo test --workspace --no-fail-fast -- --include-ignored
+  fi
+}
+
+run_checks() {
+  local check found=0
+  shopt -s nullglob
+  for check in scripts/checks.d/*.sh; do
+    found=1
+    if [[ ! -x "$check" ]]; then
+      echo "$check is not executable: chmod +x it" >&2
+      return 1
+    fi
+    CURRENT_STEP="checks: $check"
+    echo "--> $check"
+    "$check"
+  done
+  [[ $found -eq 1 ]] || echo "no checks registered in scripts/checks.d"
+}
+
+echo "LAMBDAWATCH_PEERS=$LAMBDAWATCH_PEERS"
+step "debian peers" install_debian
+step "python peers" install_python
+step "aws rie" install_rie
+if [[ "${1:-}" == "peers" ]]; then
+  print_timings
+  exit 0
+fi
+step "cargo build" build
+step "cargo tests" run_tests
+step "checks.d" run_checks
+print_timings
+echo "scripts/test.sh: all steps passed"
