@@ -535,3 +535,127 @@ fn promtool_check_fails_on_a_broken_expression() {
     let (ok, text) = promtool_check(&broken);
     assert!(!ok, "promtool accepted an unbalanced expression:\n{text}");
 }
+
+/// The runbook pages, one per alert (`docs/runbooks/{page}.md`), plus `index.md`.
+const RUNBOOK_PAGES: &[&str] = &[
+    "cold-start",
+    "error-rate",
+    "dlq",
+    "throttles",
+    "timeout-budget",
+    "no-data",
+    "pipeline-drops",
+    "cost",
+    "retry-storm",
+];
+const RUNBOOK_SECTIONS: &[&str] = &[
+    "## What it means",
+    "## Confirm on the dashboards",
+    "## Likely causes",
+    "## What to do",
+];
+
+/// Panel references in runbook Markdown, written `*Dashboard* › **Panel**`, optionally continued
+/// with ` and **Panel**`, `, **Panel**` or ` beside **Panel**`: `(dashboard, panel)` pairs.
+fn runbook_panel_references(markdown: &str) -> Vec<(String, String)> {
+    let mut refs = Vec::new();
+    for line in markdown.lines() {
+        let mut rest = line;
+        while let Some(pos) = rest.find("* › **") {
+            let dashboard = rest[..pos].rsplit('*').next().unwrap_or("").to_owned();
+            let mut tail = &rest[pos + "* › **".len()..];
+            loop {
+                let Some(end) = tail.find("**") else { break };
+                refs.push((dashboard.clone(), tail[..end].to_owned()));
+                tail = &tail[end + 2..];
+                let next = [" and **", ", **", ", and **", " beside **"]
+                    .iter()
+                    .find_map(|c| tail.strip_prefix(c));
+                match next {
+                    Some(t) => tail = t,
+                    None => break,
+                }
+            }
+            rest = tail;
+        }
+    }
+    refs
+}
+
+#[test]
+fn runbook_panel_references_parse() {
+    let md = "1. *Fleet SLO overview* › **Throttles** beside **Invocations** and **Cost per day**: x **not a panel**\n\
+              2. *Pipeline health* › **A**, **B**; *Function drill-down* › **C**.";
+    let refs = runbook_panel_references(md);
+    let want = [
+        ("Fleet SLO overview", "Throttles"),
+        ("Fleet SLO overview", "Invocations"),
+        ("Fleet SLO overview", "Cost per day"),
+        ("Pipeline health", "A"),
+        ("Pipeline health", "B"),
+        ("Function drill-down", "C"),
+    ];
+    let got: Vec<(&str, &str)> = refs.iter().map(|(d, p)| (d.as_str(), p.as_str())).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn every_runbook_exists_and_names_only_real_panels() {
+    let dir = lambdawatch_tests::repo_root().join("docs/runbooks");
+    // Dashboard short title ("Fleet SLO overview" from "lambdawatch · Fleet SLO overview") → panel titles.
+    let mut panels_by_dashboard: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for d in dashboards::load_all() {
+        let title = d.json.get("title").and_then(Value::as_str).unwrap_or("");
+        let short = title.rsplit(" · ").next().unwrap_or(title).to_owned();
+        let titles = panels(&d.json)
+            .into_iter()
+            .filter_map(|p| p.get("title").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        panels_by_dashboard.insert(short, titles);
+    }
+    let mut problems = Vec::new();
+    for page in RUNBOOK_PAGES.iter().chain(&["index"]) {
+        let path = dir.join(format!("{page}.md"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            problems.push(format!("{} missing", path.display()));
+            continue;
+        };
+        // Relative links to other pages must resolve.
+        for (i, _) in text.match_indices("](") {
+            let target = text[i + 2..].split(')').next().unwrap_or("");
+            if target.ends_with(".md") && !target.contains("://") && !dir.join(target).is_file() {
+                problems.push(format!("{page}.md links to missing {target}"));
+            }
+        }
+        if *page == "index" {
+            for p in RUNBOOK_PAGES {
+                if !text.contains(&format!("]({p}.md)")) {
+                    problems.push(format!("index.md does not link {p}.md"));
+                }
+            }
+            continue;
+        }
+        for section in RUNBOOK_SECTIONS {
+            if !text.contains(section) {
+                problems.push(format!("{page}.md has no `{section}` section"));
+            }
+        }
+        let refs = runbook_panel_references(&text);
+        if refs.len() < 2 {
+            problems.push(format!("{page}.md names fewer than two dashboard panels"));
+        }
+        for (dashboard, panel) in refs {
+            match panels_by_dashboard.get(&dashboard) {
+                None => problems.push(format!("{page}.md: no dashboard titled {dashboard:?}")),
+                Some(titles) if !titles.contains(&panel) => problems.push(format!(
+                    "{page}.md: dashboard {dashboard:?} has no panel {panel:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+        if !text.contains("aws ") {
+            problems.push(format!("{page}.md has no AWS CLI command"));
+        }
+    }
+    assert!(problems.is_empty(), "runbooks:\n{}", problems.join("\n"));
+}
