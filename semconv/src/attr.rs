@@ -58,5 +58,11 @@ pub const AWS_LAMBDA_DROPPED_BYTES: &str = "aws.lambda.dropped_bytes";
 pub const AWS_LAMBDA_DROP_REASON: &str = "aws.lambda.drop_reason";
 /// Log source: `function` | `extension` | `platform`.
 pub const AWS_LAMBDA_LOG_SOURCE: &str = "aws.lambda.log_source";
+/// `platform.initStart.runtimeVersion` on init spans (e.g. `python:3.12.v30`).
+pub const AWS_LAMBDA_RUNTIME_VERSION: &str = "aws.lambda.runtime_version";
+/// `true` on an invocation span emitted without its `platform.report` (shutdown came first).
+pub const LAMBDAWATCH_INCOMPLETE: &str = "lambdawatch.incomplete";
+/// Signal label on the extension's own exported counter (`traces`, `metrics`, `logs`).
+pub const LAMBDAWATCH_SIGNAL: &str = "signal";
 /// Reason label on the extension's own drop counter.
 pub const LAMBDAWATCH_REASON: &str = "reason";

@@ -1,0 +1,361 @@
+//! OTLP/HTTP protobuf export: one POST per signal, gzip by default, per-signal endpoints,
+//! headers, a timeout per request and retries with backoff bounded by the time available.
+//!
+//! Consumes a [`Batch`] (drained from the buffer) and a deadline; produces an [`ExportReport`]
+//! (items exported, items dropped by reason, retries). Never blocks past the deadline: a dead
+//! collector fails fast (connection refused), a slow one is cut at `min(timeout, deadline)`, and
+//! what could not be sent is counted as dropped — the buffer has already moved on.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::Full;
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+        metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
+        trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    },
+    common::v1::InstrumentationScope,
+    logs::v1::{ResourceLogs, ScopeLogs},
+    metrics::v1::{ResourceMetrics, ScopeMetrics},
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans},
+};
+use prost::Message;
+
+use crate::buffer::Batch;
+use crate::config::{Compression, Endpoints};
+use crate::http::{HttpClient, HttpError};
+
+pub const SCOPE_NAME: &str = "lambdawatch-extension";
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// An attempt with less time than this left is not started.
+pub const MIN_ATTEMPT: Duration = Duration::from_millis(20);
+
+/// Drop reasons (the `reason` label of `lambdawatch.extension.dropped`).
+pub mod reason {
+    pub const EXPORT_FAILED: &str = "export_failed";
+    pub const REJECTED: &str = "rejected";
+    pub const PARTIAL_REJECTED: &str = "partial_rejected";
+    pub const UNSUPPORTED_ENDPOINT: &str = "unsupported_endpoint";
+    pub const BUFFER_FULL: &str = "buffer_full";
+    pub const MALFORMED: &str = "malformed";
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    pub const BODY_TOO_LARGE: &str = "body_too_large";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub endpoints: Endpoints,
+    pub headers: Vec<(String, String)>,
+    pub compression: Compression,
+    pub timeout: Duration,
+}
+
+/// What one export did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportReport {
+    /// Items accepted, per signal (traces, metrics, logs).
+    pub exported: [u64; 3],
+    pub dropped: Vec<(&'static str, u64)>,
+    pub retries: u64,
+    /// Every signal got through.
+    pub ok: bool,
+    /// The last error, for the (rate-limited) log line.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exporter {
+    client: HttpClient,
+    cfg: ExportConfig,
+}
+
+/// The three encoded requests of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub traces: Option<(Vec<u8>, u64)>,
+    pub metrics: Option<(Vec<u8>, u64)>,
+    pub logs: Option<(Vec<u8>, u64)>,
+}
+
+fn scope() -> Option<InstrumentationScope> {
+    Some(InstrumentationScope {
+        name: SCOPE_NAME.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    })
+}
+
+/// Builds the three OTLP requests (protobuf, uncompressed) for `batch` under `resource`.
+pub fn encode(resource: &Resource, batch: Batch) -> Encoded {
+    let n = |v: usize| v as u64;
+    let traces = (!batch.spans.is_empty()).then(|| {
+        let count = n(batch.spans.len());
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope(),
+                    spans: batch.spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        (req.encode_to_vec(), count)
+    });
+    let metrics = (!batch.metrics.is_empty()).then(|| {
+        let count = n(batch.metrics.len());
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: scope(),
+                    metrics: batch.metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        (req.encode_to_vec(), count)
+    });
+    let logs = (!batch.logs.is_empty()).then(|| {
+        let count = n(batch.logs.len());
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(resource.clone()),
+                scope_logs: vec![ScopeLogs {
+                    scope: scope(),
+                    log_records: batch.logs,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        (req.encode_to_vec(), count)
+    });
+    Encoded {
+        traces,
+        metrics,
+        logs,
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    if enc.write_all(data).is_err() {
+        return Vec::new();
+    }
+    enc.finish().unwrap_or_default()
+}
+
+enum Attempt {
+    Ok { rejected: u64 },
+    Retry(String),
+    Fatal(String),
+}
+
+impl Exporter {
+    pub fn new(client: HttpClient, cfg: ExportConfig) -> Self {
+        Self { client, cfg }
+    }
+
+    /// Encodes and sends `batch`, all signals concurrently, finishing by `deadline`.
+    pub async fn export(
+        &self,
+        resource: &Resource,
+        batch: Batch,
+        deadline: Instant,
+    ) -> ExportReport {
+        let enc = encode(resource, batch);
+        let (t, m, l) = tokio::join!(
+            self.send_signal(Signal::Traces, enc.traces, deadline),
+            self.send_signal(Signal::Metrics, enc.metrics, deadline),
+            self.send_signal(Signal::Logs, enc.logs, deadline),
+        );
+        let mut report = ExportReport {
+            ok: true,
+            ..Default::default()
+        };
+        for (i, r) in [t, m, l].into_iter().enumerate() {
+            report.exported[i] = r.exported;
+            report.retries += r.retries;
+            if let Some((reason, n)) = r.dropped {
+                report.ok = false;
+                match report.dropped.iter_mut().find(|(k, _)| *k == reason) {
+                    Some((_, c)) => *c += n,
+                    None => report.dropped.push((reason, n)),
+                }
+            }
+            if r.error.is_some() {
+                report.ok = false;
+                report.error = r.error;
+            }
+        }
+        report
+    }
+
+    async fn send_signal(
+        &self,
+        signal: Signal,
+        payload: Option<(Vec<u8>, u64)>,
+        deadline: Instant,
+    ) -> SignalResult {
+        let mut res = SignalResult::default();
+        let Some((body, count)) = payload else {
+            return res;
+        };
+        let url = match signal {
+            Signal::Traces => &self.cfg.endpoints.traces,
+            Signal::Metrics => &self.cfg.endpoints.metrics,
+            Signal::Logs => &self.cfg.endpoints.logs,
+        };
+        if !url.starts_with("http://") {
+            res.dropped = Some((reason::UNSUPPORTED_ENDPOINT, count));
+            res.error = Some(format!(
+                "{} endpoint {url} is not http:// (this build has no TLS); {count} items dropped",
+                signal.name()
+            ));
+            return res;
+        }
+        let body = match self.cfg.compression {
+            Compression::Gzip => Bytes::from(gzip(&body)),
+            Compression::None => Bytes::from(body),
+        };
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_ATTEMPT {
+                res.dropped = Some((reason::EXPORT_FAILED, count));
+                res.error
+                    .get_or_insert_with(|| format!("{} export: no time left", signal.name()));
+                return res;
+            }
+            let timeout = self.cfg.timeout.min(left);
+            match self.attempt(signal, url, body.clone(), timeout).await {
+                Attempt::Ok { rejected } => {
+                    res.exported = count.saturating_sub(rejected);
+                    if rejected > 0 {
+                        res.dropped = Some((reason::PARTIAL_REJECTED, rejected));
+                    }
+                    res.error = None;
+                    return res;
+                }
+                Attempt::Fatal(e) => {
+                    res.dropped = Some((reason::REJECTED, count));
+                    res.error = Some(e);
+                    return res;
+                }
+                Attempt::Retry(e) => {
+                    res.error = Some(e);
+                    attempt += 1;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left < backoff + MIN_ATTEMPT {
+                        res.dropped = Some((reason::EXPORT_FAILED, count));
+                        return res;
+                    }
+                    res.retries += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let _ = attempt;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, signal: Signal, url: &str, body: Bytes, timeout: Duration) -> Attempt {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/x-protobuf");
+        if self.cfg.compression == Compression::Gzip {
+            b = b.header(header::CONTENT_ENCODING, "gzip");
+        }
+        for (k, v) in &self.cfg.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let req = match b.body(Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Fatal(format!("{} request: {e}", signal.name())),
+        };
+        match self.client.send(req, Some(timeout)).await {
+            Ok(resp) if resp.status.is_success() => Attempt::Ok {
+                rejected: rejected_items(signal, &resp.body),
+            },
+            Ok(resp) if retryable(resp.status) => {
+                Attempt::Retry(format!("{} export: HTTP {}", signal.name(), resp.status))
+            }
+            Ok(resp) => Attempt::Fatal(format!(
+                "{} export rejected: HTTP {} {}",
+                signal.name(),
+                resp.status,
+                String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)])
+            )),
+            Err(e @ (HttpError::Timeout(_) | HttpError::Connect(_) | HttpError::Body(_))) => {
+                Attempt::Retry(format!("{} export: {e}", signal.name()))
+            }
+            Err(e) => Attempt::Fatal(format!("{} export: {e}", signal.name())),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SignalResult {
+    exported: u64,
+    dropped: Option<(&'static str, u64)>,
+    retries: u64,
+    error: Option<String>,
+}
+
+fn retryable(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 502 | 503 | 504)
+}
+
+/// Items the collector rejected in an OTLP partial-success response.
+fn rejected_items(signal: Signal, body: &[u8]) -> u64 {
+    if body.is_empty() {
+        return 0;
+    }
+    let n = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| p.rejected_spans),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| p.rejected_data_points),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| p.rejected_log_records),
+    };
+    n.unwrap_or(0).max(0) as u64
+}

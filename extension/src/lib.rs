@@ -1,0 +1,68 @@
+//! `lambdawatch-extension`: an AWS Lambda external extension that turns every lifecycle event,
+//! log line and platform span into OTLP (Contract 1 in `docs/ARCHITECTURE.md`), loses nothing it
+//! can keep, and never slows or breaks the function.
+//!
+//! ```text
+//!                 ┌──────────────── extensions_api (register, /event/next) ─────────────┐
+//!                 ▼                                                                      │
+//! Lambda ──POST batches──► telemetry_api ──bounded chan──► lifecycle (the one loop) ──────┘
+//!   (platform, function,   (listener, 200 always;           │  asks flush::decide(state, now)
+//!    extension streams)     events::parse_batch)            ▼
+//!                                                 translate (by requestId) ──► buffer
+//!                                                 (spans, metrics, logs)       (bounded, drops
+//!                                                                               oldest, counts)
+//!                                                                                  │ drain
+//!                                                                                  ▼
+//!                                                   export (OTLP/HTTP protobuf, gzip, retries
+//!                                                   within the time available) ──► collector
+//! ```
+//!
+//! | stage | consumes | produces | when full / failing |
+//! |---|---|---|---|
+//! | [`telemetry_api`] | Lambda's POSTs | parsed batches on a channel of [`lifecycle::TELEMETRY_CHANNEL`] | awaits (Lambda buffers, reports `logsDropped`); answers 200 always |
+//! | [`events`] | a POST body | events + counts of what was odd | skips and counts the bad element, keeps the rest |
+//! | [`translate`] | events, INVOKE | spans, metrics, log records | open invocations bounded; oldest emitted early |
+//! | [`buffer`] | items | batches | drops oldest, counts `dropped{reason=buffer_full}` |
+//! | [`export`] | a batch, a deadline | an export report | retries within the deadline, then counts `export_failed` |
+//! | [`flush`] | flush facts, now | a decision | unhealthy collector → never blocks `/next` |
+//! | [`lifecycle`] | everything | calls to `/next`, flushes | shutdown within `deadlineMs` |
+//!
+//! Settings (every name is a const in [`config`] beside its default; a bad value logs one line
+//! and falls back to the default):
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://localhost:4318` | base URL; `/v1/{traces,metrics,logs}` appended |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `_METRICS_` / `_LOGS_` | derived | full URL per signal |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` | none | `k=v,k2=v2`, values percent-decoded |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` | `gzip` or `none` |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` | `10000` | ms per export request |
+//! | `OTEL_SERVICE_NAME` | function name | `service.name` |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | none | `k=v,…` added to the resource (they win) |
+//! | `LAMBDAWATCH_FLUSH` | `adaptive` | `adaptive`, `end` or `periodic,<ms>` |
+//! | `LAMBDAWATCH_CAPTURE_LOGS` | `true` | subscribe to `function`/`extension` logs |
+//! | `LAMBDAWATCH_REDACT` | `default` | regexes separated by `;;`; `default` = the built-in set (AWS secret keys, access key ids, bearer tokens, URL passwords); `none` = off; a `(?P<secret>…)` group masks only itself |
+//! | `LAMBDAWATCH_BUFFER_MAX_ITEMS` | `20000` | export buffer items |
+//! | `LAMBDAWATCH_BUFFER_MAX_BYTES` | `8388608` | export buffer encoded bytes |
+//! | `LAMBDAWATCH_TELEMETRY_LISTENER` | `0.0.0.0:0` | listener bind address (port 0 = ephemeral); the subscription URI is `http://sandbox.localdomain:<bound port>` |
+//!
+//! Read from Lambda: `AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`,
+//! `AWS_LAMBDA_FUNCTION_VERSION`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
+//! `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`, `AWS_LAMBDA_INITIALIZATION_TYPE`.
+//!
+//! Limits of this build: OTLP over plain `http://` only (no TLS stack, to stay small; point it at
+//! a local or in-VPC collector); an `https://` endpoint is refused and its items are counted as
+//! `dropped{reason=unsupported_endpoint}`.
+
+pub mod buffer;
+pub mod config;
+pub mod diag;
+pub mod events;
+pub mod export;
+pub mod extensions_api;
+pub mod flush;
+pub mod http;
+pub mod lifecycle;
+pub mod observe;
+pub mod telemetry_api;
+pub mod translate;

@@ -1,0 +1,117 @@
+//! The pipeline observing itself: received / exported{signal} / dropped{reason} / retries.
+//!
+//! Owned by the `lifecycle` loop; fed from parse stats, the buffer and export reports; emitted as
+//! cumulative OTLP sums (start = process start) with every flush. Label sets are small and fixed
+//! (three signals, the reasons in [`crate::export::reason`]).
+
+use lambdawatch_semconv::{attr, metric, otlp};
+use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric};
+
+use crate::events::ParseStats;
+use crate::export::{ExportReport, Signal, reason};
+use crate::translate::sum_metric;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfStats {
+    /// Telemetry API elements received (events + skipped elements).
+    pub received: u64,
+    pub exported: [u64; 3],
+    pub dropped: Vec<(&'static str, u64)>,
+    pub retries: u64,
+    /// The buffer's own cumulative drop count, last seen.
+    buffer_dropped_seen: u64,
+}
+
+impl SelfStats {
+    pub fn drop(&mut self, why: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.dropped.iter_mut().find(|(k, _)| *k == why) {
+            Some((_, c)) => *c += n,
+            None => self.dropped.push((why, n)),
+        }
+    }
+
+    pub fn dropped(&self, why: &str) -> u64 {
+        self.dropped
+            .iter()
+            .find(|(k, _)| *k == why)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn on_parse(&mut self, s: &ParseStats, body_lost: bool) {
+        self.received += s.events + s.skipped();
+        self.drop(reason::UNKNOWN_TYPE, s.unknown_types);
+        self.drop(reason::MALFORMED, s.malformed);
+        if body_lost {
+            self.drop(reason::BODY_TOO_LARGE, 1);
+        }
+    }
+
+    /// Syncs the buffer's cumulative drop count.
+    pub fn on_buffer(&mut self, buffer_dropped_total: u64) {
+        let new = buffer_dropped_total.saturating_sub(self.buffer_dropped_seen);
+        self.buffer_dropped_seen = buffer_dropped_total;
+        self.drop(reason::BUFFER_FULL, new);
+    }
+
+    pub fn on_export(&mut self, r: &ExportReport) {
+        for i in 0..3 {
+            self.exported[i] += r.exported[i];
+        }
+        for (why, n) in &r.dropped {
+            self.drop(why, *n);
+        }
+        self.retries += r.retries;
+    }
+
+    /// Cumulative sums since `start_ns`.
+    pub fn to_metrics(&self, start_ns: u64, now_ns: u64) -> Vec<Metric> {
+        let cum = AggregationTemporality::Cumulative;
+        let mut out = vec![sum_metric(
+            metric::EXT_RECEIVED,
+            "{event}",
+            self.received as i64,
+            vec![],
+            start_ns,
+            now_ns,
+            cum,
+        )];
+        for (i, s) in [Signal::Traces, Signal::Metrics, Signal::Logs]
+            .iter()
+            .enumerate()
+        {
+            out.push(sum_metric(
+                metric::EXT_EXPORTED,
+                "{item}",
+                self.exported[i] as i64,
+                vec![otlp::kv_str(attr::LAMBDAWATCH_SIGNAL, s.name())],
+                start_ns,
+                now_ns,
+                cum,
+            ));
+        }
+        for (why, n) in &self.dropped {
+            out.push(sum_metric(
+                metric::EXT_DROPPED,
+                "{item}",
+                *n as i64,
+                vec![otlp::kv_str(attr::LAMBDAWATCH_REASON, *why)],
+                start_ns,
+                now_ns,
+                cum,
+            ));
+        }
+        out.push(sum_metric(
+            metric::EXT_RETRIES,
+            "{retry}",
+            self.retries as i64,
+            vec![],
+            start_ns,
+            now_ns,
+            cum,
+        ));
+        out
+    }
+}

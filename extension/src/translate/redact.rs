@@ -1,0 +1,188 @@
+//! Masking secrets in log bodies and string attributes (`LAMBDAWATCH_REDACT`).
+//!
+//! Consumes a string, produces it with every match replaced by [`MASK`]. A rule whose regex has a
+//! capture group named `secret` masks only that group (so `https://user:pw@host` keeps its shape);
+//! otherwise the whole match is masked. The default rules carry a cheap literal pre-filter so a
+//! line that cannot match costs a substring search, not a regex run.
+
+use regex_lite::Regex;
+
+pub const MASK: &str = "[REDACTED]";
+
+/// The default set: AWS secret access keys (by their key name), AWS access key ids, bearer tokens,
+/// passwords in URLs.
+pub const DEFAULT_RULES: &[(&str, &str)] = &[
+    (
+        r#"(?i)secret_?access_?key["']?\s*[:=]\s*["']?(?P<secret>[A-Za-z0-9/+=]{40})"#,
+        "ccess",
+    ),
+    (r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", "IA"),
+    (
+        r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9\-._~+/]{8,}=*)",
+        "earer",
+    ),
+    (r"://[^/\s:@]+:(?P<secret>[^/\s@]+)@", "://"),
+];
+
+#[derive(Debug, Clone)]
+struct Rule {
+    re: Regex,
+    /// A substring (case-insensitive for ASCII letters in the default set) every match contains.
+    prefilter: Option<&'static str>,
+    has_secret_group: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    rules: Vec<Rule>,
+}
+
+impl Redactor {
+    /// No masking.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// The default rule set.
+    pub fn defaults() -> Self {
+        let mut r = Self::none();
+        for (pat, pre) in DEFAULT_RULES {
+            // The defaults are tested to compile; a failure here would only lose that rule.
+            if let Ok(re) = Regex::new(pat) {
+                r.push(re, Some(pre));
+            }
+        }
+        r
+    }
+
+    /// Adds a user rule; the error is the regex error text.
+    pub fn add(&mut self, pattern: &str) -> Result<(), String> {
+        let re = Regex::new(pattern).map_err(|e| e.to_string())?;
+        self.push(re, None);
+        Ok(())
+    }
+
+    fn push(&mut self, re: Regex, prefilter: Option<&'static str>) {
+        let has_secret_group = re.capture_names().any(|n| n == Some("secret"));
+        self.rules.push(Rule {
+            re,
+            prefilter,
+            has_secret_group,
+        });
+    }
+
+    /// Appends `other`'s rules after ours.
+    pub fn extend(&mut self, other: Redactor) {
+        self.rules.extend(other.rules);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Masks `s` in place; true when something was masked.
+    pub fn apply(&self, s: &mut String) -> bool {
+        let mut changed = false;
+        for rule in &self.rules {
+            if let Some(pre) = rule.prefilter
+                && !contains_ignore_ascii_case(s, pre)
+            {
+                continue;
+            }
+            if !rule.re.is_match(s) {
+                continue;
+            }
+            let mut out = String::with_capacity(s.len());
+            let mut last = 0;
+            for caps in rule.re.captures_iter(s) {
+                let m = if rule.has_secret_group {
+                    caps.name("secret").or_else(|| caps.get(0))
+                } else {
+                    caps.get(0)
+                };
+                let Some(m) = m else { continue };
+                if m.start() < last {
+                    continue;
+                }
+                out.push_str(&s[last..m.start()]);
+                out.push_str(MASK);
+                last = m.end();
+            }
+            out.push_str(&s[last..]);
+            *s = out;
+            changed = true;
+        }
+        changed
+    }
+}
+
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    hay.as_bytes()
+        .windows(n.len())
+        .any(|w| w.eq_ignore_ascii_case(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rules_all_compile() {
+        assert_eq!(Redactor::defaults().len(), DEFAULT_RULES.len());
+    }
+
+    #[test]
+    fn redaction_table() {
+        let r = Redactor::defaults();
+        let cases = [
+            (
+                "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY done",
+                "aws_secret_access_key=[REDACTED] done",
+            ),
+            (
+                r#"{"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}"#,
+                r#"{"SecretAccessKey": "[REDACTED]"}"#,
+            ),
+            ("key id AKIAIOSFODNN7EXAMPLE used", "key id [REDACTED] used"),
+            (
+                "Authorization: Bearer eyJhbGciOi.J9eyJzdWIi.Ok-_x= next",
+                "Authorization: Bearer [REDACTED] next",
+            ),
+            (
+                "connecting to postgres://app:s3cr3t@db.internal:5432/x",
+                "connecting to postgres://app:[REDACTED]@db.internal:5432/x",
+            ),
+            (
+                "two: https://a:b@x and https://c:d@y",
+                "two: https://a:[REDACTED]@x and https://c:[REDACTED]@y",
+            ),
+            (
+                "nothing secret here, bearer of news",
+                "nothing secret here, bearer of news",
+            ),
+            ("https://example.com/path", "https://example.com/path"),
+        ];
+        for (input, want) in cases {
+            let mut s = input.to_owned();
+            let changed = r.apply(&mut s);
+            assert_eq!(s, want, "input {input:?}");
+            assert_eq!(changed, input != want, "changed flag for {input:?}");
+        }
+    }
+
+    #[test]
+    fn user_rules_mask_whole_match_or_secret_group() {
+        let mut r = Redactor::none();
+        r.add(r"\d{4}-\d{4}-\d{4}-\d{4}").unwrap();
+        r.add(r"token=(?P<secret>\w+)").unwrap();
+        assert!(r.add("(unclosed").is_err());
+        let mut s = "card 1234-5678-9012-3456 token=abc".to_owned();
+        r.apply(&mut s);
+        assert_eq!(s, "card [REDACTED] token=[REDACTED]");
+    }
+}

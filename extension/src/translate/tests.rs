@@ -1,0 +1,523 @@
+//! Ordering tests: correlation by requestId whatever the arrival order.
+
+use super::*;
+use crate::buffer::Batch;
+use crate::events::parse_batch;
+use lambdawatch_semconv::otlp::{get_bool, get_f64, get_i64, get_str};
+
+const T0: &str = "2024-05-01T10:00:00.000Z";
+
+fn t(ms: u64) -> String {
+    let base = crate::events::parse_time(T0).unwrap();
+    let ns = base + ms * 1_000_000;
+    let secs = ns / 1_000_000_000;
+    let millis = (ns / 1_000_000) % 1000;
+    let s = secs % 60;
+    let m = (secs / 60) % 60;
+    let h = (secs / 3600) % 24;
+    format!("2024-05-01T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+fn ns(ms: u64) -> u64 {
+    crate::events::parse_time(T0).unwrap() + ms * 1_000_000
+}
+
+fn xray(root: &str, parent: &str) -> String {
+    format!(
+        "Root=1-{}-{};Parent={parent};Sampled=1",
+        &root[..8],
+        &root[8..]
+    )
+}
+
+fn start(rid: &str, at: u64, trace: Option<(&str, &str)>) -> String {
+    let tracing = trace.map_or(String::new(), |(root, parent)| {
+        format!(
+            r#","tracing":{{"type":"X-Amzn-Trace-Id","value":"{}"}}"#,
+            xray(root, parent)
+        )
+    });
+    format!(
+        r#"{{"time":"{}","type":"platform.start","record":{{"requestId":"{rid}","version":"$LATEST"{tracing}}}}}"#,
+        t(at)
+    )
+}
+
+fn runtime_done(rid: &str, at: u64, status: &str, dur: f64) -> String {
+    format!(
+        r#"{{"time":"{}","type":"platform.runtimeDone","record":{{"requestId":"{rid}","status":"{status}","metrics":{{"durationMs":{dur},"producedBytes":7}},"spans":[{{"name":"responseLatency","start":"{}","durationMs":1.5}}]}}}}"#,
+        t(at),
+        t(at.saturating_sub(dur as u64))
+    )
+}
+
+fn report(rid: &str, at: u64, status: Option<&str>, dur: f64, init: Option<f64>) -> String {
+    let status = status.map_or(String::new(), |s| format!(r#""status":"{s}","#));
+    let init = init.map_or(String::new(), |d| format!(r#","initDurationMs":{d}"#));
+    format!(
+        r#"{{"time":"{}","type":"platform.report","record":{{"requestId":"{rid}",{status}"metrics":{{"durationMs":{dur},"billedDurationMs":{},"memorySizeMB":128,"maxMemoryUsedMB":64{init}}},"spans":[{{"name":"extensionOverhead","start":"{}","durationMs":0.5}}]}}}}"#,
+        t(at),
+        dur.ceil(),
+        t(at)
+    )
+}
+
+fn log(rid_json: Option<&str>, at: u64, msg: &str) -> String {
+    match rid_json {
+        Some(rid) => format!(
+            r#"{{"time":"{}","type":"function","record":{{"level":"ERROR","requestId":"{rid}","message":"{msg}"}}}}"#,
+            t(at)
+        ),
+        None => format!(
+            r#"{{"time":"{}","type":"function","record":"{msg}"}}"#,
+            t(at)
+        ),
+    }
+}
+
+struct Harness {
+    tr: Translator,
+    buf: Buffer,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(Options::default())
+    }
+
+    fn with(opts: Options) -> Self {
+        Self {
+            tr: Translator::with_ids(
+                opts,
+                ResourceInfo {
+                    function_name: Some("checkout".into()),
+                    ..Default::default()
+                },
+                IdGen::seeded(7),
+            ),
+            buf: Buffer::new(100_000, 64 << 20),
+        }
+    }
+
+    fn feed(&mut self, events: &[String]) {
+        let body = format!("[{}]", events.join(","));
+        let (evs, stats) = parse_batch(body.as_bytes());
+        assert_eq!(stats.malformed + stats.unknown_types, 0, "{body}");
+        self.tr.ingest_all(evs, &mut self.buf, ns(999_999));
+        self.tr.after_batch(ns(999_999), &mut self.buf);
+    }
+
+    fn take(&mut self) -> Batch {
+        self.buf.drain()
+    }
+}
+
+fn invocation_spans(b: &Batch) -> Vec<&Span> {
+    b.spans
+        .iter()
+        .filter(|s| {
+            get_str(&s.attributes, attr::LAMBDAWATCH_SPAN_TYPE) == Some(span_type::INVOCATION)
+        })
+        .collect()
+}
+
+fn by_id<'a>(spans: &[&'a Span], rid: &str) -> &'a Span {
+    spans
+        .iter()
+        .find(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(rid))
+        .unwrap_or_else(|| panic!("no span for {rid}"))
+}
+
+fn metric_total(b: &Batch, name: &str) -> i64 {
+    b.metrics
+        .iter()
+        .filter(|m| m.name == name)
+        .map(|m| match &m.data {
+            Some(Data::Sum(s)) => s
+                .data_points
+                .iter()
+                .map(|p| match p.value {
+                    Some(number_data_point::Value::AsInt(i)) => i,
+                    _ => 0,
+                })
+                .sum::<i64>(),
+            Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.count as i64).sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+const C: &str = "cccccccc-0000-4000-8000-000000000003";
+const ROOT_A: &str = "6630f1a0aaaaaaaaaaaaaaaaaaaaaaaa";
+const ROOT_B: &str = "6630f1a0bbbbbbbbbbbbbbbbbbbbbbbb";
+
+#[test]
+fn late_report_arrives_during_the_next_invocation() {
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, Some((ROOT_A, "1111111111111111"))),
+        log(None, 5, "[INFO] in A"),
+        runtime_done(A, 100, "success", 100.0),
+    ]);
+    assert_eq!(
+        invocation_spans(&h.take()).len(),
+        0,
+        "no report yet, nothing emitted"
+    );
+    h.feed(&[
+        start(B, 1000, Some((ROOT_B, "2222222222222222"))),
+        report(A, 1001, Some("success"), 100.5, None),
+        log(None, 1005, "[ERROR] in B"),
+        runtime_done(B, 1200, "error", 200.0),
+    ]);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    assert_eq!(spans.len(), 1);
+    let a = by_id(&spans, A);
+    assert_eq!(xray::to_hex(&a.trace_id), ROOT_A);
+    assert_eq!(xray::to_hex(&a.parent_span_id), "1111111111111111");
+    assert_eq!(a.start_time_unix_nano, ns(0));
+    assert_eq!(a.end_time_unix_nano, ns(0) + 100_500_000);
+    assert_eq!(
+        get_f64(&a.attributes, attr::AWS_LAMBDA_DURATION_MS),
+        Some(100.5)
+    );
+    assert_eq!(
+        get_i64(&a.attributes, attr::AWS_LAMBDA_BILLED_DURATION_MS),
+        Some(101)
+    );
+    // The log written during B belongs to B (the only active invocation), not to A.
+    let lb = b
+        .logs
+        .iter()
+        .find(|l| l.severity_number == Severity::Error as i32)
+        .unwrap();
+    assert_eq!(get_str(&lb.attributes, attr::FAAS_INVOCATION_ID), Some(B));
+    assert_eq!(xray::to_hex(&lb.trace_id), ROOT_B);
+    h.feed(&[report(B, 2000, Some("error"), 200.0, None)]);
+    let b2 = h.take();
+    let sb = by_id(&invocation_spans(&b2), B);
+    assert_eq!(
+        get_str(&sb.attributes, attr::AWS_LAMBDA_OUTCOME),
+        Some(outcome::ERROR)
+    );
+    assert_eq!(sb.status.as_ref().unwrap().code, StatusCode::Error as i32);
+    assert_eq!(lb.span_id, sb.span_id, "log joins the invocation span");
+    assert_eq!(metric_total(&b2, metric::FAAS_ERRORS), 1);
+}
+
+#[test]
+fn interleaved_reports_on_managed_instances() {
+    // Managed Instances: no runtimeDone, reports carry only durationMs, several requests at once.
+    let mi_report = |rid: &str, at: u64, dur: f64| {
+        format!(
+            r#"{{"time":"{}","type":"platform.report","record":{{"requestId":"{rid}","status":"success","metrics":{{"durationMs":{dur}}},"spans":[{{"name":"responseLatency","start":"{}","durationMs":2.0}},{{"name":"responseDuration","start":"{}","durationMs":0.25}}]}}}}"#,
+            t(at),
+            t(at - 3),
+            t(at - 1)
+        )
+    };
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, Some((ROOT_A, "1111111111111111"))),
+        start(B, 10, Some((ROOT_B, "2222222222222222"))),
+        start(C, 20, None),
+        log(Some(B), 30, "b says"),
+        log(None, 31, "nobody knows whose"),
+        mi_report(B, 60, 50.0),
+        log(Some(A), 70, "a says"),
+        mi_report(C, 80, 60.0),
+        mi_report(A, 90, 90.0),
+    ]);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    assert_eq!(spans.len(), 3);
+    for (rid, start_ms, dur) in [(A, 0, 90.0), (B, 10, 50.0), (C, 20, 60.0)] {
+        let s = by_id(&spans, rid);
+        assert_eq!(s.start_time_unix_nano, ns(start_ms), "{rid}");
+        assert_eq!(
+            get_f64(&s.attributes, attr::AWS_LAMBDA_DURATION_MS),
+            Some(dur)
+        );
+        let children: Vec<_> = b
+            .spans
+            .iter()
+            .filter(|c| c.parent_span_id == s.span_id)
+            .collect();
+        assert_eq!(children.len(), 2, "{rid} phases");
+        assert!(children.iter().all(|c| c.trace_id == s.trace_id));
+    }
+    assert_eq!(xray::to_hex(&by_id(&spans, B).trace_id), ROOT_B);
+    let c = by_id(&spans, C);
+    assert_eq!(c.parent_span_id, Vec::<u8>::new(), "fresh trace, no parent");
+    assert_eq!(c.trace_id.len(), 16);
+    assert_ne!(c.trace_id, by_id(&spans, A).trace_id);
+    let log_of = |body: &str| {
+        b.logs
+            .iter()
+            .find(|l| matches!(l.body.as_ref().and_then(|v| v.value.as_ref()), Some(AV::StringValue(s)) if s == body))
+            .unwrap()
+    };
+    assert_eq!(log_of("b says").span_id, by_id(&spans, B).span_id);
+    assert_eq!(log_of("a says").span_id, by_id(&spans, A).span_id);
+    let orphan = log_of("nobody knows whose");
+    assert!(orphan.trace_id.is_empty(), "three active: no guessing");
+    assert_eq!(get_str(&orphan.attributes, attr::FAAS_INVOCATION_ID), None);
+    assert_eq!(metric_total(&b, metric::FAAS_INVOCATIONS), 3);
+}
+
+#[test]
+fn report_at_shutdown_and_missing_report_both_exported() {
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, None),
+        runtime_done(A, 40, "success", 40.0),
+        start(B, 100, None),
+        runtime_done(B, 130, "error", 30.0),
+    ]);
+    // SHUTDOWN: A's report arrives during the drain, B's never does.
+    h.feed(&[report(A, 5000, Some("success"), 40.0, None)]);
+    assert_eq!(h.tr.pending_reports(), 1);
+    h.tr.finish(Some("spindown"), ns(6000), &mut h.buf);
+    assert_eq!(h.tr.pending_reports(), 0);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    assert_eq!(spans.len(), 2);
+    let a = by_id(&spans, A);
+    assert_eq!(get_bool(&a.attributes, attr::LAMBDAWATCH_INCOMPLETE), None);
+    let sb = by_id(&spans, B);
+    assert_eq!(
+        get_bool(&sb.attributes, attr::LAMBDAWATCH_INCOMPLETE),
+        Some(true)
+    );
+    assert_eq!(
+        get_str(&sb.attributes, attr::AWS_LAMBDA_OUTCOME),
+        Some(outcome::ERROR)
+    );
+    assert_eq!(
+        get_f64(&sb.attributes, attr::AWS_LAMBDA_DURATION_MS),
+        Some(30.0)
+    );
+    assert_eq!(sb.end_time_unix_nano, ns(100) + 30_000_000);
+    assert_eq!(h.tr.stats().incomplete, 1);
+    assert_eq!(metric_total(&b, metric::FAAS_INVOCATIONS), 2);
+}
+
+#[test]
+fn timed_out_invocations() {
+    let mut h = Harness::new();
+    h.tr.observe_invoke(
+        A,
+        Some(ns(0) / 1_000_000 + 3000),
+        Some("arn:aws:lambda:eu-west-1:123456789012:function:checkout"),
+        None,
+        ns(0),
+    );
+    h.feed(&[
+        start(A, 0, None),
+        format!(
+            r#"{{"time":"{}","type":"platform.runtimeDone","record":{{"requestId":"{A}","status":"timeout","errorType":"Sandbox.Timedout","metrics":{{"durationMs":3000.0}}}}}}"#,
+            t(3000)
+        ),
+        report(A, 3001, Some("timeout"), 3000.0, None),
+    ]);
+    let b = h.take();
+    let a = by_id(&invocation_spans(&b), A);
+    assert_eq!(
+        get_str(&a.attributes, attr::AWS_LAMBDA_OUTCOME),
+        Some(outcome::TIMEOUT)
+    );
+    assert_eq!(
+        get_str(&a.attributes, attr::AWS_LAMBDA_ERROR_TYPE),
+        Some("Sandbox.Timedout")
+    );
+    assert_eq!(
+        get_i64(&a.attributes, attr::AWS_LAMBDA_TIMEOUT_MS),
+        Some(3000)
+    );
+    assert_eq!(a.status.as_ref().unwrap().message, "Sandbox.Timedout");
+    assert_eq!(metric_total(&b, metric::FAAS_TIMEOUTS), 1);
+    assert_eq!(metric_total(&b, metric::FAAS_ERRORS), 0);
+    assert_eq!(h.tr.resource.account_id.as_deref(), Some("123456789012"));
+    // Killed before runtimeDone; SHUTDOWN says timeout.
+    h.feed(&[start(B, 5000, None)]);
+    h.tr.finish(Some("timeout"), ns(9000), &mut h.buf);
+    let b = h.take();
+    let sb = by_id(&invocation_spans(&b), B);
+    assert_eq!(
+        get_str(&sb.attributes, attr::AWS_LAMBDA_OUTCOME),
+        Some(outcome::TIMEOUT)
+    );
+    assert_eq!(metric_total(&b, metric::FAAS_TIMEOUTS), 1);
+}
+
+#[test]
+fn cold_starts_counted_by_init_type() {
+    let init = |itype: &str, at: u64, dur: f64| {
+        vec![
+            format!(
+                r#"{{"time":"{}","type":"platform.initStart","record":{{"initializationType":"{itype}","phase":"init","functionName":"checkout","instanceMaxMemory":"512"}}}}"#,
+                t(at)
+            ),
+            format!(
+                r#"{{"time":"{}","type":"platform.initReport","record":{{"initializationType":"{itype}","phase":"init","status":"success","metrics":{{"durationMs":{dur}}}}}}}"#,
+                t(at + dur as u64)
+            ),
+        ]
+    };
+    let mut h = Harness::new();
+    h.feed(&init("on-demand", 0, 250.0));
+    h.feed(&[
+        start(A, 300, None),
+        report(A, 400, Some("success"), 50.0, Some(250.0)),
+    ]);
+    h.feed(&[
+        start(B, 1000, None),
+        report(B, 1100, Some("success"), 50.0, None),
+    ]);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    assert_eq!(
+        get_bool(&by_id(&spans, A).attributes, attr::FAAS_COLDSTART),
+        Some(true)
+    );
+    assert_eq!(
+        get_f64(
+            &by_id(&spans, A).attributes,
+            attr::AWS_LAMBDA_INIT_DURATION_MS
+        ),
+        Some(250.0)
+    );
+    assert_eq!(
+        get_bool(&by_id(&spans, B).attributes, attr::FAAS_COLDSTART),
+        Some(false)
+    );
+    assert_eq!(metric_total(&b, metric::FAAS_COLDSTARTS), 1);
+    let init_span = b
+        .spans
+        .iter()
+        .find(|s| get_str(&s.attributes, attr::LAMBDAWATCH_SPAN_TYPE) == Some(span_type::INIT))
+        .unwrap();
+    assert_eq!(init_span.start_time_unix_nano, ns(0));
+    assert_eq!(init_span.end_time_unix_nano, ns(250));
+    assert_eq!(h.tr.resource.max_memory_mb, Some(512));
+
+    // Provisioned concurrency: counted by attribute, the first invocation is not cold.
+    let mut h = Harness::new();
+    h.feed(&init("provisioned-concurrency", 0, 900.0));
+    h.feed(&[
+        start(C, 60_000, None),
+        report(C, 60_100, Some("success"), 50.0, None),
+    ]);
+    let b = h.take();
+    assert_eq!(
+        get_bool(
+            &by_id(&invocation_spans(&b), C).attributes,
+            attr::FAAS_COLDSTART
+        ),
+        Some(false)
+    );
+    let cs = b
+        .metrics
+        .iter()
+        .find(|m| m.name == metric::FAAS_COLDSTARTS)
+        .unwrap();
+    let Some(Data::Sum(s)) = &cs.data else {
+        panic!()
+    };
+    assert_eq!(
+        get_str(&s.data_points[0].attributes, attr::AWS_LAMBDA_INIT_TYPE),
+        Some(init_type::PROVISIONED)
+    );
+}
+
+#[test]
+fn tracker_is_bounded_and_evicts_oldest_as_incomplete() {
+    let mut h = Harness::with(Options {
+        max_pending: 2,
+        ..Options::default()
+    });
+    h.feed(&[start(A, 0, None), start(B, 10, None), start(C, 20, None)]);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    assert_eq!(spans.len(), 1);
+    by_id(&spans, A);
+    assert_eq!(h.tr.stats().evicted, 1);
+    assert_eq!(h.tr.pending_reports(), 2);
+}
+
+#[test]
+fn logs_are_redacted_and_capture_can_be_off() {
+    let mut h = Harness::new();
+    h.feed(&[
+        log(None, 0, "[ERROR] Authorization: Bearer abcdefghijklmnop"),
+        format!(
+            r#"{{"time":"{}","type":"function","record":{{"level":"INFO","message":"db postgres://u:hunter2@db/x","extra":{{"url":"https://a:b@c"}}}}}}"#,
+            t(1)
+        ),
+    ]);
+    let b = h.take();
+    let bodies: Vec<String> = b
+        .logs
+        .iter()
+        .map(|l| match l.body.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(AV::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(bodies[0], "[ERROR] Authorization: Bearer [REDACTED]");
+    assert_eq!(bodies[1], "db postgres://u:[REDACTED]@db/x");
+    let extra = b.logs[1]
+        .attributes
+        .iter()
+        .find(|k| k.key == "extra")
+        .unwrap();
+    let Some(AV::KvlistValue(l)) = extra.value.as_ref().unwrap().value.as_ref() else {
+        panic!()
+    };
+    assert_eq!(
+        l.values[0].value.as_ref().unwrap().value,
+        Some(AV::StringValue("https://a:[REDACTED]@c".into()))
+    );
+    assert_eq!(h.tr.stats().redacted, 2);
+
+    let mut h = Harness::with(Options {
+        capture_logs: false,
+        ..Options::default()
+    });
+    h.feed(&[log(None, 0, "hello")]);
+    assert!(h.take().logs.is_empty());
+}
+
+#[test]
+fn lifecycle_only_mode_emits_at_invoke() {
+    let mut h = Harness::new();
+    h.tr.observe_invoke(
+        A,
+        Some(ns(0) / 1_000_000 + 10_000),
+        None,
+        Some(&xray(ROOT_A, "1111111111111111")),
+        ns(0),
+    );
+    h.tr.emit_lifecycle_only(A, &mut h.buf);
+    h.tr.observe_invoke(B, None, None, None, ns(500));
+    h.tr.emit_lifecycle_only(B, &mut h.buf);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    assert_eq!(spans.len(), 2);
+    let a = by_id(&spans, A);
+    assert_eq!(xray::to_hex(&a.trace_id), ROOT_A);
+    assert_eq!(get_bool(&a.attributes, attr::FAAS_COLDSTART), Some(true));
+    assert_eq!(
+        get_i64(&a.attributes, attr::AWS_LAMBDA_TIMEOUT_MS),
+        Some(10_000)
+    );
+    assert_eq!(
+        get_bool(&by_id(&spans, B).attributes, attr::FAAS_COLDSTART),
+        Some(false)
+    );
+    assert_eq!(metric_total(&b, metric::FAAS_INVOCATIONS), 2);
+    assert_eq!(h.tr.pending_reports(), 0);
+}
