@@ -564,8 +564,7 @@ fn runbook_panel_references(markdown: &str) -> Vec<(String, String)> {
         while let Some(pos) = rest.find("* › **") {
             let dashboard = rest[..pos].rsplit('*').next().unwrap_or("").to_owned();
             let mut tail = &rest[pos + "* › **".len()..];
-            loop {
-                let Some(end) = tail.find("**") else { break };
+            while let Some(end) = tail.find("**") {
                 refs.push((dashboard.clone(), tail[..end].to_owned()));
                 tail = &tail[end + 2..];
                 let next = [" and **", ", **", ", and **", " beside **"]
