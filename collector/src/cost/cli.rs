@@ -155,7 +155,7 @@ pub fn group(x: f64) -> String {
     let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
     let mut out = String::new();
     for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
+        if i > 0 && (int.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -19,8 +19,13 @@
 //! `region`, `account`) are added by the exporter; samples carry only their extra labels.
 
 pub mod cli;
+pub mod memory;
 pub mod model;
 pub mod prices;
+pub mod provisioned;
+pub mod retry;
+pub mod surprise;
+pub mod timeout;
 
 pub use cli::{CostArgs, run_cost_cli};
 
@@ -46,4 +51,48 @@ impl MetricSample {
         self.labels.push((key, value.into()));
         self
     }
+}
+
+/// Prometheus names of the cost stages (Contract 2 style; per-function labels implied).
+pub mod names {
+    /// counter: estimated cost at list price (first tier, no free tier), USD.
+    pub const COST_USD_TOTAL: &str = "lambdawatch_cost_usd_total";
+    /// gauge: 30-day projection with free tier and volume tiers, USD.
+    pub const COST_PROJECTED_30D_USD: &str = "lambdawatch_cost_projected_30d_usd";
+    /// gauge: configured monthly budget, USD.
+    pub const COST_BUDGET_USD: &str = "lambdawatch_cost_budget_usd";
+    /// gauge, label `reason` (`rate`, `budget`): 1 while a cost-surprise alert fires.
+    pub const COST_SURPRISE: &str = "lambdawatch_cost_surprise";
+    /// gauge: invocations in the surprise window, scaled to an hour.
+    pub const INVOCATION_RATE_PER_HOUR: &str = "lambdawatch_invocation_rate_per_hour";
+    /// gauge: median of the same hour-of-week in recent weeks.
+    pub const INVOCATION_RATE_BASELINE_PER_HOUR: &str =
+        "lambdawatch_invocation_rate_baseline_per_hour";
+    /// gauge: repeated request ids / invocations over the retry window.
+    pub const RETRY_FRACTION: &str = "lambdawatch_retry_fraction";
+    /// gauge: 1 while a retry-storm alert fires.
+    pub const RETRY_STORM: &str = "lambdawatch_retry_storm";
+    /// gauge: fraction of request ids tracked (1 until the id cap forces sampling).
+    pub const RETRY_SAMPLE_RATE: &str = "lambdawatch_retry_sample_rate";
+    /// gauge, label `queue`: DLQ messages sent minus received (redrive backlog).
+    pub const DLQ_REDRIVE_BACKLOG: &str = "lambdawatch_dlq_redrive_backlog_messages";
+    /// gauge, label `strategy` (`cost`, `speed`, `balanced`): recommended memory, MB.
+    pub const MEMORY_RECOMMENDATION_MB: &str = "lambdawatch_memory_recommendation_mb";
+    /// gauge: P99 max memory used plus headroom: no recommendation goes below it, MB.
+    pub const MEMORY_FLOOR_MB: &str = "lambdawatch_memory_floor_mb";
+    /// gauge: P99 duration / timeout.
+    pub const TIMEOUT_BUDGET_RATIO: &str = "lambdawatch_timeout_budget_ratio";
+    /// gauge, label `downstream`: 1 while timeouts rise with this downstream's latency.
+    pub const TIMEOUT_CASCADE: &str = "lambdawatch_timeout_cascade";
+    /// gauge, label `downstream`: its median latency in timed-out traces / baseline median.
+    pub const TIMEOUT_CASCADE_LATENCY_RATIO: &str = "lambdawatch_timeout_cascade_latency_ratio";
+    /// gauge: cold starts / invocations over the advice window.
+    pub const COLD_START_RATIO: &str = "lambdawatch_cold_start_ratio";
+    /// gauge: provisioned concurrency units covering the chosen concurrency percentile.
+    pub const PC_RECOMMENDED_UNITS: &str = "lambdawatch_provisioned_concurrency_recommended_units";
+    /// gauge: monthly cost change if those units were provisioned (negative = saving), USD.
+    pub const PC_NET_MONTHLY_USD: &str = "lambdawatch_provisioned_concurrency_net_monthly_usd";
+    /// gauge: cold starts those units would avoid in 30 days.
+    pub const PC_COLD_STARTS_AVOIDED_30D: &str =
+        "lambdawatch_provisioned_concurrency_cold_starts_avoided_30d";
 }

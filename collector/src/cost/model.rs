@@ -83,7 +83,7 @@ impl fmt::Display for Money {
         let dollars = (cents / 100).to_string();
         let mut grouped = String::with_capacity(dollars.len() + dollars.len() / 3);
         for (i, c) in dollars.chars().enumerate() {
-            if i > 0 && (dollars.len() - i) % 3 == 0 {
+            if i > 0 && (dollars.len() - i).is_multiple_of(3) {
                 grouped.push(',');
             }
             grouped.push(c);
@@ -616,7 +616,11 @@ mod tests {
             provisioned_seconds: 60,
             ..one(512, 10, 10)
         };
-        let bill = monthly_bill(t.region("eu-central-1").unwrap(), None, &[u.clone()]);
+        let bill = monthly_bill(
+            t.region("eu-central-1").unwrap(),
+            None,
+            std::slice::from_ref(&u),
+        );
         assert_eq!(bill.unverified, vec![PriceItem::ProvisionedConcurrency]);
         let bill = monthly_bill(t.region("eu-central-1").unwrap(), None, &[one(512, 10, 10)]);
         assert!(bill.unverified.is_empty());
@@ -646,7 +650,7 @@ mod tests {
         assert_eq!(Money::from_cents(14_500_020).to_string(), "$145,000.20");
         assert_eq!(Money::from_cents(0).to_string(), "$0.00");
         assert_eq!(
-            Money::from_cents(123_456_789_01).to_string(),
+            Money::from_cents(12_345_678_901).to_string(),
             "$123,456,789.01"
         );
         assert_eq!(Money(MONEY_PER_CENT / 2).to_string(), "$0.01");
