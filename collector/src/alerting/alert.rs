@@ -280,7 +280,8 @@ pub fn time_to_exhaustion(
     burn_rate: f64,
     window: Duration,
 ) -> Option<Duration> {
-    if !(burn_rate.is_finite() && burn_rate > 0.0) || !(budget_consumed < 1.0) {
+    let spending = burn_rate.is_finite() && burn_rate > 0.0;
+    if !spending || budget_consumed.is_nan() || budget_consumed >= 1.0 {
         return None;
     }
     let seconds = (1.0 - budget_consumed) * window.as_secs_f64() / burn_rate;
@@ -334,8 +335,9 @@ mod tests {
             Fingerprint::compute("x", &k2, Severity::Page)
         );
         // Pinned: changing the recipe changes every fingerprint users have seen.
-        let digest =
-            Sha256::digest(b"error_rate\0checkout\0$LATEST\0eu-west-1\0123456789012\0page\0");
+        let digest = Sha256::digest(
+            b"error_rate\x00checkout\x00$LATEST\x00eu-west-1\x00123456789012\x00page\x00",
+        );
         assert_eq!(a.as_str(), hex(&digest[..8]));
     }
 

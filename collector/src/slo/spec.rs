@@ -307,10 +307,6 @@ fn default_init_types() -> Vec<InitType> {
     vec![InitType::OnDemand]
 }
 
-fn default_timeout_fraction() -> f64 {
-    DEFAULT_TIMEOUT_FRACTION
-}
-
 /// What an SLO measures. Good / valid events per SLI:
 ///
 /// | type | valid events | good events | objective |
@@ -321,21 +317,107 @@ fn default_timeout_fraction() -> f64 {
 /// | `throttles` | — | — | count budget per window |
 /// | `timeout_budget` | completed invocations | duration ≤ `fraction` × timeout | ratio |
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "RawSli")]
 pub enum Sli {
     ColdStart {
         #[serde(with = "duration::serde_str")]
         threshold: Duration,
-        #[serde(default = "default_init_types")]
         init_types: Vec<InitType>,
     },
     ErrorRate,
     DlqRatio,
     Throttles,
     TimeoutBudget {
-        #[serde(default = "default_timeout_fraction")]
         fraction: f64,
     },
+}
+
+/// Prefix of conversion errors raised inside `sli` (`sli.<key>: message`): serde_yaml reports
+/// them at the enclosing SLO, so [`SpecErrors::from_yaml`] moves them to the key's own line.
+const SLI_ERROR_MARK: &str = "\u{1}sli.";
+
+/// The SLI mapping as written: one flat struct, so serde_yaml reports unknown keys at their own
+/// line (an internally tagged enum buffers its content and loses positions), then converted.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSli {
+    #[serde(rename = "type")]
+    kind: SliType,
+    #[serde(default, with = "duration::serde_opt_str")]
+    threshold: Option<Duration>,
+    init_types: Option<Vec<InitType>>,
+    fraction: Option<f64>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SliType {
+    ColdStart,
+    ErrorRate,
+    DlqRatio,
+    Throttles,
+    TimeoutBudget,
+}
+
+impl TryFrom<RawSli> for Sli {
+    type Error = String;
+
+    fn try_from(raw: RawSli) -> Result<Self, String> {
+        let name = |k: SliType| match k {
+            SliType::ColdStart => "cold_start",
+            SliType::ErrorRate => "error_rate",
+            SliType::DlqRatio => "dlq_ratio",
+            SliType::Throttles => "throttles",
+            SliType::TimeoutBudget => "timeout_budget",
+        };
+        let not_for = |key: &str, k: SliType| {
+            Err(format!(
+                "{SLI_ERROR_MARK}{key}: `{key}` does not apply to an SLI of type {}",
+                name(k)
+            ))
+        };
+        match raw.kind {
+            SliType::ColdStart => {
+                if raw.fraction.is_some() {
+                    return not_for("fraction", raw.kind);
+                }
+                let threshold = raw
+                    .threshold
+                    .ok_or_else(|| format!("{SLI_ERROR_MARK}threshold: missing field `threshold` (cold_start needs one, e.g. 500ms)"))?;
+                Ok(Sli::ColdStart {
+                    threshold,
+                    init_types: raw.init_types.unwrap_or_else(default_init_types),
+                })
+            }
+            SliType::TimeoutBudget => {
+                if raw.threshold.is_some() {
+                    return not_for("threshold", raw.kind);
+                }
+                if raw.init_types.is_some() {
+                    return not_for("init_types", raw.kind);
+                }
+                Ok(Sli::TimeoutBudget {
+                    fraction: raw.fraction.unwrap_or(DEFAULT_TIMEOUT_FRACTION),
+                })
+            }
+            kind => {
+                if raw.threshold.is_some() {
+                    return not_for("threshold", kind);
+                }
+                if raw.init_types.is_some() {
+                    return not_for("init_types", kind);
+                }
+                if raw.fraction.is_some() {
+                    return not_for("fraction", kind);
+                }
+                Ok(match kind {
+                    SliType::ErrorRate => Sli::ErrorRate,
+                    SliType::DlqRatio => Sli::DlqRatio,
+                    _ => Sli::Throttles,
+                })
+            }
+        }
+    }
 }
 
 impl Sli {
@@ -477,7 +559,7 @@ impl SloSpec {
     pub fn from_yaml_str(text: &str) -> Result<SloSpec, SpecErrors> {
         let spec: SloSpec = match serde_yaml::from_str(text) {
             Ok(spec) => spec,
-            Err(err) => return Err(SpecErrors::from_serde(&err)),
+            Err(err) => return Err(SpecErrors::from_serde(&err, text)),
         };
         let problems = check(&spec);
         if problems.is_empty() {
@@ -595,8 +677,8 @@ pub struct SpecErrors {
 }
 
 impl SpecErrors {
-    fn from_serde(err: &serde_yaml::Error) -> Self {
-        let (line, column) = err
+    fn from_serde(err: &serde_yaml::Error, text: &str) -> Self {
+        let (mut line, mut column) = err
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
@@ -605,11 +687,31 @@ impl SpecErrors {
         if let Some(cut) = message.find(" at line ") {
             message.truncate(cut);
         }
-        let (path, message) = match message.split_once(": ") {
-            Some((path, rest)) if looks_like_path(path) => {
-                (path.to_owned(), format!("{path}: {rest}"))
+        let (mut path, mut rest) = match message.split_once(": ") {
+            Some((path, rest)) if looks_like_path(path) => (path.to_owned(), rest.to_owned()),
+            _ => (String::new(), message.clone()),
+        };
+        // An SLI conversion error: `<mark>sli.<key>: message`, positioned at the enclosing SLO.
+        if let Some((field, msg)) = rest
+            .strip_prefix(SLI_ERROR_MARK)
+            .and_then(|marked| marked.split_once(": "))
+        {
+            {
+                let mut segs = locate::parse_path(&path);
+                segs.push(Seg::Key("sli".to_owned()));
+                segs.push(Seg::Key(field.to_owned()));
+                let pos = Locator::new(text).locate(&segs);
+                line = pos.line;
+                column = pos.column;
+                segs.pop();
+                path = locate::render(&segs);
+                rest = msg.to_owned();
             }
-            _ => (String::new(), message),
+        }
+        let message = if path.is_empty() {
+            rest
+        } else {
+            format!("{path}: {rest}")
         };
         Self {
             file: None,
@@ -658,7 +760,7 @@ fn path(parts: &[Seg]) -> Vec<Seg> {
 }
 
 fn whole_minutes(d: Duration) -> bool {
-    d.as_millis() % 60_000 == 0
+    d.as_millis().is_multiple_of(60_000)
 }
 
 /// Every semantic rule the spec must satisfy (documented in `docs/slo-spec.md` § Checks).
@@ -721,7 +823,7 @@ fn check(spec: &SloSpec) -> Vec<Problem> {
                 None => fraction = Some((i, f)),
             }
         }
-        for (label, _) in &slo.labels {
+        for label in slo.labels.keys() {
             if !valid_label_name(label) {
                 out.push((
                     at(&[key("labels"), key(label)]),
@@ -734,7 +836,7 @@ fn check(spec: &SloSpec) -> Vec<Problem> {
                 ));
             }
         }
-        for (tag, _) in &slo.selector.tags {
+        for tag in slo.selector.tags.keys() {
             if tag.is_empty() {
                 out.push((
                     at(&[key("selector"), key("tags")]),
@@ -752,8 +854,10 @@ fn check_defaults(d: &Defaults, out: &mut Vec<Problem>) {
         p.extend_from_slice(parts);
         p
     };
-    if let Some(after) = d.no_data_after {
-        if after < MIN_NO_DATA_AFTER || !whole_minutes(after) {
+    if let Some(after) = d.no_data_after
+        && (after < MIN_NO_DATA_AFTER || !whole_minutes(after))
+    {
+        {
             out.push((
                 at(&[key("no_data_after")]),
                 format!(
@@ -987,3 +1091,6 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with("__")
 }
+
+#[cfg(test)]
+mod tests;

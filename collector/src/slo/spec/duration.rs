@@ -77,9 +77,47 @@ pub fn format(duration: Duration) -> String {
     out
 }
 
+/// Parses inside the scalar's own `deserialize_str` call, so serde_yaml reports a bad duration at
+/// the value's own line (parsing after `String::deserialize` returns would blame the mapping).
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration such as \"500ms\", \"5m\" or \"30d\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse(text).map_err(E::custom)
+    }
+}
+
+struct OptDurationVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OptDurationVisitor {
+    type Value = Option<Duration>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a duration such as \"1h\", or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(DurationVisitor).map(Some)
+    }
+}
+
 /// `serde(with = "duration::serde_str")` for `Duration` fields.
 pub mod serde_str {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -87,14 +125,13 @@ pub mod serde_str {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        super::parse(&text).map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(super::DurationVisitor)
     }
 }
 
 /// `serde(with = "duration::serde_opt_str")` for `Option<Duration>` fields (`null` = `None`).
 pub mod serde_opt_str {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(
@@ -110,12 +147,7 @@ pub mod serde_opt_str {
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
-        match Option::<String>::deserialize(deserializer)? {
-            Some(text) => super::parse(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
+        deserializer.deserialize_option(super::OptDurationVisitor)
     }
 }
 

@@ -229,10 +229,24 @@ impl Serialize for Glob {
     }
 }
 
+/// Compiles inside the scalar's own `deserialize_str`, so a bad glob is reported at its line.
+struct GlobVisitor;
+
+impl serde::de::Visitor<'_> for GlobVisitor {
+    type Value = Glob;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a glob such as \"checkout-*\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Glob, E> {
+        Glob::new(text).map_err(E::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for Glob {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Glob::new(&text).map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(GlobVisitor)
     }
 }
 

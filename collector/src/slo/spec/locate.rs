@@ -39,6 +39,32 @@ pub fn render(path: &[Seg]) -> String {
     out
 }
 
+/// Parses what [`render`] (and serde_yaml's error paths) print: `slos[2].sli`. Unparseable
+/// pieces end the path early (the caller then reports the nearest ancestor).
+pub fn parse_path(text: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in text.split('.').filter(|p| !p.is_empty()) {
+        let (name, mut indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            out.push(Seg::Key(name.to_owned()));
+        }
+        while let Some(stripped) = indexes.strip_prefix('[') {
+            let Some(end) = stripped.find(']') else {
+                return out;
+            };
+            let Ok(i) = stripped[..end].parse() else {
+                return out;
+            };
+            out.push(Seg::Index(i));
+            indexes = &stripped[end + 1..];
+        }
+    }
+    out
+}
+
 /// 1-based line and column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pos {
@@ -85,8 +111,10 @@ impl Locator {
             );
             if starts_node {
                 // Is this node a mapping key? Then remember it and wait for the value.
-                if let Some(Frame::Map { key }) = stack.last_mut() {
-                    if key.is_none() {
+                if let Some(Frame::Map { key }) = stack.last_mut()
+                    && key.is_none()
+                {
+                    {
                         let name = match &event {
                             Event::Scalar(value, ..) => value.to_string(),
                             _ => "<complex key>".to_owned(),
@@ -156,7 +184,8 @@ impl Locator {
 fn finish_value(stack: &mut [Frame], path: &mut Vec<Seg>) {
     match stack.last_mut() {
         Some(Frame::Map { key }) => {
-            if key.take().is_some() {
+            let had_key = key.take().is_some();
+            if had_key {
                 path.pop();
             }
         }
