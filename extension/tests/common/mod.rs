@@ -1,0 +1,192 @@
+//! A capturing OTLP/HTTP endpoint for tests: decodes what the exporter sends (gzip or not,
+//! protobuf) and can misbehave on purpose (status codes, hanging after accepting).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Accept,
+    /// Answer this status to the first `n` requests, then accept.
+    FailFirst(u16, usize),
+    /// Accept the connection and the request, never answer.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub raw: Vec<u8>,
+    /// Decompressed body.
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct Capture {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Captured>>>,
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
+
+impl Capture {
+    /// Starts on its own thread and runtime, so it serves sync and async tests alike.
+    pub fn start(behaviour: Behaviour) -> Capture {
+        let requests: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let reqs = requests.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(l.local_addr().unwrap()).unwrap();
+                let seen = Arc::new(Mutex::new(0usize));
+                loop {
+                    let (s, _) = l.accept().await.unwrap();
+                    let reqs = reqs.clone();
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let reqs = reqs.clone();
+                            let seen = seen.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let headers = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                                    })
+                                    .collect::<Vec<_>>();
+                                let gz = headers
+                                    .iter()
+                                    .any(|(k, v)| k == "content-encoding" && v == "gzip");
+                                let raw =
+                                    req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                                let body = if gz { gunzip(&raw) } else { raw.clone() };
+                                let n = {
+                                    let mut s = seen.lock().unwrap();
+                                    *s += 1;
+                                    *s
+                                };
+                                let status = match behaviour {
+                                    Behaviour::Hang => {
+                                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                                        200
+                                    }
+                                    Behaviour::FailFirst(code, k) if n <= k => code,
+                                    _ => 200,
+                                };
+                                if status == 200 {
+                                    reqs.lock().unwrap().push(Captured {
+                                        path,
+                                        headers,
+                                        raw,
+                                        body,
+                                    });
+                                }
+                                let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Capture { addr, requests }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn spans(&self) -> Vec<(Resource, Span)> {
+        let mut out = Vec::new();
+        for r in self.requests().iter().filter(|r| r.path == "/v1/traces") {
+            let req = ExportTraceServiceRequest::decode(r.body.as_slice()).unwrap();
+            for rs in req.resource_spans {
+                let res = rs.resource.clone().unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for s in ss.spans {
+                        out.push((res.clone(), s));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn metrics(&self) -> Vec<Metric> {
+        let mut out = Vec::new();
+        for r in self.requests().iter().filter(|r| r.path == "/v1/metrics") {
+            let req = ExportMetricsServiceRequest::decode(r.body.as_slice()).unwrap();
+            for rm in req.resource_metrics {
+                for sm in rm.scope_metrics {
+                    out.extend(sm.metrics);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn logs(&self) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        for r in self.requests().iter().filter(|r| r.path == "/v1/logs") {
+            let req = ExportLogsServiceRequest::decode(r.body.as_slice()).unwrap();
+            for rl in req.resource_logs {
+                for sl in rl.scope_logs {
+                    out.extend(sl.log_records);
+                }
+            }
+        }
+        out
+    }
+
+    /// Polls until `f` holds or `timeout` passes (waiting on a peer process, not on a policy).
+    pub fn wait_for(&self, timeout: Duration, f: impl Fn(&Capture) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if f(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f(self)
+    }
+}

@@ -1,0 +1,230 @@
+//! The exporter against a capturing OTLP endpoint: what goes on the wire (gzip protobuf, paths,
+//! headers) and what happens when the endpoint is down, slow or refusing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Behaviour, Capture};
+use lambdawatch_extension::buffer::Batch;
+use lambdawatch_extension::config::{Compression, Endpoints};
+use lambdawatch_extension::export::{ExportConfig, Exporter, reason};
+use lambdawatch_extension::http::HttpClient;
+use lambdawatch_extension::translate::{ResourceInfo, counter};
+use lambdawatch_semconv::otlp::get_str;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+fn endpoints(base: &str) -> Endpoints {
+    Endpoints {
+        traces: format!("{base}/v1/traces"),
+        metrics: format!("{base}/v1/metrics"),
+        logs: format!("{base}/v1/logs"),
+    }
+}
+
+fn exporter(base: &str, compression: Compression, timeout: Duration) -> Exporter {
+    Exporter::new(
+        HttpClient::new(),
+        ExportConfig {
+            endpoints: endpoints(base),
+            headers: vec![("x-api-key".into(), "k1".into())],
+            compression,
+            timeout,
+        },
+    )
+}
+
+fn batch() -> Batch {
+    Batch {
+        spans: vec![Span {
+            name: "checkout".into(),
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        }],
+        metrics: vec![counter("faas.invocations", "{invocation}", 1, vec![], 1, 2)],
+        logs: (0..3)
+            .map(|i| LogRecord {
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue(format!("line {i}"))),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn resource() -> opentelemetry_proto::tonic::resource::v1::Resource {
+    ResourceInfo {
+        function_name: Some("checkout".into()),
+        ..Default::default()
+    }
+    .to_resource()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_protobuf_reaches_the_right_paths_with_headers() {
+    let cap = Capture::start(Behaviour::Accept);
+    let ex = exporter(&cap.base(), Compression::Gzip, Duration::from_secs(5));
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.exported, [1, 1, 3]);
+    assert!(r.dropped.is_empty());
+    let reqs = cap.requests();
+    assert_eq!(reqs.len(), 3);
+    for q in &reqs {
+        let h = |k: &str| {
+            q.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(h("content-type"), Some("application/x-protobuf"));
+        assert_eq!(h("content-encoding"), Some("gzip"));
+        assert_eq!(h("x-api-key"), Some("k1"));
+        assert_eq!(&q.raw[..2], &[0x1f, 0x8b], "gzip magic");
+    }
+    let spans = cap.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].1.name, "checkout");
+    assert_eq!(
+        get_str(&spans[0].0.attributes, "service.name"),
+        Some("checkout")
+    );
+    assert_eq!(cap.metrics()[0].name, "faas.invocations");
+    let logs = cap.logs();
+    assert_eq!(logs.len(), 3);
+    assert_eq!(
+        logs[2].body.as_ref().unwrap().value,
+        Some(Value::StringValue("line 2".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncompressed_when_configured() {
+    let cap = Capture::start(Behaviour::Accept);
+    let ex = exporter(&cap.base(), Compression::None, Duration::from_secs(5));
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(r.ok);
+    for q in cap.requests() {
+        assert!(!q.headers.iter().any(|(k, _)| k == "content-encoding"));
+        assert_eq!(q.raw, q.body);
+    }
+    assert_eq!(cap.logs().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_on_503_then_succeeds() {
+    let cap = Capture::start(Behaviour::FailFirst(503, 3));
+    let ex = exporter(&cap.base(), Compression::Gzip, Duration::from_secs(5));
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.retries, 3);
+    assert_eq!(r.exported, [1, 1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_400_is_dropped_without_retry() {
+    let cap = Capture::start(Behaviour::FailFirst(400, 100));
+    let ex = exporter(&cap.base(), Compression::Gzip, Duration::from_secs(5));
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(!r.ok);
+    assert_eq!(r.retries, 0);
+    assert_eq!(r.dropped, vec![(reason::REJECTED, 5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_down_fails_fast_and_counts() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ex = exporter(
+        &format!("http://127.0.0.1:{port}"),
+        Compression::Gzip,
+        Duration::from_secs(5),
+    );
+    let t = Instant::now();
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_millis(800),
+        )
+        .await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!r.ok);
+    assert_eq!(r.dropped, vec![(reason::EXPORT_FAILED, 5)]);
+    assert!(r.retries >= 1, "retried within the time available");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_collector_is_cut_at_the_deadline() {
+    let cap = Capture::start(Behaviour::Hang);
+    let ex = exporter(&cap.base(), Compression::Gzip, Duration::from_secs(30));
+    let t = Instant::now();
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_millis(400),
+        )
+        .await;
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(700),
+        "{took:?}"
+    );
+    assert!(!r.ok);
+    assert_eq!(r.dropped, vec![(reason::EXPORT_FAILED, 5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoint_is_refused_clearly() {
+    let ex = exporter(
+        "https://collector.example",
+        Compression::Gzip,
+        Duration::from_secs(1),
+    );
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(r.dropped, vec![(reason::UNSUPPORTED_ENDPOINT, 5)]);
+    assert!(r.error.unwrap().contains("not http://"));
+}
