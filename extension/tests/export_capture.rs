@@ -1,6 +1,8 @@
 //! The exporter against a capturing OTLP endpoint: what goes on the wire (gzip protobuf, paths,
 //! headers) and what happens when the endpoint is down, slow or refusing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! examples, quirks included): parse → translate → encode as OTLP protobuf → decode, then assert
 //! field by field. A fixture file without an expectation here fails `every_fixture_is_covered`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use lambdawatch_extension::buffer::Buffer;

@@ -1,6 +1,6 @@
 //! A capturing OTLP/HTTP endpoint for tests: decodes what the exporter sends (gzip or not,
 //! protobuf) and can misbehave on purpose (status codes, hanging after accepting).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
