@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::{
-    api_error::{accepted, api_error},
+    api_error::{ApiError, accepted, api_error},
     environment::state::{EnvShared, ExtensionEntry},
     ids,
     telemetry_api::events,
@@ -146,16 +146,16 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Checks the `Lambda-Extension-Identifier` header: present, a UUID, registered.
-pub fn identify(env: &EnvShared, headers: &HeaderMap) -> Result<String, Response> {
+pub fn identify(env: &EnvShared, headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(id) = header(headers, HEADER_IDENTIFIER) else {
-        return Err(api_error(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Extension.MissingExtensionIdentifier",
             format!("Missing {HEADER_IDENTIFIER} header"),
         ));
     };
     if !ids::is_uuid(id) {
-        return Err(api_error(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Extension.InvalidExtensionIdentifier",
             format!("Invalid {HEADER_IDENTIFIER}"),
@@ -165,7 +165,7 @@ pub fn identify(env: &EnvShared, headers: &HeaderMap) -> Result<String, Response
     if env.lock().extensions.iter().any(|e| e.id == id) {
         Ok(id)
     } else {
-        Err(api_error(
+        Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "Extension.UnknownExtensionIdentifier",
             format!("Unknown extension {id}"),
@@ -176,7 +176,7 @@ pub fn identify(env: &EnvShared, headers: &HeaderMap) -> Result<String, Response
 async fn next(State(env): State<Arc<EnvShared>>, headers: HeaderMap) -> Response {
     let id = match identify(&env, &headers) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (rx, first_ready) = {
         let mut st = env.lock();
@@ -251,7 +251,7 @@ async fn exit_error(
 fn report_error(env: &EnvShared, headers: &HeaderMap, init: bool) -> Response {
     let id = match identify(env, headers) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some(error_type) = header(headers, HEADER_ERROR_TYPE).map(str::to_owned) else {
         return api_error(

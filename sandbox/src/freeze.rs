@@ -76,9 +76,16 @@ mod tests {
             .unwrap();
         let pgid = child.id();
         signal_group(pgid, Signal::Stop).unwrap();
-        let state = std::fs::read_to_string(format!("/proc/{pgid}/stat")).unwrap();
-        let after_paren = state.rsplit(')').next().unwrap().trim_start();
-        assert!(after_paren.starts_with('T'), "not stopped: {state}");
+        // Signal delivery is asynchronous: observe the state for up to 2 s.
+        let stopped = (0..200).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{pgid}/stat")).unwrap();
+            let after_paren = state.rsplit(')').next().unwrap().trim_start().to_owned();
+            after_paren.starts_with('T') || {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                false
+            }
+        });
+        assert!(stopped, "process group {pgid} not stopped");
         signal_group(pgid, Signal::Cont).unwrap();
         signal_group(pgid, Signal::Kill).unwrap();
         let status = child.wait().unwrap();

@@ -20,7 +20,7 @@ use axum::{
 use tokio::sync::oneshot;
 
 use crate::{
-    api_error::{accepted, api_error},
+    api_error::{ApiError, accepted, api_error},
     environment::state::{EnvShared, RuntimeResult},
 };
 
@@ -84,16 +84,16 @@ fn invocation_response(inv: crate::environment::state::RuntimeInvocation) -> Res
 }
 
 /// Checks that `id` is the invocation in progress and has no answer yet.
-fn check_current(env: &EnvShared, id: &str) -> Result<(), Response> {
+fn check_current(env: &EnvShared, id: &str) -> Result<(), ApiError> {
     let st = env.lock();
     match &st.current {
         Some(cur) if cur.request_id == id && cur.result.is_none() => Ok(()),
-        Some(cur) if cur.request_id == id => Err(api_error(
+        Some(cur) if cur.request_id == id => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidStateTransition",
             format!("invocation {id} already has a response"),
         )),
-        _ => Err(api_error(
+        _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
             format!("Invalid request ID: {id}"),
@@ -108,7 +108,7 @@ async fn response(
 ) -> Response {
     let started = Instant::now();
     if let Err(r) = check_current(&env, &id) {
-        return r;
+        return r.into_response();
     }
     if body.len() > MAX_RESPONSE_BYTES {
         let msg = format!(
@@ -145,7 +145,7 @@ async fn error(
 ) -> Response {
     let started = Instant::now();
     if let Err(r) = check_current(&env, &id) {
-        return r;
+        return r.into_response();
     }
     let error_type = error_type_of(&headers, &body);
     set_result(

@@ -1,6 +1,8 @@
 //! The sandbox through its real HTTP APIs, with the rust sample function and the probe extension.
 //! Needs `cargo build -p lambdawatch-sample-function -p lambdawatch-sandbox` first.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -186,7 +188,9 @@ async fn timeout_resets_then_suppressed_init() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttles_beyond_reserved_concurrency() {
     let h = start("reserved_concurrency: 1\n", &[], &[], None).await;
-    let calls = (0..4).map(|_| h.invoke(r#"{"sleep_ms": 600}"#, false));
+    let calls: Vec<_> = (0..4)
+        .map(|_| h.invoke(r#"{"sleep_ms": 600}"#, false))
+        .collect();
     let mut statuses = Vec::new();
     let mut throttled = 0;
     for r in futures_join(calls).await {
@@ -204,47 +208,6 @@ async fn throttles_beyond_reserved_concurrency() {
     let (report, _, _dir) = h.finish().await;
     assert_eq!(report.throttles, throttled);
 }
-
-/// Runs the futures concurrently on the runtime.
-async fn futures_join<F: std::future::Future<Output = T> + Send, T: Send>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    let pinned: Vec<_> = futs.map(Box::pin).collect();
-    // Poll all at once with a simple join.
-    let mut set = pinned;
-    while !set.is_empty() {
-        let (r, _i, rest) = select_all(set).await;
-        out.push(r);
-        set = rest;
-    }
-    out
-}
-
-async fn select_all<F: std::future::Future + Unpin>(
-    mut futs: Vec<F>,
-) -> (F::Output, usize, Vec<F>) {
-    std::future::poll_fn(|cx| {
-        for i in 0..futs.len() {
-            if let std::task::Poll::Ready(v) = std::pin::Pin::new(&mut futs[i]).poll(cx) {
-                return std::task::Poll::Ready((v, i));
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-    .pipe(|(v, i)| {
-        futs.remove(i);
-        (v, i, futs)
-    })
-}
-
-trait Pipe: Sized {
-    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_retries_keep_request_id_then_dlq() {

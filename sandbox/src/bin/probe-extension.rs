@@ -36,6 +36,7 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 struct Probe {
     out: Mutex<std::fs::File>,
     fail_posts: AtomicU64,
+    last_post_ms: AtomicU64,
 }
 
 impl Probe {
@@ -84,6 +85,7 @@ async fn request(
 }
 
 async fn on_telemetry(State(probe): State<Arc<Probe>>, body: Bytes) -> StatusCode {
+    probe.last_post_ms.store(now_ms(), Ordering::SeqCst);
     let batch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let fail = probe
         .fail_posts
@@ -118,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let probe = Arc::new(Probe {
         out: Mutex::new(out),
         fail_posts: AtomicU64::new(env_u64("PROBE_FAIL_POSTS", 0)),
+        last_post_ms: AtomicU64::new(0),
     });
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 
@@ -222,9 +225,17 @@ async fn main() -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                 }
             }
-            // Give the last Telemetry batch (the final platform.report) time to arrive.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return Ok(());
+            // Receive the last Telemetry batches (the final platform.report): exit once no POST
+            // came for 300 ms, and well within the 2 s SHUTDOWN budget.
+            let since = now_ms();
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let now = now_ms();
+                let quiet = now.saturating_sub(probe.last_post_ms.load(Ordering::SeqCst)) >= 300;
+                if (quiet && now - since >= 300) || now - since >= 1_500 {
+                    return Ok(());
+                }
+            }
         }
     }
 }

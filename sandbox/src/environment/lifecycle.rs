@@ -257,6 +257,7 @@ impl Lifecycle {
             st.current = None;
         }
         self.shared.gate.send_replace(true);
+        self.shared.draining.send_replace(false);
         let f = self.ctx.function.clone();
         self.shared.emit(events::init_start(&InitFacts {
             initialization_type: self.init_type,
@@ -830,6 +831,7 @@ impl Lifecycle {
             return;
         }
         self.thaw();
+        self.shared.draining.send_replace(true);
         let deadline = started + Duration::from_millis(SHUTDOWN_BUDGET_MS);
         let deadline_ms = unix_ms_now() as u64 + SHUTDOWN_BUDGET_MS;
         let ev = json!({

@@ -111,11 +111,14 @@ pub struct EnvShared {
     pub delivery_stats: Arc<DeliveryStats>,
     /// Open while thawed; delivery tasks wait on it.
     pub gate: watch::Sender<bool>,
+    /// Set at SHUTDOWN: delivery sends whatever it holds at once instead of waiting for a batch.
+    pub draining: watch::Sender<bool>,
 }
 
 impl EnvShared {
     pub fn new(info: EnvInfo) -> Arc<Self> {
         let (gate, _) = watch::channel(true);
+        let (draining, _) = watch::channel(false);
         Arc::new(EnvShared {
             info,
             state: Mutex::new(EnvState {
@@ -132,6 +135,7 @@ impl EnvShared {
             changed: Notify::new(),
             delivery_stats: Arc::new(DeliveryStats::default()),
             gate,
+            draining,
         })
     }
 

@@ -96,12 +96,14 @@ pub struct Destination {
     pub uri: String,
 }
 
-/// Runs until the queue closes, then sends what is left (still honouring the gate).
+/// Runs until the queue closes, then sends what is left (still honouring the gate). While
+/// `draining` (SHUTDOWN) every event is sent as soon as it is queued.
 pub async fn run(
     mut rx: mpsc::Receiver<Value>,
     dest: Destination,
     policy: BatchPolicy,
     mut gate_open: watch::Receiver<bool>,
+    mut draining: watch::Receiver<bool>,
     stats: Arc<DeliveryStats>,
 ) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -111,15 +113,31 @@ pub async fn run(
     let mut closed = false;
     loop {
         let now = Instant::now();
-        if closed || policy.due(batch.len(), bytes, oldest, now) {
+        let drain = *draining.borrow_and_update();
+        if drain && !closed {
+            // Take what is already queued (up to one batch) so SHUTDOWN does not send one by one.
+            while batch.len() < policy.max_items && bytes < policy.max_bytes {
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        bytes += serde_json::to_vec(&ev).map(|v| v.len()).unwrap_or(0) + 1;
+                        batch.push(ev);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if closed || drain || policy.due(batch.len(), bytes, oldest, now) {
             if !batch.is_empty() {
                 let out = std::mem::take(&mut batch);
                 bytes = 0;
                 oldest = None;
-                // Wait for the thaw; if the environment is gone the gate sender is dropped and we
-                // send anyway (SHUTDOWN delivery).
-                let _ = gate_open.wait_for(|open| *open).await;
-                send(&client, &dest, out, &stats).await;
+                // `send` waits for the thaw; if the environment is gone the gate sender is
+                // dropped and it sends anyway (SHUTDOWN delivery).
+                send(&client, &dest, out, &stats, &mut gate_open).await;
             }
             if closed {
                 return;
@@ -134,8 +152,7 @@ pub async fn run(
                         let out = std::mem::take(&mut batch);
                         bytes = 0;
                         oldest = None;
-                        let _ = gate_open.wait_for(|open| *open).await;
-                        send(&client, &dest, out, &stats).await;
+                        send(&client, &dest, out, &stats, &mut gate_open).await;
                     }
                     if batch.is_empty() {
                         oldest = Some(Instant::now());
@@ -146,6 +163,7 @@ pub async fn run(
                 None => closed = true,
             },
             () = sleep_until_opt(deadline) => {}
+            Ok(()) = draining.changed() => {}
         }
     }
 }
@@ -162,6 +180,7 @@ async fn send(
     dest: &Destination,
     batch: Vec<Value>,
     stats: &DeliveryStats,
+    gate_open: &mut watch::Receiver<bool>,
 ) {
     let n = batch.len() as u64;
     let body = match serde_json::to_vec(&Value::Array(batch)) {
@@ -174,6 +193,8 @@ async fn send(
     };
     let uri = format!("http://{}{}", dest.addr, dest.path);
     for attempt in 1..=MAX_ATTEMPTS {
+        // Never POST into a frozen environment: retries wait for the thaw too.
+        let _ = gate_open.wait_for(|open| *open).await;
         let req = http::Request::post(&uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::HOST, "sandbox.localdomain")

@@ -200,7 +200,7 @@ fn parse_destination(uri: &str) -> Option<(SocketAddr, String)> {
 async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: Bytes) -> Response {
     let id = match identify(&env, &headers) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let sub = match validate(&body) {
         Ok(s) => s,
@@ -251,6 +251,7 @@ async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: 
         },
         sub.policy,
         env.gate.subscribe(),
+        env.draining.subscribe(),
         env.delivery_stats.clone(),
     ));
     let type_names: Vec<&str> = sub

@@ -1,6 +1,6 @@
 //! Test harness: runs the sandbox library in-process with the real sample function and the probe
 //! extension as processes, talks to it over real HTTP, reads the probe's JSON lines.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     net::SocketAddr,
@@ -220,4 +220,27 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Polls the futures concurrently until all are done; results in completion order.
+pub async fn futures_join<F: std::future::Future<Output = T>, T>(futs: Vec<F>) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut pinned: Vec<_> = futs.into_iter().map(Box::pin).map(Some).collect();
+    std::future::poll_fn(|cx| {
+        for slot in pinned.iter_mut() {
+            if let Some(f) = slot
+                && let std::task::Poll::Ready(v) = f.as_mut().poll(cx)
+            {
+                out.push(v);
+                *slot = None;
+            }
+        }
+        if pinned.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out
 }
