@@ -11,8 +11,11 @@
 //!   substitute is an error, never sent through as `$x`.
 //! - [`selectors`]: a small PromQL scanner naming each metric an expression selects, its range and the
 //!   function that directly encloses it (for "counters only under `rate()` over `$__rate_interval`").
-//! - [`contract_metrics`]: Contract 2's metric table, parsed from the Markdown at test time, so the lint
-//!   follows the contract rather than a copy of it.
+//! - [`contract_metrics`] / [`contract_labels`]: Contract 2's metric table (names, types, extra labels
+//!   and their listed values), parsed from the Markdown at test time, so the lint follows the
+//!   contract rather than a copy of it.
+//! - [`queries_without_data`]: runs the queries through Prometheus's HTTP API (`/api/v1/query`) and
+//!   names every one that errs or returns no series.
 //!
 //! Everything here is test support: functions that can meet bad input return `Result<_, String>` with
 //! the reason; the loaders panic with the path when a file is missing or not JSON.
@@ -547,6 +550,142 @@ pub fn contract_metrics(architecture_md: &str) -> Result<BTreeMap<String, Metric
     Ok(metrics)
 }
 
+/// The extra labels of each Contract 2 metric with the values the contract lists for them:
+/// `metric → [(label, values)]`. Values come from the row's "extra labels" cell (`` `within`
+/// (`true`/`false`) ``), else, for a row's only label, from the back-quoted words of its "meaning"
+/// cell (`outcome`: `success`, `error`, ...), else from a section line naming the label
+/// (``SLO names (`slo` label): `cold_start`, ...``). A label the contract lists no values for gets
+/// an empty list.
+pub fn contract_labels(
+    architecture_md: &str,
+) -> Result<BTreeMap<String, Vec<(String, Vec<String>)>>, String> {
+    fn backticked(cell: &str) -> Vec<(String, usize)> {
+        // (token, parenthesis depth at the token)
+        let mut out = Vec::new();
+        let mut depth = 0usize;
+        let mut chars = cell.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                '`' => {
+                    let token: String = chars.by_ref().take_while(|&c| c != '`').collect();
+                    out.push((token, depth));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+    let text = format!("\n{architecture_md}");
+    let section = text
+        .split("\n## ")
+        .find(|s| s.starts_with("Contract 2"))
+        .ok_or("no `## Contract 2` section in docs/ARCHITECTURE.md")?;
+    // Section lines such as "SLO names (`slo` label): `cold_start`, `error_rate`."
+    let mut named_values: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in section.lines().filter(|l| !l.trim_start().starts_with('|')) {
+        for part in line.split(". ") {
+            if let Some((head, values)) = part.split_once(" label):") {
+                let label = head.rsplit('`').nth(1).unwrap_or("").to_owned();
+                let values = backticked(values).into_iter().map(|(v, _)| v).collect();
+                named_values.insert(label, values);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for line in section.lines().filter(|l| l.trim_start().starts_with('|')) {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let Some(name) = cells
+            .first()
+            .and_then(|c| c.strip_prefix('`'))
+            .and_then(|c| c.strip_suffix('`'))
+        else {
+            continue;
+        };
+        let mut labels: Vec<(String, Vec<String>)> = Vec::new();
+        for (token, depth) in backticked(cells.get(2).copied().unwrap_or("")) {
+            match labels.last_mut() {
+                Some((_, values)) if depth > 0 => values.push(token),
+                _ => labels.push((token, Vec::new())),
+            }
+        }
+        if let [(_, values)] = labels.as_mut_slice()
+            && values.is_empty()
+        {
+            *values = backticked(cells.get(3).copied().unwrap_or(""))
+                .into_iter()
+                .map(|(v, _)| v)
+                .collect();
+        }
+        for (label, values) in &mut labels {
+            if values.is_empty()
+                && let Some(v) = named_values.get(label)
+            {
+                values.clone_from(v);
+            }
+        }
+        out.insert(name.to_owned(), labels);
+    }
+    Ok(out)
+}
+
+/// Percent-encodes `s` for a URL query value (RFC 3986 unreserved characters pass through).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs every query as an instant query against the Prometheus at `base_url`
+/// (`GET /api/v1/query`) and returns one line per query that failed or returned no series: empty
+/// when every target of every dashboard has data. For the end-to-end test that scraped the collector.
+pub fn queries_without_data(base_url: &str, queries: &[Query]) -> Vec<String> {
+    let base = base_url.trim_end_matches('/');
+    let mut problems = Vec::new();
+    for q in queries {
+        let what = format!("{} › {:?} target {}", q.dashboard, q.panel_title, q.ref_id);
+        let url = format!("{base}/api/v1/query?query={}", url_encode(&q.expr));
+        let response = match crate::http::get(&url, std::time::Duration::from_secs(10)) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("{what}: request failed: {e}"));
+                continue;
+            }
+        };
+        let body: Value = match serde_json::from_slice(&response.body) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{what}: HTTP {} not JSON ({e})", response.status));
+                continue;
+            }
+        };
+        if body.get("status").and_then(Value::as_str) != Some("success") {
+            problems.push(format!("{what}: {} — {}", q.expr, body));
+            continue;
+        }
+        let series = body
+            .pointer("/data/result")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if series == 0 {
+            problems.push(format!("{what}: no data for {}", q.expr));
+        }
+    }
+    problems
+}
+
 /// Contract 2 read from the repository's `docs/ARCHITECTURE.md`; panics with the reason when it
 /// cannot be read or parsed.
 pub fn repo_contract_metrics() -> BTreeMap<String, MetricType> {
@@ -706,6 +845,49 @@ mod tests {
             contract_metrics("## Contract 2\n| `m` | summary |")
                 .unwrap_err()
                 .contains("unknown type")
+        );
+    }
+
+    #[test]
+    fn contract_labels_reads_values_from_cells_and_section_lines() {
+        let md = "## Contract 2\n\n| metric | type | extra labels | meaning |\n|---|---|---|---|\n\
+                  | `a_total` | counter | `outcome` | by outcome (`success`, `error`) |\n\
+                  | `b_total` | counter | `within` (`true`/`false`) | x |\n\
+                  | `c_total` | counter | `protocol` (`grpc`/`http`), `signal`, `result` | |\n\
+                  | `d` | gauge | `slo`, `window` | (`not`, `these`) |\n\
+                  | `e` | gauge | | |\n\n\
+                  SLO names (`slo` label): `cold_start`, `error_rate`.\nWindows (`window` label): `5m`, `1h`.\n";
+        let c = contract_labels(md).unwrap();
+        let l = |m: &str| {
+            c[m].iter()
+                .map(|(k, v)| (k.as_str(), v.join("/")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(l("a_total"), [("outcome", "success/error".to_owned())]);
+        assert_eq!(l("b_total"), [("within", "true/false".to_owned())]);
+        assert_eq!(
+            l("c_total"),
+            [
+                ("protocol", "grpc/http".to_owned()),
+                ("signal", String::new()),
+                ("result", String::new())
+            ]
+        );
+        assert_eq!(
+            l("d"),
+            [
+                ("slo", "cold_start/error_rate".to_owned()),
+                ("window", "5m/1h".to_owned())
+            ]
+        );
+        assert!(c["e"].is_empty());
+    }
+
+    #[test]
+    fn url_encode_escapes_promql() {
+        assert_eq!(
+            url_encode("sum(rate(a{b=~\"c|d\"}[1m])) * 60"),
+            "sum%28rate%28a%7Bb%3D~%22c%7Cd%22%7D%5B1m%5D%29%29%20%2A%2060"
         );
     }
 

@@ -658,3 +658,219 @@ fn every_runbook_exists_and_names_only_real_panels() {
     }
     assert!(problems.is_empty(), "runbooks:\n{}", problems.join("\n"));
 }
+
+/// Metrics Contract 2 lists without the per-function labels: the collector's and the pipeline's own
+/// (the extension counters name `function` as an extra label instead).
+const PIPELINE_METRIC_PREFIXES: &[&str] = &[
+    "lambdawatch_ingest_",
+    "lambdawatch_alert_deliveries_",
+    "lambdawatch_cloudwatch_",
+    "lambdawatch_extension_",
+];
+const HISTOGRAM_BOUNDS: &[&str] = &["0.1", "0.25", "0.5", "1", "2.5", "10", "+Inf"];
+
+/// A Prometheus text exposition with one series per label-value combination of every Contract 2
+/// metric, derived from the contract table alone: counters and histogram buckets grow with `tick`,
+/// gauges hold 1. Labels without listed values get the value `x`.
+fn contract_exposition(
+    types: &BTreeMap<String, MetricType>,
+    labels: &BTreeMap<String, Vec<(String, Vec<String>)>>,
+    function: &str,
+    tick: u64,
+) -> String {
+    let mut out = String::new();
+    for (metric, kind) in types {
+        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        if !PIPELINE_METRIC_PREFIXES
+            .iter()
+            .any(|p| metric.starts_with(p))
+        {
+            combos[0] = vec![
+                ("function".into(), function.into()),
+                ("version".into(), "7".into()),
+                ("region".into(), "eu-west-1".into()),
+                ("account".into(), "123456789012".into()),
+            ];
+        }
+        for (label, values) in labels.get(metric).map(Vec::as_slice).unwrap_or_default() {
+            let values: Vec<String> = match (label.as_str(), values.is_empty()) {
+                ("function", _) => vec![function.to_owned()],
+                (_, true) => vec!["x".to_owned()],
+                (_, false) => values.clone(),
+            };
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((label.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let kind_name = match kind {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+        };
+        out.push_str(&format!("# TYPE {metric} {kind_name}\n"));
+        let render = |c: &[(String, String)], extra: Option<(&str, &str)>| -> String {
+            let mut parts: Vec<String> = c.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            if let Some((k, v)) = extra {
+                parts.push(format!("{k}=\"{v}\""));
+            }
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", parts.join(","))
+            }
+        };
+        for c in &combos {
+            match kind {
+                MetricType::Counter => {
+                    out.push_str(&format!("{metric}{} {}\n", render(c, None), tick * 3))
+                }
+                MetricType::Gauge => out.push_str(&format!("{metric}{} 1\n", render(c, None))),
+                MetricType::Histogram => {
+                    for (i, le) in HISTOGRAM_BOUNDS.iter().enumerate() {
+                        let count = tick * (i as u64 + 1);
+                        out.push_str(&format!(
+                            "{metric}_bucket{} {count}\n",
+                            render(c, Some(("le", le)))
+                        ));
+                    }
+                    let total = tick * HISTOGRAM_BOUNDS.len() as u64;
+                    out.push_str(&format!("{metric}_sum{} {}\n", render(c, None), total));
+                    out.push_str(&format!("{metric}_count{} {total}\n", render(c, None)));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Serves `contract_exposition` on 127.0.0.1 (a new tick per scrape) from a background thread that
+/// lives as long as the test process; returns the port.
+fn serve_contract_exposition(function: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let architecture =
+        std::fs::read_to_string(lambdawatch_tests::repo_root().join("docs/ARCHITECTURE.md"))
+            .unwrap();
+    let types = dashboards::contract_metrics(&architecture).unwrap();
+    let labels = dashboards::contract_labels(&architecture).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut tick = 1u64;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = contract_exposition(&types, &labels, function, tick);
+            tick += 1;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    });
+    port
+}
+
+/// Every dashboard target returns data from a real Prometheus that scraped series shaped exactly as
+/// Contract 2 describes them. This proves the queries match the contract's names, labels and label
+/// values (outcome, within, slo, window, ...); the end-to-end test does the same against the
+/// collector itself with `dashboards::queries_without_data`.
+#[test]
+fn every_dashboard_query_returns_data_from_prometheus_scraping_contract_shaped_metrics() {
+    use std::time::Duration;
+    const FUNCTION: &str = "orders";
+    let prometheus = lambdawatch_tests::peers::bin("prometheus");
+    let target_port = serve_contract_exposition(FUNCTION);
+    let dir = std::env::temp_dir().join(format!("lambdawatch-dash-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: contract\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        ),
+    )
+    .unwrap();
+    let port = lambdawatch_tests::free_port();
+    let _prom = lambdawatch_tests::Child::spawn(
+        "prometheus",
+        std::process::Command::new(&prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    // Enough scrapes for rate() over the 1m that $__rate_interval becomes.
+    let enough = format!(
+        "{base}/api/v1/query?query={}",
+        dashboards::url_encode("count_over_time(up{job=\"contract\"}[1m]) >= 4")
+    );
+    lambdawatch_tests::wait_until(
+        "prometheus to scrape the contract target 4 times",
+        Duration::from_secs(60),
+        || {
+            let r = lambdawatch_tests::http::get(&enough, Duration::from_secs(2)).ok()?;
+            let v: Value = serde_json::from_slice(&r.body).ok()?;
+            (v.pointer("/data/result")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+                > 0)
+            .then_some(())
+        },
+    );
+    let mut queries = Vec::new();
+    for d in dashboards::load_all() {
+        queries.extend(dashboards::promql_queries(&d, FUNCTION).unwrap());
+        // Variable queries too: `label_values(selector, label)` must find series with the label.
+        let values = dashboards::substitution_values(&d.json, FUNCTION);
+        for v in variables(&d.json) {
+            let Some(query) = variable_query(v) else {
+                continue;
+            };
+            let Some(metric) = label_values_metric(query).unwrap() else {
+                continue;
+            };
+            let inner = query
+                .trim()
+                .trim_start_matches("label_values(")
+                .trim_end_matches(')');
+            let (selector, label) = inner.rsplit_once(',').unwrap();
+            for expr in [
+                dashboards::substitute(selector.trim(), &values).unwrap(),
+                format!("count({metric}{{{}!=\"\"}})", label.trim()),
+            ] {
+                queries.push(dashboards::Query {
+                    dashboard: d.name.clone(),
+                    panel_title: format!("variable {}", v["name"]),
+                    ref_id: "-".into(),
+                    expr,
+                });
+            }
+        }
+    }
+    assert!(queries.len() > 40, "only {} queries", queries.len());
+    let problems = dashboards::queries_without_data(&base, &queries);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        problems.is_empty(),
+        "{} of {} queries returned no data:\n{}",
+        problems.len(),
+        queries.len(),
+        problems.join("\n")
+    );
+}
