@@ -550,15 +550,16 @@ pub fn contract_metrics(architecture_md: &str) -> Result<BTreeMap<String, Metric
     Ok(metrics)
 }
 
+/// `metric → [(label, listed values)]`, see [`contract_labels`].
+pub type ContractLabels = BTreeMap<String, Vec<(String, Vec<String>)>>;
+
 /// The extra labels of each Contract 2 metric with the values the contract lists for them:
 /// `metric → [(label, values)]`. Values come from the row's "extra labels" cell (`` `within`
 /// (`true`/`false`) ``), else, for a row's only label, from the back-quoted words of its "meaning"
 /// cell (`outcome`: `success`, `error`, ...), else from a section line naming the label
 /// (``SLO names (`slo` label): `cold_start`, ...``). A label the contract lists no values for gets
 /// an empty list.
-pub fn contract_labels(
-    architecture_md: &str,
-) -> Result<BTreeMap<String, Vec<(String, Vec<String>)>>, String> {
+pub fn contract_labels(architecture_md: &str) -> Result<ContractLabels, String> {
     fn backticked(cell: &str) -> Vec<(String, usize)> {
         // (token, parenthesis depth at the token)
         let mut out = Vec::new();

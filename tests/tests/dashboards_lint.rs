@@ -674,7 +674,7 @@ const HISTOGRAM_BOUNDS: &[&str] = &["0.1", "0.25", "0.5", "1", "2.5", "10", "+In
 /// gauges hold 1. Labels without listed values get the value `x`.
 fn contract_exposition(
     types: &BTreeMap<String, MetricType>,
-    labels: &BTreeMap<String, Vec<(String, Vec<String>)>>,
+    labels: &dashboards::ContractLabels,
     function: &str,
     tick: u64,
 ) -> String {
