@@ -59,6 +59,10 @@ if [ ! -x "$modules/node_modules/.bin/tsc" ] || [ ! -d "$modules/node_modules/@g
     die "npm ci failed for dashboards/typecheck"
   rm -rf "$modules"
   mv "$modules.partial" "$modules"
+  # Installs for older package-locks are no longer used.
+  for old in "$peers"/npm/dashboards-typecheck-*; do
+    [ "$old" = "$modules" ] || rm -rf "$old"
+  done
 fi
 mkdir -p "$work/tc"
 cp -r "$typecheck/src" "$typecheck/tsconfig.json" "$typecheck/gen.mjs" "$typecheck/package.json" "$work/tc/"
