@@ -122,6 +122,22 @@ pub async fn start(
             },
         );
     }
+    // Provisioned environments are ready before the function takes traffic.
+    let mut released_rx = released_rx;
+    let mut pending = scaler.slots.len();
+    let deadline = Instant::now() + Duration::from_millis(crate::config::INIT_LIMIT_MS + 5_000);
+    while pending > 0 {
+        match tokio::time::timeout_at(deadline, released_rx.recv()).await {
+            Ok(Some(r)) => {
+                scaler.on_released(r);
+                pending -= 1;
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(pending, "provisioned environments not ready in time");
+                break;
+            }
+        }
+    }
     tokio::spawn(scaler.run(rx, released_rx));
     Ok(FunctionHandle { tx, config })
 }

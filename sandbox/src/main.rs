@@ -77,7 +77,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let i = &report.invocations;
-    println!(
+    // stdout may be closed by now (a caller that only wanted the address): not an error.
+    let _ = writeln!(
+        std::io::stdout(),
         "done: success={} error={} timeout={} failure={} cold_starts={} throttles={} async_received={} dead_lettered={}",
         i.success,
         i.error,

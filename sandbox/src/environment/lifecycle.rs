@@ -154,6 +154,11 @@ impl Lifecycle {
             }
         }
         self.kill_all();
+        let dropped = self.shared.lock().events_dropped;
+        self.shared
+            .delivery_stats
+            .events_dropped_queue_full
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
         self.ctx.recorder.telemetry(&self.shared.delivery_stats);
     }
 
