@@ -21,6 +21,7 @@
 
 pub mod dashboards;
 pub mod http;
+pub mod lambda_env;
 pub mod net;
 pub mod peers;
 pub mod process;

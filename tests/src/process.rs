@@ -228,6 +228,33 @@ impl Child {
         }
     }
 
+    /// Sends `signal` to the leader only (a host such as the RIE or the sandbox then shuts its own
+    /// children down the way it is meant to).
+    pub fn signal_leader(&self, signal: rustix::process::Signal) {
+        if let Some(pid) = i32::try_from(self.inner.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// SIGTERM to the leader, then up to `grace` for it to exit, then SIGKILL to the group.
+    pub fn terminate_leader(&mut self, grace: Duration) -> ExitStatus {
+        if self.try_status().is_none() {
+            self.signal_leader(rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(s) = self.try_status() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal_group(rustix::process::Signal::KILL);
+        self.wait_exit(Duration::from_secs(5))
+    }
+
     /// Asks the group to stop (SIGTERM) and waits up to `grace` before SIGKILL. Returns the status.
     pub fn terminate(&mut self, grace: Duration) -> ExitStatus {
         self.signal_group(rustix::process::Signal::TERM);
