@@ -27,6 +27,9 @@ pub mod retry;
 pub mod surprise;
 pub mod timeout;
 
+#[cfg(test)]
+mod simulation_tests;
+
 pub use cli::{CostArgs, run_cost_cli};
 
 /// One Prometheus sample a cost stage wants on `/metrics` (per-function labels added by the
