@@ -5,7 +5,7 @@
 //!
 //! - [`load_all`] / [`panels`] / [`targets`]: every dashboard, every panel (children of collapsed rows
 //!   included) and every query target with its panel.
-//! - [`promql_queries`]: every PromQL expression with its template variables substituted
+//! - [`promql_queries`] / [`all_promql_queries`]: every PromQL expression with its template variables substituted
 //!   (`$__rate_interval` → `1m`, `$function` → a given name, a multi-value "All" variable → its
 //!   `allValue`, `$datasource` removed), ready for Prometheus's `/api/v1/query`. A variable it cannot
 //!   substitute is an error, never sent through as `$x`.
@@ -176,6 +176,16 @@ pub fn promql_queries(dashboard: &Dashboard, function: &str) -> Result<Vec<Query
                 expr,
             })
         })
+        .collect()
+}
+
+/// [`promql_queries`] of every dashboard in `dashboards/`, for the end-to-end run:
+/// `queries_without_data(prometheus_url, &all_promql_queries("my-function"))` must be empty.
+/// Panics naming the panel when a variable cannot be substituted.
+pub fn all_promql_queries(function: &str) -> Vec<Query> {
+    load_all()
+        .iter()
+        .flat_map(|d| promql_queries(d, function).unwrap_or_else(|e| panic!("{e}")))
         .collect()
 }
 
