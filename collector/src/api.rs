@@ -1,1 +1,248 @@
-//! (see crate docs)
+//! The admin listener (`:9464`): `/metrics` (Prometheus text, Contract 2), `/api/v1/slos` (JSON
+//! status of every SLO per function), `/healthz` (the process answers), `/readyz` (200 once the
+//! listeners are up, 503 while shutting down) and `/` (a server-rendered status page: the SLO
+//! table with error-budget bars, no framework, no script).
+//!
+//! `/metrics` asks the aggregator for the per-function text (one command through its bounded
+//! channel) and adds the latest evaluation's gauges and the pipeline's own counters.
+
+use std::{fmt::Write, sync::atomic::Ordering};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    export::prometheus,
+    serve::{Shared, Snapshot},
+};
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/slos", get(slos))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let now = crate::ingest::now_s();
+    let Ok(mut text) = s
+        .aggregates
+        .query(move |a| {
+            let mut out = String::with_capacity(a.functions.len() * 2048 + 4096);
+            prometheus::render_functions(a, now, &mut out);
+            out
+        })
+        .await
+    else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "aggregator gone\n").into_response();
+    };
+    let snap = s.snapshot.borrow().clone();
+    prometheus::render_slos(&snap, &mut text);
+    prometheus::render_self(
+        &s.ingest_stats,
+        &s.aggregates.stats,
+        &s.deliver.deliveries(),
+        &mut text,
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The JSON document of `/api/v1/slos`.
+pub fn slos_json(snap: &Snapshot) -> Value {
+    let ev = &snap.evaluation;
+    let functions: Vec<Value> = ev
+        .functions
+        .iter()
+        .map(|f| {
+            let slos: Vec<Value> = f
+                .slos
+                .iter()
+                .map(|s| {
+                    let alerts: Vec<Value> = snap
+                        .alerts
+                        .iter()
+                        .filter(|a| a.key == f.key && a.slo == s.name)
+                        .map(|a| {
+                            json!({
+                                "severity": a.severity.as_str(),
+                                "state": a.phase.map_or("inactive", |p| match p {
+                                    crate::alerting::state::Phase::Pending => "pending",
+                                    crate::alerting::state::Phase::Firing => "firing",
+                                }),
+                                "fingerprint": a.fingerprint,
+                            })
+                        })
+                        .collect();
+                    let conditions: Vec<Value> = s
+                        .conditions
+                        .iter()
+                        .map(|c| {
+                            json!({
+                                "severity": c.severity.as_str(),
+                                "active": c.active,
+                                "guard_passed": c.guard_passed,
+                                "evidence": c.evidence,
+                            })
+                        })
+                        .collect();
+                    json!({
+                        "slo": s.name,
+                        "objective": s.objective,
+                        "window": crate::config::format_duration(s.window),
+                        "windows": s.windows,
+                        "budget": { "good": s.budget.good, "valid": s.budget.valid },
+                        "error_budget_consumed": s.budget_consumed,
+                        "error_budget_remaining": s.budget_remaining,
+                        "conditions": conditions,
+                        "alerts": alerts,
+                    })
+                })
+                .collect();
+            json!({
+                "function": f.key.function,
+                "version": f.key.version,
+                "region": f.key.region,
+                "account": f.key.account,
+                "last_seen_unix": f.last_seen_s,
+                "cold_start_ms": f.cold_start_ms,
+                "invocation_duration_ms": f.invocation_ms,
+                "slos": slos,
+            })
+        })
+        .collect();
+    json!({ "evaluated_at_unix": ev.now_s, "functions": functions })
+}
+
+async fn slos(State(s): State<Shared>) -> Json<Value> {
+    let snap = s.snapshot.borrow().clone();
+    Json(slos_json(&snap))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The status page: one row per (function, SLO).
+pub fn status_html(snap: &Snapshot) -> String {
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>lambdawatch</title><style>\
+         body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
+         td,th{padding:.3em .7em;border-bottom:1px solid #ddd;text-align:left}\
+         .bar{width:10em;height:.8em;background:#eee;display:inline-block}\
+         .fill{height:100%;display:block}.ok{background:#2a2}.warn{background:#e90}.bad{background:#d22}\
+         .firing{color:#d22;font-weight:bold}</style></head><body><h1>lambdawatch SLOs</h1>",
+    );
+    let _ = write!(
+        h,
+        "<p>Evaluated at {} (unix s), {} functions.</p><table><tr><th>function</th><th>version</th>\
+         <th>region</th><th>SLO</th><th>objective</th><th>SLI 1h</th><th>SLI 30d</th>\
+         <th>error budget left</th><th>burn 1h</th><th>cold start P50/P90/P99 ms</th><th>alert</th></tr>",
+        snap.evaluation.now_s,
+        snap.evaluation.functions.len()
+    );
+    for f in &snap.evaluation.functions {
+        let p = f
+            .cold_start_ms
+            .values()
+            .next()
+            .map(|q| format!("{}/{}/{}", q.p50, q.p90, q.p99))
+            .unwrap_or_else(|| "–".into());
+        for s in &f.slos {
+            let w = |label: &str| s.windows.iter().find(|w| w.window == label);
+            let sli = |label: &str| {
+                w(label)
+                    .and_then(|w| w.sli)
+                    .map_or("–".to_owned(), |v| format!("{v:.4}"))
+            };
+            let burn = w("1h")
+                .and_then(|w| w.burn_rate)
+                .map_or("–".to_owned(), |b| format!("{b:.2}"));
+            let left = s.budget_remaining;
+            let class = if left > 0.5 {
+                "ok"
+            } else if left > 0.0 {
+                "warn"
+            } else {
+                "bad"
+            };
+            let width = (left.clamp(0.0, 1.0) * 100.0).round();
+            let alert = snap
+                .alerts
+                .iter()
+                .filter(|a| a.key == f.key && a.slo == s.name && a.phase.is_some())
+                .map(|a| {
+                    format!(
+                        "<span class=\"firing\">{} {:?}</span>",
+                        a.severity.as_str(),
+                        a.phase.unwrap_or(crate::alerting::state::Phase::Pending)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td><span class=\"bar\"><span class=\"fill {class}\" style=\"width:{width}%\"></span></span> {:.1}%</td>\
+                 <td>{burn}</td><td>{}</td><td>{alert}</td></tr>",
+                html_escape(&f.key.function),
+                html_escape(&f.key.version),
+                html_escape(&f.key.region),
+                html_escape(&s.name),
+                s.objective,
+                sli("1h"),
+                sli("30d"),
+                left * 100.0,
+                if s.name == "cold_start" {
+                    p.as_str()
+                } else {
+                    ""
+                },
+            );
+        }
+    }
+    h.push_str("</table><h2>Recent notifications</h2><ul>");
+    for n in snap.notifications.iter().rev().take(50) {
+        let _ = write!(
+            h,
+            "<li>{} <b>{}</b> {} — <a href=\"{}\">runbook</a></li>",
+            n.status.as_str(),
+            html_escape(n.name()),
+            html_escape(&n.summary),
+            html_escape(&n.runbook_url)
+        );
+    }
+    h.push_str("</ul></body></html>");
+    h
+}
+
+async fn status_page(State(s): State<Shared>) -> Html<String> {
+    let snap = s.snapshot.borrow().clone();
+    Html(status_html(&snap))
+}

@@ -1,1 +1,479 @@
-//! (see crate docs)
+//! The collector's one typed configuration, read here and nowhere else.
+//!
+//! Sources, later wins: built-in defaults → `--config FILE` (YAML, unknown keys rejected with a
+//! line and column) → `LAMBDAWATCH_*` environment variables (one named const per setting, beside
+//! its default). No file at all runs the defaults and the embedded SLO spec.
+//!
+//! | env | default | meaning |
+//! |---|---|---|
+//! | `LAMBDAWATCH_OTLP_GRPC_ADDR` | `0.0.0.0:4317` | OTLP/gRPC listen address (port 0 = any) |
+//! | `LAMBDAWATCH_OTLP_HTTP_ADDR` | `0.0.0.0:4318` | OTLP/HTTP listen address |
+//! | `LAMBDAWATCH_ADMIN_ADDR` | `0.0.0.0:9464` | `/metrics`, `/api/v1/slos`, `/healthz`, `/readyz`, `/` |
+//! | `LAMBDAWATCH_AUTH_TOKEN` | unset | bearer token required on OTLP requests when set |
+//! | `LAMBDAWATCH_SLO_FILE` | unset | SLO spec file; unset = embedded default |
+//! | `LAMBDAWATCH_EVAL_INTERVAL` | `30s` | how often SLOs are evaluated and alerts delivered |
+//! | `LAMBDAWATCH_MAX_BODY_BYTES` | `4194304` | largest accepted request body (compressed), else 413 |
+//! | `LAMBDAWATCH_MAX_DECOMPRESSED_BYTES` | `16777216` | largest decompressed body, else 413 |
+//! | `LAMBDAWATCH_QUEUE_CAPACITY` | `1024` | ingest batches waiting for the aggregator, else 429 |
+//! | `LAMBDAWATCH_MAX_FUNCTIONS` | `20000` | tracked functions; events of further ones are dropped and counted |
+//! | `LAMBDAWATCH_ALERT_FOR` | `1m` | how long a condition holds (pending) before it fires |
+//! | `LAMBDAWATCH_ALERT_RESEND` | `5m` | re-send interval while firing |
+//! | `LAMBDAWATCH_NO_DATA_AFTER` | the spec's (`1h`) | overrides the spec's `defaults.no_data_after` |
+//! | `LAMBDAWATCH_ALERTMANAGER_URL` | unset | Alertmanager base URL (`POST /api/v2/alerts`) |
+//! | `LAMBDAWATCH_WEBHOOK_URL` | unset | generic JSON webhook |
+//! | `LAMBDAWATCH_WEBHOOK_SECRET` | unset | HMAC-SHA256 key for the webhook signature |
+//! | `LAMBDAWATCH_RUNBOOK_BASE_URL` | the spec's | overrides the spec's `defaults.runbook_base_url` |
+//! | `LAMBDAWATCH_SHUTDOWN_TIMEOUT` | `25s` | hard deadline for the whole shutdown |
+//! | `LAMBDAWATCH_DLQ_QUEUES` | empty | `queue=function,…`: SQS DLQ `QueueName` → function |
+//! | `LAMBDAWATCH_LOG` | `info` | tracing filter |
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+pub const ENV_OTLP_GRPC_ADDR: &str = "LAMBDAWATCH_OTLP_GRPC_ADDR";
+pub const DEFAULT_OTLP_GRPC_ADDR: &str = "0.0.0.0:4317";
+pub const ENV_OTLP_HTTP_ADDR: &str = "LAMBDAWATCH_OTLP_HTTP_ADDR";
+pub const DEFAULT_OTLP_HTTP_ADDR: &str = "0.0.0.0:4318";
+pub const ENV_ADMIN_ADDR: &str = "LAMBDAWATCH_ADMIN_ADDR";
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:9464";
+pub const ENV_AUTH_TOKEN: &str = "LAMBDAWATCH_AUTH_TOKEN";
+pub const ENV_SLO_FILE: &str = "LAMBDAWATCH_SLO_FILE";
+pub const ENV_EVAL_INTERVAL: &str = "LAMBDAWATCH_EVAL_INTERVAL";
+pub const DEFAULT_EVAL_INTERVAL: Duration = Duration::from_secs(30);
+pub const ENV_MAX_BODY_BYTES: &str = "LAMBDAWATCH_MAX_BODY_BYTES";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub const ENV_MAX_DECOMPRESSED_BYTES: &str = "LAMBDAWATCH_MAX_DECOMPRESSED_BYTES";
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 16 * 1024 * 1024;
+pub const ENV_QUEUE_CAPACITY: &str = "LAMBDAWATCH_QUEUE_CAPACITY";
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+pub const ENV_MAX_FUNCTIONS: &str = "LAMBDAWATCH_MAX_FUNCTIONS";
+pub const DEFAULT_MAX_FUNCTIONS: usize = 20_000;
+pub const ENV_ALERT_FOR: &str = "LAMBDAWATCH_ALERT_FOR";
+pub const DEFAULT_ALERT_FOR: Duration = Duration::from_secs(60);
+pub const ENV_ALERT_RESEND: &str = "LAMBDAWATCH_ALERT_RESEND";
+pub const DEFAULT_ALERT_RESEND: Duration = Duration::from_secs(300);
+pub const ENV_NO_DATA_AFTER: &str = "LAMBDAWATCH_NO_DATA_AFTER";
+pub const ENV_ALERTMANAGER_URL: &str = "LAMBDAWATCH_ALERTMANAGER_URL";
+pub const ENV_WEBHOOK_URL: &str = "LAMBDAWATCH_WEBHOOK_URL";
+pub const ENV_WEBHOOK_SECRET: &str = "LAMBDAWATCH_WEBHOOK_SECRET";
+pub const ENV_RUNBOOK_BASE_URL: &str = "LAMBDAWATCH_RUNBOOK_BASE_URL";
+pub const ENV_SHUTDOWN_TIMEOUT: &str = "LAMBDAWATCH_SHUTDOWN_TIMEOUT";
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+pub const ENV_DLQ_QUEUES: &str = "LAMBDAWATCH_DLQ_QUEUES";
+pub const ENV_LOG: &str = "LAMBDAWATCH_LOG";
+pub const DEFAULT_LOG: &str = "info";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{var}={value:?}: {message}")]
+    Env {
+        var: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+/// Everything the collector needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub auth_token: Option<String>,
+    pub slo_file: Option<PathBuf>,
+    pub eval_interval: Duration,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub queue_capacity: usize,
+    pub max_functions: usize,
+    pub alert_for: Duration,
+    pub alert_resend: Duration,
+    /// Overrides the SLO spec's `defaults.no_data_after` when set.
+    pub no_data_after: Option<Duration>,
+    pub alertmanager_url: Option<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    /// Overrides the SLO spec's `defaults.runbook_base_url` when set.
+    pub runbook_base_url: Option<String>,
+    pub shutdown_timeout: Duration,
+    /// SQS dead-letter queue name → the function it serves.
+    pub dlq_queues: BTreeMap<String, String>,
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            otlp_grpc_addr: parse_addr(DEFAULT_OTLP_GRPC_ADDR),
+            otlp_http_addr: parse_addr(DEFAULT_OTLP_HTTP_ADDR),
+            admin_addr: parse_addr(DEFAULT_ADMIN_ADDR),
+            auth_token: None,
+            slo_file: None,
+            eval_interval: DEFAULT_EVAL_INTERVAL,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_functions: DEFAULT_MAX_FUNCTIONS,
+            alert_for: DEFAULT_ALERT_FOR,
+            alert_resend: DEFAULT_ALERT_RESEND,
+            no_data_after: None,
+            alertmanager_url: None,
+            webhook_url: None,
+            webhook_secret: None,
+            runbook_base_url: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            dlq_queues: BTreeMap::new(),
+            log: DEFAULT_LOG.to_owned(),
+        }
+    }
+}
+
+fn parse_addr(s: &str) -> SocketAddr {
+    // The defaults are literals that parse; a failure here is a programming error caught by the
+    // `defaults_parse` test, so fall back to an unspecified address rather than panic.
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// The YAML file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    otlp_grpc_addr: Option<SocketAddr>,
+    otlp_http_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    auth_token: Option<String>,
+    slo_file: Option<PathBuf>,
+    eval_interval: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_decompressed_bytes: Option<usize>,
+    queue_capacity: Option<usize>,
+    max_functions: Option<usize>,
+    alert_for: Option<String>,
+    alert_resend: Option<String>,
+    no_data_after: Option<String>,
+    alertmanager_url: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    runbook_base_url: Option<String>,
+    shutdown_timeout: Option<String>,
+    dlq_queues: Option<BTreeMap<String, String>>,
+    log: Option<String>,
+}
+
+/// Parses `5m`, `30s`, `1h`, `3d`, `250ms` (and a bare number of seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m, 1h, 3d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("`{s}` is not a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration the way windows are labelled (`5m`, `1h`, `3d`, `30d`).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    if s.is_multiple_of(86400) {
+        format!("{}d", s / 86400)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the process environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut cfg = Self::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            cfg.apply_file(path, &text)?;
+        }
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Applies a YAML document (errors carry `path:line:column`).
+    pub fn apply_file(&mut self, path: &std::path::Path, text: &str) -> Result<(), ConfigError> {
+        let perr = |message: String, loc: Option<serde_yaml::Location>| ConfigError::Parse {
+            path: path.to_owned(),
+            line: loc.as_ref().map_or(1, |l| l.line()),
+            column: loc.as_ref().map_or(1, |l| l.column()),
+            message,
+        };
+        let f: FileConfig = if text.trim().is_empty() {
+            FileConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| perr(e.to_string(), e.location()))?
+        };
+        let dur = |v: Option<String>, key: &str| -> Result<Option<Duration>, ConfigError> {
+            v.map(|s| parse_duration(&s).map_err(|m| perr(format!("{key}: {m}"), None)))
+                .transpose()
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v; } )* };
+        }
+        set!(
+            otlp_grpc_addr,
+            otlp_http_addr,
+            admin_addr,
+            max_body_bytes,
+            max_decompressed_bytes,
+            queue_capacity,
+            max_functions,
+            dlq_queues,
+            log
+        );
+        macro_rules! set_opt {
+            ($($field:ident),*) => { $( if f.$field.is_some() { self.$field = f.$field; } )* };
+        }
+        set_opt!(
+            auth_token,
+            slo_file,
+            alertmanager_url,
+            webhook_url,
+            webhook_secret,
+            runbook_base_url
+        );
+        if let Some(d) = dur(f.eval_interval, "eval_interval")? {
+            self.eval_interval = d;
+        }
+        if let Some(d) = dur(f.alert_for, "alert_for")? {
+            self.alert_for = d;
+        }
+        if let Some(d) = dur(f.alert_resend, "alert_resend")? {
+            self.alert_resend = d;
+        }
+        if let Some(d) = dur(f.no_data_after, "no_data_after")? {
+            self.no_data_after = Some(d);
+        }
+        if let Some(d) = dur(f.shutdown_timeout, "shutdown_timeout")? {
+            self.shutdown_timeout = d;
+        }
+        self.check().map_err(|m| perr(m, None))
+    }
+
+    /// Applies `LAMBDAWATCH_*` overrides read through `get` (the process env in production).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(var: &'static str, v: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                var,
+                value: v.clone(),
+                message: e.to_string(),
+            })
+        }
+        let dur = |var: &'static str, v: String| {
+            parse_duration(&v).map_err(|message| ConfigError::Env {
+                var,
+                value: v.clone(),
+                message,
+            })
+        };
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        if let Some(v) = get(ENV_OTLP_GRPC_ADDR) {
+            self.otlp_grpc_addr = parsed(ENV_OTLP_GRPC_ADDR, v)?;
+        }
+        if let Some(v) = get(ENV_OTLP_HTTP_ADDR) {
+            self.otlp_http_addr = parsed(ENV_OTLP_HTTP_ADDR, v)?;
+        }
+        if let Some(v) = get(ENV_ADMIN_ADDR) {
+            self.admin_addr = parsed(ENV_ADMIN_ADDR, v)?;
+        }
+        if let Some(v) = get(ENV_AUTH_TOKEN) {
+            self.auth_token = Some(v);
+        }
+        if let Some(v) = get(ENV_SLO_FILE) {
+            self.slo_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_EVAL_INTERVAL) {
+            self.eval_interval = dur(ENV_EVAL_INTERVAL, v)?;
+        }
+        if let Some(v) = get(ENV_MAX_BODY_BYTES) {
+            self.max_body_bytes = parsed(ENV_MAX_BODY_BYTES, v)?;
+        }
+        if let Some(v) = get(ENV_MAX_DECOMPRESSED_BYTES) {
+            self.max_decompressed_bytes = parsed(ENV_MAX_DECOMPRESSED_BYTES, v)?;
+        }
+        if let Some(v) = get(ENV_QUEUE_CAPACITY) {
+            self.queue_capacity = parsed(ENV_QUEUE_CAPACITY, v)?;
+        }
+        if let Some(v) = get(ENV_MAX_FUNCTIONS) {
+            self.max_functions = parsed(ENV_MAX_FUNCTIONS, v)?;
+        }
+        if let Some(v) = get(ENV_ALERT_FOR) {
+            self.alert_for = dur(ENV_ALERT_FOR, v)?;
+        }
+        if let Some(v) = get(ENV_ALERT_RESEND) {
+            self.alert_resend = dur(ENV_ALERT_RESEND, v)?;
+        }
+        if let Some(v) = get(ENV_NO_DATA_AFTER) {
+            self.no_data_after = Some(dur(ENV_NO_DATA_AFTER, v)?);
+        }
+        if let Some(v) = get(ENV_ALERTMANAGER_URL) {
+            self.alertmanager_url = Some(v);
+        }
+        if let Some(v) = get(ENV_WEBHOOK_URL) {
+            self.webhook_url = Some(v);
+        }
+        if let Some(v) = get(ENV_WEBHOOK_SECRET) {
+            self.webhook_secret = Some(v);
+        }
+        if let Some(v) = get(ENV_RUNBOOK_BASE_URL) {
+            self.runbook_base_url = Some(v);
+        }
+        if let Some(v) = get(ENV_SHUTDOWN_TIMEOUT) {
+            self.shutdown_timeout = dur(ENV_SHUTDOWN_TIMEOUT, v)?;
+        }
+        if let Some(v) = get(ENV_DLQ_QUEUES) {
+            let mut map = BTreeMap::new();
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let Some((q, f)) = pair.split_once('=') else {
+                    return Err(ConfigError::Env {
+                        var: ENV_DLQ_QUEUES,
+                        value: v.clone(),
+                        message: format!("`{pair}` is not queue=function"),
+                    });
+                };
+                map.insert(q.trim().to_owned(), f.trim().to_owned());
+            }
+            self.dlq_queues = map;
+        }
+        if let Some(v) = get(ENV_LOG) {
+            self.log = v;
+        }
+        self.check().map_err(|message| ConfigError::Env {
+            var: "LAMBDAWATCH_*",
+            value: String::new(),
+            message,
+        })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.queue_capacity == 0 {
+            return Err("queue_capacity must be at least 1".into());
+        }
+        if self.max_body_bytes == 0 || self.max_decompressed_bytes == 0 {
+            return Err("max_body_bytes and max_decompressed_bytes must be positive".into());
+        }
+        if self.eval_interval.is_zero() {
+            return Err("eval_interval must be positive".into());
+        }
+        if self.max_functions == 0 {
+            return Err("max_functions must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::default();
+        assert_eq!(c.otlp_grpc_addr.port(), 4317);
+        assert_eq!(c.otlp_http_addr.port(), 4318);
+        assert_eq!(c.admin_addr.port(), 9464);
+    }
+
+    #[test]
+    fn file_then_env() {
+        let mut c = Config::default();
+        c.apply_file(
+            std::path::Path::new("c.yaml"),
+            "auth_token: abc\neval_interval: 10s\ndlq_queues:\n  orders-dlq: orders\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth_token.as_deref(), Some("abc"));
+        assert_eq!(c.eval_interval, Duration::from_secs(10));
+        c.apply_env(|k| match k {
+            ENV_AUTH_TOKEN => Some("xyz".into()),
+            ENV_QUEUE_CAPACITY => Some("7".into()),
+            ENV_OTLP_HTTP_ADDR => Some("127.0.0.1:0".into()),
+            ENV_DLQ_QUEUES => Some("a=b, c=d".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.auth_token.as_deref(), Some("xyz"));
+        assert_eq!(c.queue_capacity, 7);
+        assert_eq!(c.otlp_http_addr.port(), 0);
+        assert_eq!(c.dlq_queues.get("c").map(String::as_str), Some("d"));
+        assert!(!c.dlq_queues.contains_key("orders-dlq"));
+    }
+
+    #[test]
+    fn unknown_key_has_a_location() {
+        let mut c = Config::default();
+        let err = c
+            .apply_file(
+                std::path::Path::new("c.yaml"),
+                "auth_token: a\nqueue_capacty: 3\n",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.yaml:2:"), "{err}");
+        assert!(err.contains("queue_capacty"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_is_named() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == ENV_EVAL_INTERVAL).then(|| "soon".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(ENV_EVAL_INTERVAL), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(259_200));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(format_duration(Duration::from_secs(2_592_000)), "30d");
+        assert_eq!(format_duration(Duration::from_secs(1800)), "30m");
+        assert_eq!(format_duration(Duration::from_secs(21600)), "6h");
+    }
+}

@@ -16,6 +16,7 @@ pub mod config;
 pub mod export;
 pub mod ingest;
 pub mod rules;
+pub mod serve;
 pub mod slo;
 pub mod sources;
 pub mod cost;

@@ -1,1 +1,645 @@
-//! (stage module: see crate docs)
+//! Aggregation: per function (name, version, region, account), exact time-bucketed counts,
+//! histograms and gauges, owned by one task.
+//!
+//! - **Consumes** [`Batch`]es from the bounded ingest queue (capacity `LAMBDAWATCH_QUEUE_CAPACITY`;
+//!   when it is full the receivers answer 429 / RESOURCE_EXHAUSTED, never this task) and
+//!   [`Command`]s (queries) from a small bounded command channel, preferred over batches.
+//! - **Produces** answers to queries: SLO evaluations (`slo::evaluate` runs here, on the owned
+//!   state, as a pure function of counts, spec and `now`), the per-function Prometheus text, and
+//!   memory figures.
+//! - **When full**: it never is on its own side; it drops events only for a function beyond
+//!   `LAMBDAWATCH_MAX_FUNCTIONS` (`too_many_functions`) or older than 30 days (`too_old`), counted
+//!   in [`AggregateStats`].
+//! - **Shutdown**: when the `stop_ingest` token fires it closes the ingest queue, drains what is
+//!   buffered (`recv` until `None`), reports [`Drained`], and keeps answering commands until the
+//!   `finish` token fires or every command sender is gone.
+//!
+//! ## Memory bound per function
+//! With `K` distinct cold-start thresholds, `F` timeout-budget fractions and `I` init types seen:
+//! counts `229 × 4 B × ((5 + F) + I × (1 + K) + 5 if platform counts arrive)`; Prometheus buckets
+//! `(17 + K) × 8 B × (1 + I)`; HdrHistograms ≤ 2 slots × (1 + I) × 7.2 KiB (2 significant
+//! figures, 1 ms unit, auto-resizing to the largest value: ≈ 1.5 KiB per slot for values below
+//! 1 s, 7.2 KiB at the 15-minute Lambda maximum); tags ≤ 64 × 2 × 256 B; side maps ≤ 32 entries.
+//! For the default spec (K = 1, F = 1) and one init type, typical durations: ≈ 20 KiB
+//! (measured by `memory_per_function_is_bounded` with 10,000 functions, and in
+//! `docs/BENCHMARKS.md`). The number of functions is capped by `LAMBDAWATCH_MAX_FUNCTIONS`.
+
+pub mod function;
+pub mod hist;
+pub mod series;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use function::{FunctionState, Invocation, Layout};
+
+/// Identity of a function: the Prometheus labels `function`, `version`, `region`, `account`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct FunctionKey {
+    pub function: String,
+    pub version: String,
+    pub region: String,
+    pub account: String,
+}
+
+/// Invocation outcome (`aws.lambda.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Success,
+    Error,
+    Timeout,
+    Failure,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Self::Success, Self::Error, Self::Timeout, Self::Failure];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        use lambdawatch_semconv::outcome as o;
+        match self {
+            Self::Success => o::SUCCESS,
+            Self::Error => o::ERROR,
+            Self::Timeout => o::TIMEOUT,
+            Self::Failure => o::FAILURE,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.label() == s)
+    }
+}
+
+/// `aws.lambda.init_type`, with a catch-all for values we do not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InitKind {
+    OnDemand,
+    Provisioned,
+    SnapStart,
+    ManagedInstances,
+    Other,
+}
+
+impl InitKind {
+    pub const ALL: [InitKind; 5] = [
+        Self::OnDemand,
+        Self::Provisioned,
+        Self::SnapStart,
+        Self::ManagedInstances,
+        Self::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        use lambdawatch_semconv::init_type as t;
+        match self {
+            Self::OnDemand => t::ON_DEMAND,
+            Self::Provisioned => t::PROVISIONED,
+            Self::SnapStart => t::SNAP_START,
+            Self::ManagedInstances => t::MANAGED_INSTANCES,
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.label() == s)
+            .unwrap_or(Self::Other)
+    }
+}
+
+/// Platform counts (CloudWatch-shaped), one series slot each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PlatformCounter {
+    Throttles = 0,
+    DeadLetterErrors = 1,
+    AsyncEventsReceived = 2,
+    AsyncEventsDropped = 3,
+    DlqMessagesSent = 4,
+}
+
+impl PlatformCounter {
+    pub const COUNT: usize = 5;
+
+    /// From a Lambda metric name (the SQS one is mapped by queue, not by name).
+    pub fn from_lambda_metric(name: &str) -> Option<Self> {
+        use lambdawatch_semconv::cloudwatch as cw;
+        match name {
+            cw::THROTTLES => Some(Self::Throttles),
+            cw::DEAD_LETTER_ERRORS => Some(Self::DeadLetterErrors),
+            cw::ASYNC_EVENTS_RECEIVED => Some(Self::AsyncEventsReceived),
+            cw::ASYNC_EVENTS_DROPPED => Some(Self::AsyncEventsDropped),
+            _ => None,
+        }
+    }
+}
+
+/// Where a group of events belongs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// From a resource that names the function (our extension, or an SDK with `faas.name`).
+    Function {
+        key: FunctionKey,
+        tags: Vec<(String, String)>,
+        instance: String,
+    },
+    /// From a platform count that names only the function (and maybe a qualifier): attached to
+    /// the most recently reporting version of that function in that region/account, else to
+    /// version `""`.
+    Platform {
+        function: String,
+        region: String,
+        account: String,
+        qualifier: Option<String>,
+    },
+}
+
+/// One fact to aggregate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Invocation(Invocation),
+    Init {
+        t_s: u64,
+        kind: InitKind,
+        duration_ms: f64,
+    },
+    Platform {
+        t_s: u64,
+        counter: PlatformCounter,
+        value: u64,
+        queue: Option<String>,
+    },
+    /// The extension's own `dropped{reason}` / `retries` counters.
+    Extension {
+        retries: bool,
+        reason: String,
+        value: f64,
+        cumulative: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub target: Target,
+    pub events: Vec<Event>,
+}
+
+/// What one accepted request contributes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub received_s: u64,
+    pub groups: Vec<Group>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.groups.iter().all(|g| g.events.is_empty())
+    }
+}
+
+/// Drops inside aggregation, by reason.
+#[derive(Debug, Default)]
+pub struct AggregateStats {
+    pub too_many_functions: AtomicU64,
+    pub too_old: AtomicU64,
+    pub functions: AtomicU64,
+}
+
+/// The owned state: every function's aggregates. Pure: no clock, no I/O.
+#[derive(Debug)]
+pub struct Aggregates {
+    pub layout: Layout,
+    pub functions: HashMap<FunctionKey, FunctionState>,
+    max_functions: usize,
+    /// `(function, region, account)` and `function` → the most recently reporting key.
+    latest: HashMap<(String, String, String), FunctionKey>,
+    latest_by_name: HashMap<String, FunctionKey>,
+    pub stats: Arc<AggregateStats>,
+}
+
+impl Aggregates {
+    pub fn new(layout: Layout, max_functions: usize) -> Self {
+        Self {
+            layout,
+            functions: HashMap::new(),
+            max_functions,
+            latest: HashMap::new(),
+            latest_by_name: HashMap::new(),
+            stats: Arc::new(AggregateStats::default()),
+        }
+    }
+
+    fn resolve(&self, target: &Target) -> FunctionKey {
+        match target {
+            Target::Function { key, .. } => key.clone(),
+            Target::Platform {
+                function,
+                region,
+                account,
+                qualifier,
+            } => {
+                if let Some(q) = qualifier {
+                    return FunctionKey {
+                        function: function.clone(),
+                        version: q.clone(),
+                        region: region.clone(),
+                        account: account.clone(),
+                    };
+                }
+                self.latest
+                    .get(&(function.clone(), region.clone(), account.clone()))
+                    .or_else(|| {
+                        (region.is_empty() || account.is_empty())
+                            .then(|| self.latest_by_name.get(function))
+                            .flatten()
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| FunctionKey {
+                        function: function.clone(),
+                        version: String::new(),
+                        region: region.clone(),
+                        account: account.clone(),
+                    })
+            }
+        }
+    }
+
+    /// Applies one batch.
+    pub fn apply(&mut self, batch: Batch) {
+        for group in batch.groups {
+            if group.events.is_empty() {
+                continue;
+            }
+            let key = self.resolve(&group.target);
+            if !self.functions.contains_key(&key) {
+                if self.functions.len() >= self.max_functions {
+                    self.stats
+                        .too_many_functions
+                        .fetch_add(group.events.len() as u64, Ordering::Relaxed);
+                    continue;
+                }
+                self.functions.insert(
+                    key.clone(),
+                    FunctionState::new(&self.layout, batch.received_s),
+                );
+                self.stats
+                    .functions
+                    .store(self.functions.len() as u64, Ordering::Relaxed);
+            }
+            let Some(state) = self.functions.get_mut(&key) else {
+                continue;
+            };
+            let (instance, reporting) = match &group.target {
+                Target::Function { tags, instance, .. } => {
+                    state.set_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    (instance.as_str(), true)
+                }
+                Target::Platform { .. } => ("", false),
+            };
+            let mut too_old = 0u64;
+            for ev in &group.events {
+                let ok = match ev {
+                    Event::Invocation(inv) => state.record_invocation(&self.layout, inv),
+                    Event::Init {
+                        t_s,
+                        kind,
+                        duration_ms,
+                    } => state.record_init(&self.layout, *t_s, *kind, *duration_ms),
+                    Event::Platform {
+                        t_s,
+                        counter,
+                        value,
+                        queue,
+                    } => state.record_platform(*t_s, *counter, *value, queue.as_deref()),
+                    Event::Extension {
+                        retries,
+                        reason,
+                        value,
+                        cumulative,
+                    } => {
+                        state.record_extension(*retries, reason, instance, *value, *cumulative);
+                        true
+                    }
+                };
+                too_old += u64::from(!ok);
+            }
+            if too_old > 0 {
+                self.stats.too_old.fetch_add(too_old, Ordering::Relaxed);
+            }
+            if reporting {
+                self.latest.insert(
+                    (
+                        key.function.clone(),
+                        key.region.clone(),
+                        key.account.clone(),
+                    ),
+                    key.clone(),
+                );
+                self.latest_by_name.insert(key.function.clone(), key);
+            }
+        }
+    }
+
+    /// Heap bytes of all function states (excluding the map's own table).
+    pub fn heap_bytes(&self) -> usize {
+        self.functions
+            .iter()
+            .map(|(k, s)| {
+                s.heap_bytes()
+                    + k.function.capacity()
+                    + k.version.capacity()
+                    + k.region.capacity()
+                    + k.account.capacity()
+                    + std::mem::size_of::<FunctionKey>()
+            })
+            .sum()
+    }
+}
+
+/// Queries answered by the owner on its state.
+pub enum Command {
+    /// Runs `f` on the state and replies with its result (SLO evaluation, Prometheus text, …).
+    With(Box<dyn FnOnce(&Aggregates) + Send>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command::With")
+    }
+}
+
+/// Signals that the ingest queue was closed and fully drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub batches: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("aggregator is gone")]
+    Gone,
+}
+
+/// Cheap, cloneable handle for queries.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    cmd: mpsc::Sender<Command>,
+    pub stats: Arc<AggregateStats>,
+}
+
+impl Handle {
+    /// Runs `f` on the aggregates inside the owner task and returns its result.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Aggregates) -> R + Send + 'static,
+    ) -> Result<R, QueryError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::With(Box::new(move |a| {
+                let _ = tx.send(f(a));
+            })))
+            .await
+            .map_err(|_| QueryError::Gone)?;
+        rx.await.map_err(|_| QueryError::Gone)
+    }
+}
+
+/// Capacity of the command channel (queries are few: evaluation, scrapes, API calls).
+pub const COMMAND_CAPACITY: usize = 64;
+
+/// Spawns nothing: returns the handle, the ingest sender, and the owner future to run.
+pub fn owner(
+    aggregates: Aggregates,
+    queue_capacity: usize,
+    stop_ingest: CancellationToken,
+    finish: CancellationToken,
+) -> (
+    Handle,
+    mpsc::Sender<Batch>,
+    impl Future<Output = ()> + Send,
+    oneshot::Receiver<Drained>,
+) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (ingest_tx, ingest_rx) = mpsc::channel(queue_capacity.max(1));
+    let (drained_tx, drained_rx) = oneshot::channel();
+    let handle = Handle {
+        cmd: cmd_tx,
+        stats: aggregates.stats.clone(),
+    };
+    let fut = run(
+        aggregates,
+        cmd_rx,
+        ingest_rx,
+        stop_ingest,
+        finish,
+        drained_tx,
+    );
+    (handle, ingest_tx, fut, drained_rx)
+}
+
+async fn run(
+    mut agg: Aggregates,
+    mut cmd_rx: mpsc::Receiver<Command>,
+    mut ingest_rx: mpsc::Receiver<Batch>,
+    stop_ingest: CancellationToken,
+    finish: CancellationToken,
+    drained: oneshot::Sender<Drained>,
+) {
+    let mut batches = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            cmd = cmd_rx.recv() => match cmd {
+                Some(Command::With(f)) => f(&agg),
+                None => return,
+            },
+            () = stop_ingest.cancelled() => break,
+            b = ingest_rx.recv() => match b {
+                Some(b) => { batches += 1; agg.apply(b); }
+                None => break,
+            },
+        }
+    }
+    // Stop accepting, then drain what is already queued.
+    ingest_rx.close();
+    while let Some(b) = ingest_rx.recv().await {
+        batches += 1;
+        agg.apply(b);
+    }
+    let _ = drained.send(Drained { batches });
+    // Keep answering queries (the final evaluation, late scrapes) until told to finish.
+    loop {
+        tokio::select! {
+            biased;
+            () = finish.cancelled() => return,
+            cmd = cmd_rx.recv() => match cmd {
+                Some(Command::With(f)) => f(&agg),
+                None => return,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn key(name: &str) -> FunctionKey {
+        FunctionKey {
+            function: name.into(),
+            version: "$LATEST".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    fn inv(t_s: u64, outcome: Outcome, ms: f64) -> Event {
+        Event::Invocation(Invocation {
+            t_s,
+            outcome,
+            duration_ms: ms,
+            billed_ms: Some(ms.ceil()),
+            memory_mb: Some(512.0),
+            max_memory_mb: Some(100.0),
+            timeout_ms: Some(1000.0),
+        })
+    }
+
+    fn group(name: &str, events: Vec<Event>) -> Group {
+        Group {
+            target: Target::Function {
+                key: key(name),
+                tags: vec![("team".into(), "payments".into())],
+                instance: "i-1".into(),
+            },
+            events,
+        }
+    }
+
+    #[test]
+    fn counts_thresholds_and_platform_attachment() {
+        let layout = Layout::new(&[500.0, 1000.0], &[0.8]);
+        let mut a = Aggregates::new(layout, 10);
+        let t = 1_700_000_000;
+        a.apply(Batch {
+            received_s: t,
+            groups: vec![group(
+                "checkout",
+                vec![
+                    inv(t, Outcome::Success, 100.0),
+                    inv(t, Outcome::Error, 900.0),
+                    Event::Init {
+                        t_s: t,
+                        kind: InitKind::OnDemand,
+                        duration_ms: 700.0,
+                    },
+                ],
+            )],
+        });
+        a.apply(Batch {
+            received_s: t,
+            groups: vec![Group {
+                target: Target::Platform {
+                    function: "checkout".into(),
+                    region: "eu-west-1".into(),
+                    account: "123456789012".into(),
+                    qualifier: None,
+                },
+                events: vec![Event::Platform {
+                    t_s: t,
+                    counter: PlatformCounter::Throttles,
+                    value: 3,
+                    queue: None,
+                }],
+            }],
+        });
+        assert_eq!(
+            a.functions.len(),
+            1,
+            "platform counts attach to the reporting version"
+        );
+        let f = &a.functions[&key("checkout")];
+        let w = series::Window::resolve(3600, t).unwrap();
+        let c = f.invocation_counts(w, t);
+        assert_eq!(&c[..4], &[1, 1, 0, 0]);
+        assert_eq!(c[function::INV_TB_TOTAL], 2);
+        assert_eq!(c[function::INV_TB_GOOD], 1, "900 ms > 0.8 × 1000 ms");
+        let cs = &f.cold[&InitKind::OnDemand];
+        assert_eq!(cs.series.sum(w, t, 0), 1);
+        assert_eq!(cs.series.sum(w, t, 1), 0, "700 ms > 500 ms");
+        assert_eq!(cs.series.sum(w, t, 2), 1, "700 ms ≤ 1000 ms");
+        assert_eq!(f.platform.as_ref().unwrap().sum(w, t, 0), 3);
+        assert_eq!(f.tags.get("team").map(String::as_str), Some("payments"));
+        assert!((f.billed_gb_seconds - (0.5 * 0.1 + 0.5 * 0.9)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn function_cap_drops_and_counts() {
+        let mut a = Aggregates::new(Layout::new(&[500.0], &[0.8]), 2);
+        let t = 1_700_000_000;
+        for name in ["a", "b", "c"] {
+            a.apply(Batch {
+                received_s: t,
+                groups: vec![group(name, vec![inv(t, Outcome::Success, 1.0)])],
+            });
+        }
+        assert_eq!(a.functions.len(), 2);
+        assert_eq!(a.stats.too_many_functions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn cumulative_extension_counters_become_deltas() {
+        let mut s = FunctionState::new(&Layout::default(), 0);
+        s.record_extension(false, "buffer_full", "i-1", 5.0, true);
+        s.record_extension(false, "buffer_full", "i-1", 8.0, true);
+        s.record_extension(false, "buffer_full", "i-2", 2.0, true);
+        s.record_extension(false, "buffer_full", "i-1", 1.0, true); // reset
+        s.record_extension(true, "", "i-1", 4.0, false);
+        assert_eq!(s.extension_dropped["buffer_full"], 8.0 + 2.0 + 1.0);
+        assert_eq!(s.extension_retries, 4.0);
+    }
+
+    /// 10,000 functions with a day of traffic each stay within the stated bound.
+    #[test]
+    fn memory_per_function_is_bounded() {
+        let layout = Layout::new(&[500.0], &[0.8]);
+        let mut a = Aggregates::new(layout, 20_000);
+        let t0 = 1_700_000_000 - 86_400;
+        for i in 0..10_000u64 {
+            let name = format!("fn-{i:05}");
+            let mut events = Vec::new();
+            // One invocation every 10 minutes over 24 h touches every bucket of rings 0–2.
+            for k in 0..144u64 {
+                let t = t0 + k * 600 + (i % 600);
+                events.push(inv(t, Outcome::Success, 50.0 + (k % 900) as f64));
+            }
+            events.push(Event::Init {
+                t_s: t0,
+                kind: InitKind::OnDemand,
+                duration_ms: 300.0,
+            });
+            a.apply(Batch {
+                received_s: t0,
+                groups: vec![group(&name, events)],
+            });
+        }
+        assert_eq!(a.functions.len(), 10_000);
+        let per_fn = a.heap_bytes() / 10_000;
+        // Stated bound for K = 1, F = 1, I = 1: counts 229×4×(6+2) = 7.3 KiB, Prometheus buckets
+        // < 1 KiB, HdrHistograms ≤ 4 × 7.2 KiB worst case, fixed parts < 1 KiB.
+        let bound = 229 * 4 * (6 + 2) + 2 * 18 * 8 + 4 * 7_400 + 1_500;
+        assert!(per_fn <= bound, "{per_fn} B per function > bound {bound} B");
+        eprintln!("memory per function: {per_fn} B (bound {bound} B)");
+    }
+}

@@ -1,1 +1,2 @@
-//! (stage module: see crate docs)
+//! Exporters: `prometheus` renders Contract 2 for `/metrics` (served by `api`).
+pub mod prometheus;

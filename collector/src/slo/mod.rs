@@ -1,2 +1,4 @@
-//! (stage module: see crate docs)
+//! SLOs: the spec (`spec`, YAML in, checked types out) and the evaluation (`eval`, a pure function
+//! of aggregated counts, spec and time producing SLIs, budgets, burn rates and alert conditions).
+pub mod eval;
 pub mod spec;

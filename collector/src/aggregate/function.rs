@@ -1,0 +1,352 @@
+//! Everything kept for one function: exact windowed counts for the SLIs ([`Series`]), cumulative
+//! counters and fixed-bound histograms for Prometheus, HdrHistograms for percentiles, gauges.
+//!
+//! The SLI counters are exact event counts decided at ingest against every distinct threshold
+//! of the SLO spec ([`Layout`]): a cold start is good for threshold `x` when its init duration is
+//! ≤ `x`; an invocation is within timeout-budget fraction `f` when its duration is ≤ `f × timeout`.
+
+use std::collections::BTreeMap;
+
+use super::{
+    InitKind, Outcome, PlatformCounter,
+    hist::{Buckets, Percentiles, bounds_with},
+    series::{Series, Window},
+};
+
+/// Which thresholds are counted at ingest; derived once from the SLO spec.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Layout {
+    /// Distinct cold-start thresholds (ms), ascending.
+    pub cold_thresholds_ms: Vec<f64>,
+    /// Distinct timeout-budget fractions, ascending.
+    pub timeout_fractions: Vec<f64>,
+    /// Prometheus bounds (s) for init duration: defaults + every cold-start threshold.
+    pub init_bounds: Vec<f64>,
+    /// Prometheus bounds (s) for invocation duration.
+    pub invocation_bounds: Vec<f64>,
+}
+
+impl Layout {
+    pub fn new(cold_thresholds_ms: &[f64], timeout_fractions: &[f64]) -> Self {
+        let dedup = |v: &[f64]| {
+            let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+            v
+        };
+        let cold = dedup(cold_thresholds_ms);
+        Self {
+            init_bounds: bounds_with(cold.iter().map(|ms| ms / 1000.0)),
+            invocation_bounds: bounds_with(cold.iter().map(|ms| ms / 1000.0)),
+            cold_thresholds_ms: cold,
+            timeout_fractions: dedup(timeout_fractions),
+        }
+    }
+
+    pub fn cold_index(&self, threshold_ms: f64) -> Option<usize> {
+        self.cold_thresholds_ms
+            .iter()
+            .position(|t| (t - threshold_ms).abs() < 1e-9)
+    }
+
+    pub fn fraction_index(&self, fraction: f64) -> Option<usize> {
+        self.timeout_fractions
+            .iter()
+            .position(|f| (f - fraction).abs() < 1e-9)
+    }
+
+    /// Invocation series slots: 4 outcomes, timeout-budget total, one per fraction.
+    pub fn invocation_stride(&self) -> usize {
+        INV_TB_GOOD + self.timeout_fractions.len()
+    }
+
+    /// Cold-start series slots: total, one good count per threshold.
+    pub fn cold_stride(&self) -> usize {
+        1 + self.cold_thresholds_ms.len()
+    }
+}
+
+/// Invocation series: outcomes occupy slots 0..4 in [`Outcome::ALL`] order.
+pub const INV_TB_TOTAL: usize = 4;
+pub const INV_TB_GOOD: usize = 5;
+/// Cold-start series: slot 0 is the total, then good per threshold.
+pub const COLD_TOTAL: usize = 0;
+
+/// Bounded side maps (labels that arrive from the wire).
+pub const MAX_LABEL_VALUES: usize = 32;
+pub const MAX_TAGS: usize = 64;
+pub const MAX_TAG_LEN: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ColdStarts {
+    pub series: Series,
+    pub total: u64,
+    pub buckets: Buckets,
+    pub percentiles: Percentiles,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionState {
+    /// Resource attributes from the latest report (for SLO selectors), bounded.
+    pub tags: BTreeMap<String, String>,
+    pub invocations: Series,
+    pub cold: BTreeMap<InitKind, ColdStarts>,
+    pub platform: Option<Series>,
+    pub outcome_totals: [u64; 4],
+    pub timeout_budget_totals: [u64; 2],
+    pub billed_gb_seconds: f64,
+    pub platform_totals: [u64; PlatformCounter::COUNT],
+    pub dlq_by_queue: BTreeMap<String, u64>,
+    pub duration_buckets: Buckets,
+    pub duration_percentiles: Percentiles,
+    pub timeout_ms: Option<f64>,
+    pub memory_mb: Option<f64>,
+    /// `(hour index, max MB)` for the current and previous hour.
+    pub max_memory: [(u64, f64); 2],
+    pub first_seen_s: u64,
+    pub last_seen_s: u64,
+    pub extension_dropped: BTreeMap<String, f64>,
+    pub extension_retries: f64,
+    /// Last cumulative value per `(instance, reason)` for cumulative self-metric counters.
+    pub cumulative_seen: BTreeMap<(String, String), f64>,
+}
+
+/// What one invocation span says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub t_s: u64,
+    pub outcome: Outcome,
+    pub duration_ms: f64,
+    pub billed_ms: Option<f64>,
+    pub memory_mb: Option<f64>,
+    pub max_memory_mb: Option<f64>,
+    pub timeout_ms: Option<f64>,
+}
+
+impl FunctionState {
+    pub fn new(layout: &Layout, now_s: u64) -> Self {
+        Self {
+            tags: BTreeMap::new(),
+            invocations: Series::new(layout.invocation_stride()),
+            cold: BTreeMap::new(),
+            platform: None,
+            outcome_totals: [0; 4],
+            timeout_budget_totals: [0; 2],
+            billed_gb_seconds: 0.0,
+            platform_totals: [0; PlatformCounter::COUNT],
+            dlq_by_queue: BTreeMap::new(),
+            duration_buckets: Buckets::new(&layout.invocation_bounds),
+            duration_percentiles: Percentiles::default(),
+            timeout_ms: None,
+            memory_mb: None,
+            max_memory: [(0, 0.0); 2],
+            first_seen_s: now_s,
+            last_seen_s: 0,
+            extension_dropped: BTreeMap::new(),
+            extension_retries: 0.0,
+            cumulative_seen: BTreeMap::new(),
+        }
+    }
+
+    /// Replaces the tags with `tags` (bounded in count and length).
+    pub fn set_tags<'a>(&mut self, tags: impl Iterator<Item = (&'a str, &'a str)>) {
+        self.tags.clear();
+        for (k, v) in tags.take(MAX_TAGS) {
+            if k.len() <= MAX_TAG_LEN && v.len() <= MAX_TAG_LEN {
+                self.tags.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+
+    fn seen(&mut self, t_s: u64) {
+        self.last_seen_s = self.last_seen_s.max(t_s);
+    }
+
+    /// Records one invocation. Returns `false` if it was too old for the windows (still counted
+    /// in the cumulative totals).
+    pub fn record_invocation(&mut self, layout: &Layout, inv: &Invocation) -> bool {
+        self.seen(inv.t_s);
+        let o = inv.outcome.index();
+        self.outcome_totals[o] += 1;
+        let mut in_window = self.invocations.add(inv.t_s, o, 1);
+        if let Some(timeout) = inv.timeout_ms.filter(|t| *t > 0.0) {
+            self.timeout_ms = Some(timeout);
+            in_window &= self.invocations.add(inv.t_s, INV_TB_TOTAL, 1);
+            for (i, f) in layout.timeout_fractions.iter().enumerate() {
+                if inv.duration_ms <= f * timeout {
+                    self.invocations.add(inv.t_s, INV_TB_GOOD + i, 1);
+                }
+            }
+            // The Prometheus counter uses the first (default 0.8) fraction.
+            let f = layout.timeout_fractions.first().copied().unwrap_or(0.8);
+            let within = usize::from(inv.duration_ms > f * timeout);
+            self.timeout_budget_totals[within] += 1;
+        }
+        self.duration_buckets
+            .observe(&layout.invocation_bounds, inv.duration_ms / 1000.0);
+        self.duration_percentiles.record(inv.t_s, inv.duration_ms);
+        if let Some(m) = inv.memory_mb.filter(|m| *m > 0.0) {
+            self.memory_mb = Some(m);
+            if let Some(b) = inv.billed_ms.filter(|b| *b >= 0.0) {
+                self.billed_gb_seconds += (m / 1024.0) * (b / 1000.0);
+            }
+        }
+        if let Some(mm) = inv.max_memory_mb.filter(|m| m.is_finite()) {
+            let hour = inv.t_s / 3600;
+            if hour > self.max_memory[0].0 {
+                self.max_memory[1] = if hour == self.max_memory[0].0 + 1 {
+                    self.max_memory[0]
+                } else {
+                    (0, 0.0)
+                };
+                self.max_memory[0] = (hour, 0.0);
+            }
+            if hour == self.max_memory[0].0 {
+                self.max_memory[0].1 = self.max_memory[0].1.max(mm);
+            } else if hour == self.max_memory[1].0 {
+                self.max_memory[1].1 = self.max_memory[1].1.max(mm);
+            }
+        }
+        in_window
+    }
+
+    /// Records one initialisation (a cold start).
+    pub fn record_init(
+        &mut self,
+        layout: &Layout,
+        t_s: u64,
+        kind: InitKind,
+        duration_ms: f64,
+    ) -> bool {
+        self.seen(t_s);
+        let cs = self.cold.entry(kind).or_insert_with(|| ColdStarts {
+            series: Series::new(layout.cold_stride()),
+            total: 0,
+            buckets: Buckets::new(&layout.init_bounds),
+            percentiles: Percentiles::default(),
+        });
+        cs.total += 1;
+        let in_window = cs.series.add(t_s, COLD_TOTAL, 1);
+        for (i, th) in layout.cold_thresholds_ms.iter().enumerate() {
+            if duration_ms <= *th {
+                cs.series.add(t_s, 1 + i, 1);
+            }
+        }
+        cs.buckets
+            .observe(&layout.init_bounds, duration_ms / 1000.0);
+        cs.percentiles.record(t_s, duration_ms);
+        in_window
+    }
+
+    /// Records a platform count (`value` events over a period ending at `t_s`).
+    pub fn record_platform(
+        &mut self,
+        t_s: u64,
+        counter: PlatformCounter,
+        value: u64,
+        queue: Option<&str>,
+    ) -> bool {
+        self.platform_totals[counter as usize] += value;
+        if let Some(q) = queue
+            && (self.dlq_by_queue.contains_key(q) || self.dlq_by_queue.len() < MAX_LABEL_VALUES)
+        {
+            *self.dlq_by_queue.entry(q.to_owned()).or_default() += value;
+        }
+        let series = self
+            .platform
+            .get_or_insert_with(|| Series::new(PlatformCounter::COUNT));
+        let n = u32::try_from(value).unwrap_or(u32::MAX);
+        series.add(t_s, counter as usize, n)
+    }
+
+    /// Records an extension self-metric point (delta or cumulative).
+    pub fn record_extension(
+        &mut self,
+        retries: bool,
+        reason: &str,
+        instance: &str,
+        value: f64,
+        cumulative: bool,
+    ) {
+        if !value.is_finite() || value < 0.0 {
+            return;
+        }
+        let delta = if cumulative {
+            let key = (instance.to_owned(), reason.to_owned());
+            let last = self.cumulative_seen.get(&key).copied();
+            if last.is_none() && self.cumulative_seen.len() >= MAX_LABEL_VALUES * 8 {
+                // Bounded: forget the oldest-sorted instance rather than grow.
+                if let Some(k) = self.cumulative_seen.keys().next().cloned() {
+                    self.cumulative_seen.remove(&k);
+                }
+            }
+            self.cumulative_seen.insert(key, value);
+            match last {
+                Some(l) if value >= l => value - l,
+                _ => value,
+            }
+        } else {
+            value
+        };
+        if retries {
+            self.extension_retries += delta;
+        } else if self.extension_dropped.contains_key(reason)
+            || self.extension_dropped.len() < MAX_LABEL_VALUES
+        {
+            *self.extension_dropped.entry(reason.to_owned()).or_default() += delta;
+        }
+    }
+
+    /// Max memory used (MB) over the last hour (current and previous hour slots).
+    pub fn max_memory_last_hour(&self, now_s: u64) -> Option<f64> {
+        let hour = now_s / 3600;
+        self.max_memory
+            .iter()
+            .filter(|(h, v)| *v > 0.0 && (*h == hour || *h + 1 == hour))
+            .map(|(_, v)| *v)
+            .reduce(f64::max)
+    }
+
+    /// Invocation series summed over `window` (stride = [`Layout::invocation_stride`]).
+    pub fn invocation_counts(&self, window: Window, now_s: u64) -> Vec<u64> {
+        let mut out = vec![0; self.invocations.stride()];
+        self.invocations.sum_into(window, now_s, &mut out);
+        out
+    }
+
+    /// Heap bytes held by this function's state (capacities, not lengths).
+    pub fn heap_bytes(&self) -> usize {
+        let tags: usize = self
+            .tags
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity() + 48)
+            .sum();
+        let cold: usize = self
+            .cold
+            .values()
+            .map(|c| {
+                c.series.heap_bytes()
+                    + c.buckets.heap_bytes()
+                    + c.percentiles.heap_bytes()
+                    + std::mem::size_of::<ColdStarts>()
+                    + 32
+            })
+            .sum();
+        tags + cold
+            + self.invocations.heap_bytes()
+            + self.platform.as_ref().map_or(0, Series::heap_bytes)
+            + self.duration_buckets.heap_bytes()
+            + self.duration_percentiles.heap_bytes()
+            + self
+                .dlq_by_queue
+                .keys()
+                .map(|k| k.capacity() + 40)
+                .sum::<usize>()
+            + self
+                .extension_dropped
+                .keys()
+                .map(|k| k.capacity() + 40)
+                .sum::<usize>()
+            + std::mem::size_of::<Self>()
+    }
+}

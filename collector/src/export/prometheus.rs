@@ -1,0 +1,486 @@
+//! Prometheus text exposition (format 0.0.4) of Contract 2 (`docs/ARCHITECTURE.md`): names,
+//! types and labels exactly as written there. Per-function series carry `function`, `version`,
+//! `region`, `account`. Histogram bounds are the defaults plus every SLO threshold, rendered like
+//! `slo::spec::prometheus_le` so generated rules select them by the same `le` string.
+//!
+//! Three producers, one text: per-function aggregates ([`render_functions`], run inside the
+//! aggregator task), the latest SLO evaluation and alert states ([`render_slos`]), and the
+//! pipeline's own counters ([`render_self`]). Each family is written once with its HELP/TYPE.
+
+use std::fmt::Write;
+
+use crate::{
+    aggregate::{AggregateStats, Aggregates, FunctionKey, Outcome, PlatformCounter, hist::Buckets},
+    ingest::{IngestStats, Protocol, Reject, Signal},
+    serve::Snapshot,
+};
+
+/// Escapes a label value (`\`, `"`, newline).
+pub fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn fn_labels(k: &FunctionKey) -> String {
+    format!(
+        "function=\"{}\",version=\"{}\",region=\"{}\",account=\"{}\"",
+        escape(&k.function),
+        escape(&k.version),
+        escape(&k.region),
+        escape(&k.account)
+    )
+}
+
+/// A float the way Prometheus reads it.
+pub fn num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], b: &Buckets) {
+    for (le, n) in b.cumulative(bounds) {
+        let le = le.map_or_else(|| "+Inf".to_owned(), |x| format!("{x}"));
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", num(b.sum_secs));
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", b.count);
+}
+
+/// Every per-function family, functions sorted by key.
+pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
+    let mut fns: Vec<(&FunctionKey, _)> = agg.functions.iter().collect();
+    fns.sort_by(|a, b| a.0.cmp(b.0));
+    let labels: Vec<String> = fns.iter().map(|(k, _)| fn_labels(k)).collect();
+    let each =
+        |out: &mut String,
+         f: &mut dyn FnMut(&mut String, &str, &crate::aggregate::FunctionState)| {
+            for ((_, s), l) in fns.iter().zip(&labels) {
+                f(out, l, s);
+            }
+        };
+
+    header(
+        out,
+        "lambdawatch_invocations_total",
+        "counter",
+        "Completed invocations by outcome.",
+    );
+    each(out, &mut |out, l, s| {
+        for o in Outcome::ALL {
+            let _ = writeln!(
+                out,
+                "lambdawatch_invocations_total{{{l},outcome=\"{}\"}} {}",
+                o.label(),
+                s.outcome_totals[o.index()]
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_cold_starts_total",
+        "counter",
+        "Initialisations by init type.",
+    );
+    each(out, &mut |out, l, s| {
+        for (k, c) in &s.cold {
+            let _ = writeln!(
+                out,
+                "lambdawatch_cold_starts_total{{{l},init_type=\"{}\"}} {}",
+                k.label(),
+                c.total
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_init_duration_seconds",
+        "histogram",
+        "Init duration; buckets include every cold-start SLO threshold.",
+    );
+    each(out, &mut |out, l, s| {
+        for (k, c) in &s.cold {
+            let labels = format!("{l},init_type=\"{}\"", k.label());
+            histogram(
+                out,
+                "lambdawatch_init_duration_seconds",
+                &labels,
+                &agg.layout.init_bounds,
+                &c.buckets,
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_invocation_duration_seconds",
+        "histogram",
+        "Invocation duration.",
+    );
+    each(out, &mut |out, l, s| {
+        if s.duration_buckets.count > 0 {
+            histogram(
+                out,
+                "lambdawatch_invocation_duration_seconds",
+                l,
+                &agg.layout.invocation_bounds,
+                &s.duration_buckets,
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_invocation_timeout_budget_total",
+        "counter",
+        "Invocations within / beyond the timeout-budget fraction of their timeout.",
+    );
+    each(out, &mut |out, l, s| {
+        if s.timeout_ms.is_some() {
+            for (i, within) in ["true", "false"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "lambdawatch_invocation_timeout_budget_total{{{l},within=\"{within}\"}} {}",
+                    s.timeout_budget_totals[i]
+                );
+            }
+        }
+    });
+    header(
+        out,
+        "lambdawatch_timeout_seconds",
+        "gauge",
+        "Configured timeout.",
+    );
+    each(out, &mut |out, l, s| {
+        if let Some(t) = s.timeout_ms {
+            let _ = writeln!(
+                out,
+                "lambdawatch_timeout_seconds{{{l}}} {}",
+                num(t / 1000.0)
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_memory_size_bytes",
+        "gauge",
+        "Configured memory.",
+    );
+    each(out, &mut |out, l, s| {
+        if let Some(m) = s.memory_mb {
+            let _ = writeln!(
+                out,
+                "lambdawatch_memory_size_bytes{{{l}}} {}",
+                num(m * 1024.0 * 1024.0)
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_max_memory_used_bytes",
+        "gauge",
+        "Max memory used, last hour.",
+    );
+    each(out, &mut |out, l, s| {
+        if let Some(m) = s.max_memory_last_hour(now_s) {
+            let _ = writeln!(
+                out,
+                "lambdawatch_max_memory_used_bytes{{{l}}} {}",
+                num(m * 1024.0 * 1024.0)
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_billed_gb_seconds_total",
+        "counter",
+        "Billed GB-seconds.",
+    );
+    each(out, &mut |out, l, s| {
+        let _ = writeln!(
+            out,
+            "lambdawatch_billed_gb_seconds_total{{{l}}} {}",
+            num(s.billed_gb_seconds)
+        );
+    });
+    for (name, counter, help) in [
+        (
+            "lambdawatch_throttles_total",
+            PlatformCounter::Throttles,
+            "Throttles (platform counts).",
+        ),
+        (
+            "lambdawatch_dead_letter_errors_total",
+            PlatformCounter::DeadLetterErrors,
+            "DeadLetterErrors (platform counts).",
+        ),
+        (
+            "lambdawatch_async_events_received_total",
+            PlatformCounter::AsyncEventsReceived,
+            "AsyncEventsReceived (platform counts).",
+        ),
+        (
+            "lambdawatch_async_events_dropped_total",
+            PlatformCounter::AsyncEventsDropped,
+            "AsyncEventsDropped (platform counts).",
+        ),
+    ] {
+        header(out, name, "counter", help);
+        each(out, &mut |out, l, s| {
+            if s.platform.is_some() {
+                let _ = writeln!(out, "{name}{{{l}}} {}", s.platform_totals[counter as usize]);
+            }
+        });
+    }
+    header(
+        out,
+        "lambdawatch_dlq_messages_sent_total",
+        "counter",
+        "SQS DLQ NumberOfMessagesSent, by queue.",
+    );
+    each(out, &mut |out, l, s| {
+        for (q, n) in &s.dlq_by_queue {
+            let _ = writeln!(
+                out,
+                "lambdawatch_dlq_messages_sent_total{{{l},queue=\"{}\"}} {n}",
+                escape(q)
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_extension_dropped_total",
+        "counter",
+        "Records the extensions dropped, by reason (their own counters).",
+    );
+    each(out, &mut |out, l, s| {
+        for (r, n) in &s.extension_dropped {
+            let _ = writeln!(
+                out,
+                "lambdawatch_extension_dropped_total{{{l},reason=\"{}\"}} {}",
+                escape(r),
+                num(*n)
+            );
+        }
+    });
+    header(
+        out,
+        "lambdawatch_extension_retries_total",
+        "counter",
+        "Export retries reported by the extensions.",
+    );
+    each(out, &mut |out, l, s| {
+        if s.extension_retries > 0.0 || !s.cumulative_seen.is_empty() {
+            let _ = writeln!(
+                out,
+                "lambdawatch_extension_retries_total{{{l}}} {}",
+                num(s.extension_retries)
+            );
+        }
+    });
+}
+
+/// SLO gauges and alert states from the latest evaluation.
+pub fn render_slos(snap: &Snapshot, out: &mut String) {
+    let fns = &snap.evaluation.functions;
+    let labels: Vec<String> = fns.iter().map(|f| fn_labels(&f.key)).collect();
+    header(
+        out,
+        "lambdawatch_slo_objective_ratio",
+        "gauge",
+        "SLO target (throttles: count budget).",
+    );
+    for (f, l) in fns.iter().zip(&labels) {
+        for s in &f.slos {
+            let _ = writeln!(
+                out,
+                "lambdawatch_slo_objective_ratio{{{l},slo=\"{}\"}} {}",
+                escape(&s.name),
+                num(s.objective)
+            );
+        }
+    }
+    header(
+        out,
+        "lambdawatch_slo_sli_ratio",
+        "gauge",
+        "Good / valid events over the window.",
+    );
+    for (f, l) in fns.iter().zip(&labels) {
+        for s in &f.slos {
+            for w in &s.windows {
+                if let (Some(v), Some(_)) = (w.sli, w.burn_rate) {
+                    let _ = writeln!(
+                        out,
+                        "lambdawatch_slo_sli_ratio{{{l},slo=\"{}\",window=\"{}\"}} {}",
+                        escape(&s.name),
+                        w.window,
+                        num(v)
+                    );
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "lambdawatch_slo_error_budget_remaining_ratio",
+        "gauge",
+        "Error budget left over the SLO window (1 = untouched, < 0 = overspent).",
+    );
+    for (f, l) in fns.iter().zip(&labels) {
+        for s in &f.slos {
+            let _ = writeln!(
+                out,
+                "lambdawatch_slo_error_budget_remaining_ratio{{{l},slo=\"{}\"}} {}",
+                escape(&s.name),
+                num(s.budget_remaining)
+            );
+        }
+    }
+    header(
+        out,
+        "lambdawatch_slo_burn_rate",
+        "gauge",
+        "(1 - SLI) / (1 - objective) over the window.",
+    );
+    for (f, l) in fns.iter().zip(&labels) {
+        for s in &f.slos {
+            for w in &s.windows {
+                if let Some(b) = w.burn_rate {
+                    let _ = writeln!(
+                        out,
+                        "lambdawatch_slo_burn_rate{{{l},slo=\"{}\",window=\"{}\"}} {}",
+                        escape(&s.name),
+                        w.window,
+                        num(b)
+                    );
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "lambdawatch_alerts_firing",
+        "gauge",
+        "1 while an alert fires.",
+    );
+    for a in &snap.alerts {
+        let _ = writeln!(
+            out,
+            "lambdawatch_alerts_firing{{{},slo=\"{}\",severity=\"{}\"}} {}",
+            fn_labels(&a.key),
+            escape(&a.slo),
+            a.severity.as_str(),
+            u8::from(a.phase == Some(crate::alerting::state::Phase::Firing))
+        );
+    }
+}
+
+/// The pipeline's own counters.
+pub fn render_self(
+    ingest: &IngestStats,
+    agg: &AggregateStats,
+    deliveries: &[(String, String, u64)],
+    out: &mut String,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    header(
+        out,
+        "lambdawatch_ingest_requests_total",
+        "counter",
+        "OTLP export requests.",
+    );
+    for p in Protocol::ALL {
+        for s in Signal::ALL {
+            let results = std::iter::once((None, "ok"))
+                .chain(Reject::ALL.iter().map(|r| (Some(*r), r.label())));
+            for (r, label) in results {
+                let _ = writeln!(
+                    out,
+                    "lambdawatch_ingest_requests_total{{protocol=\"{}\",signal=\"{}\",result=\"{label}\"}} {}",
+                    p.label(),
+                    s.label(),
+                    ingest.requests(p, s, r)
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "lambdawatch_ingest_items_total",
+        "counter",
+        "Spans, data points and log records accepted.",
+    );
+    for s in Signal::ALL {
+        let _ = writeln!(
+            out,
+            "lambdawatch_ingest_items_total{{signal=\"{}\"}} {}",
+            s.label(),
+            ingest.items(s)
+        );
+    }
+    header(
+        out,
+        "lambdawatch_ingest_rejected_total",
+        "counter",
+        "Refused requests by reason.",
+    );
+    for r in Reject::ALL {
+        let _ = writeln!(
+            out,
+            "lambdawatch_ingest_rejected_total{{reason=\"{}\"}} {}",
+            r.label(),
+            ingest.rejections(r)
+        );
+    }
+    header(
+        out,
+        "lambdawatch_aggregate_dropped_total",
+        "counter",
+        "Accepted events not aggregated, by reason.",
+    );
+    let _ = writeln!(
+        out,
+        "lambdawatch_aggregate_dropped_total{{reason=\"too_many_functions\"}} {}",
+        agg.too_many_functions.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "lambdawatch_aggregate_dropped_total{{reason=\"too_old\"}} {}",
+        agg.too_old.load(Relaxed)
+    );
+    header(out, "lambdawatch_functions", "gauge", "Functions tracked.");
+    let _ = writeln!(out, "lambdawatch_functions {}", agg.functions.load(Relaxed));
+    header(
+        out,
+        "lambdawatch_alert_deliveries_total",
+        "counter",
+        "Alert deliveries by sink and result.",
+    );
+    for (sink, result, n) in deliveries {
+        let _ = writeln!(
+            out,
+            "lambdawatch_alert_deliveries_total{{sink=\"{}\",result=\"{}\"}} {n}",
+            escape(sink),
+            escape(result)
+        );
+    }
+}

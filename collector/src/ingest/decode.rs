@@ -1,0 +1,434 @@
+//! OTLP requests → [`Batch`]: the only place that reads Contract 1 attributes.
+//!
+//! - Spans with `lambdawatch.span.type` = `invocation` / `init` become events of the function
+//!   named by the resource (`faas.name`, `faas.version`, `cloud.region`, `cloud.account.id`);
+//!   other spans (ours of other types, or any SDK's) are accepted and counted as foreign.
+//! - Metric-Streams-shaped Summary points (`semconv::cloudwatch::parse_request`) become platform
+//!   counts: `AWS/Lambda` Throttles, DeadLetterErrors, AsyncEventsReceived, AsyncEventsDropped
+//!   with exactly the `FunctionName` dimension (points with further dimensions such as `Resource`
+//!   or `ExecutedVersion` repeat the same events per alias, so they are skipped to avoid double
+//!   counting), and `AWS/SQS` NumberOfMessagesSent by `QueueName`, mapped to a function by the
+//!   `dlq_queues` setting.
+//! - The extension's own `lambdawatch.extension.dropped{reason}` and `.retries` Sum points
+//!   (delta or cumulative) feed `lambdawatch_extension_*_total`.
+//! - Log records are accepted and counted.
+
+use std::collections::BTreeMap;
+
+use lambdawatch_semconv::{attr, cloudwatch as cw, metric as m, otlp, span_type};
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    },
+    common::v1::{KeyValue, any_value::Value},
+    metrics::v1::{AggregationTemporality, metric, number_data_point},
+    trace::v1::{Span, status::StatusCode},
+};
+
+use crate::aggregate::{
+    Batch, Event, FunctionKey, Group, InitKind, Invocation, Outcome, PlatformCounter, Target,
+};
+
+/// Events more than this far in the future (clock skew) are stamped with the receive time.
+pub const MAX_FUTURE_SECS: u64 = 300;
+
+/// What a decoded request holds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decoded {
+    pub batch: Batch,
+    /// Spans, data points or log records in the request.
+    pub items: u64,
+    /// Of those, how many fed no aggregate.
+    pub foreign: u64,
+}
+
+/// Decoding settings.
+#[derive(Debug, Clone, Default)]
+pub struct Decoder {
+    /// SQS dead-letter queue name → function name.
+    pub dlq_queues: BTreeMap<String, String>,
+}
+
+fn time_s(ns: u64, received_s: u64) -> u64 {
+    let s = ns / 1_000_000_000;
+    if s == 0 || s > received_s + MAX_FUTURE_SECS {
+        received_s
+    } else {
+        s
+    }
+}
+
+fn resource_target(attrs: &[KeyValue]) -> Option<Target> {
+    let function = otlp::get_str(attrs, attr::FAAS_NAME)?.to_owned();
+    let s = |k: &str| otlp::get_str(attrs, k).unwrap_or("").to_owned();
+    let tags = attrs
+        .iter()
+        .filter_map(
+            |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(v)) => Some((kv.key.clone(), v.clone())),
+                _ => None,
+            },
+        )
+        .collect();
+    Some(Target::Function {
+        key: FunctionKey {
+            function,
+            version: s(attr::FAAS_VERSION),
+            region: s(attr::CLOUD_REGION),
+            account: s(attr::CLOUD_ACCOUNT_ID),
+        },
+        tags,
+        instance: s(attr::FAAS_INSTANCE),
+    })
+}
+
+fn span_duration_ms(span: &Span) -> f64 {
+    otlp::get_f64(&span.attributes, attr::AWS_LAMBDA_DURATION_MS).unwrap_or_else(|| {
+        span.end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano) as f64
+            / 1e6
+    })
+}
+
+/// One of our spans → an event; `None` for spans that feed no aggregate.
+pub fn span_event(span: &Span, received_s: u64) -> Option<Event> {
+    let a = &span.attributes;
+    let t_s = time_s(span.end_time_unix_nano, received_s);
+    match otlp::get_str(a, attr::LAMBDAWATCH_SPAN_TYPE)? {
+        span_type::INVOCATION => {
+            let outcome = otlp::get_str(a, attr::AWS_LAMBDA_OUTCOME)
+                .and_then(Outcome::parse)
+                .unwrap_or_else(|| {
+                    let error = span
+                        .status
+                        .as_ref()
+                        .is_some_and(|s| s.code == StatusCode::Error as i32);
+                    if error {
+                        Outcome::Error
+                    } else {
+                        Outcome::Success
+                    }
+                });
+            Some(Event::Invocation(Invocation {
+                t_s,
+                outcome,
+                duration_ms: span_duration_ms(span),
+                billed_ms: otlp::get_f64(a, attr::AWS_LAMBDA_BILLED_DURATION_MS),
+                memory_mb: otlp::get_f64(a, attr::AWS_LAMBDA_MEMORY_SIZE_MB),
+                max_memory_mb: otlp::get_f64(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB),
+                timeout_ms: otlp::get_f64(a, attr::AWS_LAMBDA_TIMEOUT_MS),
+            }))
+        }
+        span_type::INIT => Some(Event::Init {
+            t_s,
+            kind: otlp::get_str(a, attr::AWS_LAMBDA_INIT_TYPE)
+                .map_or(InitKind::OnDemand, InitKind::parse),
+            duration_ms: span_duration_ms(span),
+        }),
+        _ => None,
+    }
+}
+
+impl Decoder {
+    pub fn traces(&self, req: &ExportTraceServiceRequest, received_s: u64) -> Decoded {
+        let mut d = Decoded {
+            batch: Batch {
+                received_s,
+                groups: Vec::new(),
+            },
+            ..Default::default()
+        };
+        for rs in &req.resource_spans {
+            let attrs = rs
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| r.attributes.as_slice());
+            let target = resource_target(attrs);
+            let mut events = Vec::new();
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    d.items += 1;
+                    match (&target, span_event(span, received_s)) {
+                        (Some(_), Some(ev)) => events.push(ev),
+                        _ => d.foreign += 1,
+                    }
+                }
+            }
+            if let (Some(target), false) = (target, events.is_empty()) {
+                d.batch.groups.push(Group { target, events });
+            }
+        }
+        d
+    }
+
+    pub fn metrics(&self, req: &ExportMetricsServiceRequest, received_s: u64) -> Decoded {
+        let mut d = Decoded {
+            batch: Batch {
+                received_s,
+                groups: Vec::new(),
+            },
+            ..Default::default()
+        };
+        let mut used = 0u64;
+        // Platform counts in the Metric Streams shape.
+        for (origin, p) in cw::parse_request(req) {
+            if let Some(group) = self.platform_group(&origin, &p, received_s) {
+                used += 1;
+                d.batch.groups.push(group);
+            }
+        }
+        // The extension's self-metrics, and the item count of everything.
+        for rm in &req.resource_metrics {
+            let attrs = rm
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| r.attributes.as_slice());
+            let target = resource_target(attrs);
+            let mut events = Vec::new();
+            for sm in &rm.scope_metrics {
+                for metric in &sm.metrics {
+                    d.items += data_points(metric);
+                    let retries = match metric.name.as_str() {
+                        m::EXT_DROPPED => false,
+                        m::EXT_RETRIES => true,
+                        _ => continue,
+                    };
+                    let Some(metric::Data::Sum(sum)) = &metric.data else {
+                        continue;
+                    };
+                    let cumulative =
+                        sum.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                    for dp in &sum.data_points {
+                        let value = match dp.value {
+                            Some(number_data_point::Value::AsInt(i)) => i as f64,
+                            Some(number_data_point::Value::AsDouble(f)) => f,
+                            None => continue,
+                        };
+                        used += 1;
+                        events.push(Event::Extension {
+                            retries,
+                            reason: otlp::get_str(&dp.attributes, attr::LAMBDAWATCH_REASON)
+                                .unwrap_or("unknown")
+                                .to_owned(),
+                            value,
+                            cumulative,
+                        });
+                    }
+                }
+            }
+            match target {
+                Some(target) if !events.is_empty() => d.batch.groups.push(Group { target, events }),
+                _ => used -= events.len() as u64,
+            }
+        }
+        d.foreign = d.items.saturating_sub(used);
+        d
+    }
+
+    fn platform_group(
+        &self,
+        origin: &cw::StreamOrigin,
+        p: &cw::PlatformCount,
+        received_s: u64,
+    ) -> Option<Group> {
+        let (function, counter, queue) = match p.namespace.as_str() {
+            cw::NAMESPACE_LAMBDA => {
+                let counter = PlatformCounter::from_lambda_metric(&p.metric_name)?;
+                if p.dimensions.len() != 1 {
+                    return None;
+                }
+                (
+                    p.dimension(cw::DIM_FUNCTION_NAME)?.to_owned(),
+                    counter,
+                    None,
+                )
+            }
+            cw::NAMESPACE_SQS if p.metric_name == cw::SQS_NUMBER_OF_MESSAGES_SENT => {
+                let q = p.dimension(cw::DIM_QUEUE_NAME)?;
+                let f = self.dlq_queues.get(q)?;
+                (
+                    f.clone(),
+                    PlatformCounter::DlqMessagesSent,
+                    Some(q.to_owned()),
+                )
+            }
+            _ => return None,
+        };
+        if !p.sum.is_finite() || p.sum < 0.0 {
+            return None;
+        }
+        let ns = if p.start_unix_nano > 0 {
+            p.start_unix_nano
+        } else {
+            p.end_unix_nano
+        };
+        Some(Group {
+            target: Target::Platform {
+                function,
+                region: origin.region.clone(),
+                account: origin.account_id.clone(),
+                qualifier: None,
+            },
+            events: vec![Event::Platform {
+                t_s: time_s(ns, received_s),
+                counter,
+                value: p.sum.round() as u64,
+                queue,
+            }],
+        })
+    }
+
+    pub fn logs(&self, req: &ExportLogsServiceRequest, received_s: u64) -> Decoded {
+        let items: u64 = req
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len() as u64)
+            .sum();
+        Decoded {
+            batch: Batch {
+                received_s,
+                groups: Vec::new(),
+            },
+            items,
+            foreign: items,
+        }
+    }
+}
+
+fn data_points(metric: &opentelemetry_proto::tonic::metrics::v1::Metric) -> u64 {
+    (match &metric.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambdawatch_semconv::otlp::{kv_f64, kv_i64, kv_str};
+    use opentelemetry_proto::tonic::{
+        resource::v1::Resource,
+        trace::v1::{ResourceSpans, ScopeSpans},
+    };
+
+    pub(crate) fn invocation_span(end_ns: u64, outcome: &str, ms: f64) -> Span {
+        Span {
+            name: "checkout".into(),
+            start_time_unix_nano: end_ns - (ms * 1e6) as u64,
+            end_time_unix_nano: end_ns,
+            attributes: vec![
+                kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
+                kv_str(attr::AWS_LAMBDA_OUTCOME, outcome),
+                kv_f64(attr::AWS_LAMBDA_DURATION_MS, ms),
+                kv_i64(attr::AWS_LAMBDA_BILLED_DURATION_MS, ms.ceil() as i64),
+                kv_i64(attr::AWS_LAMBDA_MEMORY_SIZE_MB, 128),
+                kv_i64(attr::AWS_LAMBDA_TIMEOUT_MS, 3000),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn our_spans_become_events_and_foreign_ones_are_counted() {
+        let t = 1_700_000_000u64;
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv_str(attr::FAAS_NAME, "checkout"),
+                        kv_str(attr::FAAS_VERSION, "7"),
+                        kv_str(attr::CLOUD_REGION, "eu-west-1"),
+                        kv_str(attr::CLOUD_ACCOUNT_ID, "1"),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        invocation_span(t * 1_000_000_000, "timeout", 3000.0),
+                        Span {
+                            name: "db.query".into(),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let d = Decoder::default().traces(&req, t);
+        assert_eq!((d.items, d.foreign), (2, 1));
+        assert_eq!(d.batch.groups.len(), 1);
+        let Event::Invocation(inv) = &d.batch.groups[0].events[0] else {
+            panic!("not an invocation")
+        };
+        assert_eq!(inv.outcome, Outcome::Timeout);
+        assert_eq!(inv.timeout_ms, Some(3000.0));
+        assert_eq!(inv.t_s, t);
+    }
+
+    #[test]
+    fn platform_counts_and_sqs_mapping() {
+        let origin = cw::StreamOrigin {
+            account_id: "1".into(),
+            region: "eu-west-1".into(),
+        };
+        let mut sqs = cw::PlatformCount::lambda(
+            cw::SQS_NUMBER_OF_MESSAGES_SENT,
+            "",
+            1_000_000_000,
+            2_000_000_000,
+            2.0,
+        );
+        sqs.namespace = cw::NAMESPACE_SQS.into();
+        sqs.dimensions = vec![(cw::DIM_QUEUE_NAME.into(), "orders-dlq".into())];
+        let mut per_alias =
+            cw::PlatformCount::lambda(cw::THROTTLES, "orders", 1_000_000_000, 2_000_000_000, 9.0);
+        per_alias
+            .dimensions
+            .push(("Resource".into(), "orders:live".into()));
+        let req = cw::build_request(
+            &origin,
+            &[
+                cw::PlatformCount::lambda(
+                    cw::THROTTLES,
+                    "orders",
+                    1_000_000_000,
+                    2_000_000_000,
+                    3.0,
+                ),
+                sqs,
+                per_alias,
+            ],
+        );
+        let dec = Decoder {
+            dlq_queues: [("orders-dlq".to_owned(), "orders".to_owned())].into(),
+        };
+        let d = dec.metrics(&req, 5);
+        assert_eq!(d.items, 3);
+        assert_eq!(d.foreign, 1, "the per-alias point is skipped");
+        let evs: Vec<_> = d.batch.groups.iter().flat_map(|g| &g.events).collect();
+        assert_eq!(
+            evs,
+            vec![
+                &Event::Platform {
+                    t_s: 1,
+                    counter: PlatformCounter::Throttles,
+                    value: 3,
+                    queue: None
+                },
+                &Event::Platform {
+                    t_s: 1,
+                    counter: PlatformCounter::DlqMessagesSent,
+                    value: 2,
+                    queue: Some("orders-dlq".into())
+                },
+            ]
+        );
+    }
+}

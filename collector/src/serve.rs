@@ -1,0 +1,544 @@
+//! Wiring for `lambdawatch-collector serve`: listeners, the aggregator owner, the evaluator loop,
+//! and the staged shutdown.
+//!
+//! ```text
+//! OTLP gRPC ─┐                       ┌─ Command (queries) ◄── evaluator · /metrics · /api
+//! OTLP HTTP ─┴─► bounded ingest queue ─► aggregate owner
+//! evaluator (every eval_interval): evaluate → alert state machine → deliver → Snapshot (watch)
+//! ```
+//!
+//! Shutdown (SIGTERM/SIGINT or the `shutdown` token), staged under `shutdown_timeout` (25 s):
+//! 1. `stopping` fires: `/readyz` turns 503, receivers answer 503 / UNAVAILABLE, listeners stop
+//!    accepting and finish in-flight requests (≤ 5 s).
+//! 2. The aggregator closes and drains the ingest queue (`recv` until `None`).
+//! 3. One last evaluation; its notifications are delivered (≤ the remaining time).
+//! 4. Everything else is cancelled; the process exits.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    aggregate::{self, Aggregates, FunctionKey},
+    alerting::{
+        alert::{self, Alert, AlertStatus, FunctionLabels},
+        state::{AlertStates, Observed, Phase, Policy},
+    },
+    config::Config,
+    ingest::{self, Ingest, IngestStats},
+    slo::{
+        eval::{self, Evaluation},
+        spec::{Severity, SloSpec},
+    },
+};
+
+/// One row of alert state for exposure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    pub key: FunctionKey,
+    pub slo: String,
+    pub severity: Severity,
+    pub phase: Option<Phase>,
+    pub fingerprint: String,
+}
+
+/// The latest evaluation, published to `/metrics`, `/api/v1/slos` and the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub evaluation: Evaluation,
+    pub alerts: Vec<AlertRow>,
+    /// Every notification ever produced, newest last (bounded to the last 1,000).
+    pub notifications: Vec<Alert>,
+}
+
+/// Bound on the notification history kept for the status page and tests.
+pub const NOTIFICATION_HISTORY: usize = 1000;
+
+/// Where notifications go: the dispatcher in production, a collector in tests.
+pub trait Deliver: Send + Sync + 'static {
+    /// Must not block: queue and return.
+    fn deliver(&self, alert: Alert);
+    /// Waits (at most `deadline`) until queued notifications were attempted.
+    fn flush(&self, deadline: Duration) -> futures_lite_boxed::BoxFuture<'_, ()>;
+    /// `(sink, result, count)` for `lambdawatch_alert_deliveries_total`.
+    fn deliveries(&self) -> Vec<(String, String, u64)>;
+}
+
+/// A tiny boxed-future alias (no extra dependency).
+pub mod futures_lite_boxed {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+}
+
+/// Notifications written to the log only (no sink configured).
+#[derive(Debug, Default)]
+pub struct LogOnly {
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl Deliver for LogOnly {
+    fn deliver(&self, a: Alert) {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            target: "lambdawatch::alert",
+            fingerprint = %a.fingerprint,
+            status = a.status.as_str(),
+            summary = %a.summary,
+            runbook = %a.runbook_url,
+            "alert"
+        );
+    }
+    fn flush(&self, _: Duration) -> futures_lite_boxed::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn deliveries(&self) -> Vec<(String, String, u64)> {
+        vec![(
+            "log".into(),
+            "ok".into(),
+            self.sent.load(std::sync::atomic::Ordering::Relaxed),
+        )]
+    }
+}
+
+fn labels_of(k: &FunctionKey) -> FunctionLabels {
+    FunctionLabels {
+        function: k.function.clone(),
+        version: k.version.clone(),
+        region: k.region.clone(),
+        account: k.account.clone(),
+    }
+}
+
+fn secs_to_time(s: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(s)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.3}%", x * 100.0)
+}
+
+/// Turns an evaluation into one observed alert per (function, SLO, severity) — rules of the same
+/// severity share a fingerprint, so they are merged: active if any is, evidence from the first
+/// active one (else the first) — plus one per function for no-data.
+pub fn observe(spec: &SloSpec, runbook_base: &str, ev: &Evaluation) -> Vec<Observed> {
+    let mut out = Vec::new();
+    for f in &ev.functions {
+        let labels = labels_of(&f.key);
+        for s in &f.slos {
+            let Some(def) = spec.slos.get(s.slo_index) else {
+                continue;
+            };
+            for severity in [Severity::Page, Severity::Ticket] {
+                let conds: Vec<_> = s
+                    .conditions
+                    .iter()
+                    .filter(|c| c.severity == severity)
+                    .collect();
+                let Some(first) = conds.iter().find(|c| c.active).or(conds.first()) else {
+                    continue;
+                };
+                let e = &first.evidence;
+                let summary = if def.sli.is_count_budget() {
+                    format!(
+                        "{} {}: {} of {} allowed over {} ({} of the budget)",
+                        f.key.function,
+                        def.name,
+                        e.total,
+                        def.objective,
+                        crate::config::format_duration(def.window),
+                        pct(e.budget_consumed)
+                    )
+                } else {
+                    format!(
+                        "{} {}: burning the error budget {:.1}× over {} (threshold {}×)",
+                        f.key.function,
+                        def.name,
+                        e.burn_rate_long.unwrap_or(0.0),
+                        crate::config::format_duration(e.long_window),
+                        e.factor
+                    )
+                };
+                let description = format!(
+                    "SLI {:.5} (objective {}) from {} good of {} events over {}; burn rate {:.2} over {} and {:.2} over {}; {} of the {} budget consumed{}.",
+                    e.sli,
+                    e.objective,
+                    e.good,
+                    e.total,
+                    crate::config::format_duration(e.long_window),
+                    e.burn_rate_long.unwrap_or(0.0),
+                    crate::config::format_duration(e.long_window),
+                    e.burn_rate_short.unwrap_or(0.0),
+                    crate::config::format_duration(e.short_window),
+                    pct(e.budget_consumed),
+                    crate::config::format_duration(def.window),
+                    e.time_to_exhaustion
+                        .map(|d| format!("; exhausted in {}", crate::config::format_duration(d)))
+                        .unwrap_or_default()
+                );
+                let alert = Alert {
+                    fingerprint: alert::Fingerprint::compute(&def.name, &labels, severity),
+                    status: AlertStatus::Firing,
+                    starts_at: secs_to_time(ev.now_s),
+                    ends_at: None,
+                    labels: Alert::slo_labels(def, &labels, severity),
+                    summary,
+                    description,
+                    evidence: e.clone(),
+                    runbook_url: format!(
+                        "{}/{}.md",
+                        runbook_base.trim_end_matches('/'),
+                        def.sli.runbook_page().as_str()
+                    ),
+                };
+                out.push(Observed {
+                    alert,
+                    active: conds.iter().any(|c| c.active),
+                });
+            }
+        }
+        if let Some(nd) = &f.no_data {
+            let mut l = std::collections::BTreeMap::new();
+            l.insert("alertname".into(), alert::NO_DATA_ALERT_NAME.into());
+            l.insert("slo".into(), alert::NO_DATA_SLO.into());
+            l.insert("severity".into(), nd.severity.as_str().into());
+            l.insert("function".into(), labels.function.clone());
+            l.insert("version".into(), labels.version.clone());
+            l.insert("region".into(), labels.region.clone());
+            l.insert("account".into(), labels.account.clone());
+            out.push(Observed {
+                alert: Alert {
+                    fingerprint: alert::Fingerprint::compute(
+                        alert::NO_DATA_SLO,
+                        &labels,
+                        nd.severity,
+                    ),
+                    status: AlertStatus::Firing,
+                    starts_at: secs_to_time(ev.now_s),
+                    ends_at: None,
+                    labels: l,
+                    summary: format!(
+                        "{} has reported nothing for {}",
+                        f.key.function,
+                        crate::config::format_duration(nd.evidence.long_window)
+                    ),
+                    description: format!(
+                        "{} invocations in the last 3 days, none in the last {}.",
+                        nd.evidence.total,
+                        crate::config::format_duration(nd.evidence.long_window)
+                    ),
+                    evidence: nd.evidence.clone(),
+                    runbook_url: format!(
+                        "{}/{}.md",
+                        runbook_base.trim_end_matches('/'),
+                        alert::RunbookPage::NoData.as_str()
+                    ),
+                },
+                active: nd.active,
+            });
+        }
+    }
+    out
+}
+
+/// The evaluator: owns the alert states; one [`Evaluator::round`] per interval.
+pub struct Evaluator {
+    pub spec: Arc<SloSpec>,
+    pub runbook_base: String,
+    pub policy: Policy,
+    pub states: AlertStates,
+    pub history: Vec<Alert>,
+}
+
+impl Evaluator {
+    /// One round on an evaluation: transitions, notifications, the published snapshot.
+    pub fn round(&mut self, ev: Evaluation, now: SystemTime) -> (Vec<Alert>, Snapshot) {
+        let observed = observe(&self.spec, &self.runbook_base, &ev);
+        let notes = self.states.step(self.policy, now, observed.iter().cloned());
+        let alerts = observed
+            .iter()
+            .map(|o| {
+                let l = &o.alert.labels;
+                let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+                AlertRow {
+                    key: FunctionKey {
+                        function: get("function"),
+                        version: get("version"),
+                        region: get("region"),
+                        account: get("account"),
+                    },
+                    slo: get("slo"),
+                    severity: if get("severity") == "page" {
+                        Severity::Page
+                    } else {
+                        Severity::Ticket
+                    },
+                    phase: self.states.phase(&o.alert.fingerprint),
+                    fingerprint: o.alert.fingerprint.to_string(),
+                }
+            })
+            .collect();
+        self.history.extend(notes.iter().cloned());
+        let excess = self.history.len().saturating_sub(NOTIFICATION_HISTORY);
+        self.history.drain(..excess);
+        let snap = Snapshot {
+            evaluation: ev,
+            alerts,
+            notifications: self.history.clone(),
+        };
+        (notes, snap)
+    }
+}
+
+/// Handles the admin server needs.
+#[derive(Clone)]
+pub struct Shared {
+    pub aggregates: aggregate::Handle,
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    pub ingest_stats: Arc<IngestStats>,
+    pub deliver: Arc<dyn Deliver>,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    pub spec: Arc<SloSpec>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+/// The bound addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// What `run` hands to its caller once bound (tests use the aggregator handle).
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub bound: Bound,
+    pub aggregates: aggregate::Handle,
+}
+
+fn now_s() -> u64 {
+    ingest::now_s()
+}
+
+/// Runs the collector until `shutdown` fires (the binary wires SIGTERM/SIGINT to it).
+/// `on_bound` is called once every listener is bound.
+pub async fn run(
+    cfg: Config,
+    spec: SloSpec,
+    deliver: Arc<dyn Deliver>,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce(Running),
+) -> anyhow::Result<()> {
+    let mut spec = spec;
+    if let Some(url) = &cfg.runbook_base_url {
+        spec.defaults.runbook_base_url = url.clone();
+    }
+    if let Some(d) = cfg.no_data_after {
+        spec.defaults.no_data_after = Some(d);
+    }
+    let spec = Arc::new(spec);
+    let layout = eval::layout_for(&spec);
+    let stopping = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let finish = CancellationToken::new();
+    let (handle, ingest_tx, owner, drained) = aggregate::owner(
+        Aggregates::new(layout, cfg.max_functions),
+        cfg.queue_capacity,
+        stopping.clone(),
+        finish.clone(),
+    );
+    tracker.spawn(owner);
+
+    let stats = Arc::new(IngestStats::default());
+    let ingest = Ingest {
+        auth_token: cfg.auth_token.as_deref().map(Arc::from),
+        max_body_bytes: cfg.max_body_bytes,
+        max_decompressed_bytes: cfg.max_decompressed_bytes,
+        queue: ingest_tx,
+        stats: stats.clone(),
+        decoder: Arc::new(ingest::decode::Decoder {
+            dlq_queues: cfg.dlq_queues.clone(),
+        }),
+        stopping: stopping.clone(),
+    };
+    let grpc_l = TcpListener::bind(cfg.otlp_grpc_addr).await?;
+    let http_l = TcpListener::bind(cfg.otlp_http_addr).await?;
+    let admin_l = TcpListener::bind(cfg.admin_addr).await?;
+    let bound = Bound {
+        otlp_grpc: grpc_l.local_addr()?,
+        otlp_http: http_l.local_addr()?,
+        admin: admin_l.local_addr()?,
+    };
+
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let shared = Shared {
+        aggregates: handle.clone(),
+        snapshot: snap_rx,
+        ingest_stats: stats,
+        deliver: deliver.clone(),
+        ready: ready.clone(),
+        spec: spec.clone(),
+    };
+
+    // Listeners: ingest stops on `stopping`, admin on `admin_stop` (last).
+    let admin_stop = CancellationToken::new();
+    let http_router = ingest::http::router(ingest.clone());
+    let grpc_routes = ingest::grpc::routes(ingest.clone());
+    drop(ingest);
+    let stop = stopping.clone();
+    let http_task = tracker.spawn(async move {
+        axum::serve(http_l, http_router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    let stop = stopping.clone();
+    let grpc_task = tracker.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_routes(grpc_routes)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_l),
+                async move { stop.cancelled().await },
+            )
+            .await
+    });
+    let stop = admin_stop.clone();
+    let admin_router = crate::api::router(shared.clone());
+    tracker.spawn(async move {
+        axum::serve(admin_l, admin_router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    on_bound(Running {
+        bound,
+        aggregates: handle.clone(),
+    });
+
+    // Evaluator loop.
+    let mut evaluator = Evaluator {
+        spec: spec.clone(),
+        runbook_base: spec.defaults.runbook_base_url.clone(),
+        policy: Policy {
+            for_: cfg.alert_for,
+            resend: cfg.alert_resend,
+        },
+        states: AlertStates::default(),
+        history: Vec::new(),
+    };
+    let mut tick = tokio::time::interval(cfg.eval_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                evaluate_once(&handle, &spec, &mut evaluator, &snap_tx, deliver.as_ref()).await;
+            }
+        }
+    }
+
+    // Staged shutdown.
+    let started = Instant::now();
+    let deadline = cfg.shutdown_timeout;
+    let left = |started: Instant| deadline.saturating_sub(started.elapsed());
+    tracing::info!("shutting down: stopping ingest");
+    ready.store(false, std::sync::atomic::Ordering::SeqCst);
+    stopping.cancel();
+    let listeners = async {
+        let _ = http_task.await;
+        let _ = grpc_task.await;
+    };
+    if tokio::time::timeout(left(started).min(Duration::from_secs(5)), listeners)
+        .await
+        .is_err()
+    {
+        tracing::warn!("ingest listeners did not finish in 5 s; continuing");
+    }
+    match tokio::time::timeout(left(started), drained).await {
+        Ok(Ok(d)) => tracing::info!(batches = d.batches, "ingest queue drained"),
+        _ => tracing::warn!("ingest queue not drained before the deadline"),
+    }
+    let final_round = evaluate_once(&handle, &spec, &mut evaluator, &snap_tx, deliver.as_ref());
+    if tokio::time::timeout(left(started), final_round)
+        .await
+        .is_err()
+    {
+        tracing::warn!("final evaluation did not finish before the deadline");
+    }
+    deliver.flush(left(started)).await;
+    tracing::info!("final evaluation delivered; exiting");
+    admin_stop.cancel();
+    finish.cancel();
+    drop(shared);
+    drop(handle);
+    tracker.close();
+    let _ = tokio::time::timeout(left(started), tracker.wait()).await;
+    Ok(())
+}
+
+async fn evaluate_once(
+    handle: &aggregate::Handle,
+    spec: &Arc<SloSpec>,
+    evaluator: &mut Evaluator,
+    snap_tx: &watch::Sender<Arc<Snapshot>>,
+    deliver: &dyn Deliver,
+) {
+    let now = SystemTime::now();
+    let now_secs = now_s();
+    let spec2 = spec.clone();
+    let Ok(ev) = handle
+        .query(move |a| eval::evaluate(&spec2, a, now_secs))
+        .await
+    else {
+        tracing::warn!("aggregator gone; evaluation skipped");
+        return;
+    };
+    let (notes, snap) = evaluator.round(ev, now);
+    for n in notes {
+        deliver.deliver(n);
+    }
+    let _ = snap_tx.send(Arc::new(snap));
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+pub fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM"),
+                        _ = int.recv() => tracing::info!("SIGINT"),
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        shutdown.cancel();
+    });
+}
+
+/// The notification path configured by `cfg`.
+pub fn deliverer(_cfg: &Config) -> Arc<dyn Deliver> {
+    Arc::new(LogOnly::default())
+}

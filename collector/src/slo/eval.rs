@@ -1,0 +1,658 @@
+//! SLO evaluation: a pure function of (aggregated counts, spec, now).
+//!
+//! For every function and every SLO whose selector matches it: good/valid event counts and the
+//! SLI over each reported window (`5m 30m 1h 6h 3d 30d`) and each burn-rule window, the error
+//! budget over the SLO window, burn rates, and one [`Condition`] per burn rule (or, for the
+//! `throttles` count budget, one per budget exhaustion), plus a no-data condition per function.
+//!
+//! The maths, all from raw event counts (never from averaged ratios):
+//! - SLI(w) = good(w) / valid(w); undefined when valid(w) = 0.
+//! - burn(w) = (bad(w) / valid(w)) / (1 − objective).
+//! - budget consumed = bad(window) / ((1 − objective) × valid(window)); remaining = 1 − consumed.
+//!   For `throttles`: consumed = throttles(window) / objective (the count budget).
+//! - A burn rule fires when burn(long) ≥ factor and burn(short) ≥ factor and valid(long) ≥
+//!   `min_events_per_hour × long-window hours` (the low-traffic guard, [`Defaults::min_events_for`]).
+//! - `throttles` fires (severity ticket) once the window's count reaches the budget
+//!   (consumed ≥ 1), never on a burn rate.
+//! - No data: a function that averaged at least one invocation per `no_data_after` over the
+//!   last 3 days and has been silent for `no_data_after` (and less than 3 days: after that it is
+//!   considered retired) raises a ticket.
+//! - `dlq_ratio`: valid = AsyncEventsReceived, bad = max(AsyncEventsDropped, SQS DLQ
+//!   NumberOfMessagesSent): AWS counts an event sent to a DLQ as dropped too, and the SQS figure
+//!   covers streams that only carry the queue's metrics.
+//!
+//! Windows are answered at bucket granularity (`aggregate::series`): a window `W` covers between
+//! `W − bucket width` and `W` of history.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::{
+    aggregate::{
+        Aggregates, FunctionKey, FunctionState, InitKind, Layout, PlatformCounter,
+        function::{COLD_TOTAL, INV_TB_GOOD, INV_TB_TOTAL},
+        hist::Quantiles,
+        series::Window,
+    },
+    alerting::alert::{Evidence, time_to_exhaustion},
+    slo::spec::{Defaults, InitType, Severity, Sli, SloDef, SloSpec},
+};
+
+/// The windows every SLO reports (Contract 2 `window` label values).
+pub const REPORT_WINDOWS: [Duration; 6] = [
+    Duration::from_secs(300),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(6 * 3600),
+    Duration::from_secs(3 * 86_400),
+    Duration::from_secs(30 * 86_400),
+];
+
+/// How far back the no-data rule looks for "was reporting".
+pub const NO_DATA_LOOKBACK: Duration = Duration::from_secs(3 * 86_400);
+
+/// The [`Layout`] a spec needs counted at ingest.
+pub fn layout_for(spec: &SloSpec) -> Layout {
+    let cold: Vec<f64> = spec
+        .cold_start_thresholds()
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    let fractions: Vec<f64> = spec
+        .slos
+        .iter()
+        .filter_map(|s| match s.sli {
+            Sli::TimeoutBudget { fraction } => Some(fraction),
+            _ => None,
+        })
+        .chain(std::iter::once(spec.timeout_budget_fraction()))
+        .collect();
+    Layout::new(&cold, &fractions)
+}
+
+fn init_kind(t: InitType) -> InitKind {
+    match t {
+        InitType::OnDemand => InitKind::OnDemand,
+        InitType::ProvisionedConcurrency => InitKind::Provisioned,
+        InitType::SnapStart => InitKind::SnapStart,
+        InitType::LambdaManagedInstances => InitKind::ManagedInstances,
+    }
+}
+
+/// Good and valid events (for `throttles`: `valid` is the throttle count, `good` 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub good: u64,
+    pub valid: u64,
+}
+
+impl Counts {
+    pub fn bad(&self) -> u64 {
+        self.valid.saturating_sub(self.good)
+    }
+    pub fn ratio(&self) -> Option<f64> {
+        (self.valid > 0).then(|| self.good as f64 / self.valid as f64)
+    }
+}
+
+/// The counts of `sli` for one function over `window` ending at `now_s`.
+pub fn counts(
+    sli: &Sli,
+    layout: &Layout,
+    state: &FunctionState,
+    window: Duration,
+    now_s: u64,
+) -> Counts {
+    let Some(w) = Window::resolve(window.as_secs(), now_s) else {
+        return Counts::default();
+    };
+    match sli {
+        Sli::ColdStart {
+            threshold,
+            init_types,
+        } => {
+            let Some(idx) = layout.cold_index(threshold.as_secs_f64() * 1000.0) else {
+                return Counts::default();
+            };
+            let mut c = Counts::default();
+            let mut buf = vec![0u64; layout.cold_stride()];
+            for t in init_types {
+                if let Some(cs) = state.cold.get(&init_kind(*t)) {
+                    buf.fill(0);
+                    cs.series.sum_into(w, now_s, &mut buf);
+                    c.valid += buf[COLD_TOTAL];
+                    c.good += buf[1 + idx];
+                }
+            }
+            c
+        }
+        Sli::ErrorRate => {
+            let v = state.invocation_counts(w, now_s);
+            Counts {
+                good: v[0],
+                valid: v[..4].iter().sum(),
+            }
+        }
+        Sli::TimeoutBudget { fraction } => {
+            let Some(idx) = layout.fraction_index(*fraction) else {
+                return Counts::default();
+            };
+            let v = state.invocation_counts(w, now_s);
+            Counts {
+                good: v[INV_TB_GOOD + idx],
+                valid: v[INV_TB_TOTAL],
+            }
+        }
+        Sli::DlqRatio => {
+            let Some(p) = &state.platform else {
+                return Counts::default();
+            };
+            let mut v = [0u64; PlatformCounter::COUNT];
+            p.sum_into(w, now_s, &mut v);
+            let valid = v[PlatformCounter::AsyncEventsReceived as usize];
+            let bad = v[PlatformCounter::AsyncEventsDropped as usize]
+                .max(v[PlatformCounter::DlqMessagesSent as usize]);
+            Counts {
+                good: valid.saturating_sub(bad),
+                valid: valid.max(bad),
+            }
+        }
+        Sli::Throttles => {
+            let n = state
+                .platform
+                .as_ref()
+                .map_or(0, |p| p.sum(w, now_s, PlatformCounter::Throttles as usize));
+            Counts { good: 0, valid: n }
+        }
+    }
+}
+
+/// One window of one SLO.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WindowStatus {
+    pub window: String,
+    pub good: u64,
+    pub valid: u64,
+    /// good / valid (`throttles`: the count).
+    pub sli: Option<f64>,
+    pub burn_rate: Option<f64>,
+}
+
+/// A burn rule (or budget rule) evaluated for one function and SLO.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub severity: Severity,
+    pub active: bool,
+    /// False when the low-traffic guard held the rule back.
+    pub guard_passed: bool,
+    pub evidence: Evidence,
+}
+
+/// One SLO for one function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloStatus {
+    /// Index into `spec.slos`.
+    pub slo_index: usize,
+    pub name: String,
+    pub objective: f64,
+    pub window: Duration,
+    pub windows: Vec<WindowStatus>,
+    /// Over the SLO window.
+    pub budget: Counts,
+    pub budget_consumed: f64,
+    pub budget_remaining: f64,
+    pub conditions: Vec<Condition>,
+}
+
+/// Everything evaluated for one function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionStatus {
+    pub key: FunctionKey,
+    pub slos: Vec<SloStatus>,
+    /// Init duration percentiles (ms) per init type seen.
+    pub cold_start_ms: BTreeMap<&'static str, Quantiles>,
+    pub invocation_ms: Option<Quantiles>,
+    pub last_seen_s: u64,
+    /// Active when a reporting function went silent (see module doc).
+    pub no_data: Option<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Evaluation {
+    pub now_s: u64,
+    pub functions: Vec<FunctionStatus>,
+}
+
+fn burn(slo: &SloDef, c: Counts) -> Option<f64> {
+    slo.burn_rate(c.bad(), c.valid)
+}
+
+fn evaluate_slo(
+    slo_index: usize,
+    slo: &SloDef,
+    defaults: &Defaults,
+    layout: &Layout,
+    state: &FunctionState,
+    now_s: u64,
+) -> SloStatus {
+    let count_budget = slo.sli.is_count_budget();
+    let windows = REPORT_WINDOWS
+        .iter()
+        .map(|w| {
+            let c = counts(&slo.sli, layout, state, *w, now_s);
+            WindowStatus {
+                window: crate::config::format_duration(*w),
+                good: c.good,
+                valid: c.valid,
+                sli: if count_budget {
+                    Some(c.valid as f64)
+                } else {
+                    c.ratio()
+                },
+                burn_rate: burn(slo, c),
+            }
+        })
+        .collect();
+    let budget = counts(&slo.sli, layout, state, slo.window, now_s);
+    let consumed = if count_budget {
+        if slo.objective > 0.0 {
+            budget.valid as f64 / slo.objective
+        } else {
+            f64::from(u8::from(budget.valid > 0))
+        }
+    } else if budget.valid == 0 {
+        0.0
+    } else {
+        budget.bad() as f64 / (slo.error_budget() * budget.valid as f64)
+    };
+    let mut conditions = Vec::new();
+    if count_budget {
+        conditions.push(Condition {
+            severity: Severity::Ticket,
+            active: consumed >= 1.0,
+            guard_passed: true,
+            evidence: Evidence {
+                sli: budget.valid as f64,
+                objective: slo.objective,
+                burn_rate_long: None,
+                burn_rate_short: None,
+                long_window: slo.window,
+                short_window: slo.window,
+                factor: 1.0,
+                budget_consumed: consumed,
+                time_to_exhaustion: None,
+                good: 0,
+                total: budget.valid,
+            },
+        });
+    } else {
+        for rule in &defaults.burn_rules {
+            let long = counts(&slo.sli, layout, state, rule.long, now_s);
+            let short = counts(&slo.sli, layout, state, rule.short, now_s);
+            let (bl, bs) = (burn(slo, long), burn(slo, short));
+            let guard_passed = long.valid >= defaults.min_events_for(rule.long);
+            let active = guard_passed
+                && bl.is_some_and(|b| b >= rule.factor)
+                && bs.is_some_and(|b| b >= rule.factor);
+            conditions.push(Condition {
+                severity: rule.severity,
+                active,
+                guard_passed,
+                evidence: Evidence {
+                    sli: long.ratio().unwrap_or(1.0),
+                    objective: slo.objective,
+                    burn_rate_long: bl,
+                    burn_rate_short: bs,
+                    long_window: rule.long,
+                    short_window: rule.short,
+                    factor: rule.factor,
+                    budget_consumed: consumed,
+                    time_to_exhaustion: bl
+                        .and_then(|b| time_to_exhaustion(consumed, b, slo.window)),
+                    good: long.good,
+                    total: long.valid,
+                },
+            });
+        }
+    }
+    SloStatus {
+        slo_index,
+        name: slo.name.clone(),
+        objective: slo.objective,
+        window: slo.window,
+        windows,
+        budget,
+        budget_consumed: consumed,
+        budget_remaining: 1.0 - consumed,
+        conditions,
+    }
+}
+
+/// The no-data condition for one function (`None` when the spec turns it off).
+pub fn no_data(defaults: &Defaults, state: &FunctionState, now_s: u64) -> Option<Condition> {
+    let after = defaults.no_data_after?;
+    let silent = now_s.saturating_sub(state.last_seen_s);
+    let lookback = NO_DATA_LOOKBACK.as_secs();
+    let w = Window::resolve(lookback, now_s)?;
+    let recent: u64 = state.invocation_counts(w, now_s)[..4].iter().sum();
+    let expected = lookback / after.as_secs().max(1);
+    let was_reporting = recent >= expected.max(1);
+    let active =
+        state.last_seen_s > 0 && silent >= after.as_secs() && silent < lookback && was_reporting;
+    Some(Condition {
+        severity: Severity::Ticket,
+        active,
+        guard_passed: was_reporting,
+        evidence: Evidence {
+            sli: 0.0,
+            objective: 0.0,
+            burn_rate_long: None,
+            burn_rate_short: None,
+            long_window: Duration::from_secs(silent),
+            short_window: after,
+            factor: 1.0,
+            budget_consumed: 0.0,
+            time_to_exhaustion: None,
+            good: 0,
+            total: recent,
+        },
+    })
+}
+
+/// Evaluates one function against every SLO that selects it.
+pub fn evaluate_function(
+    spec: &SloSpec,
+    layout: &Layout,
+    key: &FunctionKey,
+    state: &FunctionState,
+    now_s: u64,
+) -> FunctionStatus {
+    let slos = spec
+        .slos
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.selector.matches(
+                &key.function,
+                &key.version,
+                &key.region,
+                &key.account,
+                &state.tags,
+            )
+        })
+        .map(|(i, s)| evaluate_slo(i, s, &spec.defaults, layout, state, now_s))
+        .collect();
+    let cold_start_ms = state
+        .cold
+        .iter()
+        .filter_map(|(k, cs)| cs.percentiles.quantiles(now_s).map(|q| (k.label(), q)))
+        .collect();
+    FunctionStatus {
+        key: key.clone(),
+        slos,
+        cold_start_ms,
+        invocation_ms: state.duration_percentiles.quantiles(now_s),
+        last_seen_s: state.last_seen_s,
+        no_data: no_data(&spec.defaults, state, now_s),
+    }
+}
+
+/// Evaluates every function, sorted by key.
+pub fn evaluate(spec: &SloSpec, agg: &Aggregates, now_s: u64) -> Evaluation {
+    let mut functions: Vec<FunctionStatus> = agg
+        .functions
+        .iter()
+        .map(|(k, s)| evaluate_function(spec, &agg.layout, k, s, now_s))
+        .collect();
+    functions.sort_by(|a, b| a.key.cmp(&b.key));
+    Evaluation { now_s, functions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{Batch, Event, Group, Invocation, Outcome, Target};
+
+    const T0: u64 = 1_799_996_400; // a whole hour
+
+    fn key() -> FunctionKey {
+        FunctionKey {
+            function: "checkout".into(),
+            version: "1".into(),
+            region: "eu-west-1".into(),
+            account: "1".into(),
+        }
+    }
+
+    fn inv(t_s: u64, outcome: Outcome) -> Event {
+        Event::Invocation(Invocation {
+            t_s,
+            outcome,
+            duration_ms: 100.0,
+            billed_ms: Some(100.0),
+            memory_mb: Some(128.0),
+            max_memory_mb: None,
+            timeout_ms: Some(1000.0),
+        })
+    }
+
+    fn feed(a: &mut Aggregates, events: Vec<Event>) {
+        a.apply(Batch {
+            received_s: T0,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: key(),
+                    tags: vec![],
+                    instance: "i".into(),
+                },
+                events,
+            }],
+        });
+    }
+
+    fn error_rate(ev: &Evaluation) -> &SloStatus {
+        ev.functions[0]
+            .slos
+            .iter()
+            .find(|s| s.name == "error_rate")
+            .unwrap()
+    }
+
+    fn pages(ev: &Evaluation) -> bool {
+        error_rate(ev)
+            .conditions
+            .iter()
+            .any(|c| c.severity == Severity::Page && c.active)
+    }
+
+    /// Issue case 1: six invocations an hour, one of them failing, for a whole day: nobody is
+    /// paged (nor ticketed), although the burn rate is 167×.
+    #[test]
+    fn one_failure_in_six_an_hour_pages_nobody() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        for h in 0..24 {
+            let events = (0..6)
+                .map(|i| {
+                    let o = if i == 0 {
+                        Outcome::Error
+                    } else {
+                        Outcome::Success
+                    };
+                    inv(T0 + h * 3600 + i * 600, o)
+                })
+                .collect();
+            feed(&mut a, events);
+        }
+        for minute in 0..(24 * 60) {
+            let ev = evaluate(&spec, &a, T0 + minute * 60);
+            let s = error_rate(&ev);
+            assert!(
+                s.conditions.iter().all(|c| !c.active),
+                "fired at minute {minute}"
+            );
+        }
+        let ev = evaluate(&spec, &a, T0 + 24 * 3600 - 1);
+        let s = error_rate(&ev);
+        let b1h = s.windows.iter().find(|w| w.window == "1h").unwrap();
+        assert!((b1h.burn_rate.unwrap() - (1.0 / 6.0) / 0.001).abs() < 1e-6);
+        assert!(s.conditions.iter().all(|c| !c.guard_passed || !c.active));
+    }
+
+    /// Issue case 2: a function at 100 invocations an hour goes fully down; the page fires within
+    /// 10 minutes (evaluated every 30 s with injected time).
+    #[test]
+    fn full_outage_at_100_an_hour_pages_within_10_minutes() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        // Six healthy hours at 100/h (one every 36 s), then the outage at T0 + 6 h.
+        let outage = T0 + 6 * 3600;
+        let healthy = (0..600)
+            .map(|i| inv(T0 + i * 36, Outcome::Success))
+            .collect();
+        feed(&mut a, healthy);
+        let mut fired_at = None;
+        let mut t = outage;
+        let mut next_inv = outage;
+        while t <= outage + 600 {
+            let due: Vec<Event> = std::iter::from_fn(|| {
+                (next_inv <= t).then(|| {
+                    let e = inv(next_inv, Outcome::Error);
+                    next_inv += 36;
+                    e
+                })
+            })
+            .collect();
+            feed(&mut a, due);
+            if pages(&evaluate(&spec, &a, t)) {
+                fired_at = Some(t - outage);
+                break;
+            }
+            t += 30;
+        }
+        let after = fired_at.expect("no page within 10 minutes of a full outage");
+        assert!(after <= 600, "paged after {after} s");
+    }
+
+    /// Hand-computed: 10,000 invocations over the last 30 days of which 5 failed, and 2 of 100 in
+    /// the last hour failed. objective 0.999 → budget 10 bad; consumed 0.5 + …
+    #[test]
+    fn budget_and_burn_rates_from_counts() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        let now = T0 + 20 * 86_400;
+        // 9,900 successes spread over days 1..19 (bucketed in the 12 h ring), 3 errors on day 2.
+        let mut events: Vec<Event> = (0..9_900)
+            .map(|i| inv(T0 + 86_400 + (i * 150) % (18 * 86_400), Outcome::Success))
+            .collect();
+        events.extend((0..3).map(|i| inv(T0 + 2 * 86_400 + i, Outcome::Error)));
+        // The last hour: 98 successes and 2 errors.
+        events.extend((0..98).map(|i| inv(now - 3000 + i * 10, Outcome::Success)));
+        events.extend((0..2).map(|i| inv(now - 100 + i, Outcome::Error)));
+        feed(&mut a, events);
+        let ev = evaluate(&spec, &a, now);
+        let s = error_rate(&ev);
+        // 30 d: 10,003 valid, 5 bad → consumed = 5 / (0.001 × 10,003) = 0.49985…
+        assert_eq!((s.budget.valid, s.budget.bad()), (10_003, 5));
+        assert!((s.budget_consumed - 5.0 / (0.001 * 10_003.0)).abs() < 1e-9);
+        assert!((s.budget_remaining - (1.0 - 5.0 / 10.003)).abs() < 1e-9);
+        // 1 h: 2 of 100 bad → burn = 0.02 / 0.001 = 20 (≥ 14.4); 5 m: 2 of ≤ 32 → > 14.4.
+        let w1h = s.windows.iter().find(|w| w.window == "1h").unwrap();
+        assert_eq!((w1h.good, w1h.valid), (98, 100));
+        assert!((w1h.burn_rate.unwrap() - 20.0).abs() < 1e-9);
+        // Guard: 100 ≥ 60 → the 1 h / 5 m page rule is active.
+        let page1 = &s.conditions[0];
+        assert!(page1.guard_passed && page1.active);
+        // 6 h: 100 valid < 360 required → held back by the guard.
+        assert!(!s.conditions[1].guard_passed && !s.conditions[1].active);
+        let tte = page1.evidence.time_to_exhaustion.unwrap().as_secs_f64();
+        let expect = (1.0 - s.budget_consumed) * 30.0 * 86_400.0 / 20.0;
+        assert!((tte - expect).abs() < 1.0);
+    }
+
+    #[test]
+    fn throttles_alert_on_budget_consumed_not_burn_rate() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        feed(&mut a, vec![inv(T0, Outcome::Success)]);
+        let throttles = |n: u64| Event::Platform {
+            t_s: T0 + 60,
+            counter: PlatformCounter::Throttles,
+            value: n,
+            queue: None,
+        };
+        feed(&mut a, vec![throttles(4)]);
+        let th = |ev: &Evaluation| {
+            ev.functions[0]
+                .slos
+                .iter()
+                .find(|s| s.name == "throttles")
+                .cloned()
+                .unwrap()
+        };
+        let s = th(&evaluate(&spec, &a, T0 + 120));
+        assert!((s.budget_consumed - 0.8).abs() < 1e-12);
+        assert!(!s.conditions[0].active);
+        assert!(s.windows.iter().all(|w| w.burn_rate.is_none()));
+        feed(&mut a, vec![throttles(1)]);
+        let s = th(&evaluate(&spec, &a, T0 + 120));
+        assert!(s.conditions[0].active, "5 of a budget of 5");
+        assert_eq!(s.conditions[0].severity, Severity::Ticket);
+    }
+
+    #[test]
+    fn no_data_when_a_steady_function_goes_silent() {
+        let spec = SloSpec::embedded_default();
+        let after = spec.defaults.no_data_after.unwrap().as_secs();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        // One invocation a minute for 6 hours.
+        feed(
+            &mut a,
+            (0..360)
+                .map(|i| inv(T0 + i * 60, Outcome::Success))
+                .collect(),
+        );
+        let last = T0 + 359 * 60;
+        let nd = |now| {
+            evaluate(&spec, &a, now).functions[0]
+                .no_data
+                .clone()
+                .unwrap()
+        };
+        assert!(!nd(last + after - 60).active);
+        assert!(nd(last + after).active);
+        assert!(!nd(last + 4 * 86_400).active, "retired after 3 days");
+    }
+
+    #[test]
+    fn cold_start_counts_by_threshold_and_init_type() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        let init = |ms: f64, kind| Event::Init {
+            t_s: T0,
+            kind,
+            duration_ms: ms,
+        };
+        feed(
+            &mut a,
+            vec![
+                init(499.0, InitKind::OnDemand),
+                init(500.0, InitKind::OnDemand),
+                init(501.0, InitKind::OnDemand),
+                init(9000.0, InitKind::Provisioned),
+            ],
+        );
+        let ev = evaluate(&spec, &a, T0 + 10);
+        let cs = ev.functions[0]
+            .slos
+            .iter()
+            .find(|s| s.name == "cold_start")
+            .unwrap();
+        let w = cs.windows.iter().find(|w| w.window == "5m").unwrap();
+        assert_eq!(
+            (w.good, w.valid),
+            (2, 3),
+            "≤ 500 ms is good; provisioned not selected"
+        );
+        assert_eq!(ev.functions[0].cold_start_ms["on-demand"].count, 3);
+    }
+}
