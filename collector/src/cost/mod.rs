@@ -19,6 +19,7 @@
 //! `region`, `account`) are added by the exporter; samples carry only their extra labels.
 
 pub mod cli;
+pub mod ledger;
 pub mod memory;
 pub mod model;
 pub mod prices;
