@@ -273,7 +273,7 @@ impl Alert {
 }
 
 /// Budget consumed → time to exhaustion at `burn_rate` (budget spent per window-length at rate 1):
-/// `(1 − consumed) × window / burn_rate`. `None` when the burn rate is not positive or the
+/// `(1 − consumed) × window / burn_rate`, rounded to whole seconds. `None` when the burn rate is not positive or the
 /// budget is already gone.
 pub fn time_to_exhaustion(
     budget_consumed: f64,
@@ -285,7 +285,51 @@ pub fn time_to_exhaustion(
         return None;
     }
     let seconds = (1.0 - budget_consumed) * window.as_secs_f64() / burn_rate;
-    Duration::try_from_secs_f64(seconds).ok()
+    // Whole seconds: the inputs are not more precise than that.
+    Duration::try_from_secs_f64(seconds.round()).ok()
+}
+
+/// A fixed, fully populated alert for golden and dispatcher tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::slo::spec::SloSpec;
+
+    /// The error-rate page alert for `function`, firing since 2026-11-29T18:00:00Z.
+    pub(crate) fn sample_alert(function: &str) -> Alert {
+        let spec = SloSpec::embedded_default();
+        let slo = &spec.slos[1];
+        let key = FunctionLabels {
+            function: function.to_owned(),
+            version: "$LATEST".to_owned(),
+            region: "eu-west-1".to_owned(),
+            account: "123456789012".to_owned(),
+        };
+        let starts_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_975_200);
+        Alert {
+            fingerprint: Fingerprint::compute(&slo.name, &key, Severity::Page),
+            status: AlertStatus::Firing,
+            starts_at,
+            ends_at: None,
+            labels: Alert::slo_labels(slo, &key, Severity::Page),
+            summary: format!("{function}: error budget burning 20× too fast"),
+            description: "2.0% of 1000 invocations failed over 1h (objective 99.9%).".to_owned(),
+            evidence: Evidence {
+                sli: 0.98,
+                objective: 0.999,
+                burn_rate_long: Some(20.0),
+                burn_rate_short: Some(25.0),
+                long_window: Duration::from_secs(3600),
+                short_window: Duration::from_secs(300),
+                factor: 14.4,
+                budget_consumed: 0.0278,
+                time_to_exhaustion: time_to_exhaustion(0.0278, 20.0, spec.slos[1].window),
+                good: 980,
+                total: 1000,
+            },
+            runbook_url: spec.defaults.runbook_url(RunbookPage::ErrorRate),
+        }
+    }
 }
 
 #[cfg(test)]
