@@ -210,7 +210,7 @@ c = td["ContainerDefinitions"][0]
 if c.get("StopTimeout") != 30:
     bad.append(f"collector container StopTimeout is {c.get('StopTimeout')}, want 30 (SIGTERM drain is 25 s)")
 hc = c.get("HealthCheck", {}).get("Command", [])
-if hc[:1] != ["CMD"] or "healthcheck" not in hc:
+if hc != ["CMD", "/lambdawatch-healthcheck"]:
     bad.append(f"container health check must exec the binary's readiness probe, got {hc}")
 secrets = {s["Name"]: s["ValueFrom"] for s in c.get("Secrets", [])}
 if secrets.get("LAMBDAWATCH_AUTH_TOKEN") != {"Ref": "AuthTokenSecret"}:
