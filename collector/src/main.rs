@@ -1,4 +1,4 @@
-//! `lambdawatch-collector`: `serve` (default), `validate <file>`, `rules <file>`.
+//! `lambdawatch-collector`: `serve` (default), `validate <file>`, `rules <file>`, `cost …`.
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -25,6 +25,8 @@ enum Command {
     Validate { file: PathBuf },
     /// Print the Prometheus recording and alerting rules generated from an SLO spec.
     Rules { file: PathBuf },
+    /// Monthly AWS Lambda cost of a what-if configuration (docs/cost.md).
+    Cost(lambdawatch_collector::cost::CostArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,16 @@ fn main() -> ExitCode {
             );
             ExitCode::FAILURE
         }
+        Command::Cost(args) => match lambdawatch_collector::cost::run_cost_cli(args) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("lambdawatch-collector cost: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve => match run(cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,21 +1,23 @@
-//! The three cost vectors through `lambdawatch-collector cost`.
+//! The three cost vectors through the real binary: `lambdawatch-collector cost …`.
 
 use std::path::PathBuf;
+use std::process::Command;
 
-use clap::Parser;
-use lambdawatch_collector::cost::{CostArgs, run_cost_cli};
-
-/// The `cost` subcommand's argument parser, exactly as the binary flattens it.
-#[derive(Parser)]
-struct Cost {
-    #[command(flatten)]
-    args: CostArgs,
-}
-
+/// Runs `lambdawatch-collector cost <argv>`: stdout on success, stderr on failure.
 fn cost(argv: &[&str]) -> Result<String, String> {
-    let cli = Cost::try_parse_from(std::iter::once("cost").chain(argv.iter().copied()))
-        .map_err(|e| e.to_string())?;
-    run_cost_cli(cli.args).map_err(|e| format!("{e:#}"))
+    let out = Command::new(env!("CARGO_BIN_EXE_lambdawatch-collector"))
+        .arg("cost")
+        .args(argv)
+        .output()
+        .expect("run lambdawatch-collector");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        assert!(stdout.is_empty(), "failed run printed to stdout: {stdout}");
+        Err(stderr)
+    }
 }
 
 fn total(out: &str) -> &str {
@@ -112,6 +114,8 @@ fn prices_override_file_and_unverified_warning() {
     std::fs::write(&path, "as_of: 2026-01-01\n").unwrap();
     let e = cost(&["--prices", p]).unwrap_err();
     assert!(e.contains("missing field"), "{e}");
+    let e = cost(&["--memory-mb", "64"]).unwrap_err();
+    assert!(e.contains("--memory-mb 64 is outside"), "{e}");
     // eu-central-1's provisioned concurrency price is flagged as unverified.
     let out = cost(&["--region", "eu-central-1", "--provisioned", "1"]).unwrap();
     assert!(

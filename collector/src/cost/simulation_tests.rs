@@ -78,7 +78,7 @@ fn in_spike(minute: u64, grace: u64) -> Option<usize> {
 }
 
 fn is_eval_minute(m: u64) -> bool {
-    (m + 1) % EVAL_EVERY_MIN == 0
+    (m + 1).is_multiple_of(EVAL_EVERY_MIN)
 }
 
 #[test]
