@@ -1,0 +1,245 @@
+//! The collector against real peers: the Python OpenTelemetry SDK exporting over OTLP/gRPC and
+//! OTLP/HTTP (gzip, bearer token), and a real Prometheus scraping `/metrics`.
+
+use std::{process::Command, time::Duration};
+
+use lambdawatch_tests::{Child, free_port, http, peers, wait_until, workspace_bin};
+
+struct Addrs {
+    grpc: String,
+    http: String,
+    admin: String,
+}
+
+fn start_collector(extra_env: &[(&str, &str)]) -> (Child, Addrs) {
+    let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let child = Child::spawn("collector", &mut cmd);
+    let line = child.wait_for_text("lambdawatch-collector listening", Duration::from_secs(30));
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_owned()
+    };
+    let addrs = Addrs {
+        grpc: field("otlp_grpc"),
+        http: field("otlp_http"),
+        admin: field("admin"),
+    };
+    (child, addrs)
+}
+
+fn metrics(admin: &str) -> String {
+    http::get(&format!("http://{admin}/metrics"), Duration::from_secs(5))
+        .expect("GET /metrics")
+        .text()
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sends, with the SDK's own exporters, `n_ok` successful and `n_err` failed invocation spans of
+/// our shape plus one span of an ordinary application, once over gRPC and once over HTTP.
+const SCRIPT: &str = r#"
+import sys
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression as GrpcCompression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+from opentelemetry.trace import SpanKind
+
+grpc_addr, http_addr, token, n_ok, n_err = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+headers = {"authorization": "Bearer " + token}
+
+def send(exporter, version):
+    resource = Resource.create({
+        "service.name": "py-fn", "faas.name": "py-fn", "faas.version": version,
+        "cloud.region": "eu-west-1", "cloud.account.id": "123456789012",
+        "cloud.provider": "aws", "cloud.platform": "aws_lambda",
+    })
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracer = provider.get_tracer("collector-peers")
+    for i in range(n_ok + n_err):
+        outcome = "success" if i < n_ok else "error"
+        with tracer.start_as_current_span("py-fn", kind=SpanKind.SERVER) as span:
+            span.set_attribute("lambdawatch.span.type", "invocation")
+            span.set_attribute("faas.invocation_id", "inv-%d" % i)
+            span.set_attribute("aws.lambda.outcome", outcome)
+            span.set_attribute("aws.lambda.duration_ms", 12.5 + i)
+            span.set_attribute("aws.lambda.timeout_ms", 3000)
+    with tracer.start_as_current_span("GET /orders"):
+        pass
+    assert provider.force_flush(10_000), "flush failed"
+    provider.shutdown()
+
+send(GrpcExporter(endpoint="http://" + grpc_addr, insecure=True, headers=headers,
+                  compression=GrpcCompression.Gzip), "grpc")
+send(HttpExporter(endpoint="http://" + http_addr + "/v1/traces", headers=headers,
+                  compression=HttpCompression.Gzip), "http")
+print("sent")
+"#;
+
+#[test]
+fn python_sdk_over_grpc_and_http_is_counted() {
+    let python = peers::python_module("opentelemetry.exporter.otlp.proto.grpc.trace_exporter");
+    peers::python_module("opentelemetry.exporter.otlp.proto.http.trace_exporter");
+    let (_collector, a) = start_collector(&[("LAMBDAWATCH_AUTH_TOKEN", "peer-token")]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("send.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let out = Command::new(python)
+        .arg(&script)
+        .args([&a.grpc, &a.http, "peer-token", "7", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("sent"),
+        "python exporter failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for version in ["grpc", "http"] {
+        let prefix = |outcome: &str| {
+            format!(
+                "lambdawatch_invocations_total{{function=\"py-fn\",version=\"{version}\",region=\"eu-west-1\",account=\"123456789012\",outcome=\"{outcome}\"}}"
+            )
+        };
+        let text = wait_until(
+            &format!("7 successes over {version}"),
+            Duration::from_secs(20),
+            || {
+                let t = metrics(&a.admin);
+                (value(&t, &prefix("success")) == Some(7.0)).then_some(t)
+            },
+        );
+        assert_eq!(value(&text, &prefix("error")), Some(3.0), "{text}");
+    }
+    let text = metrics(&a.admin);
+    // 2 × (10 invocation spans + 1 application span), every one counted.
+    assert_eq!(
+        value(&text, "lambdawatch_ingest_items_total{signal=\"traces\"}"),
+        Some(22.0)
+    );
+    for protocol in ["grpc", "http"] {
+        let ok = value(
+            &text,
+            &format!(
+                "lambdawatch_ingest_requests_total{{protocol=\"{protocol}\",signal=\"traces\",result=\"ok\"}}"
+            ),
+        )
+        .unwrap_or(0.0);
+        assert!(ok >= 1.0, "no accepted {protocol} request:\n{text}");
+    }
+    // The SLO status reflects the SDK's spans.
+    let slos = wait_until("an evaluation with py-fn", Duration::from_secs(20), || {
+        let j = http::get(
+            &format!("http://{}/api/v1/slos", a.admin),
+            Duration::from_secs(5),
+        )
+        .ok()?
+        .json();
+        j["functions"]
+            .as_array()
+            .is_some_and(|f| f.len() == 2)
+            .then_some(j)
+    });
+    let er = slos["functions"][0]["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slo"] == "error_rate")
+        .unwrap()
+        .clone();
+    assert_eq!(er["budget"]["valid"], 10);
+    assert_eq!(er["budget"]["good"], 7);
+}
+
+#[test]
+fn real_prometheus_scrapes_the_collector() {
+    let prometheus = peers::bin("prometheus");
+    let (_collector, a) = start_collector(&[]);
+    // Ten invocation spans over OTLP/JSON.
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let spans: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b17{i}","name":"checkout","kind":2,
+                "startTimeUnixNano":"{}","endTimeUnixNano":"{end}",
+                "attributes":[{{"key":"lambdawatch.span.type","value":{{"stringValue":"invocation"}}}},
+                {{"key":"aws.lambda.outcome","value":{{"stringValue":"success"}}}},
+                {{"key":"aws.lambda.duration_ms","value":{{"doubleValue":20.0}}}}]}}"#,
+                end - 20_000_000
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"faas.name","value":{{"stringValue":"checkout"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    );
+    let r = http::request(
+        "POST",
+        &format!("http://{}/v1/traces", a.http),
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: lambdawatch\n    static_configs:\n      - targets: ['{}']\n",
+            a.admin
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prom = Child::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+    );
+    let query = "http://127.0.0.1:{port}/api/v1/query?query=lambdawatch_invocations_total%7Bfunction%3D%22checkout%22%2Coutcome%3D%22success%22%7D"
+        .replace("{port}", &port.to_string());
+    let v = wait_until(
+        "Prometheus to have scraped lambdawatch_invocations_total",
+        Duration::from_secs(60),
+        || {
+            let j = http::get(&query, Duration::from_secs(5)).ok()?.json();
+            j["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_owned)
+        },
+    );
+    assert_eq!(v, "10");
+    // The scrape itself succeeded (up == 1) and parsed every family.
+    let up = format!("http://127.0.0.1:{port}/api/v1/query?query=up");
+    let j = http::get(&up, Duration::from_secs(5)).unwrap().json();
+    assert_eq!(j["data"]["result"][0]["value"][1], "1");
+}
