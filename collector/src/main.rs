@@ -86,7 +86,7 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         serve::spawn_signal_handler(shutdown.clone());
-        let deliver = serve::deliverer(&cfg);
+        let deliver = serve::deliverer(&cfg)?;
         serve::run(cfg, slo_spec, deliver, shutdown, |r| {
             let b = r.bound;
             println!(

@@ -27,6 +27,10 @@ use crate::{
     aggregate::{self, Aggregates, FunctionKey},
     alerting::{
         alert::{self, Alert, AlertStatus, FunctionLabels},
+        sinks::{
+            AlertmanagerConfig, AlertmanagerSink, DeliveryCounters, Dispatcher, DispatcherConfig,
+            LogSink, SinkConfigError, WebhookConfig, WebhookSink,
+        },
         state::{AlertStates, Observed, Phase, Policy},
     },
     config::Config,
@@ -74,33 +78,89 @@ pub mod futures_lite_boxed {
     pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 }
 
-/// Notifications written to the log only (no sink configured).
-#[derive(Debug, Default)]
-pub struct LogOnly {
-    sent: std::sync::atomic::AtomicU64,
+/// The production [`Deliver`]: `alerting::sinks::Dispatcher` (bounded per-sink queues, retries
+/// with backoff, a sink that is down never blocks another) with the log sink always on, plus
+/// Alertmanager and the webhook when configured.
+pub struct Dispatch {
+    dispatcher: std::sync::Mutex<Option<Dispatcher>>,
+    counters: DeliveryCounters,
 }
 
-impl Deliver for LogOnly {
-    fn deliver(&self, a: Alert) {
-        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(
-            target: "lambdawatch::alert",
-            fingerprint = %a.fingerprint,
-            status = a.status.as_str(),
-            summary = %a.summary,
-            runbook = %a.runbook_url,
-            "alert"
-        );
+impl std::fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dispatch")
     }
-    fn flush(&self, _: Duration) -> futures_lite_boxed::BoxFuture<'_, ()> {
-        Box::pin(async {})
+}
+
+/// Per-request timeout of the HTTP sinks.
+pub const SINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Dispatch {
+    /// Builds the sinks `cfg` asks for (must run inside a tokio runtime).
+    pub fn from_config(cfg: &Config) -> Result<Self, SinkConfigError> {
+        let mut d = Dispatcher::new(DispatcherConfig::default());
+        d.add_sink(LogSink);
+        if let Some(url) = &cfg.alertmanager_url {
+            d.add_sink(AlertmanagerSink::new(AlertmanagerConfig {
+                url: url.clone(),
+                resend_interval: cfg.alert_resend,
+                timeout: SINK_TIMEOUT,
+                generator_url: None,
+            })?);
+        }
+        if let Some(url) = &cfg.webhook_url {
+            d.add_sink(WebhookSink::new(WebhookConfig {
+                url: url.clone(),
+                secret: cfg.webhook_secret.clone(),
+                timeout: SINK_TIMEOUT,
+            })?);
+        }
+        Ok(Self::new(d))
     }
+
+    pub fn new(d: Dispatcher) -> Self {
+        Self {
+            counters: d.counters(),
+            dispatcher: std::sync::Mutex::new(Some(d)),
+        }
+    }
+}
+
+impl Deliver for Dispatch {
+    fn deliver(&self, alert: Alert) {
+        let guard = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(d) => d.dispatch(alert),
+            None => {
+                tracing::warn!(fingerprint = %alert.fingerprint, "alert after shutdown: dropped")
+            }
+        }
+    }
+
+    fn flush(&self, deadline: Duration) -> futures_lite_boxed::BoxFuture<'_, ()> {
+        let d = self
+            .dispatcher
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Box::pin(async move {
+            if let Some(d) = d
+                && !d.shutdown(deadline).await
+            {
+                tracing::warn!("some alert deliveries abandoned at the shutdown deadline");
+            }
+        })
+    }
+
     fn deliveries(&self) -> Vec<(String, String, u64)> {
-        vec![(
-            "log".into(),
-            "ok".into(),
-            self.sent.load(std::sync::atomic::Ordering::Relaxed),
-        )]
+        self.counters
+            .snapshot()
+            .into_iter()
+            .map(|c| (c.sink, c.result.as_str().to_owned(), c.count))
+            .collect()
     }
 }
 
@@ -435,7 +495,11 @@ pub async fn run(
         states: AlertStates::default(),
         history: Vec::new(),
     };
-    let mut tick = tokio::time::interval(cfg.eval_interval);
+    // The first evaluation comes one interval after start (nothing to evaluate before).
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.eval_interval,
+        cfg.eval_interval,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -538,7 +602,7 @@ pub fn spawn_signal_handler(shutdown: CancellationToken) {
     });
 }
 
-/// The notification path configured by `cfg`.
-pub fn deliverer(_cfg: &Config) -> Arc<dyn Deliver> {
-    Arc::new(LogOnly::default())
+/// The notification path configured by `cfg` (must run inside a tokio runtime).
+pub fn deliverer(cfg: &Config) -> Result<Arc<dyn Deliver>, SinkConfigError> {
+    Ok(Arc::new(Dispatch::from_config(cfg)?))
 }

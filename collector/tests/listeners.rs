@@ -6,7 +6,6 @@ use std::{
     io::Write,
     net::SocketAddr,
     path::Path,
-    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -15,7 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use lambdawatch_collector::{
     config::Config,
-    serve::{self, LogOnly, Running},
+    serve::{self, Running},
     slo::spec::SloSpec,
 };
 use lambdawatch_semconv::{
@@ -115,7 +114,7 @@ impl Collector {
         let task = tokio::spawn(serve::run(
             cfg,
             SloSpec::embedded_default(),
-            Arc::new(LogOnly::default()),
+            serve::deliverer(&Config::default()).unwrap(),
             shutdown.clone(),
             move |r| {
                 let _ = tx.send(r);
