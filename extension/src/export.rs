@@ -6,6 +6,7 @@
 //! collector fails fast (connection refused), a slow one is cut at `min(timeout, deadline)`, and
 //! what could not be sent is counted as dropped — the buffer has already moved on.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{ResourceSpans, ScopeSpans},
 };
 use prost::Message;
+use tokio::sync::Notify;
 
 use crate::buffer::Batch;
 use crate::config::{Compression, Endpoints};
@@ -193,11 +195,24 @@ impl Exporter {
         batch: Batch,
         deadline: Instant,
     ) -> ExportReport {
+        self.export_notify(resource, batch, deadline, None).await
+    }
+
+    /// Like [`Exporter::export`]; `first_failure` is notified as soon as any attempt fails, so a
+    /// caller holding `/next` for this export can let go while retries go on in the background.
+    pub async fn export_notify(
+        &self,
+        resource: &Resource,
+        batch: Batch,
+        deadline: Instant,
+        first_failure: Option<Arc<Notify>>,
+    ) -> ExportReport {
         let enc = encode(resource, batch);
+        let f = first_failure.as_deref();
         let (t, m, l) = tokio::join!(
-            self.send_signal(Signal::Traces, enc.traces, deadline),
-            self.send_signal(Signal::Metrics, enc.metrics, deadline),
-            self.send_signal(Signal::Logs, enc.logs, deadline),
+            self.send_signal(Signal::Traces, enc.traces, deadline, f),
+            self.send_signal(Signal::Metrics, enc.metrics, deadline, f),
+            self.send_signal(Signal::Logs, enc.logs, deadline, f),
         );
         let mut report = ExportReport {
             ok: true,
@@ -226,6 +241,7 @@ impl Exporter {
         signal: Signal,
         payload: Option<(Vec<u8>, u64)>,
         deadline: Instant,
+        first_failure: Option<&Notify>,
     ) -> SignalResult {
         let mut res = SignalResult::default();
         let Some((body, count)) = payload else {
@@ -237,6 +253,9 @@ impl Exporter {
             Signal::Logs => &self.cfg.endpoints.logs,
         };
         if !url.starts_with("http://") {
+            if let Some(n) = first_failure {
+                n.notify_one();
+            }
             res.dropped = Some((reason::UNSUPPORTED_ENDPOINT, count));
             res.error = Some(format!(
                 "{} endpoint {url} is not http:// (this build has no TLS); {count} items dropped",
@@ -249,7 +268,6 @@ impl Exporter {
             Compression::None => Bytes::from(body),
         };
         let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left < MIN_ATTEMPT {
@@ -259,7 +277,13 @@ impl Exporter {
                 return res;
             }
             let timeout = self.cfg.timeout.min(left);
-            match self.attempt(signal, url, body.clone(), timeout).await {
+            let outcome = self.attempt(signal, url, body.clone(), timeout).await;
+            if !matches!(outcome, Attempt::Ok { .. })
+                && let Some(n) = first_failure
+            {
+                n.notify_one();
+            }
+            match outcome {
                 Attempt::Ok { rejected } => {
                     res.exported = count.saturating_sub(rejected);
                     if rejected > 0 {
@@ -275,7 +299,6 @@ impl Exporter {
                 }
                 Attempt::Retry(e) => {
                     res.error = Some(e);
-                    attempt += 1;
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left < backoff + MIN_ATTEMPT {
                         res.dropped = Some((reason::EXPORT_FAILED, count));
@@ -284,7 +307,6 @@ impl Exporter {
                     res.retries += 1;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                    let _ = attempt;
                 }
             }
         }

@@ -21,12 +21,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::buffer::Buffer;
 use crate::config::{Config, DEFAULT_CONTINUOUS_PERIOD_MS};
-use crate::export::{ExportConfig, ExportReport, Exporter};
+use crate::export::{ExportConfig, ExportReport, Exporter, reason};
 use crate::extensions_api::{self, ApiError, ExtensionsApi, NextEvent};
 use crate::flush::{Decision, FlushState, Moment, decide};
 use crate::http::HttpClient;
@@ -201,6 +203,10 @@ pub struct Loop {
     stats: SelfStats,
     telemetry: bool,
     export_task: Option<JoinHandle<ExportReport>>,
+    /// Notified when an attempt of the in-flight export fails.
+    export_failed: Arc<Notify>,
+    /// Items in the in-flight export.
+    in_flight_items: u64,
     timeout: Duration,
     started_ns: u64,
 }
@@ -231,6 +237,8 @@ impl Loop {
             stats: SelfStats::default(),
             telemetry,
             export_task: None,
+            export_failed: Arc::new(Notify::new()),
+            in_flight_items: 0,
             timeout: cfg.timeout,
             started_ns: now_ns(),
         }
@@ -253,6 +261,13 @@ impl Loop {
                         phase = Phase::Idle;
                         next = Some(Box::pin(api.clone().next()));
                     }
+                }
+                _ = notified(&self.export_failed), if matches!(phase, Phase::FlushBeforeNext { .. }) => {
+                    // The collector is failing: retries go on in the background, /next goes now.
+                    self.flush.on_flush_done(Instant::now(), false);
+                    self.flush.in_flight = self.export_task.is_some();
+                    phase = Phase::Idle;
+                    next = Some(Box::pin(api.clone().next()));
                 }
                 b = self.rx.recv(), if rx_open => {
                     match b {
@@ -441,11 +456,17 @@ impl Loop {
         batch
             .metrics
             .extend(self.stats.to_metrics(self.started_ns, now_ns()));
+        self.in_flight_items = batch.len() as u64;
         let resource = self.translator.resource.to_resource();
         let exporter = self.exporter.clone();
         self.flush.on_flush_started(now);
+        // A fresh notifier per export, so a stale permit never releases the wrong wait.
+        self.export_failed = Arc::new(Notify::new());
+        let failed = self.export_failed.clone();
         self.export_task = Some(tokio::spawn(async move {
-            exporter.export(&resource, batch, deadline).await
+            exporter
+                .export_notify(&resource, batch, deadline, Some(failed))
+                .await
         }));
     }
 
@@ -458,14 +479,21 @@ impl Loop {
     }
 
     async fn shutdown(&mut self, deadline: Instant, reason: Option<&str>) {
-        if let Some(h) = self.export_task.take() {
-            match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), h).await
-            {
+        // An in-flight export gets at most half the time left; then it is abandoned (its items
+        // counted as dropped) so the final flush keeps the other half.
+        if let Some(mut h) = self.export_task.take() {
+            let half = deadline.saturating_duration_since(Instant::now()) / 2;
+            match tokio::time::timeout(half, &mut h).await {
                 Ok(Ok(r)) => self.on_export_done(&r),
-                _ => warn!(
-                    "shutdown-export",
-                    "in-flight export did not finish before the shutdown deadline"
-                ),
+                _ => {
+                    h.abort();
+                    self.stats.drop(reason::EXPORT_FAILED, self.in_flight_items);
+                    warn!(
+                        "shutdown-export",
+                        "in-flight export did not finish in time at shutdown; {} items dropped",
+                        self.in_flight_items
+                    );
+                }
             }
         }
         // Batches already queued still count (a bounded drain of the channel, not a spin).
@@ -504,4 +532,8 @@ async fn next_opt(n: &mut Option<NextFut>) -> Result<NextEvent, ApiError> {
         Some(f) => f.await,
         None => std::future::pending().await,
     }
+}
+
+async fn notified(n: &Arc<Notify>) {
+    n.notified().await
 }

@@ -27,6 +27,8 @@ pub enum Behaviour {
     FailFirst(u16, usize),
     /// Accept the connection and the request, never answer.
     Hang,
+    /// Hang on the first `n` requests, then accept.
+    HangFirst(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +58,11 @@ fn gunzip(b: &[u8]) -> Vec<u8> {
 impl Capture {
     /// Starts on its own thread and runtime, so it serves sync and async tests alike.
     pub fn start(behaviour: Behaviour) -> Capture {
+        Self::start_on(0, behaviour)
+    }
+
+    /// On a given port (0 = any).
+    pub fn start_on(port: u16, behaviour: Behaviour) -> Capture {
         let requests: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let reqs = requests.clone();
@@ -65,7 +72,9 @@ impl Capture {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap();
                 tx.send(l.local_addr().unwrap()).unwrap();
                 let seen = Arc::new(Mutex::new(0usize));
                 loop {
@@ -97,6 +106,10 @@ impl Capture {
                                     *s
                                 };
                                 let status = match behaviour {
+                                    Behaviour::HangFirst(k) if n <= k => {
+                                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                                        200
+                                    }
                                     Behaviour::Hang => {
                                         tokio::time::sleep(Duration::from_secs(3600)).await;
                                         200

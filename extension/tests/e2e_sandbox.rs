@@ -1,0 +1,664 @@
+//! End to end: the real `lambdawatch-sandbox` binary runs the rust sample function with this
+//! extension in its `extensions_dir`; a capturing OTLP endpoint decodes what the extension sends.
+//!
+//! Needs `cargo build -p lambdawatch-sandbox -p lambdawatch-sample-function` (the test panics with
+//! that hint when a binary is missing).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Behaviour, Capture};
+use http_body_util::Full;
+use lambdawatch_extension::http::HttpClient;
+use lambdawatch_semconv::otlp::{get_bool, get_f64, get_i64, get_str};
+use lambdawatch_semconv::{attr, metric, span_type, xray};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AV;
+use opentelemetry_proto::tonic::metrics::v1::{Metric, metric::Data, number_data_point};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::Value;
+
+const EXTENSION: &str = env!("CARGO_BIN_EXE_lambdawatch-extension");
+
+fn target_bin(name: &str) -> PathBuf {
+    let ext = Path::new(EXTENSION);
+    let p = ext.parent().unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p lambdawatch-sandbox -p lambdawatch-sample-function` first",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Sandbox {
+    child: Child,
+    dir: PathBuf,
+    invoke: String,
+    client: HttpClient,
+    rt: tokio::runtime::Runtime,
+}
+
+#[derive(Default)]
+struct Setup<'a> {
+    extension: bool,
+    probe: bool,
+    env: Vec<(&'a str, String)>,
+}
+
+impl Sandbox {
+    fn start(name: &str, s: Setup<'_>) -> Sandbox {
+        let sandbox = target_bin("lambdawatch-sandbox");
+        let function = target_bin("sample-function");
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lw-e2e-{name}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ext_dir = dir.join("extensions");
+        std::fs::create_dir_all(&ext_dir).unwrap();
+        if s.extension {
+            std::os::unix::fs::symlink(EXTENSION, ext_dir.join("lambdawatch-extension")).unwrap();
+        }
+        let env = s.env;
+        if s.probe {
+            // One output file per environment (each runs its own probe): `$$` is unique.
+            use std::os::unix::fs::PermissionsExt;
+            let p = ext_dir.join("probe");
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/bash\nexport PROBE_OUT=\"{}/probe-$$.jsonl\"\nexec -a probe {}\n",
+                    dir.display(),
+                    target_bin("lambdawatch-probe-extension").display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut yaml = format!(
+            "name: checkout\nmemory_mb: 256\ntimeout_ms: 2000\nhandler: ['{}']\nextensions_dir: '{}'\nenvironment:\n",
+            function.display(),
+            ext_dir.display()
+        );
+        yaml.push_str("  LW_TEST: '1'\n");
+        for (k, v) in &env {
+            yaml.push_str(&format!("  {k}: '{v}'\n"));
+        }
+        let f = dir.join("function.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let port = free_port();
+        let mut child = Command::new(sandbox)
+            .args(["run", "--function"])
+            .arg(&f)
+            .args(["--invoke-addr", &format!("127.0.0.1:{port}"), "--report"])
+            .arg(dir.join("report.json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("sandbox.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        // Wait for "invoke api listening on …".
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("sandbox did not start; see {}", dir.display()));
+        assert!(line.contains("listening"), "{line}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Sandbox {
+            child,
+            dir,
+            invoke: format!("http://127.0.0.1:{port}/2015-03-31/functions/checkout/invocations"),
+            client: HttpClient::new(),
+            rt,
+        }
+    }
+
+    /// Invokes synchronously; returns (request id, client-observed latency, body).
+    fn invoke(&self, payload: &str) -> (String, Duration, Value) {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(&self.invoke)
+            .body(Full::new(Bytes::from(payload.to_owned())))
+            .unwrap();
+        let t = Instant::now();
+        let resp = self
+            .rt
+            .block_on(self.client.send(req, Some(Duration::from_secs(30))))
+            .unwrap();
+        let took = t.elapsed();
+        let body: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+        let rid = resp
+            .headers
+            .get("x-amzn-requestid")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no request id: {} {body}", resp.status));
+        (rid, took, body)
+    }
+
+    /// SIGTERM, then wait for exit; returns the run report.
+    fn stop(mut self) -> (Value, PathBuf) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(_st) = self.child.try_wait().unwrap() {
+                break;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("sandbox did not stop in 30 s; see {}", self.dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("report.json")).unwrap()).unwrap();
+        (report, self.dir.clone())
+    }
+}
+
+fn collector_env(base: &str) -> Vec<(&'static str, String)> {
+    vec![("OTEL_EXPORTER_OTLP_ENDPOINT", base.to_owned())]
+}
+
+fn invocation_spans(cap: &Capture) -> Vec<Span> {
+    cap.spans()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| {
+            get_str(&s.attributes, attr::LAMBDAWATCH_SPAN_TYPE) == Some(span_type::INVOCATION)
+        })
+        .collect()
+}
+
+fn sum_of(
+    metrics: &[Metric],
+    name: &str,
+    filter: impl Fn(&[opentelemetry_proto::tonic::common::v1::KeyValue]) -> bool,
+) -> i64 {
+    metrics
+        .iter()
+        .filter(|m| m.name == name)
+        .flat_map(|m| match &m.data {
+            Some(Data::Sum(s)) => s
+                .data_points
+                .iter()
+                .filter(|p| filter(&p.attributes))
+                .map(|p| match p.value {
+                    Some(number_data_point::Value::AsInt(i)) => i,
+                    _ => 0,
+                })
+                .collect::<Vec<_>>(),
+            _ => vec![],
+        })
+        .sum()
+}
+
+/// The last value of a cumulative self counter.
+fn last_cumulative(metrics: &[Metric], name: &str, reason: Option<&str>) -> i64 {
+    metrics
+        .iter()
+        .filter(|m| m.name == name)
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.first().cloned(),
+            _ => None,
+        })
+        .filter(|p| {
+            reason.is_none_or(|r| get_str(&p.attributes, attr::LAMBDAWATCH_REASON) == Some(r))
+        })
+        .map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(i)) => i,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// One sandbox at a time: latency comparisons on a shared 2-core machine need quiet.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
+    let _serial = serial();
+    let cap = Capture::start(Behaviour::Accept);
+    let sb = Sandbox::start(
+        "values",
+        Setup {
+            extension: true,
+            probe: true,
+            env: collector_env(&cap.base()),
+        },
+    );
+    let payloads = [
+        r#"{"log_lines": 2}"#,
+        r#"{"log_lines": 2, "log_json": true}"#,
+        r#"{"fail": true}"#,
+        r#"{"sleep_ms": 60}"#,
+        r#"{}"#,
+        r#"{"log_lines": 1}"#,
+    ];
+    let mut rids = Vec::new();
+    for p in payloads {
+        let (rid, _, _) = sb.invoke(p);
+        rids.push(rid);
+    }
+    let (report, dir) = sb.stop();
+    let n = payloads.len();
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| invocation_spans(c).len() >= n),
+        "expected {n} invocation spans, got {}; logs in {}",
+        invocation_spans(&cap).len(),
+        dir.display()
+    );
+    let spans = invocation_spans(&cap);
+    assert_eq!(spans.len(), n, "exactly one span per invocation");
+    let records: HashMap<String, Value> = report["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["requestId"].as_str().unwrap().to_owned(), r.clone()))
+        .collect();
+    // The probe saw platform.start with the X-Ray header of each request.
+    let mut probe = String::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("probe-")
+        {
+            probe.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+    let mut xray_of: HashMap<String, String> = HashMap::new();
+    for line in probe.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+        for e in v["telemetry"].as_array().into_iter().flatten() {
+            if e["type"] == "platform.start" {
+                xray_of.insert(
+                    e["record"]["requestId"].as_str().unwrap().to_owned(),
+                    e["record"]["tracing"]["value"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+    }
+    let mut span_of: HashMap<String, Span> = HashMap::new();
+    for s in spans {
+        let rid = get_str(&s.attributes, attr::FAAS_INVOCATION_ID)
+            .unwrap()
+            .to_owned();
+        span_of.insert(rid, s);
+    }
+    for (i, rid) in rids.iter().enumerate() {
+        let s = span_of
+            .get(rid)
+            .unwrap_or_else(|| panic!("no span for {rid}"));
+        let rec = &records[rid];
+        let a = &s.attributes;
+        assert_eq!(s.kind, 2);
+        assert_eq!(s.name, "checkout");
+        assert_eq!(
+            get_str(a, attr::AWS_LAMBDA_OUTCOME),
+            rec["status"].as_str(),
+            "{rid}"
+        );
+        assert_eq!(
+            get_bool(a, attr::FAAS_COLDSTART),
+            rec["coldStart"].as_bool(),
+            "{rid}"
+        );
+        let d = get_f64(a, attr::AWS_LAMBDA_DURATION_MS).unwrap();
+        assert!(
+            (d - rec["durationMs"].as_f64().unwrap()).abs() < 0.01,
+            "{rid}: {d} vs {rec}"
+        );
+        assert_eq!(
+            get_i64(a, attr::AWS_LAMBDA_BILLED_DURATION_MS),
+            rec["billedDurationMs"].as_i64()
+        );
+        assert_eq!(
+            get_i64(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB),
+            rec["maxMemoryUsedMb"].as_i64()
+        );
+        assert_eq!(get_i64(a, attr::AWS_LAMBDA_MEMORY_SIZE_MB), Some(256));
+        let timeout = get_i64(a, attr::AWS_LAMBDA_TIMEOUT_MS).unwrap();
+        assert!((1900..=2000).contains(&timeout), "timeout budget {timeout}");
+        assert_eq!(
+            get_f64(a, attr::AWS_LAMBDA_INIT_DURATION_MS).is_some(),
+            rec["coldStart"] == true,
+            "{rid}: init duration only on cold starts"
+        );
+        let _ = i;
+        if rec["status"] == "error" {
+            assert_eq!(s.status.as_ref().unwrap().code, 2);
+        }
+        // Trace joined with the function's X-Ray context.
+        let h = xray_of
+            .get(rid)
+            .unwrap_or_else(|| panic!("probe saw no start for {rid}"));
+        let ctx = xray::parse_header(h).unwrap();
+        assert_eq!(s.trace_id, ctx.trace_id.to_vec(), "{rid}");
+        assert_eq!(s.parent_span_id, ctx.parent_id.unwrap().to_vec());
+        assert_eq!(
+            s.end_time_unix_nano - s.start_time_unix_nano,
+            (d * 1e6) as u64,
+            "span length is the reported duration"
+        );
+    }
+    let metrics = cap.metrics();
+    assert_eq!(
+        sum_of(&metrics, metric::FAAS_INVOCATIONS, |_| true),
+        n as i64
+    );
+    assert_eq!(sum_of(&metrics, metric::FAAS_ERRORS, |_| true), 1);
+    assert_eq!(
+        sum_of(&metrics, metric::FAAS_COLDSTARTS, |_| true),
+        report["cold_starts"].as_i64().unwrap()
+    );
+    // Back-to-back invocations while an environment is still in its post-runtime phase make the
+    // sandbox (like Lambda) start another one: count them from the sandbox's own records.
+    let cold_records = records.values().filter(|r| r["coldStart"] == true).count() as i64;
+    assert_eq!(report["cold_starts"].as_i64(), Some(cold_records));
+    assert_eq!(
+        sum_of(&metrics, metric::FAAS_COLDSTARTS, |a| get_str(
+            a,
+            attr::AWS_LAMBDA_INIT_TYPE
+        ) == Some(
+            "on-demand"
+        )),
+        cold_records
+    );
+    let hist_count: u64 = metrics
+        .iter()
+        .filter(|m| m.name == metric::FAAS_INVOKE_DURATION)
+        .map(|m| match &m.data {
+            Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.count).sum(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(hist_count, n as u64);
+    let init_spans = cap
+        .spans()
+        .into_iter()
+        .filter(|(_, s)| {
+            get_str(&s.attributes, attr::LAMBDAWATCH_SPAN_TYPE) == Some(span_type::INIT)
+        })
+        .count();
+    assert_eq!(
+        init_spans as i64, cold_records,
+        "one init span per initialisation"
+    );
+    // Resource.
+    let (res, _) = &cap.spans()[0];
+    assert_eq!(get_str(&res.attributes, attr::FAAS_NAME), Some("checkout"));
+    assert_eq!(
+        get_i64(&res.attributes, attr::FAAS_MAX_MEMORY),
+        Some(256 * 1_048_576)
+    );
+    assert_eq!(
+        get_str(&res.attributes, attr::CLOUD_PLATFORM),
+        Some("aws_lambda")
+    );
+
+    // Logs: plain lines, JSON lines, the error line, each on its invocation and trace.
+    let logs = cap.logs();
+    let body = |l: &opentelemetry_proto::tonic::logs::v1::LogRecord| match l
+        .body
+        .as_ref()
+        .and_then(|b| b.value.as_ref())
+    {
+        Some(AV::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let on = |rid: &str| -> Vec<_> {
+        logs.iter()
+            .filter(|l| get_str(&l.attributes, attr::FAAS_INVOCATION_ID) == Some(rid))
+            .collect()
+    };
+    let plain = on(&rids[0]);
+    let plain_lines: Vec<_> = plain
+        .iter()
+        .filter(|l| body(l).contains("log line"))
+        .collect();
+    assert_eq!(
+        plain_lines.len(),
+        2,
+        "{:?}",
+        plain.iter().map(|l| body(l)).collect::<Vec<_>>()
+    );
+    assert_eq!(body(plain_lines[0]), "[INFO] log line 0 of 2");
+    assert_eq!(plain_lines[0].severity_number, 9);
+    assert_eq!(plain_lines[0].trace_id, span_of[&rids[0]].trace_id);
+    assert_eq!(plain_lines[0].span_id, span_of[&rids[0]].span_id);
+    let json = on(&rids[1]);
+    let json_lines: Vec<_> = json
+        .iter()
+        .filter(|l| body(l).starts_with("log line"))
+        .collect();
+    assert_eq!(json_lines.len(), 2);
+    assert_eq!(body(json_lines[1]), "log line 1 of 2");
+    assert_eq!(json_lines[1].severity_text, "INFO");
+    assert_eq!(json_lines[1].trace_id, span_of[&rids[1]].trace_id);
+    let err = on(&rids[2]);
+    let e = err
+        .iter()
+        .find(|l| body(l).contains("failing on purpose"))
+        .expect("error line");
+    assert_eq!(e.severity_number, 17);
+    // Nothing dropped on a healthy path.
+    assert_eq!(last_cumulative(&metrics, metric::EXT_DROPPED, None), 0);
+}
+
+const WARMUP: usize = 6;
+
+/// Sequential invocations' client-observed latency, after a warm-up.
+fn latencies(sb: &Sandbox, n: usize) -> (Vec<String>, Vec<Duration>) {
+    // Warm-up: enough invocations for the adaptive policy to see they are frequent.
+    for _ in 0..WARMUP {
+        sb.invoke("{}");
+    }
+    let mut rids = Vec::new();
+    let mut lat = Vec::new();
+    for _ in 0..n {
+        let (rid, took, body) = sb.invoke("{}");
+        assert_eq!(body["ok"], true, "{body}");
+        rids.push(rid);
+        lat.push(took);
+    }
+    (rids, lat)
+}
+
+fn baseline_median() -> Duration {
+    let sb = Sandbox::start("baseline", Setup::default());
+    let (_, lat) = latencies(&sb, 20);
+    sb.stop();
+    median(lat)
+}
+
+/// The function's latency with a broken collector stays within a few ms of no extension at all.
+fn assert_latency_unchanged(with: Duration, baseline: Duration, what: &str) {
+    assert!(
+        with <= baseline + Duration::from_millis(15),
+        "{what}: median latency {with:?} vs {baseline:?} without the extension"
+    );
+}
+
+#[test]
+fn collector_down_then_back_function_unharmed_and_drops_counted() {
+    let _serial = serial();
+    let baseline = baseline_median();
+    let port = free_port();
+    let sb = Sandbox::start(
+        "down",
+        Setup {
+            extension: true,
+            env: vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://127.0.0.1:{port}"),
+                ),
+                // Retries end 200 ms after each export starts: the outage below outlasts them.
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "200".into()),
+            ],
+            ..Setup::default()
+        },
+    );
+    let (_, lat) = latencies(&sb, 20);
+    assert_latency_unchanged(median(lat), baseline, "collector down");
+    // The outage lasts past every retry window, then the collector comes back: the final flush
+    // reports what was lost.
+    std::thread::sleep(Duration::from_millis(500));
+    let cap = Capture::start_on(port, Behaviour::Accept);
+    let (rid, _, _) = sb.invoke("{}");
+    let (_, dir) = sb.stop();
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| !c.metrics().is_empty()),
+        "nothing exported after the collector came back; see {}",
+        dir.display()
+    );
+    let metrics = cap.metrics();
+    let dropped = last_cumulative(&metrics, metric::EXT_DROPPED, Some("export_failed"));
+    assert!(
+        dropped > 0,
+        "drops while down must be counted: {:?}",
+        cap.logs()
+            .iter()
+            .filter(|l| get_str(&l.attributes, attr::AWS_LAMBDA_LOG_SOURCE) == Some("extension"))
+            .map(|l| format!("{:?}", l.body))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        invocation_spans(&cap)
+            .iter()
+            .any(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(rid.as_str())),
+        "the last invocation is exported"
+    );
+}
+
+#[test]
+fn collector_slow_function_unharmed_and_drops_counted() {
+    let _serial = serial();
+    let baseline = baseline_median();
+    let cap = Capture::start(Behaviour::HangFirst(2));
+    let sb = Sandbox::start(
+        "slow",
+        Setup {
+            extension: true,
+            env: vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", cap.base()),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "300".into()),
+            ],
+            ..Setup::default()
+        },
+    );
+    let (rids, lat) = latencies(&sb, 20);
+    assert_latency_unchanged(median(lat), baseline, "collector slow");
+    let (_, dir) = sb.stop();
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| !c.metrics().is_empty()),
+        "see {}",
+        dir.display()
+    );
+    let metrics = cap.metrics();
+    assert!(last_cumulative(&metrics, metric::EXT_DROPPED, Some("export_failed")) > 0);
+    let exported: Vec<String> = invocation_spans(&cap)
+        .iter()
+        .filter_map(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID).map(str::to_owned))
+        .collect();
+    assert!(
+        exported.contains(rids.last().unwrap()),
+        "the last invocation is exported"
+    );
+}
+
+#[test]
+fn garbage_config_function_unharmed_data_still_flows() {
+    let _serial = serial();
+    let baseline = baseline_median();
+    let cap = Capture::start(Behaviour::Accept);
+    let sb = Sandbox::start(
+        "garbage",
+        Setup {
+            extension: true,
+            env: vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "::not a url::".into()),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    format!("{}/v1/traces", cap.base()),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    format!("{}/v1/metrics", cap.base()),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    format!("{}/v1/logs", cap.base()),
+                ),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd".into()),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon".into()),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "novalue,=x".into()),
+                ("LAMBDAWATCH_FLUSH", "sometimes".into()),
+                ("LAMBDAWATCH_CAPTURE_LOGS", "maybe".into()),
+                ("LAMBDAWATCH_REDACT", "(unclosed".into()),
+                ("LAMBDAWATCH_BUFFER_MAX_ITEMS", "-1".into()),
+                ("LAMBDAWATCH_BUFFER_MAX_BYTES", "lots".into()),
+                ("LAMBDAWATCH_TELEMETRY_LISTENER", "nowhere".into()),
+            ],
+            ..Setup::default()
+        },
+    );
+    let (rids, lat) = latencies(&sb, 20);
+    assert_latency_unchanged(median(lat), baseline, "garbage config");
+    sb.stop();
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| invocation_spans(c).len()
+            >= WARMUP + 20)
+    );
+    let spans = invocation_spans(&cap);
+    assert_eq!(spans.len(), WARMUP + 20, "warm-up + 20");
+    assert!(rids.iter().all(|r| {
+        spans
+            .iter()
+            .any(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(r.as_str()))
+    }));
+}
