@@ -1,0 +1,485 @@
+//! The lifecycle loop against a scripted Extensions/Telemetry API: registration fallbacks
+//! (Managed Instances 403, schema refusal, `Telemetry.NotSupported`), "never `/next` before
+//! `platform.runtimeDone` when flushing at the end", and SHUTDOWN waiting for the late report.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{Behaviour, Capture};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use lambdawatch_extension::config::Config;
+use lambdawatch_extension::http::HttpClient;
+use lambdawatch_extension::lifecycle;
+use lambdawatch_semconv::otlp::{get_bool, get_str};
+use lambdawatch_semconv::{attr, span_type};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+#[derive(Default, Clone, Copy)]
+struct Script {
+    reject_invoke: bool,
+    reject_latest_schema: bool,
+    telemetry_not_supported: bool,
+}
+
+#[derive(Default)]
+struct Seen {
+    registers: Vec<Value>,
+    subscriptions: Vec<Value>,
+    /// When each `/event/next` call arrived, and how many log records the collector had then.
+    next_calls: Vec<(Instant, usize)>,
+}
+
+struct FakeApi {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+    events: mpsc::Sender<Value>,
+}
+
+async fn fake_api(script: Script, cap: Capture) -> FakeApi {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (tx, rx) = mpsc::channel::<Value>(16);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = l.accept().await.unwrap();
+            let seen = s2.clone();
+            let rx = rx.clone();
+            let cap = cap.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    let rx = rx.clone();
+                    let cap = cap.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let (status, headers, out): (u16, Vec<(&str, &str)>, Value) = match path
+                            .as_str()
+                        {
+                            "/2020-01-01/extension/register" => {
+                                seen.lock().unwrap().registers.push(v.clone());
+                                let wants_invoke = v["events"]
+                                    .as_array()
+                                    .unwrap()
+                                    .iter()
+                                    .any(|e| e == "INVOKE");
+                                if script.reject_invoke && wants_invoke {
+                                    (
+                                        403,
+                                        vec![],
+                                        json!({"errorType": "Extension.InvalidEventType", "errorMessage": "INVOKE not supported"}),
+                                    )
+                                } else {
+                                    (
+                                        200,
+                                        vec![("Lambda-Extension-Identifier", "ext-1")],
+                                        json!({"functionName": "fake-fn", "functionVersion": "7", "handler": "h", "accountId": "111122223333"}),
+                                    )
+                                }
+                            }
+                            "/2022-07-01/telemetry" => {
+                                seen.lock().unwrap().subscriptions.push(v.clone());
+                                if script.telemetry_not_supported {
+                                    (
+                                        202,
+                                        vec![],
+                                        json!({"errorType": "Telemetry.NotSupported", "errorMessage": "not here"}),
+                                    )
+                                } else if script.reject_latest_schema
+                                    && v["schemaVersion"] == "2025-01-29"
+                                {
+                                    (400, vec![], json!({"errorType": "InvalidRequest"}))
+                                } else {
+                                    (200, vec![], json!("OK"))
+                                }
+                            }
+                            "/2020-01-01/extension/event/next" => {
+                                let logs = cap.logs().len();
+                                seen.lock().unwrap().next_calls.push((Instant::now(), logs));
+                                let ev = rx.lock().await.recv().await.unwrap_or(Value::Null);
+                                (200, vec![], ev)
+                            }
+                            _ => (404, vec![], Value::Null),
+                        };
+                        let mut resp =
+                            hyper::Response::new(Full::new(Bytes::from(out.to_string())));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        for (k, v) in headers {
+                            resp.headers_mut().insert(k, v.parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    FakeApi {
+        addr,
+        seen,
+        events: tx,
+    }
+}
+
+fn config(api: SocketAddr, cap: &Capture, extra: &[(&str, &str)]) -> Config {
+    let mut m: std::collections::HashMap<String, String> = [
+        ("AWS_LAMBDA_RUNTIME_API", api.to_string()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", cap.base()),
+        ("LAMBDAWATCH_TELEMETRY_LISTENER", "127.0.0.1:0".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "fake-fn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        m.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let (c, w) = Config::from_lookup(|k| m.get(k).cloned());
+    assert!(w.is_empty(), "{w:?}");
+    c
+}
+
+async fn wait_until(what: &str, timeout: Duration, f: impl Fn() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The listener port from the subscription URI (`http://sandbox.localdomain:PORT`).
+fn listener_port(sub: &Value) -> u16 {
+    let uri = sub["destination"]["URI"].as_str().unwrap();
+    assert!(uri.starts_with("http://sandbox.localdomain:"), "{uri}");
+    uri.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
+async fn post_telemetry(port: u16, events: Value) {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1:{port}/"))
+        .body(Full::new(Bytes::from(events.to_string())))
+        .unwrap();
+    let resp = HttpClient::new()
+        .send(req, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status.as_u16(), 200);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn iso(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    // Enough for a test: compute the civil date.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn invoke(rid: &str) -> Value {
+    json!({"eventType": "INVOKE", "requestId": rid, "deadlineMs": now_ms() + 3000,
+        "invokedFunctionArn": "arn:aws:lambda:eu-west-1:111122223333:function:fake-fn",
+        "tracing": {"type": "X-Amzn-Trace-Id", "value": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"}})
+}
+
+fn ev(kind: &str, record: Value) -> Value {
+    json!({"time": iso(now_ms()), "type": kind, "record": record})
+}
+
+fn invocation_ids(cap: &Capture) -> Vec<String> {
+    cap.spans()
+        .into_iter()
+        .filter(|(_, s)| {
+            get_str(&s.attributes, attr::LAMBDAWATCH_SPAN_TYPE) == Some(span_type::INVOCATION)
+        })
+        .filter_map(|(_, s)| get_str(&s.attributes, attr::FAAS_INVOCATION_ID).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_flush_never_calls_next_before_runtime_done_and_shutdown_waits_for_the_report() {
+    let cap = Capture::start(Behaviour::Accept);
+    let api = fake_api(Script::default(), cap.clone()).await;
+    let cfg = config(api.addr, &cap, &[("LAMBDAWATCH_FLUSH", "end")]);
+    let run = tokio::spawn(lifecycle::run(cfg, vec![]));
+    let seen = api.seen.clone();
+    wait_until("subscription", Duration::from_secs(5), || {
+        !seen.lock().unwrap().subscriptions.is_empty()
+    })
+    .await;
+    let sub = seen.lock().unwrap().subscriptions[0].clone();
+    assert_eq!(sub["schemaVersion"], "2025-01-29");
+    assert_eq!(sub["buffering"]["timeoutMs"], 25);
+    assert_eq!(sub["types"], json!(["platform", "function", "extension"]));
+    let reg = seen.lock().unwrap().registers[0].clone();
+    assert_eq!(reg["events"], json!(["INVOKE", "SHUTDOWN"]));
+    let port = listener_port(&sub);
+    wait_until("first /next", Duration::from_secs(5), || {
+        seen.lock().unwrap().next_calls.len() == 1
+    })
+    .await;
+
+    let rid = "aaaaaaaa-0000-4000-8000-000000000001";
+    api.events.send(invoke(rid)).await.unwrap();
+    post_telemetry(
+        port,
+        json!([
+            ev("platform.start", json!({"requestId": rid, "version": "7"})),
+            ev("function", json!("[INFO] working"))
+        ]),
+    )
+    .await;
+    // The function is "running": no runtimeDone yet, so no /next.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        seen.lock().unwrap().next_calls.len(),
+        1,
+        "/next called before runtimeDone"
+    );
+    post_telemetry(
+        port,
+        json!([ev(
+            "platform.runtimeDone",
+            json!({"requestId": rid, "status": "success", "metrics": {"durationMs": 12.0}})
+        )]),
+    )
+    .await;
+    wait_until("second /next", Duration::from_secs(5), || {
+        seen.lock().unwrap().next_calls.len() == 2
+    })
+    .await;
+    let logs_at_next = seen.lock().unwrap().next_calls[1].1;
+    assert!(logs_at_next >= 1, "the flush happened before /next");
+
+    // SHUTDOWN before the report: the extension keeps listening for it.
+    api.events
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 2000}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!run.is_finished(), "must wait for the pending report");
+    post_telemetry(port, json!([ev("platform.report", json!({"requestId": rid, "status": "success", "metrics": {"durationMs": 12.5, "billedDurationMs": 13, "memorySizeMB": 128, "maxMemoryUsedMB": 30}}))])).await;
+    let t = Instant::now();
+    let code = tokio::time::timeout(Duration::from_secs(3), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(t.elapsed() < Duration::from_millis(1500));
+    assert_eq!(invocation_ids(&cap), vec![rid.to_owned()]);
+    let (res, span) = cap.spans().into_iter().find(|(_, s)| s.kind == 2).unwrap();
+    assert_eq!(
+        get_bool(&span.attributes, attr::LAMBDAWATCH_INCOMPLETE),
+        None,
+        "complete, with its report"
+    );
+    assert_eq!(
+        get_str(&res.attributes, attr::CLOUD_ACCOUNT_ID),
+        Some("111122223333")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_without_the_report_still_exports_within_the_deadline() {
+    let cap = Capture::start(Behaviour::Accept);
+    let api = fake_api(Script::default(), cap.clone()).await;
+    let run = tokio::spawn(lifecycle::run(
+        config(api.addr, &cap, &[("LAMBDAWATCH_FLUSH", "periodic,60000")]),
+        vec![],
+    ));
+    let seen = api.seen.clone();
+    wait_until("subscription", Duration::from_secs(5), || {
+        !seen.lock().unwrap().subscriptions.is_empty()
+    })
+    .await;
+    let port = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    let rid = "bbbbbbbb-0000-4000-8000-000000000002";
+    api.events.send(invoke(rid)).await.unwrap();
+    post_telemetry(
+        port,
+        json!([ev("platform.start", json!({"requestId": rid}))]),
+    )
+    .await;
+    wait_until("second /next", Duration::from_secs(5), || {
+        seen.lock().unwrap().next_calls.len() == 2
+    })
+    .await;
+    let t = Instant::now();
+    api.events
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "timeout", "deadlineMs": now_ms() + 600}))
+        .await
+        .unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(3), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "finished within deadlineMs: {:?}",
+        t.elapsed()
+    );
+    let spans = cap.spans();
+    let (_, s) = spans
+        .iter()
+        .find(|(_, s)| s.kind == 2)
+        .expect("invocation exported");
+    assert_eq!(
+        get_str(&s.attributes, attr::AWS_LAMBDA_OUTCOME),
+        Some("timeout")
+    );
+    assert_eq!(
+        get_bool(&s.attributes, attr::LAMBDAWATCH_INCOMPLETE),
+        Some(true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_instances_403_falls_back_to_shutdown_only_and_flushes_continuously() {
+    let cap = Capture::start(Behaviour::Accept);
+    let api = fake_api(
+        Script {
+            reject_invoke: true,
+            reject_latest_schema: true,
+            ..Script::default()
+        },
+        cap.clone(),
+    )
+    .await;
+    let run = tokio::spawn(lifecycle::run(
+        config(api.addr, &cap, &[("LAMBDAWATCH_FLUSH", "periodic,100")]),
+        vec![],
+    ));
+    let seen = api.seen.clone();
+    wait_until("subscription", Duration::from_secs(5), || {
+        seen.lock().unwrap().subscriptions.len() == 2
+    })
+    .await;
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.registers.len(), 2);
+        assert_eq!(s.registers[1]["events"], json!(["SHUTDOWN"]));
+        assert_eq!(
+            s.subscriptions[1]["schemaVersion"], "2022-12-13",
+            "fallback schema"
+        );
+    }
+    let port = listener_port(&seen.lock().unwrap().subscriptions[1]);
+    // Two interleaved invocations, no runtimeDone, reports with durationMs only.
+    let (a, b) = (
+        "cccccccc-0000-4000-8000-000000000003",
+        "dddddddd-0000-4000-8000-000000000004",
+    );
+    post_telemetry(port, json!([
+        ev("platform.start", json!({"requestId": a})),
+        ev("platform.start", json!({"requestId": b})),
+        ev("platform.report", json!({"requestId": b, "status": "success", "metrics": {"durationMs": 5.0}})),
+        ev("platform.report", json!({"requestId": a, "status": "error", "errorType": "Boom", "metrics": {"durationMs": 9.0}})),
+    ])).await;
+    // No INVOKE will ever come: the periodic flush exports on its own.
+    assert!(cap.wait_for(Duration::from_secs(3), |c| invocation_ids(c).len() == 2));
+    api.events
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1000}))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(3), run)
+            .await
+            .unwrap()
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_not_supported_keeps_going_on_lifecycle_events() {
+    let cap = Capture::start(Behaviour::Accept);
+    let api = fake_api(
+        Script {
+            telemetry_not_supported: true,
+            ..Script::default()
+        },
+        cap.clone(),
+    )
+    .await;
+    let run = tokio::spawn(lifecycle::run(config(api.addr, &cap, &[]), vec![]));
+    let seen = api.seen.clone();
+    wait_until("first /next", Duration::from_secs(5), || {
+        seen.lock().unwrap().next_calls.len() == 1
+    })
+    .await;
+    assert_eq!(
+        seen.lock().unwrap().subscriptions.len(),
+        1,
+        "no retry after NotSupported"
+    );
+    for rid in [
+        "eeeeeeee-0000-4000-8000-000000000005",
+        "ffffffff-0000-4000-8000-000000000006",
+    ] {
+        api.events.send(invoke(rid)).await.unwrap();
+    }
+    wait_until("/next after both", Duration::from_secs(5), || {
+        seen.lock().unwrap().next_calls.len() == 3
+    })
+    .await;
+    api.events
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1000}))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(3), run)
+            .await
+            .unwrap()
+            .unwrap(),
+        0
+    );
+    let ids = invocation_ids(&cap);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let (_, s) = cap.spans().into_iter().find(|(_, s)| s.kind == 2).unwrap();
+    assert_eq!(
+        lambdawatch_semconv::xray::to_hex(&s.trace_id),
+        "5759e988bd862e3fe1be46a994272793"
+    );
+}
