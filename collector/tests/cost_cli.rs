@@ -5,11 +5,12 @@ use std::process::Command;
 
 /// Runs `lambdawatch-collector cost <argv>`: stdout on success, stderr on failure.
 fn cost(argv: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_lambdawatch-collector"))
+    let bin = env!("CARGO_BIN_EXE_lambdawatch-collector");
+    let out = Command::new(bin)
         .arg("cost")
         .args(argv)
         .output()
-        .expect("run lambdawatch-collector");
+        .map_err(|e| format!("cannot run {bin}: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.success() {

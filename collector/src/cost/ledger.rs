@@ -60,6 +60,14 @@ impl CostLedger {
         }
     }
 
+    /// Updates the configuration the usage is priced at (normally constant per function
+    /// version; a redeployed `$LATEST` re-prices its kept history at the new setting).
+    pub fn set_config(&mut self, arch: Arch, memory_mb: u32, ephemeral_storage_mb: u32) {
+        self.arch = arch;
+        self.memory_mb = memory_mb;
+        self.ephemeral_storage_mb = ephemeral_storage_mb;
+    }
+
     /// Counts one invocation at `now`.
     pub fn record(&mut self, now: u64, billed_duration_ms: u64, on_provisioned: bool) {
         let day = now / DAY;

@@ -25,6 +25,7 @@ pub mod model;
 pub mod prices;
 pub mod provisioned;
 pub mod retry;
+pub mod stage;
 pub mod surprise;
 pub mod timeout;
 
@@ -32,6 +33,7 @@ pub mod timeout;
 mod simulation_tests;
 
 pub use cli::{CostArgs, run_cost_cli};
+pub use stage::{CostConfig, CostInvocation, CostStage, FunctionCost};
 
 /// One Prometheus sample a cost stage wants on `/metrics` (per-function labels added by the
 /// exporter).

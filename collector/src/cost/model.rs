@@ -442,20 +442,26 @@ pub fn project_30d(
     observed: &[FunctionUsage],
     window_secs: u64,
 ) -> Bill {
+    let scaled: Vec<FunctionUsage> = observed
+        .iter()
+        .map(|u| scale_to_30d(u, window_secs))
+        .collect();
+    monthly_bill(prices, free_tier, &scaled)
+}
+
+/// One function's usage over `window_secs` scaled to 30 days (counters × 30 d / window,
+/// rounded down; provisioned seconds too).
+pub fn scale_to_30d(u: &FunctionUsage, window_secs: u64) -> FunctionUsage {
     let window = u128::from(window_secs.max(1));
     let horizon = u128::from(THIRTY_DAYS_SECS);
     let scale = |x: u64| u64::try_from(mul_div(u128::from(x), horizon, window)).unwrap_or(u64::MAX);
-    let scaled: Vec<FunctionUsage> = observed
-        .iter()
-        .map(|u| FunctionUsage {
-            requests: scale(u.requests),
-            on_demand_duration_ms: scale(u.on_demand_duration_ms),
-            provisioned_duration_ms: scale(u.provisioned_duration_ms),
-            provisioned_seconds: scale(u.provisioned_seconds),
-            ..u.clone()
-        })
-        .collect();
-    monthly_bill(prices, free_tier, &scaled)
+    FunctionUsage {
+        requests: scale(u.requests),
+        on_demand_duration_ms: scale(u.on_demand_duration_ms),
+        provisioned_duration_ms: scale(u.provisioned_duration_ms),
+        provisioned_seconds: scale(u.provisioned_seconds),
+        ..u.clone()
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! the others, now and from then on. Because the decision depends only on the id, every
 //! occurrence of a sampled id is seen, so the retry fraction stays unbiased; its standard error
 //! is about `sqrt(f(1−f)/m)` for `m` sampled ids (the status reports `sample_rate` and
-//! `sampled_ids`; at 4,096 ids and f = 5 % that is ±0.34 percentage points, 95 %: ±0.7). Counts
+//! `sampled_ids`; at the default 1,024 ids and f = 5 % that is ±0.68 percentage points, 95 %:
+//! ±1.35). Counts
 //! are scaled back by 1/sample_rate. The sample rate rises again (doubles) when the map is below
 //! a quarter of the cap after an evaluation (for at most one window afterwards the fraction is
 //! slightly underestimated); each halving is counted in `sample_halvings_total`.
@@ -44,7 +45,7 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             window_secs: 15 * 60,
-            max_ids: 4096,
+            max_ids: 1024,
             threshold: 0.05,
             min_retries: 10,
             resolve_fraction: 0.5,

@@ -121,6 +121,11 @@ impl SurpriseDetector {
         }
     }
 
+    /// Sets (or clears) this function's monthly budget.
+    pub fn set_budget(&mut self, budget_usd: Option<f64>) {
+        self.cfg.budget_usd = budget_usd;
+    }
+
     pub fn config(&self) -> &SurpriseConfig {
         &self.cfg
     }
