@@ -15,7 +15,7 @@
 //! **Projection.** Functions are grouped by region and priced together, so the volume tiers are
 //! shared as AWS applies them; the free tier (when `free_tier` is on) is applied once per region
 //! group, assuming one account per collector (with several accounts or regions it over-counts the
-//! free allowance, by at most $80 a month: 400,000 GB-s × $0.0000166667 + 1 M × $0.20/M, per
+//! free allowance, by at most $6.87 a month: 400,000 GB-s × $0.0000166667 + 1 M × $0.20/M, per
 //! extra group).
 
 use std::collections::BTreeMap;
