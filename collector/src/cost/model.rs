@@ -663,6 +663,56 @@ mod tests {
         assert_eq!(Money(MONEY_PER_CENT / 2 - 1).to_string(), "$0.00");
     }
 
+    fn arb_usage() -> impl proptest::strategy::Strategy<Value = FunctionUsage> {
+        use proptest::prelude::*;
+        (
+            any::<bool>(),
+            128u32..=10_240,
+            512u32..=10_240,
+            0u64..2_000_000_000,
+            0u64..50_000,
+            0u32..20,
+        )
+            .prop_map(|(arm, mem, storage, requests, ms, pc)| FunctionUsage {
+                arch: if arm { Arch::Arm64 } else { Arch::X86_64 },
+                ephemeral_storage_mb: storage,
+                requests,
+                on_demand_duration_ms: requests.saturating_mul(ms),
+                provisioned_concurrency: pc,
+                provisioned_seconds: if pc > 0 { 86_400 } else { 0 },
+                ..FunctionUsage::new("p", Arch::X86_64, mem)
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bills_are_consistent(
+            usage in proptest::collection::vec(arb_usage(), 1..6),
+            free in proptest::bool::ANY,
+        ) {
+            let t = table();
+            let r = t.region("us-east-1").unwrap();
+            let ft = free.then_some(&t.free_tier);
+            let bill = monthly_bill(r, ft, &usage);
+            // Shares never exceed the total and lose at most rounding crumbs per function.
+            let shares = bill.functions.iter().fold(Money::ZERO, |m, (_, b)| m.plus(b.total));
+            proptest::prop_assert!(shares <= bill.account.total);
+            proptest::prop_assert!(bill.account.total.0 - shares.0 <= 4 * usage.len() as u128);
+            // The tier lines add up to the duration charge.
+            let tiers = bill.tiers.iter().fold(Money::ZERO, |m, l| m.plus(l.cost));
+            proptest::prop_assert_eq!(tiers, bill.account.duration_cost);
+            // More traffic never costs less; the free tier never costs more.
+            let mut more = usage.clone();
+            more[0].requests += 1_000_000;
+            more[0].on_demand_duration_ms += 1_000_000_000;
+            proptest::prop_assert!(monthly_bill(r, ft, &more).account.total >= bill.account.total);
+            proptest::prop_assert!(
+                monthly_bill(r, Some(&t.free_tier), &usage).account.total
+                    <= monthly_bill(r, None, &usage).account.total
+            );
+        }
+    }
+
     #[test]
     fn mul_div_survives_large_products() {
         assert_eq!(mul_div(u128::MAX / 2, 4, 8), u128::MAX / 4);
