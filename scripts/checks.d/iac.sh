@@ -238,6 +238,8 @@ for name, r in res.items():
         if p["GroupId"] == {"Ref": "LoadBalancerSecurityGroup"} and p.get("SourceSecurityGroupId") != {"Ref": "FunctionsSecurityGroup"}:
             bad.append(f"{name}: load balancer ingress from something other than FunctionsSecurityGroup")
     if r["Type"] == "AWS::EC2::SecurityGroup":
+        if not r["Properties"].get("SecurityGroupEgress"):
+            bad.append(f"{name}: no inline SecurityGroupEgress, so it keeps the default allow-all egress")
         for ing in r["Properties"].get("SecurityGroupIngress", []):
             bad.append(f"{name}: inline ingress rule {ing} (use a SecurityGroupIngress with a source group)")
 if bad:
