@@ -57,6 +57,21 @@ impl MetricSample {
         self.labels.push((key, value.into()));
         self
     }
+
+    /// Prometheus type: `counter` for `*_total`, `gauge` otherwise (every cost name follows
+    /// this).
+    pub fn kind(&self) -> &'static str {
+        if self.name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        }
+    }
+
+    /// `# HELP` text for this sample's name.
+    pub fn help(&self) -> &'static str {
+        names::help(self.name).unwrap_or("")
+    }
 }
 
 /// Prometheus names of the cost stages (Contract 2 style; per-function labels implied).
@@ -101,4 +116,91 @@ pub mod names {
     /// gauge: cold starts those units would avoid in 30 days.
     pub const PC_COLD_STARTS_AVOIDED_30D: &str =
         "lambdawatch_provisioned_concurrency_cold_starts_avoided_30d";
+
+    /// Every name above with its `# HELP` text.
+    pub const ALL: &[(&str, &str)] = &[
+        (
+            COST_USD_TOTAL,
+            "Estimated cost at list price (first duration tier, no free tier), USD.",
+        ),
+        (
+            COST_PROJECTED_30D_USD,
+            "30-day cost projection with the free tier and volume tiers, USD.",
+        ),
+        (COST_BUDGET_USD, "Configured monthly budget, USD."),
+        (
+            COST_SURPRISE,
+            "1 while a cost-surprise alert fires (reason: rate or budget).",
+        ),
+        (
+            INVOCATION_RATE_PER_HOUR,
+            "Invocations in the surprise window, scaled to an hour.",
+        ),
+        (
+            INVOCATION_RATE_BASELINE_PER_HOUR,
+            "Median invocations of this hour-of-week in recent weeks.",
+        ),
+        (
+            RETRY_FRACTION,
+            "Repeated request ids / invocations over the retry window.",
+        ),
+        (RETRY_STORM, "1 while a retry-storm alert fires."),
+        (
+            RETRY_SAMPLE_RATE,
+            "Share of request ids tracked by the bounded retry tracker.",
+        ),
+        (DLQ_REDRIVE_BACKLOG, "DLQ messages sent minus received."),
+        (
+            MEMORY_RECOMMENDATION_MB,
+            "Recommended memory for the strategy, MB.",
+        ),
+        (MEMORY_FLOOR_MB, "P99 max memory used plus headroom, MB."),
+        (TIMEOUT_BUDGET_RATIO, "P99 duration / configured timeout."),
+        (
+            TIMEOUT_CASCADE,
+            "1 while timeouts rise with this downstream's latency.",
+        ),
+        (
+            TIMEOUT_CASCADE_LATENCY_RATIO,
+            "Downstream median latency in timed-out traces / baseline.",
+        ),
+        (
+            COLD_START_RATIO,
+            "Cold starts / invocations over the advice window.",
+        ),
+        (
+            PC_RECOMMENDED_UNITS,
+            "Provisioned concurrency units covering the chosen concurrency percentile.",
+        ),
+        (
+            PC_NET_MONTHLY_USD,
+            "Monthly cost change with those units (negative = saving), USD.",
+        ),
+        (
+            PC_COLD_STARTS_AVOIDED_30D,
+            "Cold starts those units would avoid in 30 days.",
+        ),
+    ];
+
+    pub fn help(name: &str) -> Option<&'static str> {
+        ALL.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn names_are_prefixed_unique_and_documented() {
+            let mut seen = std::collections::BTreeSet::new();
+            for (name, help) in super::ALL {
+                assert!(name.starts_with("lambdawatch_"), "{name}");
+                assert!(
+                    name.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                    "{name}"
+                );
+                assert!(!help.is_empty() && seen.insert(*name), "{name}");
+            }
+            assert_eq!(seen.len(), 19);
+        }
+    }
 }

@@ -294,6 +294,8 @@ mod tests {
             assert!(names.contains(&"lambdawatch_cost_usd_total"));
             assert!(names.contains(&"lambdawatch_cost_projected_30d_usd"));
             assert!(names.contains(&"lambdawatch_retry_fraction"));
+            assert!(f.samples().iter().all(|m| !m.help().is_empty()));
+            assert_eq!(f.samples()[0].kind(), "counter");
         }
     }
 

@@ -10,8 +10,9 @@
 //! count of that hour in the last `baseline_weeks` weeks (default 4); the baseline is their
 //! **median**, so one earlier spike (or outage) in the same slot does not move it, which an EWMA
 //! would. A slot needs `min_baseline_weeks` (default 1) complete hours before it can judge.
-//! Hours with no observation at all are recorded as zero traffic (the caller feeds every
-//! function on every evaluation; a collector restart starts the baseline afresh).
+//! Hours with no observation at all are recorded as zero traffic (a collector restart starts the
+//! baseline afresh). Invocations dated before the current hour arrive too late for the baseline
+//! and are counted in `late_dropped`.
 //!
 //! **Rate test.** The last `window_minutes` (default 5) of per-minute counts, against
 //! `rate_multiple` (default 3) × the slot's baseline scaled to the window, and never below
@@ -78,6 +79,8 @@ pub struct SurpriseDetector {
     hour_count: u64,
     rate_firing: bool,
     budget_firing: bool,
+    /// Invocations dated before the current hour (already folded into the baseline): ignored.
+    pub late_dropped: u64,
 }
 
 /// What one evaluation found.
@@ -118,6 +121,7 @@ impl SurpriseDetector {
             hour_count: 0,
             rate_firing: false,
             budget_firing: false,
+            late_dropped: 0,
         }
     }
 
@@ -135,6 +139,7 @@ impl SurpriseDetector {
     pub fn observe(&mut self, now: u64, invocations: u64) {
         self.advance(now);
         if self.hour != Some(now / 3600) {
+            self.late_dropped = self.late_dropped.saturating_add(invocations);
             return;
         }
         let minute = now / 60;
@@ -357,6 +362,14 @@ mod tests {
             );
             assert_eq!(s.started.contains(&"rate"), want_rate);
         }
+    }
+
+    #[test]
+    fn late_invocations_are_counted_not_lost_silently() {
+        let mut d = SurpriseDetector::new(SurpriseConfig::default());
+        d.observe(MONDAY + 3600, 5);
+        d.observe(MONDAY + 3599, 3);
+        assert_eq!(d.late_dropped, 3);
     }
 
     #[test]
