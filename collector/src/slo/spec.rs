@@ -65,6 +65,9 @@ pub const DEFAULT_NO_DATA_AFTER: Duration = Duration::from_secs(3600);
 /// Default base of every `runbook_url`.
 pub const DEFAULT_RUNBOOK_BASE_URL: &str =
     "https://github.com/lambdawatch/lambdawatch/blob/main/docs/runbooks";
+/// How far back the no-data rule looks for "was reporting": a function that averaged at least
+/// one invocation per `no_data_after` over this long, then went silent for `no_data_after`.
+pub const NO_DATA_LOOKBACK: Duration = Duration::from_secs(3 * 86_400);
 /// Default SLO window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 /// Default fraction of the timeout for the timeout-budget SLI.
@@ -1003,13 +1006,13 @@ fn check_objective(
     }
     for rule in &defaults.burn_rules {
         let needed = rule.factor * (1.0 - o);
-        if rule.factor.is_finite() && needed >= 1.0 {
+        if rule.factor.is_finite() && needed > 1.0 {
             out.push((
                 here.clone(),
                 format!(
                     "objective {o} can never fire the {} rule (factor {} over {} & {}): it needs a \
-                     bad-event ratio above {needed:.4}, and a ratio cannot exceed 1; raise the \
-                     objective above {:.6} or lower the factor",
+                     bad-event ratio of at least {needed:.4}, and a ratio cannot exceed 1; raise \
+                     the objective to at least {:.6} or lower the factor",
                     rule.severity,
                     rule.factor,
                     duration::format(rule.long),
