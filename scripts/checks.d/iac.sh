@@ -13,6 +13,7 @@
 #      actions without resource-level permissions); the OTLP token comes from Secrets Manager as
 #      LAMBDAWATCH_AUTH_TOKEN; stopTimeout 30 s; health checks on /readyz via 9464; OTLP ports open
 #      only to FunctionsSecurityGroup.
+#      And docs/DEPLOY.md: every parameter it passes and every stack output it reads exist.
 #   4. Self-test: three broken copies (a cfn-lint error, an unjustified skip, an extra IAM action)
 #      must each be rejected, so this check is known to be able to fail.
 #
@@ -248,6 +249,46 @@ if bad:
 print(f"contract {path.rsplit('/', 1)[-1]}: task role = {len(TASK_ACTIONS)} collector calls exactly, token from Secrets Manager, stopTimeout 30, /readyz via 9464, OTLP only from FunctionsSecurityGroup")
 PY
 "$py" "$work/contract.py" "$deploy/collector-fargate.yaml" || die "deploy/collector-fargate.yaml breaks the deployment contract (above)"
+
+# docs/DEPLOY.md in step with the templates: every parameter it passes and every output it reads exist.
+cat > "$work/docs.py" <<'PY'
+import pathlib, re, sys
+from cfnlint.decode import decode
+
+doc, deploy = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+stacks = {"lambdawatch-layer": "layer.yaml", "lambdawatch-collector": "collector-fargate.yaml",
+          "lambdawatch-example": "example-function.yaml"}
+tpl = {}
+for f in stacks.values():
+    t, errs = decode(str(deploy / f))
+    if errs:
+        sys.exit(f"cannot parse {f}: {errs}")
+    tpl[f] = (set(t.get("Parameters", {})), set(t.get("Outputs", {})))
+text = doc.read_text()
+bad, checked = [], 0
+for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+    for cmd in block.replace("\\\n", " ").splitlines():
+        m = re.search(r"--template-file deploy/(\S+)", cmd)
+        if m and "--parameter-overrides" in cmd:
+            params = tpl.get(m.group(1), (set(), set()))[0]
+            for name in re.findall(r"\b([A-Z][A-Za-z0-9]+)=", cmd.split("--parameter-overrides", 1)[1]):
+                checked += 1
+                if name not in params:
+                    bad.append(f"DEPLOY.md passes {name}= to deploy/{m.group(1)}, which has no such parameter")
+for stack, key in re.findall(r"\bout (lambdawatch-[a-z]+) ([A-Za-z0-9]+)", text):
+    checked += 1
+    if stack not in stacks or key not in tpl[stacks[stack]][1]:
+        bad.append(f"DEPLOY.md reads output {key} of {stack}, which {stacks.get(stack, 'no template')} does not have")
+if checked < 8:
+    bad.append(f"DEPLOY.md: only {checked} parameter/output references found; is the parser still matching?")
+if bad:
+    print("\n".join(bad), file=sys.stderr)
+    sys.exit(1)
+print(f"docs/DEPLOY.md: {checked} parameter and output references match the templates")
+PY
+if [ -z "${LAMBDAWATCH_DEPLOY_DIR:-}" ]; then
+  "$py" "$work/docs.py" "$root/docs/DEPLOY.md" "$deploy" || die "docs/DEPLOY.md and deploy/ disagree (above)"
+fi
 
 # ---------------------------------------------------------------- 4. self-test: the gates bite
 if [ -z "${LAMBDAWATCH_IAC_SELFTEST:-}" ]; then
