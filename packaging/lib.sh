@@ -70,7 +70,7 @@ lw_ensure_zigbuild() {
   fi
   # cargo-zigbuild finds zig through `python3 -m ziglang` of the venv's python3.
   export PATH="$venv/bin:$PATH"
-  cargo zigbuild --version >/dev/null 2>&1 || lw_die "cargo zigbuild does not run from $venv"
+  cargo-zigbuild --version >/dev/null 2>&1 || lw_die "cargo-zigbuild does not run from $venv"
   python3 -m ziglang version >/dev/null 2>&1 || lw_die "zig (PyPI ziglang) does not run from $venv"
 }
 
