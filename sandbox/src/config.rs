@@ -206,7 +206,10 @@ impl FunctionConfig {
 
     /// Relative paths in the YAML are relative to the YAML file.
     fn resolve_relative(mut self, path: &Path) -> Self {
-        let base = path.parent().unwrap_or(Path::new("."));
+        let parent = path.parent().unwrap_or(Path::new("."));
+        // Absolute, because the runtime runs with `code_dir` as its working directory.
+        let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_owned());
+        let base = base.as_path();
         let fix = |p: &mut Option<PathBuf>| {
             if let Some(inner) = p
                 && inner.is_relative()

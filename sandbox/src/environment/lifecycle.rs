@@ -857,27 +857,18 @@ impl Lifecycle {
         if let Some(rt) = &self.runtime {
             rt.signal(Signal::Term);
         }
-        let shutdown_registered: Vec<String> = {
+        // Wait for as many extension exits as extensions registered for SHUTDOWN (counted, not
+        // matched by name: Lambda does not require the registered name to be the file name).
+        let expected_exits = {
             let st = self.shared.lock();
-            st.extensions
-                .iter()
-                .filter(|e| e.shutdown)
-                .map(|e| e.name.clone())
-                .collect()
-        };
-        // Extensions that did not register for SHUTDOWN are not waited for.
-        let wait_names: Vec<String> = self
-            .extensions
-            .iter()
-            .filter(|p| shutdown_registered.contains(&p.name))
-            .map(|p| p.name.clone())
-            .collect();
+            st.extensions.iter().filter(|e| e.shutdown).count()
+        }
+        .min(self.extensions.len());
+        let has_runtime = self.runtime.is_some();
         let _ = self
             .wait_for(Some(deadline), |st| {
-                let exited = wait_names
-                    .iter()
-                    .all(|n| st.extension_exits.iter().any(|(e, _)| e == n));
-                (exited && (st.runtime.exited || self.runtime.is_none())).then_some(())
+                (st.extension_exits.len() >= expected_exits && (st.runtime.exited || !has_runtime))
+                    .then_some(())
             })
             .await;
         let killed: Vec<String> = self
