@@ -231,8 +231,12 @@ fn real_prometheus_scrapes_the_collector() {
         "Prometheus to have scraped lambdawatch_invocations_total",
         Duration::from_secs(60),
         || {
-            let j = http::get(&query, Duration::from_secs(5)).ok()?.json();
-            j["data"]["result"][0]["value"][1]
+            // Prometheus answers 503 until its storage is ready.
+            let r = http::get(&query, Duration::from_secs(5)).ok()?;
+            if r.status != 200 {
+                return None;
+            }
+            r.json()["data"]["result"][0]["value"][1]
                 .as_str()
                 .map(str::to_owned)
         },
@@ -242,4 +246,195 @@ fn real_prometheus_scrapes_the_collector() {
     let up = format!("http://127.0.0.1:{port}/api/v1/query?query=up");
     let j = http::get(&up, Duration::from_secs(5)).unwrap().json();
     assert_eq!(j["data"]["result"][0]["value"][1], "1");
+}
+
+/// Posts `n` invocation spans of `function` with `outcome`, in requests of at most 5,000.
+fn send_invocations(http_addr: &str, function: &str, outcome: &str, n: usize) {
+    use lambdawatch_semconv::{attr, otlp::kv_f64, otlp::kv_str, span_type};
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        resource::v1::Resource,
+        trace::v1::{ResourceSpans, ScopeSpans, Span},
+    };
+    use prost::Message;
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(5_000);
+        left -= k;
+        let spans = (0..k)
+            .map(|_| Span {
+                name: function.into(),
+                start_time_unix_nano: end - 10_000_000,
+                end_time_unix_nano: end,
+                attributes: vec![
+                    kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
+                    kv_str(attr::AWS_LAMBDA_OUTCOME, outcome),
+                    kv_f64(attr::AWS_LAMBDA_DURATION_MS, 10.0),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv_str(attr::FAAS_NAME, function)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let r = http::request(
+            "POST",
+            &format!("http://{http_addr}/v1/traces"),
+            &[("content-type", "application/x-protobuf")],
+            &req.encode_to_vec(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// A webhook receiver: every POST body, in order.
+fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let l = line.trim_end().to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if l.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                sink.lock().unwrap().push(v);
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
+/// One incident through the collector's state machine and a real Alertmanager: the receiver gets
+/// exactly one firing and one resolved notification for the page, despite the collector
+/// re-sending while it fires.
+#[test]
+fn one_incident_one_firing_one_resolved_through_alertmanager() {
+    let am_bin = peers::bin("prometheus-alertmanager");
+    let (hook, got) = webhook_receiver();
+    let dir = tempfile::tempdir().unwrap();
+    let am_cfg = dir.path().join("alertmanager.yml");
+    std::fs::write(
+        &am_cfg,
+        format!(
+            "route:\n  receiver: 'null'\n  group_by: ['alertname', 'function', 'severity']\n  group_wait: 1s\n  group_interval: 2s\n  repeat_interval: 1h\n  routes:\n    - receiver: hook\n      matchers: ['severity=\"page\"']\nreceivers:\n  - name: 'null'\n  - name: hook\n    webhook_configs:\n      - url: 'http://{hook}/'\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let am_port = free_port();
+    let _am = Child::spawn(
+        "alertmanager",
+        Command::new(am_bin)
+            .arg(format!("--config.file={}", am_cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("am").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+    );
+    wait_until("alertmanager ready", Duration::from_secs(30), || {
+        http::get(
+            &format!("http://127.0.0.1:{am_port}/-/ready"),
+            Duration::from_secs(2),
+        )
+        .ok()
+        .filter(|r| r.status == 200)
+    });
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    let (collector, a) = start_collector(&[
+        ("LAMBDAWATCH_ALERTMANAGER_URL", am_url.as_str()),
+        ("LAMBDAWATCH_ALERT_FOR", "0s"),
+        ("LAMBDAWATCH_ALERT_RESEND", "1s"),
+    ]);
+    // Outage: 200 failures → burn rate 1000× over 5 m and 1 h.
+    send_invocations(&a.http, "orders", "error", 200);
+    let firing = wait_until(
+        "a firing page at the receiver",
+        Duration::from_secs(30),
+        || {
+            let g = got.lock().unwrap();
+            g.iter().find(|v| v["status"] == "firing").cloned()
+        },
+    );
+    assert_eq!(
+        firing["alerts"][0]["labels"]["alertname"],
+        "LambdawatchErrorBudgetBurn"
+    );
+    assert_eq!(firing["alerts"][0]["labels"]["function"], "orders");
+    assert!(
+        firing["alerts"][0]["annotations"]
+            .as_object()
+            .is_some_and(|a| a
+                .values()
+                .any(|v| v.as_str().is_some_and(|s| s.contains("runbooks")))),
+        "no runbook_url: {firing}"
+    );
+    // Let the collector re-send a few times while it fires.
+    std::thread::sleep(Duration::from_secs(4));
+    // Recovery: 40,000 successes dilute the failures to 0.5 % → burn 5× < 6× and < 14.4×.
+    send_invocations(&a.http, "orders", "success", 40_000);
+    wait_until(
+        "a resolved page at the receiver",
+        Duration::from_secs(30),
+        || {
+            let g = got.lock().unwrap();
+            g.iter().any(|v| v["status"] == "resolved").then_some(())
+        },
+    );
+    // Give Alertmanager a few group intervals to send anything extra.
+    std::thread::sleep(Duration::from_secs(5));
+    let g = got.lock().unwrap();
+    let firing = g.iter().filter(|v| v["status"] == "firing").count();
+    let resolved = g.iter().filter(|v| v["status"] == "resolved").count();
+    assert_eq!((firing, resolved), (1, 1), "notifications: {g:#?}");
+    let sent = value(
+        &metrics(&a.admin),
+        "lambdawatch_alert_deliveries_total{sink=\"alertmanager\",result=\"success\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        sent >= 3.0,
+        "the collector should have re-sent while firing (sent {sent})"
+    );
+    drop(collector);
 }
