@@ -153,13 +153,7 @@ fn bill_json(bill: &Bill) -> serde_json::Value {
 pub fn group(x: f64) -> String {
     let s = format!("{x:.3}");
     let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
+    let mut out = super::model::group_thousands(int);
     let frac = frac.trim_end_matches('0');
     if !frac.is_empty() {
         out.push('.');

@@ -80,16 +80,21 @@ impl Money {
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cents = self.cents();
-        let dollars = (cents / 100).to_string();
-        let mut grouped = String::with_capacity(dollars.len() + dollars.len() / 3);
-        for (i, c) in dollars.chars().enumerate() {
-            if i > 0 && (dollars.len() - i).is_multiple_of(3) {
-                grouped.push(',');
-            }
-            grouped.push(c);
-        }
+        let grouped = group_thousands(&(cents / 100).to_string());
         write!(f, "${grouped}.{:02}", cents % 100)
     }
+}
+
+/// `"1234567"` → `"1,234,567"` (digits only).
+pub(crate) fn group_thousands(digits: &str) -> String {
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `a × b / c` without overflow for the magnitudes here (falls back to saturating).
