@@ -1,6 +1,9 @@
 //! Sinks and the dispatcher against real HTTP servers on 127.0.0.1: a capture server that records
 //! every request, a dead port (connection refused) and a black hole (accepts, never answers).
 
+mod common;
+
+use common::capture_server;
 use hmac::{Hmac, Mac};
 use lambdawatch_collector::alerting::alert::{
     Alert, AlertStatus, Evidence, Fingerprint, FunctionLabels, RunbookPage,
@@ -13,88 +16,8 @@ use lambdawatch_collector::slo::spec::{Severity, SloSpec};
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-
-/// One request as the capture server saw it.
-#[derive(Debug)]
-struct Captured {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// A minimal HTTP/1.1 server: reads one request per connection (Content-Length body), answers
-/// `204`, and forwards what it read. Written on raw TCP so it shares no code with the sinks.
-async fn capture_server() -> (SocketAddr, mpsc::Receiver<Captured>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind capture server");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let mut lines = head.split("\r\n");
-                    let path = lines
-                        .next()
-                        .and_then(|l| l.split(' ').nth(1))
-                        .unwrap_or("")
-                        .to_owned();
-                    let headers: Vec<(String, String)> = lines
-                        .filter_map(|l| l.split_once(": "))
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
-                        .collect();
-                    let len: usize = headers
-                        .iter()
-                        .find(|(k, _)| k == "content-length")
-                        .and_then(|(_, v)| v.parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let body = buf[head_end..head_end + len].to_vec();
-                    let _ = tx
-                        .send(Captured {
-                            path,
-                            headers,
-                            body,
-                        })
-                        .await;
-                    if socket
-                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, rx)
-}
 
 /// A port nothing listens on (bound, then released).
 async fn dead_port() -> SocketAddr {
