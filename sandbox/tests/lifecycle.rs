@@ -261,3 +261,85 @@ async fn shutdown_deadline_sigkills_stubborn_extension() {
         s.duration_ms
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_failure_is_reported_and_the_environment_replaced() {
+    // A runtime that exits during init.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("probe.jsonl");
+    let ext = dir.path().join("ext");
+    std::fs::create_dir(&ext).unwrap();
+    std::os::unix::fs::symlink(PROBE, ext.join("probe")).unwrap();
+    let yaml = format!(
+        "name: testfn\nhandler: ['/bin/false']\nextensions_dir: '{}'\nenvironment:\n  PROBE_OUT: '{}'\n",
+        ext.display(),
+        out.display()
+    );
+    let function: lambdawatch_sandbox::config::FunctionConfig =
+        serde_yaml::from_str(&yaml).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let s = stop.clone();
+    let task = tokio::spawn(lambdawatch_sandbox::run(
+        lambdawatch_sandbox::RunOptions {
+            function,
+            workload: None,
+            invoke_addr: "127.0.0.1:0".parse().unwrap(),
+            report: None,
+            cloudwatch_endpoint: None,
+        },
+        s,
+        move |a| {
+            let _ = tx.send(a);
+        },
+    ));
+    let addr = rx.await.unwrap();
+    let client = reqwest_lite::Client::new();
+    let url = format!("http://{addr}/2015-03-31/functions/testfn/invocations");
+    for _ in 0..2 {
+        let r = client.send("POST", &url, &[], "{}").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("X-Amz-Function-Error").as_deref(),
+            Some("Unhandled")
+        );
+        assert_eq!(r.json()["errorType"], "Runtime.ExitError");
+    }
+    stop.cancel();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.invocations.failure, 2);
+    // Each failed init got a fresh environment.
+    assert_ne!(report.records[0].environment, report.records[1].environment);
+    let ev = telemetry_events(&probe_lines(&out));
+    let statuses: Vec<&str> = ev
+        .iter()
+        .filter(|(_, e)| kind(e) == "platform.initReport")
+        .map(|(_, e)| e["record"]["status"].as_str().unwrap())
+        .collect();
+    assert!(statuses.contains(&"failure"), "{ev:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_longer_than_10_s_times_out() {
+    let h = start("", &[("INIT_SLEEP_MS", "10500")], &[("probe", &[])], None).await;
+    let started = std::time::Instant::now();
+    let r = h.invoke("{}", false).await;
+    let took = started.elapsed();
+    assert_eq!(
+        r.header("X-Amz-Function-Error").as_deref(),
+        Some("Unhandled")
+    );
+    assert_eq!(r.json()["errorType"], "Sandbox.Timedout");
+    assert!(
+        took >= Duration::from_millis(10_000) && took < Duration::from_millis(13_500),
+        "{took:?}"
+    );
+    let (report, lines, _dir) = h.finish().await;
+    assert_eq!(report.invocations.failure, 1);
+    let ev = telemetry_events(&lines);
+    let init_report = ev
+        .iter()
+        .find(|(_, e)| kind(e) == "platform.initReport")
+        .expect("initReport");
+    assert_eq!(init_report.1["record"]["status"], "timeout");
+}
