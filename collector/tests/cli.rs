@@ -1,5 +1,7 @@
 //! The binary's subcommands other than `serve`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
+
 use std::process::Command;
 
 fn bin() -> Command {

@@ -2,6 +2,8 @@
 //! size limits and a gzip bomb, a full queue, malformed input next to a healthy client,
 //! `/metrics` through the real `promtool`, `/api/v1/slos`, readiness.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
+
 use std::{
     io::Write,
     net::SocketAddr,
@@ -380,7 +382,7 @@ async fn body_limit_and_gzip_bomb_get_413() {
 async fn full_queue_answers_429_and_resource_exhausted() {
     let c = Collector::start(|cfg| cfg.queue_capacity = 1).await;
     // Park the aggregator inside a query so nothing drains the queue.
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let h = c.running.aggregates.clone();
     let parked = tokio::spawn(async move {
         h.query(move |_| {

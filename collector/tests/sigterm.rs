@@ -1,6 +1,8 @@
 //! The binary: prints its bound addresses, ingests, and on SIGTERM stops ingest, drains,
 //! evaluates and delivers once more, and exits 0 well within 25 s.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
+
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},

@@ -1,6 +1,8 @@
 //! The collector against real peers: the Python OpenTelemetry SDK exporting over OTLP/gRPC and
 //! OTLP/HTTP (gzip, bearer token), and a real Prometheus scraping `/metrics`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
+
 use std::{process::Command, time::Duration};
 
 use lambdawatch_tests::{Child, free_port, http, peers, wait_until, workspace_bin};

@@ -118,8 +118,46 @@ impl Percentiles {
         out.filter(|h| !h.is_empty())
     }
 
+    /// P50/P90/P99 of current ∪ previous slot in one pass over both, without merging copies.
     pub fn quantiles(&self, now_s: u64) -> Option<Quantiles> {
-        self.merged(now_s).map(|h| quantiles_of(&h))
+        let p = now_s / PERCENTILE_PERIOD_SECS;
+        let cur = self.cur.as_ref().filter(|_| self.period + 1 >= p);
+        let prev = self.prev.as_ref().filter(|_| self.period >= p);
+        let total = cur.map_or(0, |h| h.len()) + prev.map_or(0, |h| h.len());
+        if total == 0 {
+            return None;
+        }
+        // Rank of each quantile, as HdrHistogram's `value_at_quantile` counts it.
+        let rank = |q: f64| ((q * total as f64).ceil() as u64).clamp(1, total);
+        let targets = [rank(0.50), rank(0.90), rank(0.99)];
+        let mut out = [0u64; 3];
+        let mut next = 0;
+        let mut seen = 0u64;
+        // Both histograms share the bucket layout (same precision, lowest value 1), so their
+        // recorded values interleave in one sorted sequence.
+        let mut a = cur.into_iter().flat_map(|h| h.iter_recorded()).peekable();
+        let mut b = prev.into_iter().flat_map(|h| h.iter_recorded()).peekable();
+        while next < 3 {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.value_iterated_to() <= y.value_iterated_to(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let v = if take_a { a.next() } else { b.next() };
+            let Some(v) = v else { break };
+            seen += u64::from(v.count_at_value());
+            while next < 3 && seen >= targets[next] {
+                out[next] = v.value_iterated_to();
+                next += 1;
+            }
+        }
+        Some(Quantiles {
+            count: total,
+            p50: out[0] as f64,
+            p90: out[1] as f64,
+            p99: out[2] as f64,
+        })
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -229,6 +267,8 @@ mod tests {
             let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
             for v in &all { one.record(*v).unwrap(); }
             prop_assert_eq!(merged.len(), one.len());
+            let q = p.quantiles(t0 + PERCENTILE_PERIOD_SECS).unwrap();
+            prop_assert_eq!(q, quantiles_of(&one));
             for q in [0.5, 0.9, 0.99] {
                 prop_assert_eq!(merged.value_at_quantile(q), one.value_at_quantile(q));
                 let exact = brute(&mut all, q) as f64;

@@ -47,6 +47,9 @@ pub const REPORT_WINDOWS: [Duration; 6] = [
     Duration::from_secs(30 * 86_400),
 ];
 
+/// The `window` label of each of [`REPORT_WINDOWS`].
+pub const REPORT_WINDOW_LABELS: [&str; 6] = ["5m", "30m", "1h", "6h", "3d", "30d"];
+
 /// How far back the no-data rule looks for "was reporting".
 pub const NO_DATA_LOOKBACK: Duration = Duration::from_secs(3 * 86_400);
 
@@ -94,6 +97,110 @@ impl Counts {
     }
 }
 
+/// Every series of one function summed over one window (computed once per window and shared by
+/// all SLOs of the function).
+#[derive(Debug, Clone, Default)]
+pub struct WindowSums {
+    pub invocations: Vec<u64>,
+    pub cold: Vec<(InitKind, Vec<u64>)>,
+    pub platform: [u64; PlatformCounter::COUNT],
+}
+
+/// Lazily filled per-window sums of one function at one `now`.
+#[derive(Debug)]
+pub struct Sums<'a> {
+    layout: &'a Layout,
+    state: &'a FunctionState,
+    now_s: u64,
+    cache: Vec<(u64, WindowSums)>,
+}
+
+impl<'a> Sums<'a> {
+    pub fn new(layout: &'a Layout, state: &'a FunctionState, now_s: u64) -> Self {
+        Self {
+            layout,
+            state,
+            now_s,
+            cache: Vec::with_capacity(8),
+        }
+    }
+
+    /// The sums over `window` (empty beyond the longest window the series keep).
+    pub fn get(&mut self, window: Duration) -> &WindowSums {
+        let secs = window.as_secs();
+        if let Some(i) = self.cache.iter().position(|(s, _)| *s == secs) {
+            return &self.cache[i].1;
+        }
+        let mut sums = WindowSums::default();
+        if let Some(w) = Window::resolve(secs, self.now_s) {
+            sums.invocations = vec![0; self.state.invocations.stride()];
+            self.state
+                .invocations
+                .sum_into(w, self.now_s, &mut sums.invocations);
+            for (kind, cs) in &self.state.cold {
+                let mut v = vec![0; self.layout.cold_stride()];
+                cs.series.sum_into(w, self.now_s, &mut v);
+                sums.cold.push((*kind, v));
+            }
+            if let Some(p) = &self.state.platform {
+                p.sum_into(w, self.now_s, &mut sums.platform);
+            }
+        }
+        self.cache.push((secs, sums));
+        &self.cache[self.cache.len() - 1].1
+    }
+
+    /// The counts of `sli` over `window`.
+    pub fn counts(&mut self, sli: &Sli, window: Duration) -> Counts {
+        let layout = self.layout;
+        let s = self.get(window);
+        let inv = |i: usize| s.invocations.get(i).copied().unwrap_or(0);
+        match sli {
+            Sli::ColdStart {
+                threshold,
+                init_types,
+            } => {
+                let Some(idx) = layout.cold_index(threshold.as_secs_f64() * 1000.0) else {
+                    return Counts::default();
+                };
+                let mut c = Counts::default();
+                for (kind, v) in &s.cold {
+                    if init_types.iter().any(|t| init_kind(*t) == *kind) {
+                        c.valid += v[COLD_TOTAL];
+                        c.good += v[1 + idx];
+                    }
+                }
+                c
+            }
+            Sli::ErrorRate => Counts {
+                good: inv(0),
+                valid: (0..4).map(inv).sum(),
+            },
+            Sli::TimeoutBudget { fraction } => match layout.fraction_index(*fraction) {
+                Some(idx) => Counts {
+                    good: inv(INV_TB_GOOD + idx),
+                    valid: inv(INV_TB_TOTAL),
+                },
+                None => Counts::default(),
+            },
+            Sli::DlqRatio => {
+                let v = &s.platform;
+                let valid = v[PlatformCounter::AsyncEventsReceived as usize];
+                let bad = v[PlatformCounter::AsyncEventsDropped as usize]
+                    .max(v[PlatformCounter::DlqMessagesSent as usize]);
+                Counts {
+                    good: valid.saturating_sub(bad),
+                    valid: valid.max(bad),
+                }
+            }
+            Sli::Throttles => Counts {
+                good: 0,
+                valid: s.platform[PlatformCounter::Throttles as usize],
+            },
+        }
+    }
+}
+
 /// The counts of `sli` for one function over `window` ending at `now_s`.
 pub fn counts(
     sli: &Sli,
@@ -102,74 +209,13 @@ pub fn counts(
     window: Duration,
     now_s: u64,
 ) -> Counts {
-    let Some(w) = Window::resolve(window.as_secs(), now_s) else {
-        return Counts::default();
-    };
-    match sli {
-        Sli::ColdStart {
-            threshold,
-            init_types,
-        } => {
-            let Some(idx) = layout.cold_index(threshold.as_secs_f64() * 1000.0) else {
-                return Counts::default();
-            };
-            let mut c = Counts::default();
-            let mut buf = vec![0u64; layout.cold_stride()];
-            for t in init_types {
-                if let Some(cs) = state.cold.get(&init_kind(*t)) {
-                    buf.fill(0);
-                    cs.series.sum_into(w, now_s, &mut buf);
-                    c.valid += buf[COLD_TOTAL];
-                    c.good += buf[1 + idx];
-                }
-            }
-            c
-        }
-        Sli::ErrorRate => {
-            let v = state.invocation_counts(w, now_s);
-            Counts {
-                good: v[0],
-                valid: v[..4].iter().sum(),
-            }
-        }
-        Sli::TimeoutBudget { fraction } => {
-            let Some(idx) = layout.fraction_index(*fraction) else {
-                return Counts::default();
-            };
-            let v = state.invocation_counts(w, now_s);
-            Counts {
-                good: v[INV_TB_GOOD + idx],
-                valid: v[INV_TB_TOTAL],
-            }
-        }
-        Sli::DlqRatio => {
-            let Some(p) = &state.platform else {
-                return Counts::default();
-            };
-            let mut v = [0u64; PlatformCounter::COUNT];
-            p.sum_into(w, now_s, &mut v);
-            let valid = v[PlatformCounter::AsyncEventsReceived as usize];
-            let bad = v[PlatformCounter::AsyncEventsDropped as usize]
-                .max(v[PlatformCounter::DlqMessagesSent as usize]);
-            Counts {
-                good: valid.saturating_sub(bad),
-                valid: valid.max(bad),
-            }
-        }
-        Sli::Throttles => {
-            let n = state
-                .platform
-                .as_ref()
-                .map_or(0, |p| p.sum(w, now_s, PlatformCounter::Throttles as usize));
-            Counts { good: 0, valid: n }
-        }
-    }
+    Sums::new(layout, state, now_s).counts(sli, window)
 }
 
 /// One window of one SLO.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WindowStatus {
-    pub window: String,
+    pub window: &'static str,
     pub good: u64,
     pub valid: u64,
     /// good / valid (`throttles`: the count).
@@ -230,17 +276,16 @@ fn evaluate_slo(
     slo_index: usize,
     slo: &SloDef,
     defaults: &Defaults,
-    layout: &Layout,
-    state: &FunctionState,
-    now_s: u64,
+    sums: &mut Sums<'_>,
 ) -> SloStatus {
     let count_budget = slo.sli.is_count_budget();
     let windows = REPORT_WINDOWS
         .iter()
-        .map(|w| {
-            let c = counts(&slo.sli, layout, state, *w, now_s);
+        .zip(REPORT_WINDOW_LABELS)
+        .map(|(w, label)| {
+            let c = sums.counts(&slo.sli, *w);
             WindowStatus {
-                window: crate::config::format_duration(*w),
+                window: label,
                 good: c.good,
                 valid: c.valid,
                 sli: if count_budget {
@@ -252,7 +297,7 @@ fn evaluate_slo(
             }
         })
         .collect();
-    let budget = counts(&slo.sli, layout, state, slo.window, now_s);
+    let budget = sums.counts(&slo.sli, slo.window);
     let consumed = if count_budget {
         if slo.objective > 0.0 {
             budget.valid as f64 / slo.objective
@@ -286,8 +331,8 @@ fn evaluate_slo(
         });
     } else {
         for rule in &defaults.burn_rules {
-            let long = counts(&slo.sli, layout, state, rule.long, now_s);
-            let short = counts(&slo.sli, layout, state, rule.short, now_s);
+            let long = sums.counts(&slo.sli, rule.long);
+            let short = sums.counts(&slo.sli, rule.short);
             let (bl, bs) = (burn(slo, long), burn(slo, short));
             let guard_passed = long.valid >= defaults.min_events_for(rule.long);
             let active = guard_passed
@@ -366,6 +411,7 @@ pub fn evaluate_function(
     state: &FunctionState,
     now_s: u64,
 ) -> FunctionStatus {
+    let mut sums = Sums::new(layout, state, now_s);
     let slos = spec
         .slos
         .iter()
@@ -379,7 +425,7 @@ pub fn evaluate_function(
                 &state.tags,
             )
         })
-        .map(|(i, s)| evaluate_slo(i, s, &spec.defaults, layout, state, now_s))
+        .map(|(i, s)| evaluate_slo(i, s, &spec.defaults, &mut sums))
         .collect();
     let cold_start_ms = state
         .cold

@@ -1,0 +1,213 @@
+//! Collector hot paths (`docs/BENCHMARKS.md`, section "Collector"):
+//!
+//! - `ingest/decode_only` vs `ingest/decode_aggregate`: the same OTLP/HTTP protobuf payloads of
+//!   invocation spans, decoded only (prost) vs decoded, turned into events (`ingest::decode`) and
+//!   aggregated (`Aggregates::apply`, the owner task's work). Target: aggregate ≥ 0.5 × decode-only
+//!   throughput, ≥ 200,000 spans/s on one core.
+//! - `evaluate/10k_functions_x_5_slos`: one SLO evaluation of 10,000 functions against the
+//!   embedded default spec (5 SLOs). Target ≤ 100 ms.
+//! - Memory per function, measured with a counting allocator, printed before the benches run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
+
+use std::{
+    alloc::{GlobalAlloc, Layout as AllocLayout, System},
+    hint::black_box,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lambdawatch_collector::{
+    aggregate::{Aggregates, Batch, Event, Group, InitKind, Invocation, Outcome, Target},
+    ingest::decode::Decoder,
+    slo::{eval, spec::SloSpec},
+};
+use lambdawatch_semconv::{
+    attr,
+    otlp::{kv_f64, kv_i64, kv_str},
+    span_type,
+};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    resource::v1::Resource,
+    trace::v1::{ResourceSpans, ScopeSpans, Span},
+};
+use prost::Message;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// A counting allocator is the only way to measure heap use from inside the process.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: AllocLayout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: `p` came from `alloc` above with the same layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const NOW: u64 = 1_800_000_000;
+
+fn payloads(requests: usize, spans_per_request: usize, functions: usize) -> Vec<Vec<u8>> {
+    (0..requests)
+        .map(|r| {
+            let f = r % functions;
+            let spans = (0..spans_per_request)
+                .map(|i| {
+                    let end =
+                        (NOW - 3600 + (r * spans_per_request + i) as u64 % 3600) * 1_000_000_000;
+                    Span {
+                        trace_id: vec![7; 16],
+                        span_id: (i as u64).to_be_bytes().to_vec(),
+                        name: format!("fn-{f}"),
+                        kind: 2,
+                        start_time_unix_nano: end - 25_000_000,
+                        end_time_unix_nano: end,
+                        attributes: vec![
+                            kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
+                            kv_str(attr::FAAS_INVOCATION_ID, format!("{r}-{i}")),
+                            kv_str(
+                                attr::AWS_LAMBDA_OUTCOME,
+                                if i % 100 == 0 { "error" } else { "success" },
+                            ),
+                            kv_f64(attr::AWS_LAMBDA_DURATION_MS, 20.0 + (i % 50) as f64),
+                            kv_i64(attr::AWS_LAMBDA_BILLED_DURATION_MS, 21 + (i % 50) as i64),
+                            kv_i64(attr::AWS_LAMBDA_MEMORY_SIZE_MB, 512),
+                            kv_i64(attr::AWS_LAMBDA_MAX_MEMORY_USED_MB, 90),
+                            kv_i64(attr::AWS_LAMBDA_TIMEOUT_MS, 3000),
+                        ],
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            kv_str(attr::SERVICE_NAME, format!("fn-{f}")),
+                            kv_str(attr::FAAS_NAME, format!("fn-{f}")),
+                            kv_str(attr::FAAS_VERSION, "$LATEST"),
+                            kv_str(attr::CLOUD_REGION, "eu-west-1"),
+                            kv_str(attr::CLOUD_ACCOUNT_ID, "123456789012"),
+                        ],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
+fn ingest(c: &mut Criterion) {
+    let spans_per_request = 500;
+    let data = payloads(40, spans_per_request, 20);
+    let total = (data.len() * spans_per_request) as u64;
+    let spec = SloSpec::embedded_default();
+    let layout = eval::layout_for(&spec);
+    let decoder = Decoder::default();
+    let mut g = c.benchmark_group("ingest");
+    g.throughput(Throughput::Elements(total));
+    g.bench_function("decode_only", |b| {
+        b.iter(|| {
+            for p in &data {
+                black_box(ExportTraceServiceRequest::decode(p.as_slice()).ok());
+            }
+        })
+    });
+    let mut agg = Aggregates::new(layout, 100_000);
+    g.bench_function("decode_aggregate", |b| {
+        b.iter(|| {
+            for p in &data {
+                if let Ok(req) = ExportTraceServiceRequest::decode(p.as_slice()) {
+                    agg.apply(decoder.traces(&req, NOW).batch);
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+/// 10,000 functions, each with a day of traffic and some cold starts.
+fn fleet(functions: usize) -> Aggregates {
+    let spec = SloSpec::embedded_default();
+    let mut a = Aggregates::new(eval::layout_for(&spec), 100_000);
+    for f in 0..functions {
+        let mut events: Vec<Event> = (0..144u64)
+            .map(|k| {
+                Event::Invocation(Invocation {
+                    t_s: NOW - 86_400 + k * 600 + (f as u64 % 600),
+                    outcome: if k % 50 == 0 {
+                        Outcome::Error
+                    } else {
+                        Outcome::Success
+                    },
+                    duration_ms: 20.0 + (k % 700) as f64,
+                    billed_ms: Some(21.0),
+                    memory_mb: Some(512.0),
+                    max_memory_mb: Some(90.0),
+                    timeout_ms: Some(3000.0),
+                })
+            })
+            .collect();
+        events.extend((0..4u64).map(|k| Event::Init {
+            t_s: NOW - 86_400 + k * 21_600,
+            kind: InitKind::OnDemand,
+            duration_ms: 250.0 + (k * 100) as f64,
+        }));
+        a.apply(Batch {
+            received_s: NOW,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: lambdawatch_collector::aggregate::FunctionKey {
+                        function: format!("fn-{f:05}"),
+                        version: "$LATEST".into(),
+                        region: "eu-west-1".into(),
+                        account: "123456789012".into(),
+                    },
+                    tags: vec![("team".into(), "payments".into())],
+                    instance: "i".into(),
+                },
+                events,
+            }],
+        });
+    }
+    a
+}
+
+fn evaluate(c: &mut Criterion) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let a = fleet(10_000);
+    let measured = LIVE.load(Ordering::Relaxed) - before;
+    println!(
+        "memory: 10,000 functions hold {} bytes live = {} bytes per function (self-reported heap_bytes: {} per function)",
+        measured,
+        measured / 10_000,
+        a.heap_bytes() / 10_000
+    );
+    let spec = SloSpec::embedded_default();
+    let mut g = c.benchmark_group("evaluate");
+    g.sample_size(10);
+    g.bench_function("10k_functions_x_5_slos", |b| {
+        b.iter(|| black_box(eval::evaluate(&spec, &a, NOW)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ingest, evaluate);
+criterion_main!(benches);
