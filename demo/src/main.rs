@@ -36,6 +36,9 @@ fn main() -> anyhow::Result<()> {
     // Let the collector evaluate what arrived last and deliver the alerts.
     std::thread::sleep(Duration::from_secs(4));
     let slos = http::get_json(&format!("http://{}/api/v1/slos", collector.admin))?;
+    if std::env::var_os("LAMBDAWATCH_DEMO_DUMP").is_some() {
+        println!("{slos:#}");
+    }
     report::print(&slos, &webhook.received());
     if serve {
         println!(

@@ -69,7 +69,11 @@ pub fn start_collector(
         .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
         .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        // Minutes of traffic compressed into one: evaluate every second and let a condition
+        // fire after 5 s pending instead of the production 60 s.
         .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_ALERT_FOR", "5s")
+        .env("LAMBDAWATCH_DLQ_QUEUES", "orders-dlq=orders")
         .env("LAMBDAWATCH_WEBHOOK_URL", webhook)
         .stdout(Stdio::piped())
         .stderr(log)
@@ -151,22 +155,35 @@ phases:
 
 const CHECKOUT_WORKLOAD: &str = r#"seed: 11
 phases:
-  - name: scale-out
+  - name: scale-out 1
     rate_per_sec: 2
-    burst: 4
-    duration_ms: 4000
-    sleep_ms: 200
-  - name: quiet (environments spin down)
+    burst: 10
+    duration_ms: 3000
+    sleep_ms: 300
+  - name: quiet (idle environments spin down)
     rate_per_sec: 0.2
-    duration_ms: 5000
-  - name: scale-out again
-    rate_per_sec: 2
-    burst: 5
     duration_ms: 4000
-    sleep_ms: 200
+  - name: scale-out 2
+    rate_per_sec: 2
+    burst: 10
+    duration_ms: 3000
+    sleep_ms: 300
   - name: quiet again
     rate_per_sec: 0.2
-    duration_ms: 5000
+    duration_ms: 4000
+  - name: scale-out 3
+    rate_per_sec: 2
+    burst: 10
+    duration_ms: 3000
+    sleep_ms: 300
+  - name: quiet once more
+    rate_per_sec: 0.2
+    duration_ms: 4000
+  - name: scale-out 4
+    rate_per_sec: 2
+    burst: 10
+    duration_ms: 3000
+    sleep_ms: 300
   - name: steady
     rate_per_sec: 4
     burst: 3
@@ -191,7 +208,7 @@ const FUNCTIONS: [FunctionSpec; 2] = [
         version: "2",
         memory_mb: 512,
         timeout_ms: 3000,
-        reserved_concurrency: 20,
+        reserved_concurrency: 100,
         init_sleep_ms: 900,
         idle_timeout_ms: 2_000,
         workload: CHECKOUT_WORKLOAD,
