@@ -628,6 +628,31 @@ mod tests {
     }
 
     #[test]
+    fn every_runbook_url_resolves_to_a_page_in_docs_runbooks() {
+        let spec = SloSpec::embedded_default();
+        let base = format!("{}/", spec.defaults.runbook_base_url);
+        let text = generate(&spec).unwrap_or_default();
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks");
+        let mut seen = 0;
+        for line in text.lines().filter(|l| l.contains("runbook_url:")) {
+            let url = line.split('"').nth(1).unwrap_or_default();
+            let page = url
+                .strip_prefix(&base)
+                .unwrap_or_else(|| panic!("{url} not under {base}"));
+            assert!(
+                docs.join(page).is_file(),
+                "{url}: docs/runbooks/{page} does not exist"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 6, "{seen} runbook URLs");
+        for page in RunbookPage::ALL {
+            let file = docs.join(format!("{}.md", page.as_str()));
+            assert!(file.is_file(), "{} missing", file.display());
+        }
+    }
+
+    #[test]
     fn several_selectors_union_in_the_no_data_rule() {
         let s = spec(
             "version: 1\nslos:\n  - name: a\n    selector: {function: \"a-*\"}\n    sli: {type: error_rate}\n    objective: 0.99\n  - name: b\n    selector: {function: \"b-*\"}\n    sli: {type: error_rate}\n    objective: 0.99\n  - name: c\n    selector: {function: \"a-*\"}\n    sli: {type: dlq_ratio}\n    objective: 0.99\n",

@@ -349,7 +349,8 @@ impl Dispatcher {
         }
     }
 
-    /// Adds a sink and starts its task (must be called inside a tokio runtime).
+    /// Adds a sink and starts its task (must be called inside a tokio runtime). Sinks with the
+    /// same name share one row of counters: give each instance its own name (`named(…)`).
     pub fn add_sink<S: Sink>(&mut self, sink: S) {
         let name = sink.name().to_owned();
         let queue = Arc::new(DropOldestQueue::new(self.config.queue_capacity));
