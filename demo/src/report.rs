@@ -38,8 +38,8 @@ pub fn print(slos: &Value, alerts: &[Value]) {
         "\nSLOs (embedded defaults: cold start P99 < 500 ms, errors < 0.1 %, DLQ < 0.01 %, throttles < 5 / 30 d, P99 duration < 80 % of timeout)\n"
     );
     println!(
-        "{:<22} {:<15} {:>10} {:>12} {:>12} {:>10}  {}",
-        "function", "slo", "objective", "good/valid", "budget left", "p99 cold", "alerts"
+        "{:<22} {:<15} {:>10} {:>12} {:>12} {:>10}  alerts",
+        "function", "slo", "objective", "good/valid", "budget left", "p99 cold"
     );
     let empty = Vec::new();
     for f in slos
