@@ -140,7 +140,7 @@ phases:
     log_lines: 1
     error_fraction: 0.08
     timeout_fraction: 0.009
-    async_fraction: 0.2
+    async_fraction: 0.6
   - name: burst past reserved concurrency
     rate_per_sec: 4
     burst: 10
