@@ -1004,15 +1004,18 @@ fn check_objective(
         ));
         return;
     }
+    // The highest burn rate possible is when every event is bad: 1 / (1 − objective), computed
+    // with the same float operations as the evaluator and the rules, so "can it ever fire?" is
+    // answered exactly as they will answer it (20× at 95 % is 19.999…: it cannot).
+    let max_burn = 1.0 / (1.0 - o);
     for rule in &defaults.burn_rules {
-        let needed = rule.factor * (1.0 - o);
-        if rule.factor.is_finite() && needed > 1.0 {
+        if rule.factor.is_finite() && max_burn < rule.factor {
             out.push((
                 here.clone(),
                 format!(
-                    "objective {o} can never fire the {} rule (factor {} over {} & {}): it needs a \
-                     bad-event ratio of at least {needed:.4}, and a ratio cannot exceed 1; raise \
-                     the objective to at least {:.6} or lower the factor",
+                    "objective {o} can never fire the {} rule (factor {} over {} & {}): even with \
+                     every event bad the burn rate is only {max_burn}; raise the objective above \
+                     {:.6} or lower the factor",
                     rule.severity,
                     rule.factor,
                     duration::format(rule.long),

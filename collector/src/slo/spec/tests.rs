@@ -229,6 +229,14 @@ const BAD: &[Case] = &[
         &[(5, "can never fire the page rule (factor 14.4")],
     ),
     (
+        "a factor the burn rate can reach only in exact arithmetic (20x at 95 %: 19.999...)",
+        "version: 1\ndefaults:\n  burn_rules:\n    - {severity: page, factor: 20, long: 1h, short: 5m}\nslos:\n  - name: edge\n    sli: {type: error_rate}\n    objective: 0.95\n  - name: fine\n    sli: {type: error_rate}\n    objective: 0.96\n",
+        &[(
+            8,
+            "even with every event bad the burn rate is only 19.99999",
+        )],
+    ),
+    (
         "throttle budget must be a whole count",
         "version: 1\nslos:\n  - name: t\n    sli: {type: throttles}\n    objective: 0.999\n",
         &[(5, "whole number ≥ 1")],
