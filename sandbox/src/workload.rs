@@ -60,6 +60,13 @@ pub fn plan(phase: &PhaseConfig, timeout_ms: u64, rng: &mut StdRng) -> Planned {
     }
 }
 
+/// Ticks of a phase: `rate_per_sec × duration`, at least one.
+pub fn ticks_in(phase: &PhaseConfig) -> u64 {
+    ((phase.duration_ms as f64 / 1000.0) * phase.rate_per_sec)
+        .floor()
+        .max(1.0) as u64
+}
+
 /// Runs every phase, then waits for the sync invocations still in flight.
 pub async fn run(workload: &WorkloadConfig, function: &FunctionHandle, async_queue: &AsyncQueue) {
     let mut rng = StdRng::seed_from_u64(workload.seed);
@@ -70,12 +77,11 @@ pub async fn run(workload: &WorkloadConfig, function: &FunctionHandle, async_que
         let period = Duration::from_secs_f64(1.0 / phase.rate_per_sec);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let end = tokio::time::Instant::now() + Duration::from_millis(phase.duration_ms);
-        loop {
+        // A fixed number of ticks (not "until the clock says so"): the same file always sends
+        // the same number of invocations.
+        let ticks = ticks_in(phase);
+        for _ in 0..ticks {
             ticker.tick().await;
-            if tokio::time::Instant::now() >= end {
-                break;
-            }
             for _ in 0..phase.burst {
                 let planned = plan(phase, timeout_ms, &mut rng);
                 let payload = Bytes::from(planned.payload.to_string());
@@ -127,5 +133,10 @@ mod tests {
         assert!(a.iter().any(|x| x.payload["sleep_ms"] == json!(2000)));
         assert!(a.iter().any(|x| x.is_async));
         assert!(a.iter().all(|x| x.payload["user"] == json!(7)));
+        assert_eq!(ticks_in(&p), 1);
+        let mut q = p.clone();
+        q.rate_per_sec = 40.0;
+        q.duration_ms = 1000;
+        assert_eq!(ticks_in(&q), 40);
     }
 }

@@ -302,3 +302,71 @@ async fn cloudwatch_shaped_metrics_reach_the_endpoint() {
     assert_eq!(sums[cw::DEAD_LETTER_ERRORS], 0.0);
     assert_eq!(report.cloudwatch.failures, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_subscriber_queue_drops_are_counted_and_reported() {
+    let h = start(
+        "telemetry_queue_capacity: 10\n",
+        &[],
+        &[(
+            "probe",
+            &[
+                ("PROBE_FAIL_POSTS", "3"),
+                ("PROBE_TYPES", "platform,function"),
+            ],
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(h.invoke(r#"{"log_lines": 500}"#, false).await.status, 200);
+    let (report, lines, _dir) = h.finish().await;
+    assert!(
+        report.telemetry.events_dropped_queue_full > 0,
+        "{:?}",
+        report.telemetry
+    );
+    let dropped: u64 = telemetry_events(&lines)
+        .iter()
+        .filter(|(_, e)| e["type"] == "platform.logsDropped")
+        .map(|(_, e)| e["record"]["droppedRecords"].as_u64().unwrap())
+        .sum();
+    let summary: Vec<(u64, usize)> = lines
+        .iter()
+        .filter(|l| l.get("telemetry").is_some())
+        .map(|l| {
+            (
+                l["status"].as_u64().unwrap(),
+                l["telemetry"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert!(
+        dropped > 0,
+        "no platform.logsDropped received: {summary:?} {:?}",
+        report.telemetry
+    );
+    assert!(dropped <= report.telemetry.events_dropped_queue_full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cloudwatch_endpoint_is_counted_not_blocking() {
+    // A port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let h = start(
+        "cloudwatch_period_ms: 100\n",
+        &[],
+        &[],
+        Some(format!("http://127.0.0.1:{port}")),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(h.invoke(r#"{"sleep_ms": 100}"#, false).await.status, 200);
+    }
+    let (report, _, _dir) = h.finish().await;
+    assert_eq!(report.invocations.success, 3);
+    assert!(report.cloudwatch.failures >= 2, "{:?}", report.cloudwatch);
+    assert_eq!(report.cloudwatch.published, 0);
+}

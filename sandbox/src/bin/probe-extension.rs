@@ -226,13 +226,13 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             // Receive the last Telemetry batches (the final platform.report): exit once no POST
-            // came for 300 ms, and well within the 2 s SHUTDOWN budget.
+            // came for 500 ms, and within the 2 s SHUTDOWN budget.
             let since = now_ms();
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let now = now_ms();
-                let quiet = now.saturating_sub(probe.last_post_ms.load(Ordering::SeqCst)) >= 300;
-                if (quiet && now - since >= 300) || now - since >= 1_500 {
+                let quiet = now.saturating_sub(probe.last_post_ms.load(Ordering::SeqCst)) >= 500;
+                if (quiet && now - since >= 500) || now - since >= 1_800 {
                     return Ok(());
                 }
             }

@@ -148,12 +148,31 @@ impl Lifecycle {
                 }
                 EnvCommand::Shutdown { reason, done } => {
                     self.shutdown(reason).await;
+                    self.finish().await;
                     let _ = done.send(());
-                    break;
+                    return;
                 }
             }
         }
+        self.finish().await;
+    }
+
+    /// Final accounting: waits (bounded) for the delivery tasks, then reports their counters.
+    async fn finish(&mut self) {
         self.kill_all();
+        // Let the delivery tasks finish their last batch so the counters are final.
+        self.shared.lock().subscribers.clear();
+        self.shared.deliveries.close();
+        let budget = Duration::from_millis(SHUTDOWN_BUDGET_MS);
+        if tokio::time::timeout(budget, self.shared.deliveries.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                env = self.index,
+                "telemetry deliveries still running at the end"
+            );
+        }
         let dropped = self.shared.lock().events_dropped;
         self.shared
             .delivery_stats

@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
     process::Command,
 };
 
@@ -23,7 +23,7 @@ use crate::{
     telemetry_api::events::{self, Stream},
 };
 
-/// Longest log line kept; longer lines are cut (Lambda cuts at 256 KB).
+/// Longest log record; a longer line is split into records of this size (Lambda cuts at 256 KB).
 const MAX_LINE_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,9 @@ async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, shared: Arc<EnvSha
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        // At most MAX_LINE_BYTES per record: a longer line is cut into several records.
+        let mut limited = (&mut reader).take(MAX_LINE_BYTES as u64);
+        match limited.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 if buf.last() == Some(&b'\n') {
@@ -170,7 +172,6 @@ async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, shared: Arc<EnvSha
                 if buf.last() == Some(&b'\r') {
                     buf.pop();
                 }
-                buf.truncate(MAX_LINE_BYTES);
                 let line = String::from_utf8_lossy(&buf);
                 shared.emit(events::log_line(stream, &line));
             }

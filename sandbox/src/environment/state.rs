@@ -19,7 +19,7 @@ use crate::{
     config::FunctionConfig,
     telemetry_api::{
         delivery::{DeliveryStats, Subscriber},
-        events::{self, Event, Stream},
+        events::{Event, Stream},
     },
 };
 
@@ -113,6 +113,8 @@ pub struct EnvShared {
     pub gate: watch::Sender<bool>,
     /// Set at SHUTDOWN: delivery sends whatever it holds at once instead of waiting for a batch.
     pub draining: watch::Sender<bool>,
+    /// The delivery tasks, awaited (bounded) when the environment ends.
+    pub deliveries: tokio_util::task::TaskTracker,
 }
 
 impl EnvShared {
@@ -136,6 +138,7 @@ impl EnvShared {
             delivery_stats: Arc::new(DeliveryStats::default()),
             gate,
             draining,
+            deliveries: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -168,19 +171,11 @@ impl EnvState {
             if !wants(sub, event.stream) {
                 continue;
             }
-            // Tell the subscriber about earlier drops first, if there is room now.
-            if sub.dropped_records > 0 {
-                let note = events::logs_dropped(sub.dropped_records, sub.dropped_bytes);
-                if sub.tx.try_send(note.render(sub.schema)).is_ok() {
-                    sub.dropped_records = 0;
-                    sub.dropped_bytes = 0;
-                }
-            }
             let rendered = event.render(sub.schema);
-            let size = rendered.to_string().len() as u64;
             if sub.tx.try_send(rendered).is_err() {
-                sub.dropped_records += 1;
-                sub.dropped_bytes += size;
+                // The delivery task tells the subscriber with `platform.logsDropped`.
+                let size = event.value.to_string().len() as u64;
+                sub.dropped.add(size);
                 dropped += 1;
             }
         }

@@ -96,16 +96,33 @@ pub struct Destination {
     pub uri: String,
 }
 
+/// What a delivery task shares with its environment.
+#[derive(Debug)]
+pub struct EnvLink {
+    /// Open while the environment is thawed.
+    pub gate_open: watch::Receiver<bool>,
+    /// Set at SHUTDOWN.
+    pub draining: watch::Receiver<bool>,
+    pub stats: Arc<DeliveryStats>,
+    pub dropped: Arc<DropCounter>,
+    pub schema: Schema,
+}
+
 /// Runs until the queue closes, then sends what is left (still honouring the gate). While
 /// `draining` (SHUTDOWN) every event is sent as soon as it is queued.
 pub async fn run(
     mut rx: mpsc::Receiver<Value>,
     dest: Destination,
     policy: BatchPolicy,
-    mut gate_open: watch::Receiver<bool>,
-    mut draining: watch::Receiver<bool>,
-    stats: Arc<DeliveryStats>,
+    env: EnvLink,
 ) {
+    let EnvLink {
+        mut gate_open,
+        mut draining,
+        stats,
+        dropped,
+        schema,
+    } = env;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut batch: Vec<Value> = Vec::new();
     let mut bytes = 0usize;
@@ -132,9 +149,10 @@ pub async fn run(
         }
         if closed || drain || policy.due(batch.len(), bytes, oldest, now) {
             if !batch.is_empty() {
-                let out = std::mem::take(&mut batch);
+                let mut out = std::mem::take(&mut batch);
                 bytes = 0;
                 oldest = None;
+                note_drops(&mut out, &dropped, schema);
                 // `send` waits for the thaw; if the environment is gone the gate sender is
                 // dropped and it sends anyway (SHUTDOWN delivery).
                 send(&client, &dest, out, &stats, &mut gate_open).await;
@@ -149,9 +167,10 @@ pub async fn run(
                 Some(ev) => {
                     let size = serde_json::to_vec(&ev).map(|v| v.len()).unwrap_or(0) + 1;
                     if policy.would_overflow(batch.len(), bytes, size) {
-                        let out = std::mem::take(&mut batch);
+                        let mut out = std::mem::take(&mut batch);
                         bytes = 0;
                         oldest = None;
+                        note_drops(&mut out, &dropped, schema);
                         send(&client, &dest, out, &stats, &mut gate_open).await;
                     }
                     if batch.is_empty() {
@@ -165,6 +184,14 @@ pub async fn run(
             () = sleep_until_opt(deadline) => {}
             Ok(()) = draining.changed() => {}
         }
+    }
+}
+
+/// Appends `platform.logsDropped` when events were dropped since the last batch.
+fn note_drops(batch: &mut Vec<Value>, dropped: &DropCounter, schema: Schema) {
+    let (records, bytes) = dropped.take();
+    if records > 0 {
+        batch.push(super::events::logs_dropped(records, bytes).render(schema));
     }
 }
 
@@ -242,9 +269,30 @@ pub struct Subscriber {
     pub function: bool,
     pub extension: bool,
     pub tx: mpsc::Sender<Value>,
-    /// Events dropped since the last `platform.logsDropped` told the subscriber.
-    pub dropped_records: u64,
-    pub dropped_bytes: u64,
+    /// Events dropped because `tx` was full, not yet reported with `platform.logsDropped`.
+    pub dropped: Arc<DropCounter>,
+}
+
+/// Drops of one subscriber, shared by the emitter (adds) and its delivery task (takes).
+#[derive(Debug, Default)]
+pub struct DropCounter {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl DropCounter {
+    pub fn add(&self, bytes: u64) {
+        self.records.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// `(records, bytes)` dropped since the last call.
+    pub fn take(&self) -> (u64, u64) {
+        (
+            self.records.swap(0, Ordering::Relaxed),
+            self.bytes.swap(0, Ordering::Relaxed),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -208,6 +208,7 @@ async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: 
     };
     let capacity = env.info.function.telemetry_queue_capacity;
     let (tx, rx) = mpsc::channel(capacity);
+    let dropped = Arc::new(delivery::DropCounter::default());
     let name;
     {
         let mut st = env.lock();
@@ -229,8 +230,7 @@ async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: 
             function: sub.types.contains(&Stream::Function),
             extension: sub.types.contains(&Stream::Extension),
             tx,
-            dropped_records: 0,
-            dropped_bytes: 0,
+            dropped: dropped.clone(),
         };
         // Replay what happened during INIT before this subscription.
         if !st.initialised {
@@ -242,7 +242,7 @@ async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: 
         }
         st.subscribers.push(subscriber);
     }
-    tokio::spawn(delivery::run(
+    env.deliveries.spawn(delivery::run(
         rx,
         Destination {
             addr: sub.addr,
@@ -250,9 +250,13 @@ async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: 
             uri: sub.uri,
         },
         sub.policy,
-        env.gate.subscribe(),
-        env.draining.subscribe(),
-        env.delivery_stats.clone(),
+        delivery::EnvLink {
+            gate_open: env.gate.subscribe(),
+            draining: env.draining.subscribe(),
+            stats: env.delivery_stats.clone(),
+            dropped,
+            schema: sub.schema,
+        },
     ));
     let type_names: Vec<&str> = sub
         .types
