@@ -192,7 +192,7 @@ fn fleet(functions: usize) -> Aggregates {
 
 fn evaluate(c: &mut Criterion) {
     let before = LIVE.load(Ordering::Relaxed);
-    let a = fleet(10_000);
+    let mut a = fleet(10_000);
     let measured = LIVE.load(Ordering::Relaxed) - before;
     println!(
         "memory: 10,000 functions hold {} bytes live = {} bytes per function (self-reported heap_bytes: {} per function)",
@@ -203,6 +203,16 @@ fn evaluate(c: &mut Criterion) {
     let spec = SloSpec::embedded_default();
     let mut g = c.benchmark_group("evaluate");
     g.sample_size(10);
+    // Worst case for percentiles: every function has new samples since the last round.
+    g.bench_function("percentile_refresh_10k_all_changed", |b| {
+        b.iter(|| {
+            for s in a.functions.values_mut() {
+                s.samples += 1;
+            }
+            black_box(a.refresh_percentiles(NOW))
+        })
+    });
+    a.refresh_percentiles(NOW);
     g.bench_function("10k_functions_x_5_slos", |b| {
         b.iter(|| black_box(eval::evaluate(&spec, &a, NOW)))
     });

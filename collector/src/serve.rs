@@ -560,7 +560,10 @@ async fn evaluate_once(
     let now_secs = now_s();
     let spec2 = spec.clone();
     let Ok(ev) = handle
-        .query(move |a| eval::evaluate(&spec2, a, now_secs))
+        .query(move |a| {
+            a.refresh_percentiles(now_secs);
+            eval::evaluate(&spec2, a, now_secs)
+        })
         .await
     else {
         tracing::warn!("aggregator gone; evaluation skipped");

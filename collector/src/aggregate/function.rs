@@ -85,12 +85,24 @@ pub struct ColdStarts {
     pub percentiles: Percentiles,
 }
 
+/// Percentiles as of the last [`FunctionState::refresh_percentiles`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PercentileCache {
+    /// `samples` when computed (`None`: never).
+    pub version: Option<u64>,
+    pub period: u64,
+    pub cold: Vec<(InitKind, super::hist::Quantiles)>,
+    pub invocation: Option<super::hist::Quantiles>,
+}
+
 #[derive(Debug, Clone)]
 pub struct FunctionState {
     /// Resource attributes from the latest report (for SLO selectors), bounded.
     pub tags: BTreeMap<String, String>,
     pub invocations: Series,
-    pub cold: BTreeMap<InitKind, ColdStarts>,
+    /// Per init type seen, sorted by kind (a `Vec`: at most five entries, and a `BTreeMap` node
+    /// would reserve room for eleven).
+    pub cold: Vec<(InitKind, ColdStarts)>,
     pub platform: Option<Series>,
     pub outcome_totals: [u64; 4],
     pub timeout_budget_totals: [u64; 2],
@@ -109,6 +121,9 @@ pub struct FunctionState {
     pub extension_retries: f64,
     /// Last cumulative value per `(instance, reason)` for cumulative self-metric counters.
     pub cumulative_seen: BTreeMap<(String, String), f64>,
+    /// Durations recorded so far (invalidates [`PercentileCache`]).
+    pub samples: u64,
+    pub percentiles: PercentileCache,
 }
 
 /// What one invocation span says.
@@ -128,7 +143,7 @@ impl FunctionState {
         Self {
             tags: BTreeMap::new(),
             invocations: Series::new(layout.invocation_stride()),
-            cold: BTreeMap::new(),
+            cold: Vec::new(),
             platform: None,
             outcome_totals: [0; 4],
             timeout_budget_totals: [0; 2],
@@ -145,7 +160,29 @@ impl FunctionState {
             extension_dropped: BTreeMap::new(),
             extension_retries: 0.0,
             cumulative_seen: BTreeMap::new(),
+            samples: 0,
+            percentiles: PercentileCache::default(),
         }
+    }
+
+    /// Recomputes [`Self::percentiles`] if samples arrived or the period rolled over since.
+    /// Walking HdrHistograms costs ~40 µs per function, so it is done only when needed.
+    pub fn refresh_percentiles(&mut self, now_s: u64) -> bool {
+        let period = now_s / super::hist::PERCENTILE_PERIOD_SECS;
+        if self.percentiles.version == Some(self.samples) && self.percentiles.period == period {
+            return false;
+        }
+        self.percentiles = PercentileCache {
+            version: Some(self.samples),
+            period,
+            cold: self
+                .cold
+                .iter()
+                .filter_map(|(k, c)| c.percentiles.quantiles(now_s).map(|q| (*k, q)))
+                .collect(),
+            invocation: self.duration_percentiles.quantiles(now_s),
+        };
+        true
     }
 
     /// Replaces the tags with `tags` (bounded in count and length).
@@ -185,6 +222,7 @@ impl FunctionState {
         self.duration_buckets
             .observe(&layout.invocation_bounds, inv.duration_ms / 1000.0);
         self.duration_percentiles.record(inv.t_s, inv.duration_ms);
+        self.samples += 1;
         if let Some(m) = inv.memory_mb.filter(|m| *m > 0.0) {
             self.memory_mb = Some(m);
             if let Some(b) = inv.billed_ms.filter(|b| *b >= 0.0) {
@@ -219,12 +257,20 @@ impl FunctionState {
         duration_ms: f64,
     ) -> bool {
         self.seen(t_s);
-        let cs = self.cold.entry(kind).or_insert_with(|| ColdStarts {
-            series: Series::new(layout.cold_stride()),
-            total: 0,
-            buckets: Buckets::new(&layout.init_bounds),
-            percentiles: Percentiles::default(),
-        });
+        let i = match self.cold.binary_search_by(|(k, _)| k.cmp(&kind)) {
+            Ok(i) => i,
+            Err(i) => {
+                let fresh = ColdStarts {
+                    series: Series::new(layout.cold_stride()),
+                    total: 0,
+                    buckets: Buckets::new(&layout.init_bounds),
+                    percentiles: Percentiles::default(),
+                };
+                self.cold.insert(i, (kind, fresh));
+                i
+            }
+        };
+        let cs = &mut self.cold[i].1;
         cs.total += 1;
         let in_window = cs.series.add(t_s, COLD_TOTAL, 1);
         for (i, th) in layout.cold_thresholds_ms.iter().enumerate() {
@@ -235,6 +281,7 @@ impl FunctionState {
         cs.buckets
             .observe(&layout.init_bounds, duration_ms / 1000.0);
         cs.percentiles.record(t_s, duration_ms);
+        self.samples += 1;
         in_window
     }
 
@@ -297,6 +344,11 @@ impl FunctionState {
         }
     }
 
+    /// The cold starts of one init type, if any were seen.
+    pub fn cold_starts(&self, kind: InitKind) -> Option<&ColdStarts> {
+        self.cold.iter().find(|(k, _)| *k == kind).map(|(_, c)| c)
+    }
+
     /// Max memory used (MB) over the last hour (current and previous hour slots).
     pub fn max_memory_last_hour(&self, now_s: u64) -> Option<f64> {
         let hour = now_s / 3600;
@@ -314,24 +366,24 @@ impl FunctionState {
         out
     }
 
-    /// Heap bytes held by this function's state (capacities, not lengths).
+    /// Heap bytes held by this function's state beyond its inline size (capacities, not lengths).
     pub fn heap_bytes(&self) -> usize {
-        let tags: usize = self
-            .tags
-            .iter()
-            .map(|(k, v)| k.capacity() + v.capacity() + 48)
-            .sum();
-        let cold: usize = self
-            .cold
-            .values()
-            .map(|c| {
-                c.series.heap_bytes()
-                    + c.buckets.heap_bytes()
-                    + c.percentiles.heap_bytes()
-                    + std::mem::size_of::<ColdStarts>()
-                    + 32
-            })
-            .sum();
+        let pct = self.percentiles.cold.capacity()
+            * std::mem::size_of::<(InitKind, super::hist::Quantiles)>();
+        let tags: usize = pct
+            + self
+                .tags
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity() + 48)
+                .sum::<usize>();
+        let cold: usize = self.cold.capacity() * std::mem::size_of::<(InitKind, ColdStarts)>()
+            + self
+                .cold
+                .iter()
+                .map(|(_, c)| {
+                    c.series.heap_bytes() + c.buckets.heap_bytes() + c.percentiles.heap_bytes()
+                })
+                .sum::<usize>();
         tags + cold
             + self.invocations.heap_bytes()
             + self.platform.as_ref().map_or(0, Series::heap_bytes)

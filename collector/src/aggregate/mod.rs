@@ -351,26 +351,55 @@ impl Aggregates {
         }
     }
 
-    /// Heap bytes of all function states (excluding the map's own table).
-    pub fn heap_bytes(&self) -> usize {
+    /// Recomputes the cached percentiles of every function whose samples changed (or whose
+    /// percentile period rolled over) since the last refresh. Returns how many were recomputed.
+    pub fn refresh_percentiles(&mut self, now_s: u64) -> usize {
         self.functions
-            .iter()
-            .map(|(k, s)| {
-                s.heap_bytes()
-                    + k.function.capacity()
-                    + k.version.capacity()
-                    + k.region.capacity()
-                    + k.account.capacity()
-                    + std::mem::size_of::<FunctionKey>()
-            })
+            .values_mut()
+            .map(|s| usize::from(s.refresh_percentiles(now_s)))
             .sum()
+    }
+
+    /// Heap bytes of the whole state: the function table (by capacity), every function's own
+    /// heap, and the two "latest version" indexes.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = |k: &FunctionKey| {
+            k.function.capacity()
+                + k.version.capacity()
+                + k.region.capacity()
+                + k.account.capacity()
+        };
+        let table = self.functions.capacity()
+            * (std::mem::size_of::<FunctionKey>() + std::mem::size_of::<FunctionState>() + 1);
+        let per_fn: usize = self
+            .functions
+            .iter()
+            .map(|(k, s)| s.heap_bytes() + strings(k))
+            .sum();
+        let idx_entry = std::mem::size_of::<(String, String, String)>()
+            + 2 * std::mem::size_of::<FunctionKey>()
+            + std::mem::size_of::<String>()
+            + 2;
+        let indexes = self.latest.capacity().max(self.latest_by_name.capacity()) * idx_entry
+            + self
+                .latest
+                .iter()
+                .map(|((f, r, a), k)| f.capacity() + r.capacity() + a.capacity() + strings(k))
+                .sum::<usize>()
+            + self
+                .latest_by_name
+                .iter()
+                .map(|(n, k)| n.capacity() + strings(k))
+                .sum::<usize>();
+        table + per_fn + indexes
     }
 }
 
 /// Queries answered by the owner on its state.
 pub enum Command {
-    /// Runs `f` on the state and replies with its result (SLO evaluation, Prometheus text, …).
-    With(Box<dyn FnOnce(&Aggregates) + Send>),
+    /// Runs `f` on the state and replies with its result (SLO evaluation, Prometheus text, …);
+    /// `f` may refresh caches (percentiles) but never changes counts.
+    With(Box<dyn FnOnce(&mut Aggregates) + Send>),
 }
 
 impl std::fmt::Debug for Command {
@@ -402,7 +431,7 @@ impl Handle {
     /// Runs `f` on the aggregates inside the owner task and returns its result.
     pub async fn query<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&Aggregates) -> R + Send + 'static,
+        f: impl FnOnce(&mut Aggregates) -> R + Send + 'static,
     ) -> Result<R, QueryError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
@@ -461,7 +490,7 @@ async fn run(
         tokio::select! {
             biased;
             cmd = cmd_rx.recv() => match cmd {
-                Some(Command::With(f)) => f(&agg),
+                Some(Command::With(f)) => f(&mut agg),
                 None => return,
             },
             () = stop_ingest.cancelled() => break,
@@ -484,7 +513,7 @@ async fn run(
             biased;
             () = finish.cancelled() => return,
             cmd = cmd_rx.recv() => match cmd {
-                Some(Command::With(f)) => f(&agg),
+                Some(Command::With(f)) => f(&mut agg),
                 None => return,
             },
         }
@@ -575,7 +604,7 @@ mod tests {
         assert_eq!(&c[..4], &[1, 1, 0, 0]);
         assert_eq!(c[function::INV_TB_TOTAL], 2);
         assert_eq!(c[function::INV_TB_GOOD], 1, "900 ms > 0.8 × 1000 ms");
-        let cs = &f.cold[&InitKind::OnDemand];
+        let cs = f.cold_starts(InitKind::OnDemand).unwrap();
         assert_eq!(cs.series.sum(w, t, 0), 1);
         assert_eq!(cs.series.sum(w, t, 1), 0, "700 ms > 500 ms");
         assert_eq!(cs.series.sum(w, t, 2), 1, "700 ms ≤ 1000 ms");

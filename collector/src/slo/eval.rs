@@ -427,16 +427,19 @@ pub fn evaluate_function(
         })
         .map(|(i, s)| evaluate_slo(i, s, &spec.defaults, &mut sums))
         .collect();
+    // Percentiles come from the cache the owner refreshes (`Aggregates::refresh_percentiles`)
+    // before it evaluates: walking every histogram on every round would dominate evaluation.
     let cold_start_ms = state
+        .percentiles
         .cold
         .iter()
-        .filter_map(|(k, cs)| cs.percentiles.quantiles(now_s).map(|q| (k.label(), q)))
+        .map(|(k, q)| (k.label(), *q))
         .collect();
     FunctionStatus {
         key: key.clone(),
         slos,
         cold_start_ms,
-        invocation_ms: state.duration_percentiles.quantiles(now_s),
+        invocation_ms: state.percentiles.invocation,
         last_seen_s: state.last_seen_s,
         no_data: no_data(&spec.defaults, state, now_s),
     }
@@ -687,6 +690,7 @@ mod tests {
                 init(9000.0, InitKind::Provisioned),
             ],
         );
+        a.refresh_percentiles(T0 + 10);
         let ev = evaluate(&spec, &a, T0 + 10);
         let cs = ev.functions[0]
             .slos
