@@ -5,6 +5,7 @@
 //!
 //! Needs `/usr/bin/prometheus-alertmanager` (`apt-get install prometheus-alertmanager`, done by
 //! `./scripts/test.sh`); panics with that instruction when it is missing, never skips.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! Needs `promtool` (Debian `prometheus`, installed by `./scripts/test.sh`); panics with that
 //! instruction when it is missing, never skips.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
 
 use lambdawatch_collector::rules::generate;
 use lambdawatch_collector::slo::spec::SloSpec;

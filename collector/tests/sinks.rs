@@ -1,5 +1,6 @@
 //! Sinks and the dispatcher against real HTTP servers on 127.0.0.1: a capture server that records
 //! every request, a dead port (connection refused) and a black hole (accepts, never answers).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
 
 mod common;
 

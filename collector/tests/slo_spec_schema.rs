@@ -5,6 +5,7 @@
 //! Uses the `jsonschema` crate (dev-dependency only, default features off: no HTTP resolver), a
 //! real draft 2020-12 validator, rather than a hand-written structural check that could agree
 //! with our own misreading of the schema.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
 
 use lambdawatch_collector::slo::spec::{DURATION_PATTERN, SloSpec, parse_duration};
 use std::path::PathBuf;

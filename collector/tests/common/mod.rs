@@ -1,5 +1,5 @@
 //! Helpers shared by the collector's integration tests (each test file has `mod common;`).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // tests panic to report failure
 
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
