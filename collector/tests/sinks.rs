@@ -212,11 +212,8 @@ async fn a_dead_and_a_hung_sink_never_delay_the_live_one() {
     assert_eq!(counters.get("live", DeliveryResult::Success), 3);
     assert_eq!(counters.get("dead", DeliveryResult::Success), 0);
     assert_eq!(counters.get("dead", DeliveryResult::Failed), 3);
-    let dead_retries = counters.get("dead", DeliveryResult::Retry);
-    assert!(
-        dead_retries >= 2 && dead_retries % 2 == 0,
-        "retries counted per alert per attempt: {dead_retries}"
-    );
+    // However the three alerts were batched, each went through 3 attempts: 2 retries apiece.
+    assert_eq!(counters.get("dead", DeliveryResult::Retry), 6);
     assert_eq!(counters.get("hung", DeliveryResult::Success), 0);
 
     // Shutdown cannot wait for the hung sink: it gives up at the deadline and counts it.
