@@ -430,34 +430,9 @@ fn count_budget_group(out: &mut String, spec: &SloSpec, slo: &SloDef) {
 }
 
 fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration) {
-    // Every distinct selector's functions; `or` unions them (duplicates collapse by labels).
-    let mut selectors: Vec<Vec<String>> = Vec::new();
-    for slo in &spec.slos {
-        let m = selector_matchers(&slo.selector);
-        if !selectors.contains(&m) {
-            selectors.push(m);
-        }
-    }
-    if selectors.iter().any(Vec::is_empty) {
-        selectors = vec![Vec::new()];
-    }
-    // `range` is the whole range suffix: `[1h]`, or `[1h] offset 1h`.
-    let union = |range: &str| -> String {
-        let parts: Vec<String> = selectors
-            .iter()
-            .map(|m| {
-                format!(
-                    "sum by ({BY}) (increase({}{range}))",
-                    metric("lambdawatch_invocations_total", m)
-                )
-            })
-            .collect();
-        if parts.len() == 1 {
-            parts[0].clone()
-        } else {
-            format!("(\n  {}\n)", parts.join("\n  or\n  "))
-        }
-    };
+    // Every function that reports, whether or not an SLO selects it (as the built-in evaluator).
+    let count =
+        |range: &str| format!("sum by ({BY}) (increase(lambdawatch_invocations_total{range}))");
     let a = format_duration(after);
     // "Was reporting": on average at least one invocation per `no_data_after` over the lookback
     // (3 days). Silence longer than the lookback drops the count to 0: the function is retired.
@@ -465,8 +440,8 @@ fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration) {
     let min = (lookback.as_secs() / after.as_secs().max(1)).max(1);
     let expr = format!(
         "{silent} == 0\nand on ({BY})\n{before} >= {min}",
-        silent = union(&format!("[{a}]")),
-        before = union(&format!("[{}]", format_duration(lookback))),
+        silent = count(&format!("[{a}]")),
+        before = count(&format!("[{}]", format_duration(lookback))),
     );
     let _ = writeln!(out, "  - name: lambdawatch-no-data");
     out.push_str("    rules:\n");
@@ -653,18 +628,14 @@ mod tests {
     }
 
     #[test]
-    fn several_selectors_union_in_the_no_data_rule() {
+    fn no_data_covers_every_function_whatever_the_selectors() {
         let s = spec(
-            "version: 1\nslos:\n  - name: a\n    selector: {function: \"a-*\"}\n    sli: {type: error_rate}\n    objective: 0.99\n  - name: b\n    selector: {function: \"b-*\"}\n    sli: {type: error_rate}\n    objective: 0.99\n  - name: c\n    selector: {function: \"a-*\"}\n    sli: {type: dlq_ratio}\n    objective: 0.99\n",
+            "version: 1\nslos:\n  - name: a\n    selector: {function: \"a-*\"}\n    sli: {type: error_rate}\n    objective: 0.99\n",
         );
         let text = generate(&s).unwrap_or_default();
         let no_data = &text[text.find("lambdawatch-no-data").unwrap_or(0)..];
-        assert_eq!(
-            no_data.matches(r#"function=~"a-.*""#).count(),
-            2,
-            "{no_data}"
-        );
-        assert_eq!(no_data.matches(r#"function=~"b-.*""#).count(), 2);
-        assert!(no_data.contains("\n    or\n") || no_data.contains("  or\n"));
+        assert!(!no_data.contains("a-.*"), "{no_data}");
+        assert!(no_data.contains("increase(lambdawatch_invocations_total[1h])) == 0"));
+        assert!(no_data.contains("increase(lambdawatch_invocations_total[3d])) >= 72"));
     }
 }
