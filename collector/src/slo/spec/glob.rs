@@ -80,27 +80,36 @@ impl Glob {
         self.tokens == [Token::AnyRun]
     }
 
-    /// Whole-string match.
+    /// Whole-string match. No allocation: selectors are matched for every function on every
+    /// evaluation round.
     pub fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.chars().collect();
-        // Iterative matcher with single-star backtracking: O(pattern × text) worst case.
+        if self.matches_everything() {
+            return true;
+        }
+        // Iterative matcher with single-star backtracking over byte offsets of `text`:
+        // O(pattern × text) worst case.
+        let next_char = |at: usize| text.get(at..).and_then(|rest| rest.chars().next());
         let (mut p, mut t) = (0usize, 0usize);
         let mut star: Option<(usize, usize)> = None;
-        while t < text.len() {
+        while let Some(c) = next_char(t) {
             match self.tokens.get(p) {
                 Some(Token::AnyRun) => {
                     star = Some((p, t));
                     p += 1;
                 }
-                Some(token) if token_matches(token, text[t]) => {
+                Some(token) if token_matches(token, c) => {
                     p += 1;
-                    t += 1;
+                    t += c.len_utf8();
                 }
                 _ => match star {
                     Some((sp, st)) => {
+                        let Some(skipped) = next_char(st) else {
+                            return false;
+                        };
+                        let resume = st + skipped.len_utf8();
                         p = sp + 1;
-                        t = st + 1;
-                        star = Some((sp, st + 1));
+                        t = resume;
+                        star = Some((sp, resume));
                     }
                     None => return false,
                 },
