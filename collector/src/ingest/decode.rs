@@ -170,14 +170,9 @@ impl Decoder {
             },
             ..Default::default()
         };
-        let mut used = 0u64;
         // Platform counts in the Metric Streams shape.
-        for (origin, p) in cw::parse_request(req) {
-            if let Some(group) = self.platform_group(&origin, &p, received_s) {
-                used += 1;
-                d.batch.groups.push(group);
-            }
-        }
+        let (platform, mut used) = self.platform_batch(&cw::parse_request(req), received_s);
+        d.batch.groups = platform.groups;
         // The extension's self-metrics, and the item count of everything.
         for rm in &req.resource_metrics {
             let attrs = rm
@@ -224,6 +219,22 @@ impl Decoder {
         }
         d.foreign = d.items.saturating_sub(used);
         d
+    }
+
+    /// Platform counts from any source (Metric Streams over OTLP, the CloudWatch poller, the
+    /// Firehose receiver) as one batch for the ingest queue. Returns the batch and how many of
+    /// `points` it uses (the rest are not ours: other metrics, per-alias points, unmapped queues).
+    pub fn platform_batch(
+        &self,
+        points: &[(cw::StreamOrigin, cw::PlatformCount)],
+        received_s: u64,
+    ) -> (Batch, u64) {
+        let groups: Vec<Group> = points
+            .iter()
+            .filter_map(|(origin, p)| self.platform_group(origin, p, received_s))
+            .collect();
+        let used = groups.len() as u64;
+        (Batch { received_s, groups }, used)
     }
 
     fn platform_group(

@@ -101,8 +101,9 @@ impl Counts {
 /// all SLOs of the function).
 #[derive(Debug, Clone, Default)]
 pub struct WindowSums {
-    pub invocations: Vec<u64>,
-    pub cold: Vec<(InitKind, Vec<u64>)>,
+    /// The invocation series (`stride` counters), then one cold-start series per entry of
+    /// `FunctionState::cold`, in that order: one allocation per window.
+    pub counters: Vec<u64>,
     pub platform: [u64; PlatformCounter::COUNT],
 }
 
@@ -133,14 +134,15 @@ impl<'a> Sums<'a> {
         }
         let mut sums = WindowSums::default();
         if let Some(w) = Window::resolve(secs, self.now_s) {
-            sums.invocations = vec![0; self.state.invocations.stride()];
-            self.state
-                .invocations
-                .sum_into(w, self.now_s, &mut sums.invocations);
-            for (kind, cs) in &self.state.cold {
-                let mut v = vec![0; self.layout.cold_stride()];
-                cs.series.sum_into(w, self.now_s, &mut v);
-                sums.cold.push((*kind, v));
+            let inv = self.state.invocations.stride();
+            let cold = self.layout.cold_stride();
+            sums.counters = vec![0; inv + cold * self.state.cold.len()];
+            let (head, mut rest) = sums.counters.split_at_mut(inv);
+            self.state.invocations.sum_into(w, self.now_s, head);
+            for (_, cs) in &self.state.cold {
+                let (this, tail) = rest.split_at_mut(cold);
+                cs.series.sum_into(w, self.now_s, this);
+                rest = tail;
             }
             if let Some(p) = &self.state.platform {
                 p.sum_into(w, self.now_s, &mut sums.platform);
@@ -153,8 +155,16 @@ impl<'a> Sums<'a> {
     /// The counts of `sli` over `window`.
     pub fn counts(&mut self, sli: &Sli, window: Duration) -> Counts {
         let layout = self.layout;
+        let state = self.state;
+        let stride = state.invocations.stride();
         let s = self.get(window);
-        let inv = |i: usize| s.invocations.get(i).copied().unwrap_or(0);
+        let inv = |i: usize| {
+            if i < stride {
+                s.counters.get(i).copied().unwrap_or(0)
+            } else {
+                0
+            }
+        };
         match sli {
             Sli::ColdStart {
                 threshold,
@@ -164,10 +174,12 @@ impl<'a> Sums<'a> {
                     return Counts::default();
                 };
                 let mut c = Counts::default();
-                for (kind, v) in &s.cold {
+                let cold = layout.cold_stride();
+                for (i, (kind, _)) in state.cold.iter().enumerate() {
                     if init_types.iter().any(|t| init_kind(*t) == *kind) {
-                        c.valid += v[COLD_TOTAL];
-                        c.good += v[1 + idx];
+                        let base = stride + i * cold;
+                        c.valid += s.counters.get(base + COLD_TOTAL).copied().unwrap_or(0);
+                        c.good += s.counters.get(base + 1 + idx).copied().unwrap_or(0);
                     }
                 }
                 c
@@ -373,12 +385,12 @@ fn evaluate_slo(
 }
 
 /// The no-data condition for one function (`None` when the spec turns it off).
-pub fn no_data(defaults: &Defaults, state: &FunctionState, now_s: u64) -> Option<Condition> {
+pub fn no_data(defaults: &Defaults, sums: &mut Sums<'_>) -> Option<Condition> {
     let after = defaults.no_data_after?;
+    let (state, now_s) = (sums.state, sums.now_s);
     let silent = now_s.saturating_sub(state.last_seen_s);
     let lookback = NO_DATA_LOOKBACK.as_secs();
-    let w = Window::resolve(lookback, now_s)?;
-    let recent: u64 = state.invocation_counts(w, now_s)[..4].iter().sum();
+    let recent = sums.counts(&Sli::ErrorRate, NO_DATA_LOOKBACK).valid;
     let expected = lookback / after.as_secs().max(1);
     let was_reporting = recent >= expected.max(1);
     let active =
@@ -441,7 +453,7 @@ pub fn evaluate_function(
         cold_start_ms,
         invocation_ms: state.percentiles.invocation,
         last_seen_s: state.last_seen_s,
-        no_data: no_data(&spec.defaults, state, now_s),
+        no_data: no_data(&spec.defaults, &mut sums),
     }
 }
 
