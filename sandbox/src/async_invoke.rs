@@ -155,6 +155,11 @@ async fn process(
                 counters.async_dropped();
                 return;
             }
+            // Sent to the DLQ, then dropped: AWS counts it in AsyncEventsDropped too, and SQS
+            // counts the message in the queue's NumberOfMessagesSent.
+            counters.dlq_sent();
+            counters.async_dropped();
+            recorder.async_dropped();
             recorder.dead_lettered(DeadLetter {
                 request_id: ev.request_id,
                 queue: queue.to_owned(),

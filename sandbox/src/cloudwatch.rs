@@ -1,7 +1,9 @@
 //! The platform counts no extension can see, published as CloudWatch Metric Streams would.
 //!
 //! Consumes increments of Throttles, DeadLetterErrors, AsyncEventsReceived and AsyncEventsDropped
-//! (atomic counters: the hot path only adds). Produces, every `cloudwatch_period_ms`, one OTLP/HTTP
+//! (AWS counts an event sent to the DLQ as dropped too), and of messages sent to the function's
+//! DLQ, published as `AWS/SQS` `NumberOfMessagesSent` by `QueueName` the way CloudWatch has them
+//! for an SQS dead-letter queue (atomic counters: the hot path only adds). Produces, every `cloudwatch_period_ms`, one OTLP/HTTP
 //! protobuf request built by `semconv::cloudwatch::build_request` (Summary points, Metric Streams
 //! OpenTelemetry 1.0.0 shape) POSTed to `{endpoint}/v1/metrics`. A failed POST is counted and the
 //! period's counts are lost, as a stream delivery failure would lose them; invocations never wait
@@ -33,6 +35,7 @@ pub struct PlatformCounters {
     dead_letter_errors: AtomicU64,
     async_received: AtomicU64,
     async_dropped: AtomicU64,
+    dlq_sent: AtomicU64,
 }
 
 impl PlatformCounters {
@@ -47,6 +50,14 @@ impl PlatformCounters {
     }
     pub fn async_dropped(&self) {
         self.async_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    /// One message delivered to the function's SQS dead-letter queue.
+    pub fn dlq_sent(&self) {
+        self.dlq_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Takes the period's DLQ `NumberOfMessagesSent`, resetting it.
+    pub fn take_dlq_sent(&self) -> u64 {
+        self.dlq_sent.swap(0, Ordering::Relaxed)
     }
 
     /// Takes the period's counts, resetting them.
@@ -82,6 +93,22 @@ pub fn period_points(
         .collect()
 }
 
+/// `AWS/SQS` `NumberOfMessagesSent` of the DLQ `queue` over one period.
+pub fn dlq_point(queue: &str, sent: u64, start_ns: u64, end_ns: u64) -> PlatformCount {
+    let n = sent as f64;
+    PlatformCount {
+        namespace: cw::NAMESPACE_SQS.to_owned(),
+        metric_name: cw::SQS_NUMBER_OF_MESSAGES_SENT.to_owned(),
+        dimensions: vec![(cw::DIM_QUEUE_NAME.to_owned(), queue.to_owned())],
+        start_unix_nano: start_ns,
+        end_unix_nano: end_ns,
+        sum: n,
+        count: 1,
+        min: n,
+        max: n,
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -111,7 +138,11 @@ pub async fn run(
             () = stop.cancelled() => true,
         };
         let end = now_ns();
-        let points = period_points(&function.name, &counters.take(), start, end);
+        let mut points = period_points(&function.name, &counters.take(), start, end);
+        let dlq_sent = counters.take_dlq_sent();
+        if let Some(queue) = function.dlq.queue_name(&function.name) {
+            points.push(dlq_point(&queue, dlq_sent, start, end));
+        }
         start = end;
         let body = cw::build_request(&origin, &points).encode_to_vec();
         let ok = post(&client, &url, body).await;
@@ -148,6 +179,26 @@ async fn post(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn dlq_messages_are_sqs_number_of_messages_sent_by_queue() {
+        let c = PlatformCounters::default();
+        c.dlq_sent();
+        c.dlq_sent();
+        assert_eq!(c.take_dlq_sent(), 2);
+        assert_eq!(c.take_dlq_sent(), 0, "taking resets the period");
+        let origin = StreamOrigin {
+            account_id: "1".into(),
+            region: "eu-west-1".into(),
+        };
+        let req = cw::build_request(&origin, &[dlq_point("orders-dlq", 2, 1, 2)]);
+        let back = cw::parse_request(&req);
+        assert_eq!(back[0].1.namespace, cw::NAMESPACE_SQS);
+        assert_eq!(back[0].1.metric_name, cw::SQS_NUMBER_OF_MESSAGES_SENT);
+        assert_eq!(back[0].1.dimension(cw::DIM_QUEUE_NAME), Some("orders-dlq"));
+        assert_eq!(back[0].1.sum, 2.0);
+    }
+
     use super::*;
 
     #[test]

@@ -232,6 +232,8 @@ async fn async_retries_keep_request_id_then_dlq() {
     assert_eq!(report.async_.received, 1);
     assert_eq!(report.async_.retried, 2);
     assert_eq!(report.async_.dead_lettered, 1);
+    // As in CloudWatch, an event sent to the DLQ is also counted as dropped.
+    assert_eq!(report.async_.dropped, 1);
     assert_eq!(report.dead_letters[0].request_id, id);
     assert_eq!(report.dead_letters[0].queue, "failures");
 }
