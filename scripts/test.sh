@@ -47,7 +47,7 @@ print_timings() {
   echo "  total: $((SECONDS - RUN_START)) s"
 }
 
-# step NAME FUNCTION: runs FUNCTION as one named, timed step.
+# step NAME FUNCTION: runs FUNCTION as one named, timed step; a failure stops the run.
 step() {
   CURRENT_STEP="$1"
   local start=$SECONDS
@@ -56,6 +56,27 @@ step() {
   local took=$((SECONDS - start))
   TIMINGS+=("$1: ${took} s")
   echo "==> [$1] done in ${took} s"
+}
+
+# check_step NAME FUNCTION: like step, but a failure is recorded and the run goes on, so one run
+# reports every failing test step; the script still exits non-zero at the end.
+FAILED_STEPS=()
+check_step() {
+  CURRENT_STEP="$1"
+  local start=$SECONDS rc=0
+  echo "==> [$1] started"
+  # Each check function ends with the command whose status it reports (an `if` keeps the ERR trap
+  # from firing).
+  if "$2"; then rc=0; else rc=$?; fi
+  local took=$((SECONDS - start))
+  if [[ $rc -eq 0 ]]; then
+    TIMINGS+=("$1: ${took} s")
+    echo "==> [$1] done in ${took} s"
+  else
+    TIMINGS+=("$1: ${took} s (FAILED, exit $rc)")
+    FAILED_STEPS+=("$1")
+    echo "==> [$1] FAILED (exit $rc) after ${took} s" >&2
+  fi
 }
 
 as_root() {
@@ -128,19 +149,25 @@ build() {
   cargo build --workspace --bins --tests
 }
 
+HAVE_NEXTEST=0
+if cargo nextest --version >/dev/null 2>&1; then HAVE_NEXTEST=1; fi
+
 run_tests() {
-  if cargo nextest --version >/dev/null 2>&1; then
+  if [[ $HAVE_NEXTEST -eq 1 ]]; then
     # Every test runs: no filters, no ignored tests left out, all failures reported.
-    cargo nextest run --workspace --no-fail-fast --run-ignored all
-    # nextest does not run doctests.
-    cargo test --workspace --doc --no-fail-fast
+    cargo nextest run --config-file scripts/nextest.toml --workspace --no-fail-fast --run-ignored all
   else
     cargo test --workspace --no-fail-fast -- --include-ignored
   fi
 }
 
+run_doctests() {
+  # nextest does not run doctests (cargo test above already did).
+  cargo test --workspace --doc --no-fail-fast
+}
+
 run_checks() {
-  local check found=0
+  local check found=0 failed=()
   shopt -s nullglob
   for check in scripts/checks.d/*.sh; do
     found=1
@@ -148,11 +175,19 @@ run_checks() {
       echo "$check is not executable: chmod +x it" >&2
       return 1
     fi
-    CURRENT_STEP="checks: $check"
     echo "--> $check"
-    "$check"
+    if "$check"; then
+      echo "--> $check passed"
+    else
+      echo "--> $check FAILED" >&2
+      failed+=("$check")
+    fi
   done
   [[ $found -eq 1 ]] || echo "no checks registered in scripts/checks.d"
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "failed checks: ${failed[*]}" >&2
+    return 1
+  fi
 }
 
 echo "LAMBDAWATCH_PEERS=$LAMBDAWATCH_PEERS"
@@ -164,7 +199,12 @@ if [[ "${1:-}" == "peers" ]]; then
   exit 0
 fi
 step "cargo build" build
-step "cargo tests" run_tests
-step "checks.d" run_checks
+check_step "cargo tests" run_tests
+if [[ $HAVE_NEXTEST -eq 1 ]]; then check_step "doctests" run_doctests; fi
+check_step "checks.d" run_checks
 print_timings
+if [[ ${#FAILED_STEPS[@]} -gt 0 ]]; then
+  echo "scripts/test.sh: FAILED steps: ${FAILED_STEPS[*]}" >&2
+  exit 1
+fi
 echo "scripts/test.sh: all steps passed"
