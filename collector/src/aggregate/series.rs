@@ -132,18 +132,32 @@ impl Series {
     /// Adds the counters of `window` ending at `now_s` into `out` (`out.len()` ≥ stride).
     pub fn sum_into(&self, window: Window, now_s: u64, out: &mut [u64]) {
         let ring = &self.rings[window.ring];
+        let Some(head) = ring.head else {
+            return;
+        };
         if ring.data.is_empty() {
             return;
         }
-        let last = now_s / ring.width;
-        let first = (last + 1).saturating_sub(window.buckets);
-        for idx in first..=last {
-            if !ring.live(idx) {
-                continue;
-            }
-            let b = (idx % ring.len as u64) as usize * self.stride;
-            for (o, v) in out.iter_mut().zip(&ring.data[b..b + self.stride]) {
+        let len = ring.len as u64;
+        let last = (now_s / ring.width).min(head);
+        // Live buckets are (head − len, head]; the window's are (now − buckets, now].
+        let first = (now_s / ring.width + 1)
+            .saturating_sub(window.buckets)
+            .max((head + 1).saturating_sub(len));
+        if first > last {
+            return;
+        }
+        let stride = self.stride;
+        let out = &mut out[..stride];
+        let mut slot = (first % len) as usize;
+        for _ in first..=last {
+            let b = slot * stride;
+            for (o, v) in out.iter_mut().zip(&ring.data[b..b + stride]) {
                 *o += u64::from(*v);
+            }
+            slot += 1;
+            if slot == ring.len {
+                slot = 0;
             }
         }
     }

@@ -415,6 +415,17 @@ pub fn no_data(defaults: &Defaults, sums: &mut Sums<'_>) -> Option<Condition> {
     })
 }
 
+/// True for a selector that matches every function (the embedded default's): no need to run
+/// the glob matcher per function.
+fn selects_all(slo: &SloDef) -> bool {
+    let sel = &slo.selector;
+    sel.function.matches_everything()
+        && sel.version.as_ref().is_none_or(|g| g.matches_everything())
+        && sel.region.as_ref().is_none_or(|g| g.matches_everything())
+        && sel.account.as_ref().is_none_or(|g| g.matches_everything())
+        && sel.tags.is_empty()
+}
+
 /// Evaluates one function against every SLO that selects it.
 pub fn evaluate_function(
     spec: &SloSpec,
@@ -429,13 +440,14 @@ pub fn evaluate_function(
         .iter()
         .enumerate()
         .filter(|(_, s)| {
-            s.selector.matches(
-                &key.function,
-                &key.version,
-                &key.region,
-                &key.account,
-                &state.tags,
-            )
+            selects_all(s)
+                || s.selector.matches(
+                    &key.function,
+                    &key.version,
+                    &key.region,
+                    &key.account,
+                    &state.tags,
+                )
         })
         .map(|(i, s)| evaluate_slo(i, s, &spec.defaults, &mut sums))
         .collect();
