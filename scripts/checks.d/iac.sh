@@ -216,7 +216,8 @@ if hc != ["CMD", "/lambdawatch-healthcheck"]:
 secrets = {s["Name"]: s["ValueFrom"] for s in c.get("Secrets", [])}
 if secrets.get("LAMBDAWATCH_AUTH_TOKEN") != {"Ref": "AuthTokenSecret"}:
     bad.append("LAMBDAWATCH_AUTH_TOKEN must come from the AuthTokenSecret secret")
-if any(e["Name"] == "LAMBDAWATCH_AUTH_TOKEN" for e in c.get("Environment", [])):
+env = [e for item in c.get("Environment", []) for e in fn_if_items(item)]
+if any(e["Name"] == "LAMBDAWATCH_AUTH_TOKEN" for e in env):
     bad.append("LAMBDAWATCH_AUTH_TOKEN must not be a plain environment value")
 if c.get("LogConfiguration", {}).get("LogDriver") != "awslogs":
     bad.append("collector logs must use the awslogs driver")
