@@ -17,8 +17,21 @@
 //!
 //! Evaluating at second 59 makes the minute-bucketed built-in windows (`5m`, `30m`, `1h`) cover
 //! exactly the seconds that Prometheus 2.x's closed range `[t − w, t]` of one-minute samples
-//! does; the coarser rings (10 min for `6h`, 1 h for `3d`) do not, by construction (see the
-//! report in the failure message when they matter).
+//! does; the coarser rings do not, by construction.
+//!
+//! What a failure has meant so far (the message lists every disagreement as
+//! `function HH:MM–HH:MM (n checks): built-in {…} / Prometheus {…}`):
+//! - a window answered by a coarse ring: `aggregate::series` answers `6h` from 10-minute buckets
+//!   and `3d` from 1-hour buckets, covering `(buckets − 1) × width + elapsed` (5 h 50 m – 6 h),
+//!   while the rules' `increase(…[6h])` covers 6 h: a `6h`-driven transition (the ticket's short
+//!   window, the second page rule's long window) moves by up to one bucket;
+//! - a counter series created by the increment being counted: Prometheus cannot see the first
+//!   sample's value as an increase (`throttle-burst` in `differential/traffic.rs`), the built-in
+//!   counts it;
+//! - `dlq_ratio` valid events: the built-in takes `max(AsyncEventsReceived, dead-lettered)`, the
+//!   rules `AsyncEventsReceived` alone (`dlq-sqs-only`: dead letters with no received count);
+//! - the rules' `for:` against the state machine's `config::DEFAULT_ALERT_FOR`
+//!   ([`rules_hold_for_the_built_in_pending_period`]).
 //!
 //! The generated test files stay in `$CARGO_TARGET_TMPDIR/differential/` for inspection.
 
@@ -334,6 +347,20 @@ fn built_in_evaluator_sees_every_scenario() {
         (at(9, 0)..at(9, 5)).contains(&on) && off == b.len() - 1,
         "{on} {off}"
     );
+    let (on, off) = span_of(
+        b,
+        "throttle-burst",
+        "LambdawatchThrottleBudgetExhausted",
+        "ticket",
+    )
+    .expect("a first burst of throttles beyond the budget tickets");
+    assert!(
+        (at(12, 0)..at(12, 5)).contains(&on) && off == b.len() - 1,
+        "{on} {off}"
+    );
+    let (on, _) = span_of(b, "dlq-sqs-only", "LambdawatchDeadLetterBudgetBurn", "page")
+        .expect("dead letters without AsyncEventsReceived page (valid = max(received, bad))");
+    assert!((at(8, 0)..at(9, 5)).contains(&on), "{on}");
     let (on, off) =
         span_of(b, "dlq", "LambdawatchDeadLetterBudgetBurn", "page").expect("DLQ spike pages");
     assert!(

@@ -13,6 +13,7 @@
 //! | `cold-start` | 90 inits/h ≈ 300 ms; 900 ms 10:00–11:30 | cold-start page, resolve |
 //! | `throttled` | 120/h; 2 throttles at 04:00, 4 at 09:00 (zero counts every other minute) | throttle budget (5/30 d) ticket |
 //! | `throttle-burst` | 120/h; its first platform count ever: 6 throttles at 12:00 | throttle budget ticket |
+//! | `dlq-sqs-only` | 120/h; from 08:00 only its SQS DLQ `NumberOfMessagesSent` arrive, 2/min | DLQ page |
 //! | `dlq` | 600 async events/h; 10 % dead-lettered 14:00–14:20 | DLQ page, resolve |
 //! | `timeouts` | 300/h; 40 % beyond 80 % of the timeout 16:00–17:00 | timeout-budget page |
 //! | `silent` | 120/h; silent 18:00–22:00 | no-data ticket, resolve |
@@ -38,7 +39,7 @@ const MEMORY_MB: f64 = 512.0;
 const TIMEOUT_MS: f64 = 3_000.0;
 
 /// The function names, in a fixed order.
-pub const FUNCTIONS: [&str; 10] = [
+pub const FUNCTIONS: [&str; 11] = [
     "healthy",
     "outage",
     "slow-burn",
@@ -46,6 +47,7 @@ pub const FUNCTIONS: [&str; 10] = [
     "cold-start",
     "throttled",
     "throttle-burst",
+    "dlq-sqs-only",
     "dlq",
     "timeouts",
     "silent",
@@ -276,6 +278,23 @@ impl Traffic {
         self.invocations(&mut out, "throttle-burst", m, n, 0.0);
         if m == hm(12, 0) {
             self.platform(&mut out, "throttle-burst", m, PlatformCounter::Throttles, 6);
+        }
+
+        // dlq-sqs-only: 120/h; a stream that carries only its SQS dead-letter queue's
+        // NumberOfMessagesSent (no AsyncEventsReceived): 2 messages a minute from 08:00.
+        let n = self.count(120.0);
+        self.invocations(&mut out, "dlq-sqs-only", m, n, 0.0);
+        if m >= hm(8, 0) {
+            self.push(
+                &mut out,
+                "dlq-sqs-only",
+                Event::Platform {
+                    t_s: T0 + m * 60 + 59,
+                    counter: PlatformCounter::DlqMessagesSent,
+                    value: 2,
+                    queue: Some("orders-dlq".to_owned()),
+                },
+            );
         }
 
         // dlq: 600 async events/h; 10 % dead-lettered 14:00–14:20.
