@@ -43,12 +43,22 @@ fn main() -> ExitCode {
             }
         },
         Command::Rules { file } => {
-            // The generator lives in `rules.rs` (another stage); until it lands, say so plainly.
-            eprintln!(
-                "{}: rule generation is not available in this build (collector/src/rules.rs)",
-                file.display()
-            );
-            ExitCode::FAILURE
+            let rules = spec::validate_file(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    lambdawatch_collector::rules::generate(&s)
+                        .map_err(|e| format!("{}: {e}", file.display()))
+                });
+            match rules {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Cost(args) => match lambdawatch_collector::cost::run_cost_cli(args) {
             Ok(out) => {

@@ -165,14 +165,16 @@ def statements(role):
         bad.append(f"{role}: managed policies grant more than the listed calls; use inline statements")
     return out
 
-# The AWS calls the collector makes (issue 4/5): nothing more may be granted to the task.
+# The AWS calls the collector makes (aws/src: GetMetricData, CreateLogGroup/CreateLogStream/
+# PutLogEvents, PutTraceSegments, Publish, checkpoints GetItem/PutItem/Scan or
+# GetObject/PutObject/ListObjectsV2): nothing more may be granted to the task.
 TASK_ACTIONS = {
     "cloudwatch:GetMetricData",
     "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
     "xray:PutTraceSegments",
     "sns:Publish",
-    "dynamodb:GetItem", "dynamodb:PutItem",
-    "s3:GetObject", "s3:PutObject",
+    "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan",
+    "s3:GetObject", "s3:PutObject", "s3:ListBucket",
 }
 # Actions whose service offers no resource-level permissions (Service Authorization Reference).
 STAR_OK = {"cloudwatch:GetMetricData", "xray:PutTraceSegments", "ecr:GetAuthorizationToken"}
