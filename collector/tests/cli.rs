@@ -58,3 +58,33 @@ fn bad_config_file_is_refused_with_a_location() {
     assert!(err.contains(&format!("{}:2:", cfg.display())), "{err}");
     assert!(err.contains("auth_tokn"), "{err}");
 }
+
+#[test]
+fn rules_prints_the_generated_rules_for_a_valid_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("slos.yaml");
+    std::fs::write(
+        &spec,
+        "version: 1\nslos:\n  - name: error_rate\n    sli: {type: error_rate}\n    objective: 0.999\n",
+    )
+    .unwrap();
+    let out = bin().arg("rules").arg(&spec).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("groups:"), "{text}");
+    assert!(text.contains("LambdawatchErrorBudgetBurn"), "{text}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nslos: []\nextra: 1\n").unwrap();
+    let out = bin().arg("rules").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{}:", bad.display())),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
