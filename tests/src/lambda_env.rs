@@ -15,7 +15,8 @@
 //! API events and runs the runtime and extensions as uid 993. Directories that uid cannot traverse
 //! (such as `/root`, which holds the peers venv and often the clone) are re-exposed inside the
 //! namespace: bind-moved aside, covered by a mode-755 tmpfs, and each entry bound back, so nothing
-//! outside the namespace changes.
+//! outside the namespace changes (except that empty `/var/task` and `/opt/extensions` mount points are
+//! created on the host when missing).
 //!
 //! **The sandbox** runs `lambdawatch-sandbox run --function F.yaml --invoke-addr 127.0.0.1:PORT` and
 //! waits for its `invoke api listening on` line.
