@@ -2,6 +2,8 @@
 //! of the same bytes (the issue asks for ≥ 0.5 × that, and ≥ 200,000 records/s per core).
 //!
 //! `cargo bench -p lambdawatch-extension --bench translate`; the ratio is printed at the end.
+//! `LW_BENCH_RATIO_ONLY=1` skips criterion and prints only the interleaved ratio and stage times;
+//! `LW_NO_REDACT=1` measures without the default redaction rules.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -53,8 +55,12 @@ fn pipeline(body: &[u8], tr: &mut Translator, buf: &mut Buffer, resource: &Resou
 }
 
 fn translator() -> Translator {
+    let mut o = Options::default();
+    if std::env::var_os("LW_NO_REDACT").is_some() {
+        o.redactor = lambdawatch_extension::translate::redact::Redactor::none();
+    }
     Translator::new(
-        Options::default(),
+        o,
         ResourceInfo {
             function_name: Some("checkout".into()),
             ..Default::default()
@@ -97,6 +103,22 @@ fn ratio() {
             black_box(pipeline(&body, &mut tr, &mut buf, &res));
             t_ours += t.elapsed();
         }
+        // Stage breakdown (same batch): parse only, parse + translate.
+        let (mut t_parse, mut t_tr) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let (events, _) = parse_batch(&body);
+            t_parse += t.elapsed();
+            let t = Instant::now();
+            tr.ingest_all(events, &mut buf, 1);
+            black_box(buf.drain());
+            t_tr += t.elapsed();
+        }
+        println!(
+            "stages {name}: parse {:.2} µs/record, translate+buffer {:.2} µs/record",
+            t_parse.as_secs_f64() * 1e6 / (rounds * RECORDS) as f64,
+            t_tr.as_secs_f64() * 1e6 / (rounds * RECORDS) as f64
+        );
         let per_s = (rounds * RECORDS) as f64 / t_ours.as_secs_f64();
         println!(
             "ratio {name}: parse+translate+encode {per_s:.0} records/s; speed vs serde_json::Value parse = {:.2}",
@@ -108,7 +130,9 @@ fn ratio() {
 criterion_group!(benches, bench);
 
 fn main() {
-    benches();
+    if std::env::var_os("LW_BENCH_RATIO_ONLY").is_none() {
+        benches();
+    }
     ratio();
     Criterion::default().configure_from_args().final_summary();
 }

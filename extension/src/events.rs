@@ -14,6 +14,8 @@
 //! - the two documented examples that are not valid JSON (a missing `,` between members, a
 //!   trailing `,`) are repaired per element when strict parsing fails, and counted as `repaired`.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -177,14 +179,81 @@ impl ParseStats {
     }
 }
 
+/// One element, borrowing `time` and `type` from the body when it can (no allocation).
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    time: Value,
-    #[serde(rename = "type", default)]
-    kind: Value,
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    time: Field<'a>,
+    #[serde(rename = "type", borrow, default)]
+    kind: Field<'a>,
     #[serde(default)]
     record: Value,
+}
+
+/// A member expected to be a string: the string, absent/null, or anything else (counted).
+#[derive(Debug, Default)]
+enum Field<'a> {
+    #[default]
+    Missing,
+    Str(Cow<'a, str>),
+    Odd,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Missing)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Missing)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Odd)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::Odd)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::Odd)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Odd)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Field::Odd)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Self::Value, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Field::Odd)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Parses one POST body. Never fails: what cannot be used is counted in the stats.
@@ -339,24 +408,25 @@ fn repair_commas(el: &[u8]) -> Vec<u8> {
 
 fn push_event(env: Envelope, out: &mut Vec<Event>, stats: &mut ParseStats) {
     let time_ns = match &env.time {
-        Value::String(s) => {
+        Field::Str(s) => {
             let t = parse_time(s);
             if t.is_none() {
                 stats.odd_values += 1;
             }
             t
         }
-        Value::Null => None,
-        _ => {
+        Field::Missing => None,
+        Field::Odd => {
             stats.odd_values += 1;
             None
         }
     };
-    let Value::String(kind) = env.kind else {
+    let Field::Str(kind) = env.kind else {
         stats.malformed += 1;
         return;
     };
-    let body = match kind.as_str() {
+    let kind: &str = &kind;
+    let body = match kind {
         "function" | "extension" => {
             let rec = match env.record {
                 Value::String(s) => LogRecord::Text(s),
@@ -378,7 +448,7 @@ fn push_event(env: Envelope, out: &mut Vec<Event>, stats: &mut ParseStats) {
         }
         _ => {
             let Value::Object(map) = env.record else {
-                if kind.starts_with("platform.") && known_platform(&kind) {
+                if known_platform(kind) {
                     stats.malformed += 1;
                 } else {
                     stats.unknown_types += 1;
@@ -386,7 +456,7 @@ fn push_event(env: Envelope, out: &mut Vec<Event>, stats: &mut ParseStats) {
                 return;
             };
             let mut r = Rec { m: &map, stats };
-            match kind.as_str() {
+            match kind {
                 "platform.initStart" => EventBody::InitStart(r.init_start(INIT_START_FIELDS)),
                 "platform.restoreStart" => EventBody::RestoreStart(r.init_start(INIT_START_FIELDS)),
                 "platform.initRuntimeDone" => EventBody::InitRuntimeDone(r.phase_done()),
@@ -751,10 +821,9 @@ pub fn parse_time(s: &str) -> Option<u64> {
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
-        if !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
+        part.iter().try_fold(0i64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
     };
     let year = num(0..4)?;
     let month = num(5..7)?;

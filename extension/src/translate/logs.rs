@@ -77,10 +77,11 @@ const MAX_LEVEL_TOKEN: usize = 5;
 pub fn detect_plain(line: &str) -> PlainInfo<'_> {
     let mut info = PlainInfo::default();
     // Only the head of the line can hold a layout prefix.
-    let head = match line.char_indices().nth(200) {
-        Some((i, _)) => &line[..i],
-        None => line,
-    };
+    let mut end = line.len().min(200);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &line[..end];
     for (idx, raw) in head
         .split([' ', '\t'])
         .filter(|t| !t.is_empty())
