@@ -11,7 +11,7 @@
 //! redeliver the good ones forever).
 
 use base64::Engine;
-use lambdawatch_semconv::cloudwatch::{PlatformCount, parse_request};
+use lambdawatch_semconv::cloudwatch::{PlatformCount, StreamOrigin, parse_request};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,8 @@ pub struct ResponseBody {
 /// What one delivery gave.
 #[derive(Debug, Default)]
 pub struct Delivery {
-    pub counts: Vec<PlatformCount>,
+    /// Every Metric-Streams point found, with the stream's origin (account, region).
+    pub counts: Vec<(StreamOrigin, PlatformCount)>,
     pub records: usize,
     pub requests_decoded: usize,
     pub bad_records: usize,
@@ -119,7 +120,7 @@ pub fn handle(
                     let points = count_summary_points(r);
                     let parsed = parse_request(r);
                     d.foreign_points += points.saturating_sub(parsed.len());
-                    d.counts.extend(parsed.into_iter().map(|(_, c)| c));
+                    d.counts.extend(parsed);
                 }
                 d.requests_decoded += reqs.len();
             }
@@ -240,8 +241,9 @@ mod tests {
         );
         assert_eq!(d.requests_decoded, 2);
         assert_eq!(d.counts.len(), 2);
-        assert_eq!(d.counts[0].metric_name, cw::THROTTLES);
-        assert_eq!(d.counts[0].sum, 4.0);
+        assert_eq!(d.counts[0].0.account_id, "123456789012");
+        assert_eq!(d.counts[0].1.metric_name, cw::THROTTLES);
+        assert_eq!(d.counts[0].1.sum, 4.0);
     }
 
     #[test]

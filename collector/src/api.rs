@@ -61,6 +61,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
         &s.deliver.deliveries(),
         &mut text,
     );
+    prometheus::render_samples(&s.aws.samples(), &mut text);
     (
         [(
             header::CONTENT_TYPE,

@@ -26,6 +26,16 @@
 //! | `LAMBDAWATCH_SHUTDOWN_TIMEOUT` | `25s` | hard deadline for the whole shutdown |
 //! | `LAMBDAWATCH_DLQ_QUEUES` | empty | `queue=function,…`: SQS DLQ `QueueName` → function |
 //! | `LAMBDAWATCH_LOG` | `info` | tracing filter |
+//! | `LAMBDAWATCH_AWS_REGION` | standard chain | region of every AWS call (`AWS_REGION` otherwise) |
+//! | `LAMBDAWATCH_AWS_ACCOUNT_ID` | unset | account stamped on polled CloudWatch counts |
+//! | `LAMBDAWATCH_AWS_ENDPOINT_URL` | unset | endpoint override for every AWS service (tests, VPC endpoints) |
+//! | `LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL` | unset (off) | poll `GetMetricData` this often (e.g. `1m`) |
+//! | `LAMBDAWATCH_CLOUDWATCH_PERIOD` | `60s` | CloudWatch period, `60s` or `300s` |
+//! | `LAMBDAWATCH_CLOUDWATCH_FUNCTIONS` | empty | functions to poll besides those that report (`a,b,…`) |
+//! | `LAMBDAWATCH_FIREHOSE_ACCESS_KEY` | unset (off) | mounts `POST /firehose` on the OTLP/HTTP port; the key Firehose must send |
+//! | `LAMBDAWATCH_CLOUDWATCH_LOGS_GROUP_PREFIX` | unset (off) | export function logs to CloudWatch Logs, group `<prefix><function>` |
+//! | `LAMBDAWATCH_XRAY_EXPORT` | `false` | export invocation and platform spans to X-Ray |
+//! | `LAMBDAWATCH_SNS_TOPIC_ARN` | unset | also deliver alerts to this SNS topic |
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -62,6 +72,61 @@ pub const ENV_SHUTDOWN_TIMEOUT: &str = "LAMBDAWATCH_SHUTDOWN_TIMEOUT";
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 pub const ENV_DLQ_QUEUES: &str = "LAMBDAWATCH_DLQ_QUEUES";
 pub const ENV_LOG: &str = "LAMBDAWATCH_LOG";
+pub const ENV_AWS_REGION: &str = "LAMBDAWATCH_AWS_REGION";
+pub const ENV_AWS_ACCOUNT_ID: &str = "LAMBDAWATCH_AWS_ACCOUNT_ID";
+pub const ENV_AWS_ENDPOINT_URL: &str = "LAMBDAWATCH_AWS_ENDPOINT_URL";
+pub const ENV_CLOUDWATCH_POLL_INTERVAL: &str = "LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL";
+pub const ENV_CLOUDWATCH_PERIOD: &str = "LAMBDAWATCH_CLOUDWATCH_PERIOD";
+pub const DEFAULT_CLOUDWATCH_PERIOD: Duration = Duration::from_secs(60);
+pub const ENV_CLOUDWATCH_FUNCTIONS: &str = "LAMBDAWATCH_CLOUDWATCH_FUNCTIONS";
+pub const ENV_FIREHOSE_ACCESS_KEY: &str = "LAMBDAWATCH_FIREHOSE_ACCESS_KEY";
+pub const ENV_CLOUDWATCH_LOGS_GROUP_PREFIX: &str = "LAMBDAWATCH_CLOUDWATCH_LOGS_GROUP_PREFIX";
+pub const ENV_XRAY_EXPORT: &str = "LAMBDAWATCH_XRAY_EXPORT";
+pub const ENV_SNS_TOPIC_ARN: &str = "LAMBDAWATCH_SNS_TOPIC_ARN";
+
+/// The AWS edges (all off by default: the embedded default needs no AWS account).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub account_id: Option<String>,
+    pub endpoint_url: Option<String>,
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub cloudwatch_poll_interval: Option<Duration>,
+    #[serde(deserialize_with = "de_duration")]
+    pub cloudwatch_period: Duration,
+    pub cloudwatch_functions: Vec<String>,
+    pub firehose_access_key: Option<String>,
+    pub logs_group_prefix: Option<String>,
+    pub xray: bool,
+    pub sns_topic_arn: Option<String>,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            account_id: None,
+            endpoint_url: None,
+            cloudwatch_poll_interval: None,
+            cloudwatch_period: DEFAULT_CLOUDWATCH_PERIOD,
+            cloudwatch_functions: Vec::new(),
+            firehose_access_key: None,
+            logs_group_prefix: None,
+            xray: false,
+            sns_topic_arn: None,
+        }
+    }
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
 pub const DEFAULT_LOG: &str = "info";
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +177,7 @@ pub struct Config {
     /// SQS dead-letter queue name → the function it serves.
     pub dlq_queues: BTreeMap<String, String>,
     pub log: String,
+    pub aws: AwsConfig,
 }
 
 impl Default for Config {
@@ -137,6 +203,7 @@ impl Default for Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             dlq_queues: BTreeMap::new(),
             log: DEFAULT_LOG.to_owned(),
+            aws: AwsConfig::default(),
         }
     }
 }
@@ -172,6 +239,7 @@ struct FileConfig {
     shutdown_timeout: Option<String>,
     dlq_queues: Option<BTreeMap<String, String>>,
     log: Option<String>,
+    aws: Option<AwsConfig>,
 }
 
 /// Parses `5m`, `30s`, `1h`, `3d`, `250ms` (and a bare number of seconds).
@@ -259,7 +327,8 @@ impl Config {
             queue_capacity,
             max_functions,
             dlq_queues,
-            log
+            log,
+            aws
         );
         macro_rules! set_opt {
             ($($field:ident),*) => { $( if f.$field.is_some() { self.$field = f.$field; } )* };
@@ -381,6 +450,36 @@ impl Config {
         if let Some(v) = get(ENV_LOG) {
             self.log = v;
         }
+        let aws = &mut self.aws;
+        for (var, slot) in [
+            (ENV_AWS_REGION, &mut aws.region),
+            (ENV_AWS_ACCOUNT_ID, &mut aws.account_id),
+            (ENV_AWS_ENDPOINT_URL, &mut aws.endpoint_url),
+            (ENV_FIREHOSE_ACCESS_KEY, &mut aws.firehose_access_key),
+            (ENV_CLOUDWATCH_LOGS_GROUP_PREFIX, &mut aws.logs_group_prefix),
+            (ENV_SNS_TOPIC_ARN, &mut aws.sns_topic_arn),
+        ] {
+            if let Some(v) = get(var).filter(|v| !v.is_empty()) {
+                *slot = Some(v);
+            }
+        }
+        if let Some(v) = get(ENV_CLOUDWATCH_POLL_INTERVAL) {
+            aws.cloudwatch_poll_interval = Some(dur(ENV_CLOUDWATCH_POLL_INTERVAL, v)?);
+        }
+        if let Some(v) = get(ENV_CLOUDWATCH_PERIOD) {
+            aws.cloudwatch_period = dur(ENV_CLOUDWATCH_PERIOD, v)?;
+        }
+        if let Some(v) = get(ENV_CLOUDWATCH_FUNCTIONS) {
+            aws.cloudwatch_functions = v
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = get(ENV_XRAY_EXPORT) {
+            self.aws.xray = parsed(ENV_XRAY_EXPORT, v)?;
+        }
         self.check().map_err(|message| ConfigError::Env {
             var: "LAMBDAWATCH_*",
             value: String::new(),
@@ -389,6 +488,16 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        if !matches!(self.aws.cloudwatch_period.as_secs(), 60 | 300) {
+            return Err("aws.cloudwatch_period must be 60s or 300s".into());
+        }
+        if self
+            .aws
+            .cloudwatch_poll_interval
+            .is_some_and(|d| d.is_zero())
+        {
+            return Err("aws.cloudwatch_poll_interval must be positive".into());
+        }
         if self.queue_capacity == 0 {
             return Err("queue_capacity must be at least 1".into());
         }

@@ -12,11 +12,12 @@
 pub mod aggregate;
 pub mod alerting;
 pub mod api;
+pub mod aws;
 pub mod config;
+pub mod cost;
 pub mod export;
 pub mod ingest;
 pub mod rules;
 pub mod serve;
 pub mod slo;
 pub mod sources;
-pub mod cost;

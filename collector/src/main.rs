@@ -96,8 +96,9 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
     rt.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         serve::spawn_signal_handler(shutdown.clone());
-        let deliver = serve::deliverer(&cfg)?;
-        serve::run(cfg, slo_spec, deliver, shutdown, |r| {
+        let aws_stats = std::sync::Arc::new(lambdawatch_collector::aws::AwsStats::default());
+        let deliver = serve::deliverer(&cfg, &aws_stats)?;
+        serve::run(cfg, slo_spec, deliver, aws_stats, shutdown, |r| {
             let b = r.bound;
             println!(
                 "lambdawatch-collector listening otlp_grpc={} otlp_http={} admin={}",

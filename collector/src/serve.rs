@@ -97,7 +97,10 @@ pub const SINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Dispatch {
     /// Builds the sinks `cfg` asks for (must run inside a tokio runtime).
-    pub fn from_config(cfg: &Config) -> Result<Self, SinkConfigError> {
+    pub fn from_config(
+        cfg: &Config,
+        aws_stats: &Arc<crate::aws::AwsStats>,
+    ) -> Result<Self, SinkConfigError> {
         let mut d = Dispatcher::new(DispatcherConfig::default());
         d.add_sink(LogSink);
         if let Some(url) = &cfg.alertmanager_url {
@@ -114,6 +117,13 @@ impl Dispatch {
                 secret: cfg.webhook_secret.clone(),
                 timeout: SINK_TIMEOUT,
             })?);
+        }
+        if let Some(topic) = &cfg.aws.sns_topic_arn {
+            d.add_sink(crate::aws::SnsSink::new(
+                &cfg.aws,
+                topic.clone(),
+                aws_stats.clone(),
+            ));
         }
         Ok(Self::new(d))
     }
@@ -362,6 +372,7 @@ pub struct Shared {
     pub deliver: Arc<dyn Deliver>,
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     pub spec: Arc<SloSpec>,
+    pub aws: Arc<crate::aws::AwsStats>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -395,6 +406,7 @@ pub async fn run(
     cfg: Config,
     spec: SloSpec,
     deliver: Arc<dyn Deliver>,
+    aws_stats: Arc<crate::aws::AwsStats>,
     shutdown: CancellationToken,
     on_bound: impl FnOnce(Running),
 ) -> anyhow::Result<()> {
@@ -419,6 +431,7 @@ pub async fn run(
     tracker.spawn(owner);
 
     let stats = Arc::new(IngestStats::default());
+    let tap = crate::aws::tap(&cfg.aws, &aws_stats);
     let ingest = Ingest {
         auth_token: cfg.auth_token.as_deref().map(Arc::from),
         max_body_bytes: cfg.max_body_bytes,
@@ -427,6 +440,7 @@ pub async fn run(
         stats: stats.clone(),
         decoder: Arc::new(ingest::decode::Decoder {
             dlq_queues: cfg.dlq_queues.clone(),
+            tap: tap.as_ref().map(|(t, _)| t.clone()),
         }),
         stopping: stopping.clone(),
     };
@@ -448,11 +462,39 @@ pub async fn run(
         deliver: deliver.clone(),
         ready: ready.clone(),
         spec: spec.clone(),
+        aws: aws_stats.clone(),
     };
 
     // Listeners: ingest stops on `stopping`, admin on `admin_stop` (last).
     let admin_stop = CancellationToken::new();
-    let http_router = ingest::http::router(ingest.clone());
+    let mut http_router = ingest::http::router(ingest.clone());
+    if cfg.aws.firehose_access_key.is_some() {
+        http_router = http_router.merge(crate::aws::firehose_router(
+            ingest.clone(),
+            cfg.aws.firehose_access_key.clone(),
+            aws_stats.clone(),
+        ));
+    }
+    // AWS sources and exporters (off unless configured). The exporters end when ingest stops
+    // (their queues close with the decoder) after draining, or at the final cancel.
+    let aws_cancel = CancellationToken::new();
+    if let Some((_, rx)) = tap {
+        tracker.spawn(crate::aws::run_exporters(
+            cfg.aws.clone(),
+            rx,
+            aws_stats.clone(),
+            aws_cancel.clone(),
+        ));
+    }
+    if cfg.aws.cloudwatch_poll_interval.is_some() {
+        tracker.spawn(crate::aws::run_poller(
+            cfg.aws.clone(),
+            ingest.clone(),
+            handle.clone(),
+            aws_stats.clone(),
+            stopping.clone(),
+        ));
+    }
     let grpc_routes = ingest::grpc::routes(ingest.clone());
     drop(ingest);
     let stop = stopping.clone();
@@ -541,6 +583,7 @@ pub async fn run(
     deliver.flush(left(started)).await;
     tracing::info!("final evaluation delivered; exiting");
     admin_stop.cancel();
+    aws_cancel.cancel();
     finish.cancel();
     drop(shared);
     drop(handle);
@@ -606,6 +649,9 @@ pub fn spawn_signal_handler(shutdown: CancellationToken) {
 }
 
 /// The notification path configured by `cfg` (must run inside a tokio runtime).
-pub fn deliverer(cfg: &Config) -> Result<Arc<dyn Deliver>, SinkConfigError> {
-    Ok(Arc::new(Dispatch::from_config(cfg)?))
+pub fn deliverer(
+    cfg: &Config,
+    aws_stats: &Arc<crate::aws::AwsStats>,
+) -> Result<Arc<dyn Deliver>, SinkConfigError> {
+    Ok(Arc::new(Dispatch::from_config(cfg, aws_stats)?))
 }

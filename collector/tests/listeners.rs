@@ -116,7 +116,8 @@ impl Collector {
         let task = tokio::spawn(serve::run(
             cfg,
             SloSpec::embedded_default(),
-            serve::deliverer(&Config::default()).unwrap(),
+            serve::deliverer(&Config::default(), &Default::default()).unwrap(),
+            Default::default(),
             shutdown.clone(),
             move |r| {
                 let _ = tx.send(r);

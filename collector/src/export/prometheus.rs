@@ -484,3 +484,35 @@ pub fn render_self(
         );
     }
 }
+
+/// One sample of a pipeline stage that is not per function (the AWS edges), with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSample {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    pub labels: Vec<(&'static str, &'static str)>,
+    pub value: f64,
+}
+
+/// Renders `samples`, one `# HELP`/`# TYPE` per name (samples of a name must be adjacent).
+pub fn render_samples(samples: &[PipelineSample], out: &mut String) {
+    let mut last = "";
+    for s in samples {
+        if s.name != last {
+            header(out, s.name, s.kind, s.help);
+            last = s.name;
+        }
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = if labels.is_empty() {
+            writeln!(out, "{} {}", s.name, num(s.value))
+        } else {
+            writeln!(out, "{}{{{}}} {}", s.name, labels.join(","), num(s.value))
+        };
+    }
+}

@@ -48,6 +48,8 @@ pub struct Decoded {
 pub struct Decoder {
     /// SQS dead-letter queue name → function name.
     pub dlq_queues: BTreeMap<String, String>,
+    /// Copies of logs and traces for the AWS exporters, when configured (never blocks).
+    pub tap: Option<crate::aws::Tap>,
 }
 
 fn time_s(ns: u64, received_s: u64) -> u64 {
@@ -132,6 +134,9 @@ pub fn span_event(span: &Span, received_s: u64) -> Option<Event> {
 
 impl Decoder {
     pub fn traces(&self, req: &ExportTraceServiceRequest, received_s: u64) -> Decoded {
+        if let Some(tap) = &self.tap {
+            tap.traces(req);
+        }
         let mut d = Decoded {
             batch: Batch {
                 received_s,
@@ -291,6 +296,9 @@ impl Decoder {
     }
 
     pub fn logs(&self, req: &ExportLogsServiceRequest, received_s: u64) -> Decoded {
+        if let Some(tap) = &self.tap {
+            tap.logs(req);
+        }
         let items: u64 = req
             .resource_logs
             .iter()
@@ -419,6 +427,7 @@ mod tests {
         );
         let dec = Decoder {
             dlq_queues: [("orders-dlq".to_owned(), "orders".to_owned())].into(),
+            ..Decoder::default()
         };
         let d = dec.metrics(&req, 5);
         assert_eq!(d.items, 3);
