@@ -88,6 +88,9 @@ install_debian() {
   command -v promtool >/dev/null 2>&1 || [[ -x /usr/bin/promtool ]] || missing+=(prometheus)
   [[ -x /usr/bin/prometheus-alertmanager ]] || missing+=(prometheus-alertmanager)
   command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  # The dashboard type-check (scripts/checks.d/dashboards.sh) runs tsc under Node.js.
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
   if [[ ${#missing[@]} -eq 0 ]]; then
     echo "Debian peers present: ${DEBIAN_PACKAGES[*]}"
@@ -144,6 +147,10 @@ PY
   echo "AWS RIE installed: $rie"
 }
 
+fmt_check() {
+  cargo fmt --all -- --check
+}
+
 build() {
   echo "CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-<default: $ROOT/target>}"
   cargo build --workspace --bins --tests
@@ -198,6 +205,7 @@ if [[ "${1:-}" == "peers" ]]; then
   print_timings
   exit 0
 fi
+check_step "cargo fmt" fmt_check
 step "cargo build" build
 check_step "cargo tests" run_tests
 if [[ $HAVE_NEXTEST -eq 1 ]]; then check_step "doctests" run_doctests; fi
