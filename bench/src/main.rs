@@ -340,9 +340,14 @@ fn main() -> anyhow::Result<()> {
             verdict(ext.burst_hwm_kb <= 32 * 1024)
         ),
     ];
+    let profile = args
+        .extension
+        .parent()
+        .and_then(|d| d.file_name())
+        .map_or("unknown".into(), |n| n.to_string_lossy().into_owned());
     let section = format!(
-        "Measured {} on this machine (`nproc` = {}) with `scripts/bench.sh` (release build; \
-         `target/release/lambdawatch-bench --runs {} --invocations {}`). Floor: `floor-extension`, which only registers and \
+        "Measured {} on this machine (`nproc` = {}) with `scripts/bench.sh` ({profile} build; \
+         `target/{profile}/lambdawatch-bench --runs {} --invocations {}`). Floor: `floor-extension`, which only registers and \
          calls `/event/next` (std, blocking). Both run against the same in-process Lambda stand-in and \
          a 200-to-everything OTLP sink; the extension uses `LAMBDAWATCH_FLUSH=periodic,1000` (deferred flush).\n\n\
          | figure | lambdawatch-extension | floor | ratio | target | |\n|---|---|---|---|---|---|\n{}\n",
