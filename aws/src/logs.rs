@@ -109,9 +109,7 @@ pub fn from_otlp(
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
-        let function = otlp::get_str(rattrs, attr::FAAS_NAME)
-            .or_else(|| otlp::get_str(rattrs, attr::SERVICE_NAME))
-            .unwrap_or("unknown");
+        let function = otlp::function_name(rattrs).unwrap_or("unknown");
         let stream = otlp::get_str(rattrs, attr::FAAS_INSTANCE).unwrap_or("lambdawatch");
         let dest = Destination {
             group: format!("{group_prefix}{function}"),

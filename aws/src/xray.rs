@@ -37,9 +37,7 @@ pub fn segments(req: &ExportTraceServiceRequest, now_secs: i64) -> Converted {
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
-        let function = otlp::get_str(rattrs, attr::FAAS_NAME)
-            .or_else(|| otlp::get_str(rattrs, attr::SERVICE_NAME))
-            .unwrap_or("lambda");
+        let function = otlp::function_name(rattrs).unwrap_or("lambda");
         let spans: Vec<&Span> = rs.scope_spans.iter().flat_map(|s| &s.spans).collect();
         let by_id: HashMap<&[u8], &Span> =
             spans.iter().map(|s| (s.span_id.as_slice(), *s)).collect();

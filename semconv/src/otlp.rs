@@ -62,6 +62,12 @@ pub fn get_f64(attrs: &[KeyValue], key: &str) -> Option<f64> {
     }
 }
 
+/// The function a resource describes: `faas.name`, else `service.name`.
+pub fn function_name(resource: &[KeyValue]) -> Option<&str> {
+    get_str(resource, crate::attr::FAAS_NAME)
+        .or_else(|| get_str(resource, crate::attr::SERVICE_NAME))
+}
+
 pub fn get_bool(attrs: &[KeyValue], key: &str) -> Option<bool> {
     match get(attrs, key)? {
         Value::BoolValue(b) => Some(*b),
