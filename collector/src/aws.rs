@@ -69,6 +69,11 @@ pub struct AwsStats {
     pub segments_failed: AtomicU64,
     pub tap_dropped: AtomicU64,
     pub sns_truncated: AtomicU64,
+    /// Checkpoint writes (`crate::checkpoint`) by result, and the last one's size.
+    pub checkpoint_saved: AtomicU64,
+    pub checkpoint_conflicts: AtomicU64,
+    pub checkpoint_failed: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
 }
 
 impl AwsStats {
@@ -91,7 +96,36 @@ impl AwsStats {
         const FH: &str = "Kinesis Data Firehose deliveries to /firehose, by result.";
         const EXP: &str =
             "Items exported to AWS (log events, segment documents), by exporter and result.";
+        const CKPT: &str = "Checkpoint writes (conditional), by result.";
         vec![
+            s(
+                "lambdawatch_checkpoint_writes_total",
+                CKPT,
+                "counter",
+                &[("result", "success")],
+                g(&self.checkpoint_saved),
+            ),
+            s(
+                "lambdawatch_checkpoint_writes_total",
+                CKPT,
+                "counter",
+                &[("result", "conflict")],
+                g(&self.checkpoint_conflicts),
+            ),
+            s(
+                "lambdawatch_checkpoint_writes_total",
+                CKPT,
+                "counter",
+                &[("result", "failure")],
+                g(&self.checkpoint_failed),
+            ),
+            s(
+                "lambdawatch_checkpoint_bytes",
+                "Size of the last checkpoint written (compressed).",
+                "gauge",
+                &[],
+                g(&self.checkpoint_bytes),
+            ),
             s(
                 "lambdawatch_cloudwatch_requests_total",
                 REQ,
@@ -380,18 +414,22 @@ fn ingest_counts(
 
 /// Polls CloudWatch every `interval` for the functions the extensions reported plus the explicit
 /// list, until `cancel`.
+/// `ledger` carries the poller's cursor both ways: its value at start seeds the poller (a
+/// restored checkpoint), and every poll publishes the new one (for the next checkpoint).
 pub async fn run_poller(
     cfg: AwsConfig,
     ingest: Ingest,
     aggregates: aggregate::Handle,
     stats: Arc<AwsStats>,
     cancel: CancellationToken,
+    ledger: tokio::sync::watch::Sender<cloudwatch::Ledger>,
 ) {
     let Some(interval) = cfg.cloudwatch_poll_interval else {
         return;
     };
     let period = Period::from_secs(cfg.cloudwatch_period.as_secs()).unwrap_or(Period::OneMinute);
     let mut poller = Poller::new(&settings(&cfg), &stats.calls, period).await;
+    poller.ledger = ledger.borrow().clone();
     let origin = StreamOrigin {
         account_id: cfg.account_id.clone().unwrap_or_default(),
         region: cfg.region.clone().unwrap_or_default(),
@@ -442,6 +480,7 @@ pub async fn run_poller(
                 tracing::warn!(error = %e, "CloudWatch poll failed");
             }
         }
+        ledger.send_replace(poller.ledger.clone());
     }
 }
 

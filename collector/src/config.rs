@@ -36,6 +36,9 @@
 //! | `LAMBDAWATCH_CLOUDWATCH_LOGS_GROUP_PREFIX` | unset (off) | export function logs to CloudWatch Logs, group `<prefix><function>` |
 //! | `LAMBDAWATCH_XRAY_EXPORT` | `false` | export invocation and platform spans to X-Ray |
 //! | `LAMBDAWATCH_SNS_TOPIC_ARN` | unset | also deliver alerts to this SNS topic |
+//! | `LAMBDAWATCH_CHECKPOINT` | unset (in memory) | durable state: `dynamodb://TABLE` or `s3://BUCKET/PREFIX` |
+//! | `LAMBDAWATCH_CHECKPOINT_INTERVAL` | the eval interval | how often the checkpoint is written (the most a restart loses) |
+//! | `LAMBDAWATCH_TASK_ID` | ECS task id, else the hostname | this task's checkpoint key; a restarted task must keep it to restore |
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -83,6 +86,57 @@ pub const ENV_FIREHOSE_ACCESS_KEY: &str = "LAMBDAWATCH_FIREHOSE_ACCESS_KEY";
 pub const ENV_CLOUDWATCH_LOGS_GROUP_PREFIX: &str = "LAMBDAWATCH_CLOUDWATCH_LOGS_GROUP_PREFIX";
 pub const ENV_XRAY_EXPORT: &str = "LAMBDAWATCH_XRAY_EXPORT";
 pub const ENV_SNS_TOPIC_ARN: &str = "LAMBDAWATCH_SNS_TOPIC_ARN";
+pub const ENV_CHECKPOINT: &str = "LAMBDAWATCH_CHECKPOINT";
+pub const ENV_CHECKPOINT_INTERVAL: &str = "LAMBDAWATCH_CHECKPOINT_INTERVAL";
+pub const ENV_TASK_ID: &str = "LAMBDAWATCH_TASK_ID";
+/// Set by ECS (EC2 and Fargate) in every container: `http://169.254.170.2/v4/<task id>-<n>` on
+/// Fargate; the task id is read from its last path segment when it has that shape.
+pub const ENV_ECS_CONTAINER_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
+
+/// Where checkpoints go (`LAMBDAWATCH_CHECKPOINT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointLocation {
+    DynamoDb { table: String },
+    S3 { bucket: String, prefix: String },
+}
+
+impl std::str::FromStr for CheckpointLocation {
+    type Err = String;
+
+    /// `dynamodb://TABLE` or `s3://BUCKET/PREFIX` (`PREFIX` may be empty).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(table) = s.strip_prefix("dynamodb://") {
+            if table.is_empty() || table.contains('/') {
+                return Err(format!("`{s}`: expected dynamodb://TABLE"));
+            }
+            return Ok(Self::DynamoDb {
+                table: table.to_owned(),
+            });
+        }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!("`{s}`: expected s3://BUCKET/PREFIX"));
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+            });
+        }
+        Err(format!(
+            "`{s}`: expected dynamodb://TABLE or s3://BUCKET/PREFIX"
+        ))
+    }
+}
+
+/// The ECS task id in an `ECS_CONTAINER_METADATA_URI_V4` value (Fargate: the last path segment
+/// is `<32 hex task id>-<n>`); `None` when it has another shape.
+pub fn ecs_task_id(uri: &str) -> Option<String> {
+    let seg = uri.trim_end_matches('/').rsplit('/').next()?;
+    let id = seg.split('-').next()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+}
 
 /// The AWS edges (all off by default: the embedded default needs no AWS account).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -178,6 +232,13 @@ pub struct Config {
     pub dlq_queues: BTreeMap<String, String>,
     pub log: String,
     pub aws: AwsConfig,
+    /// `None`: state lives in memory only (the embedded default).
+    pub checkpoint: Option<CheckpointLocation>,
+    /// `None`: every `eval_interval`.
+    pub checkpoint_interval: Option<Duration>,
+    /// `None`: the ECS task id if `ECS_CONTAINER_METADATA_URI_V4` names one, else the hostname
+    /// (resolved by `checkpoint::task_id`).
+    pub task_id: Option<String>,
 }
 
 impl Default for Config {
@@ -204,6 +265,9 @@ impl Default for Config {
             dlq_queues: BTreeMap::new(),
             log: DEFAULT_LOG.to_owned(),
             aws: AwsConfig::default(),
+            checkpoint: None,
+            checkpoint_interval: None,
+            task_id: None,
         }
     }
 }
@@ -240,6 +304,9 @@ struct FileConfig {
     dlq_queues: Option<BTreeMap<String, String>>,
     log: Option<String>,
     aws: Option<AwsConfig>,
+    checkpoint: Option<String>,
+    checkpoint_interval: Option<String>,
+    task_id: Option<String>,
 }
 
 /// Parses `5m`, `30s`, `1h`, `3d`, `250ms` (and a bare number of seconds).
@@ -355,6 +422,18 @@ impl Config {
         }
         if let Some(d) = dur(f.shutdown_timeout, "shutdown_timeout")? {
             self.shutdown_timeout = d;
+        }
+        if let Some(c) = f.checkpoint {
+            self.checkpoint = Some(
+                c.parse()
+                    .map_err(|m| perr(format!("checkpoint: {m}"), None))?,
+            );
+        }
+        if let Some(d) = dur(f.checkpoint_interval, "checkpoint_interval")? {
+            self.checkpoint_interval = Some(d);
+        }
+        if f.task_id.is_some() {
+            self.task_id = f.task_id;
         }
         self.check().map_err(|m| perr(m, None))
     }
@@ -480,6 +559,19 @@ impl Config {
         if let Some(v) = get(ENV_XRAY_EXPORT) {
             self.aws.xray = parsed(ENV_XRAY_EXPORT, v)?;
         }
+        if let Some(v) = get(ENV_CHECKPOINT) {
+            self.checkpoint = Some(parsed(ENV_CHECKPOINT, v)?);
+        }
+        if let Some(v) = get(ENV_CHECKPOINT_INTERVAL) {
+            self.checkpoint_interval = Some(dur(ENV_CHECKPOINT_INTERVAL, v)?);
+        }
+        if let Some(v) = get(ENV_TASK_ID) {
+            self.task_id = Some(v.trim().to_owned());
+        } else if self.task_id.is_none()
+            && let Some(id) = get(ENV_ECS_CONTAINER_METADATA_URI_V4).and_then(|u| ecs_task_id(&u))
+        {
+            self.task_id = Some(id);
+        }
         self.check().map_err(|message| ConfigError::Env {
             var: "LAMBDAWATCH_*",
             value: String::new(),
@@ -509,6 +601,12 @@ impl Config {
         }
         if self.max_functions == 0 {
             return Err("max_functions must be at least 1".into());
+        }
+        if self.checkpoint_interval.is_some_and(|d| d.is_zero()) {
+            return Err("checkpoint_interval must be positive".into());
+        }
+        if self.task_id.as_deref().is_some_and(str::is_empty) {
+            return Err("task_id must not be empty".into());
         }
         Ok(())
     }

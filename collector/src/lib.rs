@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod alerting;
 pub mod api;
 pub mod aws;
+pub mod checkpoint;
 pub mod config;
 pub mod cost;
 pub mod export;

@@ -7,11 +7,15 @@
 //! evaluator (every eval_interval): evaluate → alert state machine → deliver → Snapshot (watch)
 //! ```
 //!
+//! With `LAMBDAWATCH_CHECKPOINT` set, the checkpoint is loaded and restored before any listener
+//! is bound, and `checkpoint::Writer` saves every checkpoint interval (see `crate::checkpoint`).
+//!
 //! Shutdown (SIGTERM/SIGINT or the `shutdown` token), staged under `shutdown_timeout` (25 s):
 //! 1. `stopping` fires: `/readyz` turns 503, receivers answer 503 / UNAVAILABLE, listeners stop
 //!    accepting and finish in-flight requests (≤ 5 s).
 //! 2. The aggregator closes and drains the ingest queue (`recv` until `None`).
-//! 3. One last evaluation; its notifications are delivered (≤ the remaining time).
+//! 3. One last evaluation; its notifications are delivered (≤ the remaining time); one last
+//!    checkpoint when configured.
 //! 4. Everything else is cancelled; the process exits.
 
 use std::{
@@ -422,8 +426,34 @@ pub async fn run(
     let stopping = CancellationToken::new();
     let tracker = TaskTracker::new();
     let finish = CancellationToken::new();
+    // Durable state: restored before anything is bound (see `crate::checkpoint`).
+    let mut aggregates = Aggregates::new(layout, cfg.max_functions);
+    let mut alert_states = AlertStates::default();
+    let (ledger_tx, ledger_rx) = watch::channel(lambdawatch_aws::cloudwatch::Ledger::default());
+    let mut checkpointer = crate::checkpoint::Checkpointer::open(&cfg, &aws_stats).await;
+    if let Some(c) = checkpointer.as_mut()
+        && let Some(doc) = c.load().await
+    {
+        let saved_at_s = doc.saved_at_s;
+        if let Some(l) = doc.ledger.clone() {
+            ledger_tx.send_replace(l);
+        }
+        let r = crate::checkpoint::restore(doc, &mut aggregates, &mut alert_states);
+        tracing::info!(
+            key = c.key(),
+            saved_at_s,
+            functions = r.functions,
+            malformed = r.malformed,
+            alerts = r.alerts,
+            counts_restored = r.counts,
+            "checkpoint restored"
+        );
+        if !r.counts {
+            tracing::warn!("checkpoint counts ignored: counted against other SLO thresholds");
+        }
+    }
     let (handle, ingest_tx, owner, drained) = aggregate::owner(
-        Aggregates::new(layout, cfg.max_functions),
+        aggregates,
         cfg.queue_capacity,
         stopping.clone(),
         finish.clone(),
@@ -493,6 +523,7 @@ pub async fn run(
             handle.clone(),
             aws_stats.clone(),
             stopping.clone(),
+            ledger_tx,
         ));
     }
     let grpc_routes = ingest::grpc::routes(ingest.clone());
@@ -534,8 +565,28 @@ pub async fn run(
             for_: cfg.alert_for,
             resend: cfg.alert_resend,
         },
-        states: AlertStates::default(),
+        states: alert_states,
         history: Vec::new(),
+    };
+    let (alerts_tx, alerts_rx) =
+        watch::channel(Arc::new(crate::checkpoint::saved_alerts(&evaluator.states)));
+    let checkpoint_stop = CancellationToken::new();
+    let writer = checkpointer.map(|checkpointer| {
+        let w = crate::checkpoint::Writer {
+            checkpointer,
+            aggregates: handle.clone(),
+            alerts: alerts_rx,
+            ledger: cfg.aws.cloudwatch_poll_interval.map(|_| ledger_rx),
+        };
+        tracker.spawn(w.run(
+            cfg.checkpoint_interval.unwrap_or(cfg.eval_interval),
+            checkpoint_stop.clone(),
+        ))
+    });
+    let publish = |e: &Evaluator| {
+        if writer.is_some() {
+            alerts_tx.send_replace(Arc::new(crate::checkpoint::saved_alerts(&e.states)));
+        }
     };
     // The first evaluation comes one interval after start (nothing to evaluate before).
     let mut tick = tokio::time::interval_at(
@@ -548,6 +599,7 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 evaluate_once(&handle, &spec, &mut evaluator, &snap_tx, deliver.as_ref()).await;
+                publish(&evaluator);
             }
         }
     }
@@ -579,6 +631,18 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("final evaluation did not finish before the deadline");
+    }
+    publish(&evaluator);
+    checkpoint_stop.cancel();
+    if let Some(w) = writer {
+        let last = async {
+            if let Ok(mut w) = w.await {
+                w.save_once().await;
+            }
+        };
+        if tokio::time::timeout(left(started), last).await.is_err() {
+            tracing::warn!("final checkpoint did not finish before the deadline");
+        }
     }
     deliver.flush(left(started)).await;
     tracing::info!("final evaluation delivered; exiting");

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// Which thresholds are counted at ingest; derived once from the SLO spec.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Layout {
     /// Distinct cold-start thresholds (ms), ascending.
     pub cold_thresholds_ms: Vec<f64>,
@@ -77,11 +77,14 @@ pub const MAX_LABEL_VALUES: usize = 32;
 pub const MAX_TAGS: usize = 64;
 pub const MAX_TAG_LEN: usize = 256;
 
-#[derive(Debug, Clone)]
+/// Checkpoints (`crate::checkpoint`) keep everything but the HdrHistograms, which are rebuilt
+/// from new samples after a restart (`#[serde(skip)]`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ColdStarts {
     pub series: Series,
     pub total: u64,
     pub buckets: Buckets,
+    #[serde(skip)]
     pub percentiles: Percentiles,
 }
 
@@ -95,7 +98,9 @@ pub struct PercentileCache {
     pub invocation: Option<super::hist::Quantiles>,
 }
 
-#[derive(Debug, Clone)]
+/// Serialisable for checkpoints (`crate::checkpoint`), without the HdrHistograms and their
+/// percentile cache (`#[serde(skip)]`: rebuilt from new samples after a restart).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FunctionState {
     /// Resource attributes from the latest report (for SLO selectors), bounded.
     pub tags: BTreeMap<String, String>,
@@ -110,6 +115,7 @@ pub struct FunctionState {
     pub platform_totals: [u64; PlatformCounter::COUNT],
     pub dlq_by_queue: BTreeMap<String, u64>,
     pub duration_buckets: Buckets,
+    #[serde(skip)]
     pub duration_percentiles: Percentiles,
     pub timeout_ms: Option<f64>,
     pub memory_mb: Option<f64>,
@@ -120,9 +126,11 @@ pub struct FunctionState {
     pub extension_dropped: BTreeMap<String, f64>,
     pub extension_retries: f64,
     /// Last cumulative value per `(instance, reason)` for cumulative self-metric counters.
+    #[serde(with = "crate::checkpoint::pairs")]
     pub cumulative_seen: BTreeMap<(String, String), f64>,
     /// Durations recorded so far (invalidates [`PercentileCache`]).
     pub samples: u64,
+    #[serde(skip)]
     pub percentiles: PercentileCache,
 }
 
@@ -342,6 +350,24 @@ impl FunctionState {
         {
             *self.extension_dropped.entry(reason.to_owned()).or_default() += delta;
         }
+    }
+
+    /// Whether a restored state has the shapes `layout` gives a fresh one (series strides,
+    /// bucket counts), so nothing indexes out of bounds after a restore.
+    pub fn is_well_formed(&self, layout: &Layout) -> bool {
+        self.invocations.is_well_formed(layout.invocation_stride())
+            && self
+                .platform
+                .as_ref()
+                .is_none_or(|p| p.is_well_formed(PlatformCounter::COUNT))
+            && self
+                .duration_buckets
+                .is_well_formed(&layout.invocation_bounds)
+            && self.cold.iter().all(|(_, c)| {
+                c.series.is_well_formed(layout.cold_stride())
+                    && c.buckets.is_well_formed(&layout.init_bounds)
+            })
+            && self.cold.windows(2).all(|w| w[0].0 < w[1].0)
     }
 
     /// The cold starts of one init type, if any were seen.

@@ -180,7 +180,7 @@ pub fn quantiles_of(h: &Histogram<u32>) -> Quantiles {
 }
 
 /// Cumulative Prometheus histogram with fixed bounds (seconds).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Buckets {
     /// Non-cumulative count per bound; the last entry is `+Inf`.
     counts: Vec<u64>,
@@ -223,6 +223,11 @@ impl Buckets {
 
     pub fn heap_bytes(&self) -> usize {
         self.counts.capacity() * 8
+    }
+
+    /// Whether a restored histogram has one count per bound plus `+Inf`.
+    pub fn is_well_formed(&self, bounds: &[f64]) -> bool {
+        self.counts.len() == bounds.len() + 1
     }
 }
 

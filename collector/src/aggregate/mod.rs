@@ -48,7 +48,9 @@ use tokio_util::sync::CancellationToken;
 pub use function::{FunctionState, Invocation, Layout};
 
 /// Identity of a function: the Prometheus labels `function`, `version`, `region`, `account`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct FunctionKey {
     pub function: String,
     pub version: String,
@@ -88,7 +90,9 @@ impl Outcome {
 }
 
 /// `aws.lambda.init_type`, with a catch-all for values we do not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum InitKind {
     OnDemand,
     Provisioned,
@@ -355,6 +359,44 @@ impl Aggregates {
                 self.latest_by_name.insert(key.function.clone(), key);
             }
         }
+    }
+
+    /// The "latest reporting version" indexes, for checkpoints: the keys they point to (their
+    /// own keys are derived from those), `(by function/region/account, by function name)`.
+    pub fn latest_keys(&self) -> (Vec<FunctionKey>, Vec<FunctionKey>) {
+        (
+            self.latest.values().cloned().collect(),
+            self.latest_by_name.values().cloned().collect(),
+        )
+    }
+
+    /// Restores checkpointed functions and indexes (the caller checked the layout). Functions
+    /// beyond `max_functions` are dropped; returns how many were restored.
+    pub fn restore(
+        &mut self,
+        functions: impl IntoIterator<Item = (FunctionKey, FunctionState)>,
+        latest: Vec<FunctionKey>,
+        latest_by_name: Vec<FunctionKey>,
+    ) -> usize {
+        let mut n = 0;
+        for (k, s) in functions {
+            if self.functions.len() >= self.max_functions {
+                break;
+            }
+            self.functions.insert(k, s);
+            n += 1;
+        }
+        for k in latest {
+            self.latest
+                .insert((k.function.clone(), k.region.clone(), k.account.clone()), k);
+        }
+        for k in latest_by_name {
+            self.latest_by_name.insert(k.function.clone(), k);
+        }
+        self.stats
+            .functions
+            .store(self.functions.len() as u64, Ordering::Relaxed);
+        n
     }
 
     /// Recomputes the cached percentiles of every function whose samples changed (or whose

@@ -25,7 +25,7 @@ pub const BUCKETS: usize = 60 + 36 + 72 + 61;
 /// The longest window a [`Series`] can answer, in seconds.
 pub const MAX_WINDOW_SECS: u64 = 43_200 * 61;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Ring {
     width: u64,
     len: usize,
@@ -44,7 +44,7 @@ impl Ring {
 }
 
 /// A fixed-stride vector of counters per bucket, in four rings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     stride: usize,
     rings: [Ring; 4],
@@ -172,6 +172,17 @@ impl Series {
     /// Time of the newest recorded bucket (start of the minute), if any.
     pub fn newest_secs(&self) -> Option<u64> {
         self.rings[0].head.map(|h| h * self.rings[0].width)
+    }
+
+    /// Whether a restored series has the shape [`Series::new`]`(stride)` builds: the rings of
+    /// [`RINGS`], each empty or `len × stride` counters (so no index can go out of bounds).
+    pub fn is_well_formed(&self, stride: usize) -> bool {
+        self.stride == stride
+            && self.rings.iter().zip(RINGS).all(|(r, (width, len))| {
+                r.width == width
+                    && r.len == len
+                    && (r.data.is_empty() || r.data.len() == len * stride)
+            })
     }
 
     /// Heap bytes held.

@@ -111,6 +111,12 @@ impl Fingerprint {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A fingerprint read back from a checkpoint: 16 lower-case hex digits, else `None`.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        (s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(s.to_owned()))
+    }
 }
 
 impl fmt::Display for Fingerprint {

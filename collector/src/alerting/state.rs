@@ -36,7 +36,7 @@ pub struct Observed {
     pub active: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Pending,
@@ -138,6 +138,34 @@ impl AlertStates {
             }
         }
         out
+    }
+
+    /// Every entry as `(phase, since, last_sent, alert)`, for checkpoints.
+    pub fn export(&self) -> Vec<(Phase, SystemTime, SystemTime, Alert)> {
+        self.entries
+            .values()
+            .map(|e| (e.phase, e.since, e.last_sent, e.alert.clone()))
+            .collect()
+    }
+
+    /// Restores one checkpointed entry (keyed by the alert's fingerprint), so a restart neither
+    /// re-sends a firing alert before `resend` nor restarts a pending one's `for`.
+    pub fn restore(
+        &mut self,
+        phase: Phase,
+        since: SystemTime,
+        last_sent: SystemTime,
+        alert: Alert,
+    ) {
+        self.entries.insert(
+            alert.fingerprint.clone(),
+            Entry {
+                phase,
+                since,
+                last_sent,
+                alert,
+            },
+        );
     }
 
     /// The phase of `fp`, if pending or firing.

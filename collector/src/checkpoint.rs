@@ -1,0 +1,933 @@
+//! Durable state: the collector's windows, alert states and CloudWatch poller cursor, written to
+//! DynamoDB or S3 (`lambdawatch_aws::checkpoint::Store`, conditional writes) and restored at start,
+//! so a restarted task loses at most one checkpoint interval and pages nobody twice.
+//!
+//! ```text
+//! evaluator (every eval interval) ──► alert states (watch) ─┐
+//! CloudWatch poller (every poll)  ──► ledger (watch) ───────┼─► Writer (every checkpoint interval)
+//! aggregate owner ◄── one query: serialise the functions ───┘     └─► gzip ─► Store::save(key = task id,
+//!                                                                          expected = last version)
+//! start: Store::load(task id) ─► decode ─► restore Aggregates + AlertStates + ledger ─► listeners
+//! ```
+//!
+//! - **Consumes** the latest alert states and poller ledger (`watch` channels: the writer only
+//!   ever reads the newest value, nothing queues) and one aggregator query per checkpoint.
+//! - **Produces** one document per task under the key `LAMBDAWATCH_TASK_ID`.
+//! - **When slow or failing**: the evaluator never waits for it (it publishes into a `watch`);
+//!   a failed write is counted (`lambdawatch_checkpoint_writes_total{result="failure"}`), logged
+//!   once per failing streak, and the next interval writes the newer state. A lost conditional
+//!   write (`Conflict`: someone wrote our key since our last version, i.e. a stale task with the
+//!   same id) is counted, reloaded, logged, and retried once against the new version: the live
+//!   task takes the key over.
+//!
+//! ## The document
+//! Versioned JSON ([`FORMAT`], [`VERSION`]), gzip-compressed. JSON because it is self-describing
+//! (the `format`/`version` header is read before anything else, so an incompatible checkpoint is
+//! recognised and ignored with one log line rather than misread), readable with `gunzip | jq`
+//! when an incident needs it, and needs no new dependency; gzip because the counter rings are
+//! mostly zeros (a function with a day of traffic compresses to a few hundred bytes, see
+//! `document_size_per_function`). Within DynamoDB's 400 KB item limit that is thousands of
+//! functions; beyond it the write fails, is counted and logged — use S3 for large fleets.
+//!
+//! Saved: every function's counter rings (`Series`), Prometheus buckets, totals, timeouts,
+//! memory, tags, extension self-metric counters, the "latest version" indexes, the [`Layout`]
+//! they were counted against; every alert state entry (phase, since, last sent, the alert); the
+//! CloudWatch poller's ledger. Not saved: the HdrHistograms behind P50/P90/P99 — their display
+//! history restarts empty after a restart (the SLO counts, which alerts use, do not).
+//!
+//! A checkpoint whose version or layout (the SLO spec's thresholds changed) does not match is
+//! ignored with one log line; so is one that does not decode. Never a crash.
+//!
+//! Restarts on ECS: the key is the task id. A replacement Fargate task has a new task id, so to
+//! restore across replacements set `LAMBDAWATCH_TASK_ID` to a stable name per collector slot.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lambdawatch_aws::checkpoint::{CheckpointError, Store};
+use lambdawatch_aws::cloudwatch::Ledger;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    aggregate::{self, Aggregates, FunctionKey, FunctionState, Layout},
+    alerting::{
+        alert::{Alert, AlertStatus, Evidence, Fingerprint},
+        state::{AlertStates, Phase},
+    },
+    aws::AwsStats,
+    config::{CheckpointLocation, Config},
+};
+
+/// `format` of every checkpoint document.
+pub const FORMAT: &str = "lambdawatch-checkpoint";
+/// Bumped on any change a previous reader would misread.
+pub const VERSION: u32 = 1;
+/// Largest decompressed document accepted (a guard against a corrupt or hostile object).
+pub const MAX_DECOMPRESSED_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Serde helper: a map with non-string keys as a list of `[key, value]` pairs (JSON objects only
+/// take string keys).
+pub mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// One alert state entry as saved (the alert is always in its firing form in the state machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedAlert {
+    pub phase: Phase,
+    pub since: SystemTime,
+    pub last_sent: SystemTime,
+    pub fingerprint: String,
+    pub starts_at: SystemTime,
+    pub ends_at: Option<SystemTime>,
+    pub labels: BTreeMap<String, String>,
+    pub summary: String,
+    pub description: String,
+    pub evidence: SavedEvidence,
+    pub runbook_url: String,
+}
+
+/// [`Evidence`] with plain serde (the alert payload's own serialisation is for receivers:
+/// rounded, formatted durations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedEvidence {
+    pub sli: f64,
+    pub objective: f64,
+    pub burn_rate_long: Option<f64>,
+    pub burn_rate_short: Option<f64>,
+    pub long_window: Duration,
+    pub short_window: Duration,
+    pub factor: f64,
+    pub budget_consumed: f64,
+    pub time_to_exhaustion: Option<Duration>,
+    pub good: u64,
+    pub total: u64,
+}
+
+impl SavedAlert {
+    fn from_entry((phase, since, last_sent, a): (Phase, SystemTime, SystemTime, Alert)) -> Self {
+        let e = a.evidence;
+        Self {
+            phase,
+            since,
+            last_sent,
+            fingerprint: a.fingerprint.as_str().to_owned(),
+            starts_at: a.starts_at,
+            ends_at: a.ends_at,
+            labels: a.labels,
+            summary: a.summary,
+            description: a.description,
+            evidence: SavedEvidence {
+                sli: e.sli,
+                objective: e.objective,
+                burn_rate_long: e.burn_rate_long,
+                burn_rate_short: e.burn_rate_short,
+                long_window: e.long_window,
+                short_window: e.short_window,
+                factor: e.factor,
+                budget_consumed: e.budget_consumed,
+                time_to_exhaustion: e.time_to_exhaustion,
+                good: e.good,
+                total: e.total,
+            },
+            runbook_url: a.runbook_url,
+        }
+    }
+
+    /// Back into the state machine's form; `None` for a malformed fingerprint.
+    fn into_entry(self) -> Option<(Phase, SystemTime, SystemTime, Alert)> {
+        let e = self.evidence;
+        let alert = Alert {
+            fingerprint: Fingerprint::from_hex(&self.fingerprint)?,
+            status: AlertStatus::Firing,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            labels: self.labels,
+            summary: self.summary,
+            description: self.description,
+            evidence: Evidence {
+                sli: e.sli,
+                objective: e.objective,
+                burn_rate_long: e.burn_rate_long,
+                burn_rate_short: e.burn_rate_short,
+                long_window: e.long_window,
+                short_window: e.short_window,
+                factor: e.factor,
+                budget_consumed: e.budget_consumed,
+                time_to_exhaustion: e.time_to_exhaustion,
+                good: e.good,
+                total: e.total,
+            },
+            runbook_url: self.runbook_url,
+        };
+        Some((self.phase, self.since, self.last_sent, alert))
+    }
+}
+
+/// Every entry of `states`, in the saved form (sorted by fingerprint: stable documents).
+pub fn saved_alerts(states: &AlertStates) -> Vec<SavedAlert> {
+    let mut v: Vec<SavedAlert> = states
+        .export()
+        .into_iter()
+        .map(SavedAlert::from_entry)
+        .collect();
+    v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    v
+}
+
+/// Read first, alone, so an incompatible document is recognised before its body is parsed.
+#[derive(Debug, Deserialize)]
+struct Header {
+    format: String,
+    version: u32,
+}
+
+/// The functions map as a list of `[key, state]` pairs, serialised without cloning.
+struct FunctionsRef<'a>(&'a std::collections::HashMap<FunctionKey, FunctionState>);
+
+impl Serialize for FunctionsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<_> = self.0.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        s.collect_seq(v)
+    }
+}
+
+/// The document as written (borrowing the aggregator's state).
+#[derive(Serialize)]
+struct DocumentRef<'a> {
+    format: &'static str,
+    version: u32,
+    task_id: &'a str,
+    saved_at_s: u64,
+    layout: &'a Layout,
+    functions: FunctionsRef<'a>,
+    latest: Vec<FunctionKey>,
+    latest_by_name: Vec<FunctionKey>,
+    alerts: &'a [SavedAlert],
+    ledger: Option<&'a Ledger>,
+}
+
+/// The document as read.
+#[derive(Debug, Deserialize)]
+pub struct Document {
+    pub format: String,
+    pub version: u32,
+    pub task_id: String,
+    pub saved_at_s: u64,
+    pub layout: Layout,
+    pub functions: Vec<(FunctionKey, FunctionState)>,
+    pub latest: Vec<FunctionKey>,
+    pub latest_by_name: Vec<FunctionKey>,
+    pub alerts: Vec<SavedAlert>,
+    pub ledger: Option<Ledger>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a gzip stream or larger than {MAX_DECOMPRESSED_BYTES} bytes decompressed: {0}")]
+    Gzip(String),
+    #[error("not a {FORMAT} document: {0}")]
+    Json(String),
+    #[error(
+        "format {format:?} version {version}, this collector reads {FORMAT:?} version {VERSION}"
+    )]
+    Incompatible { format: String, version: u32 },
+}
+
+/// Serialises the state into uncompressed JSON (runs inside the aggregator owner: one pass over
+/// the functions, no copy of them).
+pub fn to_json(
+    agg: &Aggregates,
+    task_id: &str,
+    saved_at_s: u64,
+    alerts: &[SavedAlert],
+    ledger: Option<&Ledger>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let (latest, latest_by_name) = agg.latest_keys();
+    serde_json::to_vec(&DocumentRef {
+        format: FORMAT,
+        version: VERSION,
+        task_id,
+        saved_at_s,
+        layout: &agg.layout,
+        functions: FunctionsRef(&agg.functions),
+        latest,
+        latest_by_name,
+        alerts,
+        ledger,
+    })
+}
+
+pub fn gzip(json: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(json.len() / 8),
+        flate2::Compression::default(),
+    );
+    enc.write_all(json)?;
+    enc.finish()
+}
+
+/// Decompresses (bounded) and parses a stored body.
+pub fn decode(body: &[u8]) -> Result<Document, DecodeError> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| DecodeError::Gzip(e.to_string()))?;
+    if json.len() as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(DecodeError::Gzip("too large".into()));
+    }
+    let h: Header = serde_json::from_slice(&json).map_err(|e| DecodeError::Json(e.to_string()))?;
+    if h.format != FORMAT || h.version != VERSION {
+        return Err(DecodeError::Incompatible {
+            format: h.format,
+            version: h.version,
+        });
+    }
+    serde_json::from_slice(&json).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub functions: usize,
+    /// Functions skipped because their shapes did not match the layout.
+    pub malformed: usize,
+    pub alerts: usize,
+    /// False when the layout differed (the SLO thresholds changed): counts were not restored.
+    pub counts: bool,
+}
+
+/// Applies `doc` to a fresh state. Counts are restored only if they were counted against the
+/// same [`Layout`]; alert states always (a firing alert must not page twice).
+pub fn restore(doc: Document, agg: &mut Aggregates, states: &mut AlertStates) -> Restored {
+    let mut r = Restored::default();
+    if doc.layout == agg.layout {
+        let layout = agg.layout.clone();
+        let (ok, bad): (Vec<_>, Vec<_>) = doc
+            .functions
+            .into_iter()
+            .partition(|(_, s)| s.is_well_formed(&layout));
+        r.malformed = bad.len();
+        r.functions = agg.restore(ok, doc.latest, doc.latest_by_name);
+        r.counts = true;
+    }
+    for a in doc.alerts {
+        if let Some((phase, since, last_sent, alert)) = a.into_entry() {
+            states.restore(phase, since, last_sent, alert);
+            r.alerts += 1;
+        }
+    }
+    r
+}
+
+/// This task's checkpoint key: `LAMBDAWATCH_TASK_ID`, else the ECS task id (read by `config`),
+/// else the hostname, else `collector`.
+pub fn task_id(cfg: &Config) -> String {
+    if let Some(id) = &cfg.task_id {
+        return id.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "collector".to_owned())
+}
+
+/// The store, this task's key and the version last written or read.
+pub struct Checkpointer {
+    store: Store,
+    key: String,
+    version: Option<String>,
+    stats: Arc<AwsStats>,
+    failing: bool,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("key", &self.key)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl Checkpointer {
+    /// The configured store (`None`: state stays in memory).
+    pub async fn open(cfg: &Config, stats: &Arc<AwsStats>) -> Option<Self> {
+        let loc = cfg.checkpoint.as_ref()?;
+        let settings = crate::aws::settings(&cfg.aws);
+        let store = match loc {
+            CheckpointLocation::DynamoDb { table } => {
+                Store::dynamodb(&settings, &stats.calls, table.clone()).await
+            }
+            CheckpointLocation::S3 { bucket, prefix } => {
+                Store::s3(&settings, &stats.calls, bucket.clone(), prefix.clone()).await
+            }
+        };
+        Some(Self {
+            store,
+            key: task_id(cfg),
+            version: None,
+            stats: stats.clone(),
+            failing: false,
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Reads this task's checkpoint and remembers its version (so the next write is conditional
+    /// on it). `None` when there is none, it cannot be read, or it is incompatible (logged).
+    pub async fn load(&mut self) -> Option<Document> {
+        let v = match self.store.load(&self.key).await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                tracing::info!(key = %self.key, "no checkpoint yet: starting empty");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(key = %self.key, error = %e, "checkpoint unreadable: starting empty");
+                return None;
+            }
+        };
+        self.version = Some(v.version);
+        match decode(&v.body) {
+            Ok(doc) => Some(doc),
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "checkpoint ignored (incompatible); starting empty and overwriting it");
+                None
+            }
+        }
+    }
+
+    /// Writes `body` conditionally on the last known version. On a conflict (a stale writer
+    /// with our key) reloads the version and retries once: the live task takes the key over.
+    pub async fn save(&mut self, body: Vec<u8>) -> bool {
+        let len = body.len() as u64;
+        let mut result = self
+            .store
+            .save(&self.key, body.clone(), self.version.as_deref())
+            .await;
+        if let Err(CheckpointError::Conflict { .. }) = &result {
+            self.stats
+                .checkpoint_conflicts
+                .fetch_add(1, Ordering::Relaxed);
+            match self.store.load(&self.key).await {
+                Ok(current) => {
+                    let current = current.map(|v| v.version);
+                    tracing::warn!(
+                        key = %self.key,
+                        ours = ?self.version,
+                        theirs = ?current,
+                        "checkpoint written by another writer with this task id (a stale task?); taking it over"
+                    );
+                    self.version = current;
+                    result = self
+                        .store
+                        .save(&self.key, body, self.version.as_deref())
+                        .await;
+                }
+                // The reload failed: counted below, retried next interval.
+                Err(e) => result = Err(e),
+            }
+        }
+        match result {
+            Ok(v) => {
+                self.version = Some(v);
+                self.stats.checkpoint_saved.fetch_add(1, Ordering::Relaxed);
+                self.stats.checkpoint_bytes.store(len, Ordering::Relaxed);
+                if self.failing {
+                    tracing::info!(key = %self.key, "checkpoint writes succeed again");
+                }
+                self.failing = false;
+                true
+            }
+            Err(e) => {
+                if matches!(e, CheckpointError::Conflict { .. }) {
+                    self.stats
+                        .checkpoint_conflicts
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.checkpoint_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if !self.failing {
+                    tracing::warn!(key = %self.key, bytes = len, error = %e, "checkpoint write failed; retrying next interval");
+                }
+                self.failing = true;
+                false
+            }
+        }
+    }
+}
+
+/// The periodic writer: owns the [`Checkpointer`], reads the newest alert states and ledger.
+pub struct Writer {
+    pub checkpointer: Checkpointer,
+    pub aggregates: aggregate::Handle,
+    pub alerts: watch::Receiver<Arc<Vec<SavedAlert>>>,
+    /// `None` when the CloudWatch poller is off.
+    pub ledger: Option<watch::Receiver<Ledger>>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("checkpointer", &self.checkpointer)
+            .finish()
+    }
+}
+
+impl Writer {
+    /// One checkpoint of the current state.
+    pub async fn save_once(&mut self) -> bool {
+        let alerts = self.alerts.borrow().clone();
+        let ledger = self.ledger.as_ref().map(|l| l.borrow().clone());
+        let task = self.checkpointer.key.clone();
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let json = self
+            .aggregates
+            .query(move |a| to_json(a, &task, now_s, &alerts, ledger.as_ref()))
+            .await;
+        let json = match json {
+            Ok(Ok(j)) => j,
+            Ok(Err(e)) => {
+                self.checkpointer
+                    .stats
+                    .checkpoint_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "checkpoint not serialisable");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let body = match tokio::task::spawn_blocking(move || gzip(&json)).await {
+            Ok(Ok(b)) => b,
+            _ => {
+                self.checkpointer
+                    .stats
+                    .checkpoint_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        self.checkpointer.save(body).await
+    }
+
+    /// Saves every `interval` until `stop` fires; returns itself for the final save.
+    pub async fn run(mut self, interval: Duration, stop: CancellationToken) -> Self {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return self,
+                _ = tick.tick() => { self.save_once().await; }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::{Batch, Event, Group, InitKind, Invocation, Outcome, PlatformCounter, Target},
+        alerting::state::Policy,
+        serve::Evaluator,
+        slo::{eval, spec::SloSpec},
+    };
+
+    fn key(name: &str) -> FunctionKey {
+        FunctionKey {
+            function: name.into(),
+            version: "$LATEST".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    fn inv(t_s: u64, outcome: Outcome, ms: f64) -> Event {
+        Event::Invocation(Invocation {
+            t_s,
+            outcome,
+            duration_ms: ms,
+            billed_ms: Some(ms.ceil()),
+            memory_mb: Some(512.0),
+            max_memory_mb: Some(100.0),
+            timeout_ms: Some(1000.0),
+        })
+    }
+
+    const T0: u64 = 1_800_000_000;
+
+    /// Three functions over two hours: `ok` healthy, `broken` in an error outage, `slow` with
+    /// cold starts and timeouts; platform counts and extension counters on the side.
+    fn traffic(agg: &mut Aggregates) {
+        for m in 0..120u64 {
+            let t = T0 - 7200 + m * 60;
+            let mut groups = Vec::new();
+            for (name, bad) in [("ok", 0u64), ("broken", 8), ("slow", 1)] {
+                let mut events: Vec<Event> = (0..10u64)
+                    .map(|i| {
+                        let outcome = if i < bad && m >= 90 {
+                            Outcome::Error
+                        } else {
+                            Outcome::Success
+                        };
+                        inv(t + i, outcome, if name == "slow" { 900.0 } else { 40.0 })
+                    })
+                    .collect();
+                if name == "slow" && m % 10 == 0 {
+                    events.push(Event::Init {
+                        t_s: t,
+                        kind: InitKind::OnDemand,
+                        duration_ms: 1400.0,
+                    });
+                    events.push(Event::Extension {
+                        retries: false,
+                        reason: "buffer_full".into(),
+                        value: m as f64,
+                        cumulative: true,
+                    });
+                }
+                groups.push(Group {
+                    target: Target::Function {
+                        key: key(name),
+                        tags: vec![("team".into(), name.into())],
+                        instance: "i-1".into(),
+                    },
+                    events,
+                });
+            }
+            groups.push(Group {
+                target: Target::Platform {
+                    function: "ok".into(),
+                    region: "eu-west-1".into(),
+                    account: "123456789012".into(),
+                    qualifier: None,
+                },
+                events: vec![Event::Platform {
+                    t_s: t,
+                    counter: PlatformCounter::Throttles,
+                    value: 2,
+                    queue: None,
+                }],
+            });
+            agg.apply(Batch {
+                received_s: t,
+                groups,
+            });
+        }
+    }
+
+    fn at(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    /// Evaluation without the percentiles, which a restore does not carry.
+    fn without_percentiles(mut ev: eval::Evaluation) -> eval::Evaluation {
+        for f in &mut ev.functions {
+            f.cold_start_ms.clear();
+            f.invocation_ms = None;
+        }
+        ev
+    }
+
+    fn evaluator(spec: &Arc<SloSpec>) -> Evaluator {
+        Evaluator {
+            spec: spec.clone(),
+            runbook_base: spec.defaults.runbook_base_url.clone(),
+            policy: Policy {
+                for_: Duration::from_secs(120),
+                resend: Duration::from_secs(600),
+            },
+            states: AlertStates::default(),
+            history: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_counts_and_alert_states() {
+        let spec = Arc::new(SloSpec::embedded_default());
+        let layout = eval::layout_for(&spec);
+        let mut agg = Aggregates::new(layout.clone(), 100);
+        traffic(&mut agg);
+        assert_eq!(agg.functions.len(), 3);
+
+        // Alert states: rounds until one alert fires and at least one other is pending.
+        let mut ev_a = evaluator(&spec);
+        let mut fired = Vec::new();
+        for k in 0..4u64 {
+            let now = T0 + k * 60;
+            let (notes, _) = ev_a.round(eval::evaluate(&spec, &agg, now), at(now));
+            fired.extend(notes);
+        }
+        let states = saved_alerts(&ev_a.states);
+        assert!(
+            states.iter().any(|s| s.phase == Phase::Firing),
+            "a firing alert: {states:?}"
+        );
+        assert!(!fired.is_empty(), "the outage fired");
+        // Force one entry to pending too (a fresh condition) so both phases are covered.
+        let mut pending = states[0].clone();
+        pending.phase = Phase::Pending;
+        pending.fingerprint = "00112233445566ff".into();
+        let mut all_alerts = states.clone();
+        all_alerts.push(pending.clone());
+
+        let ledger: Ledger =
+            serde_json::from_str(r#"{"emitted":{"AWS/Lambda|Throttles|f|1800000000":3.0}}"#)
+                .unwrap();
+        let json = to_json(&agg, "task-1", T0, &all_alerts, Some(&ledger)).unwrap();
+        let body = gzip(&json).unwrap();
+        let doc = decode(&body).unwrap();
+        assert_eq!(doc.task_id, "task-1");
+        assert_eq!(doc.ledger.as_ref(), Some(&ledger));
+
+        let mut agg_b = Aggregates::new(layout, 100);
+        let mut ev_b = evaluator(&spec);
+        let r = restore(doc, &mut agg_b, &mut ev_b.states);
+        assert_eq!(
+            r,
+            Restored {
+                functions: 3,
+                malformed: 0,
+                alerts: all_alerts.len(),
+                counts: true
+            }
+        );
+        assert_eq!(saved_alerts(&ev_b.states), {
+            let mut v = all_alerts.clone();
+            v.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+            v
+        });
+        // Drop the synthetic pending entry from B's comparison by restoring it into A too.
+        if let Some((p, s, l, a)) = pending.into_entry() {
+            ev_a.states.restore(p, s, l, a);
+        }
+
+        // Same evaluations now and later, same notifications from the same rounds.
+        let mut resends = 0;
+        for k in 4..20u64 {
+            let now = T0 + k * 60;
+            let a = eval::evaluate(&spec, &agg, now);
+            let b = eval::evaluate(&spec, &agg_b, now);
+            assert_eq!(
+                without_percentiles(a.clone()),
+                without_percentiles(b.clone())
+            );
+            let (na, _) = ev_a.round(a, at(now));
+            let (nb, _) = ev_b.round(b, at(now));
+            assert_eq!(na, nb, "round at +{k} min");
+            let resent = na.iter().any(|n| {
+                n.status == AlertStatus::Firing
+                    && fired.iter().any(|f| f.fingerprint == n.fingerprint)
+            });
+            // Fired at the latest at +3 min; the resend interval is 10 min.
+            if k < 10 {
+                assert!(!resent, "re-sent before the resend interval at +{k} min");
+            }
+            resends += usize::from(resent);
+        }
+        assert!(
+            resends > 0,
+            "the resend interval still applies after a restore"
+        );
+        // And the same counts keep accumulating the same way.
+        traffic(&mut agg);
+        traffic(&mut agg_b);
+        let now = T0 + 3600;
+        assert_eq!(
+            without_percentiles(eval::evaluate(&spec, &agg, now)),
+            without_percentiles(eval::evaluate(&spec, &agg_b, now))
+        );
+        let (ka, kb) = (&agg.functions[&key("slow")], &agg_b.functions[&key("slow")]);
+        assert_eq!(ka.extension_dropped, kb.extension_dropped);
+        assert_eq!(ka.cumulative_seen, kb.cumulative_seen);
+        assert_eq!(ka.billed_gb_seconds, kb.billed_gb_seconds);
+        assert_eq!(
+            ka.cold_starts(InitKind::OnDemand).unwrap().buckets.count,
+            kb.cold_starts(InitKind::OnDemand).unwrap().buckets.count
+        );
+    }
+
+    #[test]
+    fn incompatible_documents_are_refused_not_misread() {
+        let agg = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
+        let json = to_json(&agg, "t", 0, &[], None).unwrap();
+        let text = String::from_utf8(json).unwrap();
+        let future = text.replace("\"version\":1", "\"version\":2");
+        assert!(matches!(
+            decode(&gzip(future.as_bytes()).unwrap()),
+            Err(DecodeError::Incompatible { version: 2, .. })
+        ));
+        assert!(matches!(decode(b"not gzip"), Err(DecodeError::Gzip(_))));
+        assert!(matches!(
+            decode(&gzip(b"{\"format\":\"lambdawatch-checkpoint\",\"version\":1}").unwrap()),
+            Err(DecodeError::Json(_))
+        ));
+
+        // A layout change (SLO thresholds edited) keeps the alert states, not the counts.
+        let mut src = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
+        src.apply(Batch {
+            received_s: T0,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: key("f"),
+                    tags: vec![],
+                    instance: String::new(),
+                },
+                events: vec![inv(T0, Outcome::Error, 10.0)],
+            }],
+        });
+        let doc = decode(&gzip(&to_json(&src, "t", T0, &[], None).unwrap()).unwrap()).unwrap();
+        let mut dst = Aggregates::new(Layout::new(&[800.0], &[0.8]), 10);
+        let r = restore(doc, &mut dst, &mut AlertStates::default());
+        assert!(!r.counts);
+        assert!(dst.functions.is_empty());
+    }
+
+    #[test]
+    fn malformed_series_are_skipped() {
+        let layout = Layout::new(&[500.0], &[0.8]);
+        let mut src = Aggregates::new(layout.clone(), 10);
+        src.apply(Batch {
+            received_s: T0,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: key("f"),
+                    tags: vec![],
+                    instance: String::new(),
+                },
+                events: vec![inv(T0, Outcome::Success, 10.0)],
+            }],
+        });
+        let json = String::from_utf8(to_json(&src, "t", T0, &[], None).unwrap()).unwrap();
+        // Cut the stride of the invocation series: its rings no longer fit it.
+        let stride = layout.invocation_stride();
+        let bad = json.replacen(&format!("\"stride\":{stride}"), "\"stride\":99", 1);
+        assert_ne!(bad, json);
+        let doc = decode(&gzip(bad.as_bytes()).unwrap()).unwrap();
+        let mut dst = Aggregates::new(layout, 10);
+        let r = restore(doc, &mut dst, &mut AlertStates::default());
+        assert_eq!((r.functions, r.malformed), (0, 1));
+    }
+
+    /// The compressed size of a function with a day of traffic (for the DynamoDB 400 KB limit).
+    #[test]
+    fn document_size_per_function() {
+        let spec = SloSpec::embedded_default();
+        let mut agg = Aggregates::new(eval::layout_for(&spec), 2000);
+        for i in 0..1000u64 {
+            let events = (0..144u64)
+                .map(|k| {
+                    inv(
+                        T0 - 86_400 + k * 600 + i % 600,
+                        Outcome::Success,
+                        50.0 + k as f64,
+                    )
+                })
+                .collect();
+            agg.apply(Batch {
+                received_s: T0,
+                groups: vec![Group {
+                    target: Target::Function {
+                        key: key(&format!("fn-{i:04}")),
+                        tags: vec![("team".into(), "payments".into())],
+                        instance: "i".into(),
+                    },
+                    events,
+                }],
+            });
+        }
+        let body = gzip(&to_json(&agg, "t", T0, &[], None).unwrap()).unwrap();
+        let per_fn = body.len() / 1000;
+        eprintln!("checkpoint: {per_fn} B per function compressed");
+        // Documented in the module doc: a few hundred bytes, so DynamoDB's 400 KB item holds
+        // roughly a thousand functions; S3 beyond.
+        assert!(per_fn < 1024, "{per_fn} B per function");
+    }
+
+    #[test]
+    fn checkpoint_locations_and_task_ids_parse() {
+        use crate::config::{CheckpointLocation as L, ecs_task_id};
+        assert_eq!(
+            "dynamodb://ckpt".parse::<L>().unwrap(),
+            L::DynamoDb {
+                table: "ckpt".into()
+            }
+        );
+        assert_eq!(
+            "s3://b/lw/ckpt/".parse::<L>().unwrap(),
+            L::S3 {
+                bucket: "b".into(),
+                prefix: "lw/ckpt/".into()
+            }
+        );
+        assert_eq!(
+            "s3://b".parse::<L>().unwrap(),
+            L::S3 {
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert!("redis://x".parse::<L>().is_err());
+        assert!("dynamodb://".parse::<L>().is_err());
+        assert_eq!(
+            ecs_task_id("http://169.254.170.2/v4/1f1ac0ff3f5b4c6e9a3b0b3ef1c0a1c8-3681984407")
+                .as_deref(),
+            Some("1f1ac0ff3f5b4c6e9a3b0b3ef1c0a1c8")
+        );
+        assert_eq!(ecs_task_id("http://169.254.170.2/v4/abc"), None);
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "ECS_CONTAINER_METADATA_URI_V4" => {
+                Some("http://169.254.170.2/v4/1f1ac0ff3f5b4c6e9a3b0b3ef1c0a1c8-1".into())
+            }
+            "LAMBDAWATCH_CHECKPOINT" => Some("dynamodb://t".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.task_id.as_deref(),
+            Some("1f1ac0ff3f5b4c6e9a3b0b3ef1c0a1c8")
+        );
+        assert_eq!(task_id(&c), "1f1ac0ff3f5b4c6e9a3b0b3ef1c0a1c8");
+        c.apply_env(|k| (k == "LAMBDAWATCH_TASK_ID").then(|| "slot-a".into()))
+            .unwrap();
+        assert_eq!(task_id(&c), "slot-a");
+        assert!(
+            c.apply_env(|k| (k == "LAMBDAWATCH_CHECKPOINT").then(|| "ftp://x".into()))
+                .is_err()
+        );
+    }
+}
