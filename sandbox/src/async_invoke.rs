@@ -29,6 +29,8 @@ pub const MAX_THROTTLE_RETRIES: u32 = 600;
 pub struct AsyncEvent {
     pub request_id: String,
     pub payload: Bytes,
+    /// The caller's `X-Amzn-Trace-Id`, kept for every attempt.
+    pub trace: Option<String>,
 }
 
 /// Handle to enqueue async events.
@@ -116,7 +118,13 @@ async fn process(
     let last_status;
     loop {
         match function
-            .invoke(ev.request_id.clone(), ev.payload.clone(), "Event", attempt)
+            .invoke(
+                ev.request_id.clone(),
+                ev.payload.clone(),
+                ev.trace.clone(),
+                "Event",
+                attempt,
+            )
             .await
         {
             Ok(r) if r.status == "success" => return,

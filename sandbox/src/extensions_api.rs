@@ -3,7 +3,10 @@
 //! Consumes extension requests; produces registrations and readiness in [`EnvState`]. Errors follow
 //! the AWS Runtime Interface Emulator: 403 with `Extension.MissingExtensionIdentifier`,
 //! `Extension.InvalidExtensionIdentifier`, `Extension.UnknownExtensionIdentifier`,
-//! `Extension.InvalidEventType`, `Extension.RegistrationClosed`, `Extension.MissingHeader`; 400
+//! `Extension.InvalidEventType` (also for SHUTDOWN asked by an internal extension, one whose name
+//! is not the file name of an executable in the extensions directory),
+//! `Extension.InvalidExtensionName` (missing or duplicate name), `Extension.RegistrationClosed`,
+//! `Extension.MissingHeader`; 400
 //! `InvalidRequestFormat` for a body that is not the documented JSON. `/event/next` long-polls on a
 //! parked `oneshot`.
 //!
@@ -53,9 +56,10 @@ struct RegisterBody {
 
 async fn register(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(name) = header(&headers, HEADER_NAME) else {
+        // The RIE's answer (not `Extension.MissingHeader`): a missing name is an invalid name.
         return api_error(
             StatusCode::FORBIDDEN,
-            "Extension.MissingHeader",
+            "Extension.InvalidExtensionName",
             format!("Missing {HEADER_NAME} header"),
         );
     };
@@ -92,6 +96,17 @@ async fn register(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: B
                 StatusCode::FORBIDDEN,
                 "Extension.RegistrationClosed",
                 "Extension registration closed already",
+            );
+        }
+        // Lambda (and the RIE) takes an extension whose name is not the file name of one of the
+        // executables it started for an internal extension, and those get no SHUTDOWN.
+        if shutdown && !st.external_names.iter().any(|n| n == name) {
+            return api_error(
+                StatusCode::FORBIDDEN,
+                "Extension.InvalidEventType",
+                format!(
+                    "ShutdownEventNotSupportedForInternalExtension: {name} is not the file name of an external extension"
+                ),
             );
         }
         if st.extensions.iter().any(|e| e.name == name) {
@@ -224,9 +239,12 @@ async fn next(State(env): State<Arc<EnvShared>>, headers: HeaderMap) -> Response
     }
 }
 
+/// An event for `/event/next`. Only INVOKE carries `Lambda-Extension-Event-Identifier` (the RIE
+/// sends none with SHUTDOWN).
 fn event_response(ev: Value) -> Response {
+    let invoke = ev["eventType"] == "INVOKE";
     let mut out = (StatusCode::OK, Json(ev)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&ids::uuid_v4()) {
+    if invoke && let Ok(v) = HeaderValue::from_str(&ids::uuid_v4()) {
         out.headers_mut().insert(HEADER_EVENT_IDENTIFIER, v);
     }
     out

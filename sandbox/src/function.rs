@@ -349,11 +349,14 @@ pub enum NotInvoked {
 
 impl FunctionHandle {
     /// One invocation through a leased environment; the answer comes as soon as the runtime
-    /// responds (the environment stays busy until its extensions are done).
+    /// responds (the environment stays busy until its extensions are done). `trace` is the
+    /// caller's `X-Amzn-Trace-Id`, passed to the function and the extensions unchanged; `None`
+    /// lets the environment make one.
     pub async fn invoke(
         &self,
         request_id: String,
         payload: bytes::Bytes,
+        trace: Option<String>,
         invocation_type: &'static str,
         attempt: u32,
     ) -> Result<environment::InvokeResponse, NotInvoked> {
@@ -366,6 +369,7 @@ impl FunctionHandle {
         let job = environment::InvokeJob {
             request_id,
             payload,
+            trace,
             invocation_type,
             attempt,
             reply,

@@ -68,9 +68,41 @@ pub fn xray_header() -> (String, String) {
     )
 }
 
+/// A fresh 16-hex-digit X-Ray segment id.
+pub fn span_id() -> String {
+    let id: u64 = with_rng(|r| r.random());
+    format!("{id:016x}")
+}
+
+/// The `Parent=` segment id of an `X-Amzn-Trace-Id` header, if it has one.
+pub fn xray_parent(header: &str) -> Option<String> {
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("Parent"))
+        .map(|(_, v)| v.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parent_of_a_trace_header() {
+        assert_eq!(
+            xray_parent(
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+            )
+            .as_deref(),
+            Some("53995c3f42cd8ad8")
+        );
+        assert_eq!(
+            xray_parent("Root=1-5759e988-bd862e3fe1be46a994272793"),
+            None
+        );
+        assert_eq!(span_id().len(), 16);
+    }
 
     #[test]
     fn uuid_and_xray_shapes() {

@@ -4,7 +4,8 @@
 //! function and answers 200 with its payload (`X-Amz-Function-Error: Unhandled` when it failed),
 //! `Event` enqueues an async invocation and answers 202, `DryRun` answers 204. Beyond the
 //! concurrency limit the answer is 429 `TooManyRequestsException`; an unknown function is 404
-//! `ResourceNotFoundException`.
+//! `ResourceNotFoundException`. An `X-Amzn-Trace-Id` header is passed through unchanged to the
+//! INVOKE event's `tracing.value`, `Lambda-Runtime-Trace-Id` and the `platform.*` records.
 
 use std::sync::Arc;
 
@@ -24,6 +25,8 @@ use crate::{
     ids,
 };
 
+/// The caller's X-Ray trace header, passed through to the function and the extensions.
+pub const HEADER_TRACE_ID: &str = "X-Amzn-Trace-Id";
 /// Largest request payload (synchronous invocations).
 pub const MAX_SYNC_PAYLOAD: usize = 6 * 1024 * 1024;
 /// Largest async payload.
@@ -92,6 +95,12 @@ async fn invoke(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("RequestResponse");
     let request_id = ids::uuid_v4();
+    let trace = headers
+        .get(HEADER_TRACE_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
     match invocation_type {
         "DryRun" => StatusCode::NO_CONTENT.into_response(),
         "Event" => {
@@ -106,6 +115,7 @@ async fn invoke(
             api.async_queue.enqueue(AsyncEvent {
                 request_id: request_id.clone(),
                 payload,
+                trace,
             });
             let mut resp = StatusCode::ACCEPTED.into_response();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -116,7 +126,7 @@ async fn invoke(
         "RequestResponse" => {
             match api
                 .function
-                .invoke(request_id.clone(), payload, "RequestResponse", 1)
+                .invoke(request_id.clone(), payload, trace, "RequestResponse", 1)
                 .await
             {
                 Ok(r) => {

@@ -88,8 +88,9 @@ fn check_current(env: &EnvShared, id: &str) -> Result<(), ApiError> {
     let st = env.lock();
     match &st.current {
         Some(cur) if cur.request_id == id && cur.result.is_none() => Ok(()),
+        // The RIE answers a second response for an answered invocation with 403.
         Some(cur) if cur.request_id == id => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
             "InvalidStateTransition",
             format!("invocation {id} already has a response"),
         )),

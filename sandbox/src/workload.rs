@@ -90,6 +90,7 @@ pub async fn run(workload: &WorkloadConfig, function: &FunctionHandle, async_que
                     async_queue.enqueue(AsyncEvent {
                         request_id,
                         payload,
+                        trace: None,
                     });
                     continue;
                 }
@@ -98,7 +99,9 @@ pub async fn run(workload: &WorkloadConfig, function: &FunctionHandle, async_que
                 }
                 let f = function.clone();
                 in_flight.spawn(async move {
-                    let _ = f.invoke(request_id, payload, "RequestResponse", 1).await;
+                    let _ = f
+                        .invoke(request_id, payload, None, "RequestResponse", 1)
+                        .await;
                 });
             }
         }

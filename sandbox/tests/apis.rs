@@ -61,6 +61,13 @@ async fn bad_requests_get_documented_errors() {
         format!("Unknown extension {unknown}")
     );
     let register = format!("{base}/2020-01-01/extension/register");
+    // No Lambda-Extension-Name: the RIE answers InvalidExtensionName (not MissingHeader).
+    check(
+        &c.send("POST", &register, &[], r#"{"events":["INVOKE"]}"#)
+            .await,
+        403,
+        "Extension.InvalidExtensionName",
+    );
     check(
         &c.send(
             "POST",
@@ -174,6 +181,249 @@ async fn bad_requests_get_documented_errors() {
     assert_eq!(r.status, 400);
     let (report, _, _dir) = h.finish().await;
     assert_eq!(report.invocations.success, 1);
+}
+
+const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+
+/// Waits (bounded) for the probe's `registered` line; returns it.
+async fn registered(probe_out: &std::path::Path) -> serde_json::Value {
+    for _ in 0..200 {
+        if let Some(l) = probe_lines(probe_out)
+            .into_iter()
+            .find(|l| l.get("registered").is_some())
+        {
+            return l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the probe did not register within 10 s");
+}
+
+/// The test plays the runtime (the handler only sleeps): a second answer for an answered
+/// invocation is 403 `InvalidStateTransition` as under the RIE, and the caller's
+/// `X-Amzn-Trace-Id` reaches the runtime, the extensions and the platform records unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_answer_is_refused_and_the_callers_trace_header_passes_through() {
+    let h = start_with_handler(&["/bin/sleep", "3600"], "", &[], &[("probe", &[])], None).await;
+    let caller = h.client.clone();
+    let url = format!("http://{}/2015-03-31/functions/testfn/invocations", h.addr);
+    let invoke = tokio::spawn(async move {
+        caller
+            .send("POST", &url, &[("X-Amzn-Trace-Id", TRACE)], r#"{"a":1}"#)
+            .await
+    });
+    let api = registered(&h.probe_out).await["api"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = &h.client;
+    let runtime = format!("http://{api}/2018-06-01/runtime/invocation");
+    let next = c.send("GET", &format!("{runtime}/next"), &[], "").await;
+    assert_eq!(next.status, 200);
+    assert_eq!(
+        next.header("Lambda-Runtime-Trace-Id").as_deref(),
+        Some(TRACE)
+    );
+    let id = next.header("Lambda-Runtime-Aws-Request-Id").unwrap();
+    let r = c
+        .send(
+            "POST",
+            &format!("{runtime}/{id}/response"),
+            &[],
+            r#"{"ok":1}"#,
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    for what in ["response", "error"] {
+        let r = c
+            .send("POST", &format!("{runtime}/{id}/{what}"), &[], "{}")
+            .await;
+        assert_eq!(r.status, 403, "second {what}: {:?}", r.body);
+        assert_eq!(r.json()["errorType"], "InvalidStateTransition");
+    }
+    let answer = invoke.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json(), serde_json::json!({"ok": 1}));
+    // Back in /next: the invocation ends; the parked call is released at SHUTDOWN.
+    let parked = c.clone();
+    let next_url = format!("{runtime}/next");
+    tokio::spawn(async move { parked.send("GET", &next_url, &[], "").await });
+    let (report, lines, _dir) = h.finish().await;
+    assert_eq!(report.invocations.success, 1);
+    let inv = lines
+        .iter()
+        .find(|l| l["lifecycle"]["eventType"] == "INVOKE")
+        .expect("INVOKE event");
+    assert_eq!(inv["lifecycle"]["tracing"]["value"], TRACE);
+    let ev = telemetry_events(&lines);
+    for t in ["platform.start", "platform.runtimeDone", "platform.report"] {
+        let e = ev
+            .iter()
+            .find(|(_, e)| e["type"] == t)
+            .unwrap_or_else(|| panic!("no {t}: {ev:#?}"));
+        assert_eq!(e.1["record"]["tracing"]["value"], TRACE, "{t}");
+        assert_eq!(
+            e.1["record"]["tracing"]["spanId"], "53995c3f42cd8ad8",
+            "{t}"
+        );
+    }
+}
+
+/// Without a caller trace header the sandbox makes one (X-Ray PassThrough, sampled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_header_is_made_when_the_caller_sends_none() {
+    let h = start("", &[], &[("probe", &[])], None).await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    assert_eq!(
+        h.invoke_with("{}", false, &[("X-Amzn-Trace-Id", TRACE)])
+            .await
+            .status,
+        200
+    );
+    let (_, lines, _dir) = h.finish().await;
+    let traces: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["lifecycle"]["eventType"] == "INVOKE")
+        .map(|l| l["lifecycle"]["tracing"]["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(traces.len(), 2);
+    assert!(
+        traces[0].starts_with("Root=1-") && traces[0] != TRACE,
+        "{traces:?}"
+    );
+    assert_eq!(traces[1], TRACE);
+}
+
+/// Only INVOKE carries `Lambda-Extension-Event-Identifier`; SHUTDOWN does not (RIE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_invoke_events_carry_an_event_identifier() {
+    let h = start("", &[], &[("probe", &[])], None).await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let (_, lines, _dir) = h.finish().await;
+    let ids: Vec<(String, serde_json::Value)> = lines
+        .iter()
+        .filter(|l| l.get("lifecycle").is_some())
+        .map(|l| {
+            (
+                l["lifecycle"]["eventType"].as_str().unwrap().to_owned(),
+                l["event_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0].0, "INVOKE");
+    assert!(ids[0].1.as_str().is_some_and(|s| s.len() == 36), "{ids:?}");
+    assert_eq!(ids[1].0, "SHUTDOWN");
+    assert!(ids[1].1.is_null(), "SHUTDOWN with an event id: {ids:?}");
+}
+
+/// An extension whose registered name is not the file name of an executable in the extensions
+/// directory is internal: it may register for INVOKE, but SHUTDOWN is refused with 403
+/// `Extension.InvalidEventType` (the RIE's ShutdownEventNotSupportedForInternalExtension).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extension_under_another_name_is_internal_and_gets_no_shutdown() {
+    // Internal for INVOKE only: fine, beside an external one under its file name.
+    let dir = tempfile::tempdir().unwrap();
+    let internal_out = dir.path().join("internal.jsonl");
+    let internal_out_s = internal_out.display().to_string();
+    let h = start(
+        "",
+        &[],
+        &[
+            ("probe", &[]),
+            (
+                "renamed",
+                &[
+                    ("PROBE_NAME", "internal-a"),
+                    ("PROBE_EVENTS", "INVOKE"),
+                    ("PROBE_NO_SUBSCRIBE", "1"),
+                    ("PROBE_OUT", &internal_out_s),
+                ],
+            ),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let (_, lines, _dir) = h.finish().await;
+    let internal = probe_lines(&internal_out);
+    assert_eq!(internal[0]["name"], "internal-a", "{internal:?}");
+    let kinds = |ls: &[serde_json::Value]| -> Vec<String> {
+        ls.iter()
+            .filter_map(|l| l["lifecycle"]["eventType"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(kinds(&internal), ["INVOKE"]);
+    assert_eq!(kinds(&lines), ["INVOKE", "SHUTDOWN"]);
+
+    // Internal for SHUTDOWN: refused, so INIT fails.
+    let h = start(
+        "",
+        &[
+            ("PROBE_NAME", "not-the-file-name"),
+            ("PROBE_EVENTS", "SHUTDOWN"),
+        ],
+        &[("probe", &[])],
+        None,
+    )
+    .await;
+    let r = h.invoke("{}", false).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("X-Amz-Function-Error").as_deref(),
+        Some("Unhandled")
+    );
+    let (_, lines, _dir) = h.finish().await;
+    let failed = lines
+        .iter()
+        .find(|l| l.get("register_failed").is_some())
+        .unwrap_or_else(|| panic!("registration was not refused: {lines:?}"));
+    assert_eq!(failed["register_failed"], 403);
+    assert_eq!(failed["body"]["errorType"], "Extension.InvalidEventType");
+    assert!(
+        failed["body"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("ShutdownEventNotSupportedForInternalExtension")
+    );
+}
+
+/// `platform.start` has `functionArn` with schema 2025-01-29 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_start_carries_the_function_arn_from_schema_2025_01_29() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_out = dir.path().join("old.jsonl");
+    let old_out_s = old_out.display().to_string();
+    let h = start(
+        "",
+        &[("PROBE_SCHEMA", "2025-01-29")],
+        &[
+            ("probe", &[]),
+            (
+                "probe-old",
+                &[("PROBE_SCHEMA", "2022-12-13"), ("PROBE_OUT", &old_out_s)],
+            ),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let (_, lines, _dir) = h.finish().await;
+    let start_of = |lines: &[serde_json::Value]| {
+        telemetry_events(lines)
+            .into_iter()
+            .find(|(_, e)| e["type"] == "platform.start")
+            .expect("platform.start")
+            .1
+    };
+    let new = start_of(&lines);
+    let arn = new["record"]["functionArn"].as_str().unwrap_or_default();
+    assert!(
+        arn.starts_with("arn:aws:lambda:") && arn.ends_with(":function:testfn"),
+        "{new}"
+    );
+    let old = start_of(&probe_lines(&old_out));
+    assert!(old["record"].get("functionArn").is_none(), "{old}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,33 @@ use std::{
 
 use common::*;
 
+/// Scale-out: as many concurrent slow invocations as the reserved concurrency get as many
+/// environments, each a cold start, and nothing is throttled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_invokes_up_to_the_limit_scale_out_without_throttles() {
+    let h = start("reserved_concurrency: 4\n", &[], &[("probe", &[])], None).await;
+    let calls: Vec<_> = (0..4)
+        .map(|_| h.invoke(r#"{"sleep_ms": 1500}"#, false))
+        .collect();
+    let statuses: Vec<u16> = futures_join(calls).await.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200; 4]);
+    let (report, lines, _dir) = h.finish().await;
+    assert_eq!(report.throttles, 0);
+    assert_eq!(report.cold_starts, 4);
+    let envs: std::collections::BTreeSet<u64> =
+        report.records.iter().map(|r| r.environment).collect();
+    assert_eq!(envs.len(), 4, "{:?}", report.records);
+    assert!(report.records.iter().all(|r| r.cold_start));
+    // Four environments, four probes: four registrations.
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.get("registered").is_some())
+            .count(),
+        4
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioned_environment_is_initialised_before_the_first_invoke() {
     let h = start("provisioned_concurrency: 1\n", &[], &[("probe", &[])], None).await;

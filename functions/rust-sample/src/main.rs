@@ -1,11 +1,14 @@
 //! Sample function for the sandbox and the end-to-end tests, built on the `lambda_runtime` crate.
 //!
 //! Payload convention (shared with `sandbox::workload` and the Python sample):
-//! `{"fail": bool, "sleep_ms": u64, "log_lines": u64, "log_json": bool}`, every field optional.
+//! `{"fail": bool, "sleep_ms": u64, "log_lines": u64, "log_json": bool, "alloc_mb": u64}`, every
+//! field optional.
 //! - `log_lines` lines are written to stdout before anything else; with `log_json` each line is a
 //!   JSON object `{"timestamp", "level", "requestId", "message"}` (the Lambda JSON log format),
 //!   otherwise plain text.
 //! - `sleep_ms` makes the handler slow (or, beyond the function timeout, time out).
+//! - `alloc_mb` allocates that many MiB (at most [`MAX_ALLOC_MB`]) and writes every page, so the
+//!   resident set really grows; the memory is freed when the handler returns (the peak stays).
 //! - `fail` returns an error, which `lambda_runtime` posts to `/invocation/{id}/error`.
 //!
 //! Environment: `INIT_SLEEP_MS` sleeps during init (before the first `/next`), to make cold starts
@@ -19,6 +22,9 @@ use serde_json::{Value, json};
 
 /// Env var: milliseconds to sleep during init.
 const INIT_SLEEP_MS: &str = "INIT_SLEEP_MS";
+/// Largest `alloc_mb` honoured.
+const MAX_ALLOC_MB: u64 = 4096;
+const PAGE: usize = 4096;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -27,6 +33,7 @@ struct Payload {
     sleep_ms: u64,
     log_lines: u64,
     log_json: bool,
+    alloc_mb: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -62,6 +69,11 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
             println!("[INFO] {message}");
         }
     }
+    let held = if payload.alloc_mb > 0 {
+        Some(touch_mib(payload.alloc_mb)?)
+    } else {
+        None
+    };
     if payload.sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(payload.sleep_ms)).await;
     }
@@ -69,7 +81,24 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
         eprintln!("[ERROR] failing on purpose for {request_id}");
         return Err("sample function failed on purpose".into());
     }
+    drop(held);
     Ok(json!({ "ok": true, "requestId": request_id, "echo": event.payload }))
+}
+
+/// Allocates `mib` MiB and writes one byte per page so every page is resident.
+fn touch_mib(mib: u64) -> Result<Vec<u8>, Error> {
+    if mib > MAX_ALLOC_MB {
+        return Err(format!("alloc_mb {mib} is above {MAX_ALLOC_MB}").into());
+    }
+    let len = usize::try_from(mib * 1024 * 1024)?;
+    let mut buf: Vec<u8> = Vec::new();
+    buf.try_reserve_exact(len)
+        .map_err(|e| format!("cannot allocate {mib} MiB: {e}"))?;
+    buf.resize(len, 0);
+    for i in (0..len).step_by(PAGE) {
+        buf[i] = 1;
+    }
+    Ok(std::hint::black_box(buf))
 }
 
 /// RFC 3339 UTC timestamp with milliseconds, without a date crate.

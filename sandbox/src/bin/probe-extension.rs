@@ -1,9 +1,11 @@
 //! `lambdawatch-probe-extension`: a minimal external extension for tests and the demo.
 //!
-//! Registers for INVOKE and SHUTDOWN, subscribes to the Telemetry API with an HTTP listener on
+//! Registers (under its file name, `argv[0]`) for INVOKE and SHUTDOWN, subscribes to the Telemetry API with an HTTP listener on
 //! 127.0.0.1 (destination `http://sandbox.localdomain:PORT`), and appends one JSON line per
 //! received lifecycle event (`{"at_ms", "lifecycle": …}`) and per received Telemetry batch
-//! (`{"at_ms", "telemetry": [...], "status": …}`) to the file `PROBE_OUT`.
+//! (`{"at_ms", "telemetry": [...], "status": …}`) to the file `PROBE_OUT`. Lifecycle lines also
+//! carry `event_id`, the `Lambda-Extension-Event-Identifier` header (null when absent). A refused
+//! registration is written as `{"register_failed": status, "body": …}` before the probe exits 1.
 //!
 //! | env var | default | meaning |
 //! |---|---|---|
@@ -15,6 +17,9 @@
 //! | `PROBE_MAX_ITEMS` / `PROBE_MAX_BYTES` / `PROBE_TIMEOUT_MS` | 1000 / 262144 / 25 | buffering |
 //! | `PROBE_FAIL_POSTS` | 0 | answer 500 to the first N Telemetry POSTs (retry test) |
 //! | `PROBE_NO_SUBSCRIBE` | unset | do not subscribe |
+//! | `PROBE_NAME` | file name | register under this name instead (an internal extension to Lambda) |
+//! | `PROBE_EVENTS` | `INVOKE,SHUTDOWN` | events to register for (`SHUTDOWN` under Managed Instances) |
+//! | `PROBE_NEXT_DELAY_MS` | 0 | wait N ms after each INVOKE before the next `/event/next` (a slow extension); writes `{"next_after_delay": unix_ms}` just before that call |
 
 use std::{
     io::Write,
@@ -112,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "lambdawatch-probe-extension".into());
+    let name = std::env::var("PROBE_NAME").unwrap_or(name);
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -123,16 +129,27 @@ async fn main() -> anyhow::Result<()> {
         last_post_ms: AtomicU64::new(0),
     });
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let events: Vec<String> = std::env::var("PROBE_EVENTS")
+        .unwrap_or_else(|_| "INVOKE,SHUTDOWN".into())
+        .split(',')
+        .map(|e| e.trim().to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    let next_delay = Duration::from_millis(env_u64("PROBE_NEXT_DELAY_MS", 0));
 
     let (status, headers, body) = request(
         &client,
         http::Method::POST,
         &format!("http://{api}/2020-01-01/extension/register"),
         &[("Lambda-Extension-Name", &name)],
-        br#"{"events":["INVOKE","SHUTDOWN"]}"#.to_vec(),
+        json!({ "events": events }).to_string().into_bytes(),
     )
     .await?;
     if status != StatusCode::OK {
+        probe.write(json!({
+            "register_failed": status.as_u16(),
+            "body": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+        }));
         bail!(
             "register failed: {status} {}",
             String::from_utf8_lossy(&body)
@@ -201,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     loop {
-        let (status, _, body) = request(
+        let (status, headers, body) = request(
             &client,
             http::Method::GET,
             &format!("http://{api}/2020-01-01/extension/event/next"),
@@ -216,8 +233,16 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         let ev: Value = serde_json::from_slice(&body)?;
-        probe.write(json!({"lifecycle": ev}));
+        let event_id = headers
+            .get("Lambda-Extension-Event-Identifier")
+            .and_then(|v| v.to_str().ok());
+        probe.write(json!({"lifecycle": ev, "event_id": event_id}));
         eprintln!("[probe] {}", ev["eventType"]);
+        if ev["eventType"] == "INVOKE" && !next_delay.is_zero() {
+            // A slow extension: post-invoke work before asking for the next event.
+            tokio::time::sleep(next_delay).await;
+            probe.write(json!({"next_after_delay": now_ms()}));
+        }
         if ev["eventType"] == "SHUTDOWN" {
             if std::env::var_os("PROBE_IGNORE_SHUTDOWN").is_some() {
                 // Misbehave: never exit; the sandbox must SIGKILL us at the deadline.

@@ -50,6 +50,8 @@ pub enum EnvCommand {
 pub struct InvokeJob {
     pub request_id: String,
     pub payload: Bytes,
+    /// The caller's `X-Amzn-Trace-Id`, if it sent one.
+    pub trace: Option<String>,
     pub invocation_type: &'static str,
     pub attempt: u32,
     pub reply: oneshot::Sender<InvokeResponse>,
@@ -274,6 +276,7 @@ impl Lifecycle {
             st.registration_open = true;
             st.initialised = false;
             st.extensions.clear();
+            st.external_names.clear();
             st.extension_exits.clear();
             st.subscribers.clear();
             st.backlog.clear();
@@ -300,11 +303,17 @@ impl Lifecycle {
             }),
             None => Vec::new(),
         };
-        for path in &paths {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        // Known before any extension runs, so a registration can tell external from internal.
+        self.shared.lock().external_names = names.clone();
+        for (path, name) in paths.iter().zip(names) {
             let argv = vec![path.to_string_lossy().into_owned()];
             match process::spawn(
                 &name,
@@ -526,7 +535,13 @@ impl Lifecycle {
     }
 
     fn max_memory_mb(&self) -> u64 {
-        let kib: u64 = self.procs().map(Proc::peak_rss_kib).sum();
+        // Every process was started as the leader of its own group (pgid = pid).
+        let groups: Vec<u32> = self
+            .procs()
+            .filter(|p| !p.exited())
+            .map(|p| p.pid)
+            .collect();
+        let kib = process::group_peak_rss_kib(&groups);
         kib.div_ceil(1024)
     }
 
@@ -571,7 +586,15 @@ impl Lifecycle {
             }
         }
         self.thaw();
-        let (trace, parent) = ids::xray_header();
+        // The caller's trace header passes through (X-Ray PassThrough); one is made only when
+        // the caller sent none.
+        let (trace, parent) = match job.trace.as_deref() {
+            Some(t) => (
+                t.to_owned(),
+                ids::xray_parent(t).unwrap_or_else(ids::span_id),
+            ),
+            None => ids::xray_header(),
+        };
         let tracing_ctx = Tracing {
             span_id: parent,
             value: trace.clone(),
@@ -602,7 +625,12 @@ impl Lifecycle {
                 result: None,
                 response_started: None,
             });
-            st.emit(events::start(&job.request_id, &f.version, &tracing_ctx));
+            st.emit(events::start(
+                &job.request_id,
+                &f.version,
+                &f.function_arn(),
+                &tracing_ctx,
+            ));
             deliver_extension_event(&mut st, &invoke_event, |e| e.invoke);
             next_calls_before = st.runtime.next_calls;
             match st.runtime.waiter.take() {
@@ -744,14 +772,13 @@ impl Lifecycle {
         } else {
             runtime_done = Instant::now();
         }
-        let duration_ms = ms(runtime_done - invoke_start);
         self.shared.emit(events::runtime_done(
             &job.request_id,
             status,
             error_type.as_deref(),
             &tracing_ctx,
             &spans,
-            duration_ms,
+            ms(runtime_done - invoke_start),
             produced,
         ));
         // Every extension must call /event/next before the report exists.
@@ -791,7 +818,10 @@ impl Lifecycle {
                 duration_ms: ms(ext_done.saturating_duration_since(runtime_done)),
             });
         }
-        let billed = billed_ms(ms(ext_done - invoke_start));
+        // Duration and billed duration cover the same interval (INVOKE until the runtime and every
+        // extension are done), billed = the reported duration rounded up to 1 ms.
+        let duration_ms = events::round2(ms(ext_done - invoke_start));
+        let billed = billed_ms(duration_ms);
         let metrics = ReportMetrics {
             duration_ms,
             billed_duration_ms: billed,

@@ -54,14 +54,36 @@ impl Proc {
             tracing::warn!(name = %self.name, pid = self.pid, error = %e, ?sig, "signal failed");
         }
     }
+}
 
-    /// Peak resident set size (VmHWM) in KiB, 0 when unknown.
-    pub fn peak_rss_kib(&self) -> u64 {
-        if self.exited() {
-            return 0;
-        }
-        peak_rss_kib(self.pid)
+/// Peak resident set size (VmHWM, KiB) summed over every live process whose process group is one
+/// of `pgids`: the runtime and extensions and whatever they forked (a shell wrapper's child, a
+/// language runtime's workers). Processes that already exited are not counted.
+pub fn group_peak_rss_kib(pgids: &[u32]) -> u64 {
+    if pgids.is_empty() {
+        return 0;
     }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| stat_pgrp(&s))
+                .is_some_and(|g| pgids.contains(&g))
+        })
+        .map(peak_rss_kib)
+        .sum()
+}
+
+/// The process group (field 5) of a `/proc/PID/stat` line; `comm` may hold spaces and parens,
+/// so fields are counted after its last `)`.
+pub fn stat_pgrp(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state ppid pgrp
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 pub fn peak_rss_kib(pid: u32) -> u64 {
@@ -176,5 +198,26 @@ async fn pump(reader: impl AsyncRead + Unpin, stream: Stream, shared: Arc<EnvSha
                 shared.emit(events::log_line(stream, &line));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgrp_after_a_comm_with_spaces_and_parens() {
+        assert_eq!(stat_pgrp("42 (a b) c) S 1 4242 4242 0 -1"), Some(4242));
+        assert_eq!(stat_pgrp("garbage"), None);
+    }
+
+    #[test]
+    fn own_group_is_measured() {
+        let me = std::process::id();
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+        let pgrp = stat_pgrp(&stat).unwrap();
+        assert!(group_peak_rss_kib(&[pgrp]) >= peak_rss_kib(me));
+        assert!(peak_rss_kib(me) > 0);
+        assert_eq!(group_peak_rss_kib(&[]), 0);
     }
 }

@@ -85,6 +85,9 @@ pub struct EnvState {
     /// Whether the environment is past INIT (Telemetry backlog stops, API errors change).
     pub initialised: bool,
     pub extensions: Vec<ExtensionEntry>,
+    /// File names of the executables started from `extensions_dir` this INIT. An extension that
+    /// registers under another name is internal to Lambda and may not register for SHUTDOWN.
+    pub external_names: Vec<String>,
     /// Names of extension processes that exited (with the exit status).
     pub extension_exits: Vec<(String, Option<i32>)>,
     pub runtime: RuntimeSlot,
@@ -127,6 +130,7 @@ impl EnvShared {
                 registration_open: true,
                 initialised: false,
                 extensions: Vec::new(),
+                external_names: Vec::new(),
                 extension_exits: Vec::new(),
                 runtime: RuntimeSlot::default(),
                 current: None,

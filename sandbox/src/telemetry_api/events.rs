@@ -105,6 +105,13 @@ impl Event {
             }
             Stream::Platform => {}
         }
+        // `platform.start.functionArn` is new in 2025-01-29.
+        if schema < Schema::V20250129
+            && self.kind() == "platform.start"
+            && let Some(Value::Object(rec)) = v.get_mut("record")
+        {
+            rec.remove("functionArn");
+        }
         v
     }
 }
@@ -205,10 +212,16 @@ pub fn init_report(
     Event::platform("platform.initReport", rec)
 }
 
-pub fn start(request_id: &str, version: &str, tracing: &Tracing) -> Event {
+/// `platform.start`; `functionArn` is only rendered for schema `2025-01-29` (see [`Event::render`]).
+pub fn start(request_id: &str, version: &str, function_arn: &str, tracing: &Tracing) -> Event {
     Event::platform(
         "platform.start",
-        json!({"requestId": request_id, "version": version, "tracing": tracing.json()}),
+        json!({
+            "requestId": request_id,
+            "version": version,
+            "functionArn": function_arn,
+            "tracing": tracing.json(),
+        }),
     )
 }
 
@@ -319,7 +332,8 @@ fn capitalise(s: &str) -> String {
     }
 }
 
-fn round2(v: f64) -> f64 {
+/// Rounded to 2 decimals, as Lambda reports durations.
+pub fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
@@ -432,7 +446,15 @@ mod tests {
                 "platform.initReport",
                 init_report("on-demand", "init", "success", 2.0, &span),
             ),
-            ("platform.start", start("r", "$LATEST", &tracing)),
+            (
+                "platform.start",
+                start(
+                    "r",
+                    "$LATEST",
+                    "arn:aws:lambda:us-east-1:123456789012:function:f",
+                    &tracing,
+                ),
+            ),
             (
                 "platform.runtimeDone",
                 runtime_done("r", "success", None, &tracing, &span, 1.0, 3),

@@ -105,6 +105,18 @@ pub async fn start(
     extensions: &[(&str, &[(&str, &str)])],
     cloudwatch: Option<String>,
 ) -> Harness {
+    let sample = sample_function().display().to_string();
+    start_with_handler(&[&sample], extra_yaml, probe_env, extensions, cloudwatch).await
+}
+
+/// [`start`] with another handler (argv) than the sample function.
+pub async fn start_with_handler(
+    handler: &[&str],
+    extra_yaml: &str,
+    probe_env: &[(&str, &str)],
+    extensions: &[(&str, &[(&str, &str)])],
+    cloudwatch: Option<String>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let ext_dir = dir.path().join("extensions");
     std::fs::create_dir(&ext_dir).unwrap();
@@ -127,9 +139,9 @@ pub async fn start(
     for (k, v) in probe_env {
         env_yaml.push_str(&format!("  {k}: '{v}'\n"));
     }
+    let handler = serde_json::to_string(handler).unwrap();
     let yaml = format!(
-        "name: testfn\nhandler: ['{}']\nextensions_dir: '{}'\nenvironment:\n{env_yaml}{extra_yaml}",
-        sample_function().display(),
+        "name: testfn\nhandler: {handler}\nextensions_dir: '{}'\nenvironment:\n{env_yaml}{extra_yaml}",
         ext_dir.display()
     );
     let function: FunctionConfig = serde_yaml::from_str(&yaml).unwrap();
@@ -164,18 +176,25 @@ pub async fn start(
 
 impl Harness {
     pub async fn invoke(&self, payload: &str, async_: bool) -> reqwest_lite::Resp {
+        self.invoke_with(payload, async_, &[]).await
+    }
+
+    /// [`Harness::invoke`] with extra request headers.
+    pub async fn invoke_with(
+        &self,
+        payload: &str,
+        async_: bool,
+        headers: &[(&str, &str)],
+    ) -> reqwest_lite::Resp {
         let url = format!(
             "http://{}/2015-03-31/functions/testfn/invocations",
             self.addr
         );
         let kind = if async_ { "Event" } else { "RequestResponse" };
+        let mut all = vec![("X-Amz-Invocation-Type", kind)];
+        all.extend_from_slice(headers);
         self.client
-            .send(
-                "POST",
-                &url,
-                &[("X-Amz-Invocation-Type", kind)],
-                payload.to_owned(),
-            )
+            .send("POST", &url, &all, payload.to_owned())
             .await
     }
 
