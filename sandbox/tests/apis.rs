@@ -187,16 +187,21 @@ const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42c
 
 /// Waits (bounded) for the probe's `registered` line; returns it.
 async fn registered(probe_out: &std::path::Path) -> serde_json::Value {
+    probe_line(probe_out, "registered").await
+}
+
+/// Waits (bounded) for the first probe line with `key`; returns it.
+async fn probe_line(probe_out: &std::path::Path, key: &str) -> serde_json::Value {
     for _ in 0..200 {
         if let Some(l) = probe_lines(probe_out)
             .into_iter()
-            .find(|l| l.get("registered").is_some())
+            .find(|l| l.get(key).is_some())
         {
             return l;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("the probe did not register within 10 s");
+    panic!("no `{key}` line from the probe within 10 s");
 }
 
 /// The test plays the runtime (the handler only sleeps): a second answer for an answered
@@ -478,6 +483,26 @@ async fn telemetry_batches_honour_max_items_and_failed_posts_are_retried() {
     assert_eq!(posts[1].0, 500);
     assert_eq!(posts[2].0, 200);
     assert_eq!(posts[0].2, posts[2].2, "retry must resend the same batch");
+    // Backoff between the attempts: 100 ms, then 200 ms (1 ms slack for the truncated clock).
+    use lambdawatch_sandbox::telemetry_api::delivery::backoff;
+    let at = |i: usize| {
+        lines
+            .iter()
+            .filter(|l| l.get("telemetry").is_some())
+            .nth(i)
+            .unwrap()["at_ms"]
+            .as_u64()
+            .unwrap()
+    };
+    for (i, attempt) in [(0usize, 1u32), (1, 2)] {
+        let gap = at(i + 1) - at(i);
+        let want = backoff(attempt).as_millis() as u64;
+        assert!(
+            gap + 1 >= want,
+            "retry {attempt} came {gap} ms after the failed POST, backoff is {want} ms"
+        );
+    }
+    assert_eq!(backoff(2), 2 * backoff(1));
     let delivered: usize = posts.iter().filter(|p| p.0 == 200).map(|p| p.1).sum();
     let log_records = telemetry_events(&lines)
         .iter()
@@ -619,4 +644,218 @@ async fn unreachable_cloudwatch_endpoint_is_counted_not_blocking() {
     assert_eq!(report.invocations.success, 3);
     assert!(report.cloudwatch.failures >= 2, "{:?}", report.cloudwatch);
     assert_eq!(report.cloudwatch.published, 0);
+}
+
+/// The runtime's `/init/error` during INIT fails the init with its error type; after INIT it is
+/// refused with 403 `InvalidStateTransition`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_init_error_fails_the_init_with_its_type() {
+    // The test plays the runtime: the handler only sleeps.
+    let h = start_with_handler(&["/bin/sleep", "3600"], "", &[], &[("probe", &[])], None).await;
+    let caller = h.client.clone();
+    let url = format!("http://{}/2015-03-31/functions/testfn/invocations", h.addr);
+    let invoke = tokio::spawn(async move { caller.send("POST", &url, &[], "{}").await });
+    let api = registered(&h.probe_out).await["api"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .client
+        .send(
+            "POST",
+            &format!("http://{api}/2018-06-01/runtime/init/error"),
+            &[(
+                "Lambda-Runtime-Function-Error-Type",
+                "Runtime.TestInitFailure",
+            )],
+            r#"{"errorMessage":"cannot start","errorType":"Runtime.TestInitFailure"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let answer = invoke.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("X-Amz-Function-Error").as_deref(),
+        Some("Unhandled")
+    );
+    assert_eq!(answer.json()["errorType"], "Runtime.TestInitFailure");
+    let (report, lines, _dir) = h.finish().await;
+    assert_eq!(report.invocations.failure, 1);
+    assert_eq!(
+        report.records[0].error_type.as_deref(),
+        Some("Runtime.TestInitFailure")
+    );
+    let init_report = telemetry_events(&lines)
+        .into_iter()
+        .find(|(_, e)| e["type"] == "platform.initReport")
+        .expect("platform.initReport");
+    assert_eq!(init_report.1["record"]["status"], "error");
+
+    // After INIT: refused.
+    let h = start("", &[], &[("probe", &[])], None).await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let api = registered(&h.probe_out).await["api"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .client
+        .send(
+            "POST",
+            &format!("http://{api}/2018-06-01/runtime/init/error"),
+            &[],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errorType"], "InvalidStateTransition");
+    let (report, _, _dir) = h.finish().await;
+    assert_eq!(report.invocations.success, 1);
+}
+
+/// Extensions API `/init/error` (during INIT: the init fails with the reported type, and a
+/// `platform.extension` record says `Failed`) and `/exit/error`, with their error answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_init_error_and_exit_error() {
+    // INIT waits for the runtime's first /next, which never comes: the test has time to report.
+    let h = start_with_handler(&["/bin/sleep", "3600"], "", &[], &[("probe", &[])], None).await;
+    let caller = h.client.clone();
+    let url = format!("http://{}/2015-03-31/functions/testfn/invocations", h.addr);
+    let invoke = tokio::spawn(async move { caller.send("POST", &url, &[], "{}").await });
+    let reg = registered(&h.probe_out).await;
+    // Subscribed before the failure, so the `Failed` record reaches it.
+    assert_eq!(
+        probe_line(&h.probe_out, "subscribe").await["subscribe"],
+        200
+    );
+    let (api, id) = (reg["api"].as_str().unwrap(), reg["id"].as_str().unwrap());
+    let init_error = format!("http://{api}/2020-01-01/extension/init/error");
+    let c = &h.client;
+    let r = c
+        .send(
+            "POST",
+            &init_error,
+            &[("Lambda-Extension-Identifier", id)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errorType"], "Extension.MissingHeader");
+    let r = c
+        .send(
+            "POST",
+            &init_error,
+            &[
+                (
+                    "Lambda-Extension-Identifier",
+                    "0b2b8a3e-9a57-4c8e-8f53-3f3cdb0e2a11",
+                ),
+                (
+                    "Lambda-Extension-Function-Error-Type",
+                    "Extension.TestFailure",
+                ),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["errorType"],
+        "Extension.UnknownExtensionIdentifier"
+    );
+    let r = c
+        .send(
+            "POST",
+            &init_error,
+            &[
+                ("Lambda-Extension-Identifier", id),
+                (
+                    "Lambda-Extension-Function-Error-Type",
+                    "Extension.TestFailure",
+                ),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let answer = invoke.await.unwrap();
+    assert_eq!(answer.json()["errorType"], "Extension.TestFailure");
+    let (report, lines, _dir) = h.finish().await;
+    assert_eq!(report.invocations.failure, 1);
+    let failed = telemetry_events(&lines)
+        .into_iter()
+        .find(|(_, e)| e["type"] == "platform.extension" && e["record"]["state"] == "Failed")
+        .unwrap_or_else(|| panic!("no Failed platform.extension: {lines:#?}"));
+    assert_eq!(failed.1["record"]["name"], "probe");
+    assert_eq!(failed.1["record"]["errorType"], "Extension.TestFailure");
+
+    // After INIT: init/error is refused, exit/error accepted from a registered extension only.
+    let h = start("", &[], &[("probe", &[])], None).await;
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let reg = registered(&h.probe_out).await;
+    let (api, id) = (reg["api"].as_str().unwrap(), reg["id"].as_str().unwrap());
+    let c = &h.client;
+    let typed = [
+        ("Lambda-Extension-Identifier", id),
+        (
+            "Lambda-Extension-Function-Error-Type",
+            "Extension.TestFailure",
+        ),
+    ];
+    let r = c
+        .send(
+            "POST",
+            &format!("http://{api}/2020-01-01/extension/init/error"),
+            &typed,
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errorType"], "Extension.InvalidExtensionState");
+    let exit_error = format!("http://{api}/2020-01-01/extension/exit/error");
+    let r = c.send("POST", &exit_error, &[], "{}").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.json()["errorType"],
+        "Extension.MissingExtensionIdentifier"
+    );
+    let r = c
+        .send(
+            "POST",
+            &exit_error,
+            &[("Lambda-Extension-Identifier", id)],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errorType"], "Extension.MissingHeader");
+    let r = c.send("POST", &exit_error, &typed, "{}").await;
+    assert_eq!(r.status, 202);
+    h.finish().await;
+}
+
+/// A SHUTDOWN-only extension (`PROBE_EVENTS=SHUTDOWN`, as on Managed Instances) gets no INVOKE,
+/// is not waited for after an invocation, and still receives the platform records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_only_extension_gets_only_shutdown() {
+    let h = start("", &[("PROBE_EVENTS", "SHUTDOWN")], &[("probe", &[])], None).await;
+    for _ in 0..2 {
+        assert_eq!(h.invoke("{}", false).await.status, 200);
+    }
+    let (report, lines, _dir) = h.finish().await;
+    assert_eq!(report.invocations.success, 2);
+    let kinds: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["lifecycle"]["eventType"].as_str())
+        .collect();
+    // Back-to-back invokes may scale out (the first environment is busy until its runtime is
+    // back in /next): one SHUTDOWN per environment, never an INVOKE.
+    let envs: std::collections::BTreeSet<u64> =
+        report.records.iter().map(|r| r.environment).collect();
+    assert_eq!(kinds, vec!["SHUTDOWN"; envs.len()], "{lines:#?}");
+    let reports = telemetry_events(&lines)
+        .into_iter()
+        .filter(|(_, e)| e["type"] == "platform.report")
+        .count();
+    assert_eq!(reports, 2);
 }
