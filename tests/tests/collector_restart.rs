@@ -1,0 +1,390 @@
+//! Durable state end to end: a collector in an error outage pages once, is SIGKILLed (a Fargate
+//! task kill: no graceful shutdown, no final checkpoint), and a new collector with the same task
+//! id restores its windows and alert states from the checkpoint in DynamoDB or S3 (`moto_server`
+//! on loopback, PyPI `moto[server]`): `/api/v1/slos` shows the same counts, and the webhook gets
+//! no second firing notification while the outage goes on. The same run without a checkpoint
+//! (state in memory) does page again after the restart — the control that shows the assertion
+//! can fail. Every peer is required; a missing one fails the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use lambdawatch_tests::{
+    Child, free_port, http, net::wait_for_port, peers, wait_until, workspace_bin,
+};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(10);
+const TASK_ID: &str = "collector-slot-a";
+
+struct Moto {
+    _child: Child,
+    url: String,
+}
+
+fn moto() -> Moto {
+    let bin = peers::dir().join("venv/bin/moto_server");
+    assert!(
+        bin.is_file(),
+        "peer moto_server missing at {}: run ./scripts/test.sh",
+        bin.display()
+    );
+    let port = free_port();
+    let child = Child::spawn(
+        "moto",
+        Command::new(bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+    );
+    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
+    Moto {
+        _child: child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Runs a boto3 snippet against moto; returns its stdout.
+fn boto3(moto: &str, script: &str) -> String {
+    let out = Command::new(peers::python())
+        .env("MOTO", moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .args([
+            "-c",
+            &format!(
+                "import boto3, json, os, gzip\nkw=dict(endpoint_url=os.environ['MOTO'])\n{script}"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A webhook receiver: every alert of every POST, in order.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let l = line.trim_end().to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if l.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                let mut g = sink.lock().unwrap();
+                for a in v["alerts"].as_array().cloned().unwrap_or_default() {
+                    g.push(a);
+                }
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
+struct Collector {
+    child: Child,
+    otlp: String,
+    admin: String,
+}
+
+fn start_collector(checkpoint: Option<&str>, moto: &str, hook: &str) -> Collector {
+    let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.arg("serve")
+        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_ALERT_FOR", "1s")
+        .env("LAMBDAWATCH_ALERT_RESEND", "10m")
+        .env("LAMBDAWATCH_WEBHOOK_URL", format!("http://{hook}/"))
+        .env("LAMBDAWATCH_TASK_ID", TASK_ID)
+        .env("LAMBDAWATCH_AWS_REGION", "us-east-1")
+        .env("LAMBDAWATCH_AWS_ENDPOINT_URL", moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("LAMBDAWATCH_LOG", "info");
+    if let Some(c) = checkpoint {
+        cmd.env("LAMBDAWATCH_CHECKPOINT", c);
+    }
+    let child = Child::spawn("collector", &mut cmd);
+    let line = child.wait_for_line("listening line", Duration::from_secs(30), |l| {
+        l.contains("listening otlp_grpc=")
+    });
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    Collector {
+        otlp: field("otlp_http"),
+        admin: field("admin"),
+        child,
+    }
+}
+
+/// `n` invocation spans of `orders` with `outcome`, as OTLP/JSON over HTTP.
+fn send_invocations(otlp: &str, outcome: &str, n: usize) {
+    let kv = |k: &str, v: Value| json!({"key": k, "value": v});
+    let s = |v: &str| json!({"stringValue": v});
+    let resource = json!({"attributes": [
+        kv("service.name", s("orders")), kv("faas.name", s("orders")), kv("faas.version", s("1")),
+        kv("cloud.region", s("us-east-1")), kv("cloud.account.id", s("123456789012")),
+    ]});
+    let ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "traceId": format!("{:032x}", (ns as u128) << 16 | i as u128),
+                "spanId": format!("{:016x}", i + 1), "name": "orders", "kind": 2,
+                "startTimeUnixNano": (ns - 30_000_000).to_string(), "endTimeUnixNano": ns.to_string(),
+                "attributes": [
+                    kv("lambdawatch.span.type", s("invocation")),
+                    kv("faas.invocation_id", s(&format!("req-{ns}-{i}"))),
+                    kv("aws.lambda.outcome", s(outcome)),
+                    kv("aws.lambda.duration_ms", json!({"doubleValue": 30.0})),
+                ]
+            })
+        })
+        .collect();
+    let body = json!({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": spans}]}]});
+    let r = http::post_json(&format!("http://{otlp}/v1/traces"), &body, T).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `orders`' error-rate SLO budget counts in `/api/v1/slos` (`None` before it is evaluated).
+fn error_budget(admin: &str) -> Option<Value> {
+    let d = http::get(&format!("http://{admin}/api/v1/slos"), T)
+        .ok()?
+        .json();
+    d["functions"]
+        .as_array()?
+        .iter()
+        .filter(|f| f["function"] == "orders")
+        .flat_map(|f| f["slos"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["slo"] == "error_rate")
+        .map(|s| s["budget"].clone())
+}
+
+/// Firing notifications per fingerprint.
+fn firing(got: &Arc<Mutex<Vec<Value>>>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for a in got.lock().unwrap().iter() {
+        if a["status"] == "firing" {
+            *m.entry(a["fingerprint"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+fn successful_writes(admin: &str) -> u64 {
+    let text = http::get(&format!("http://{admin}/metrics"), T)
+        .unwrap()
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("lambdawatch_checkpoint_writes_total{result=\"success\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// The outage, the page, SIGKILL, a restart with the same task id; returns the firing
+/// notifications per fingerprint at the end, and the page's fingerprint.
+fn outage_kill_restart(moto: &str, checkpoint: Option<&str>) -> (BTreeMap<String, usize>, String) {
+    let (hook, got) = webhook_receiver();
+    let mut a = start_collector(checkpoint, moto, &hook);
+    send_invocations(&a.otlp, "error", 200);
+    let page = wait_until(
+        "the error-rate page at the webhook",
+        Duration::from_secs(30),
+        || {
+            got.lock()
+                .unwrap()
+                .iter()
+                .find(|x| {
+                    x["status"] == "firing"
+                        && x["labels"]["slo"] == "error_rate"
+                        && x["labels"]["severity"] == "page"
+                })
+                .map(|x| x["fingerprint"].as_str().unwrap().to_owned())
+        },
+    );
+    // Let the ticket (same outage, slower rule) settle too, then make sure a checkpoint was
+    // written after the round that fired.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = firing(&got);
+    assert_eq!(
+        before.get(&page),
+        Some(&1),
+        "one page before the kill: {before:?}"
+    );
+    let counts = error_budget(&a.admin).expect("orders evaluated");
+    assert_eq!(counts, json!({"good": 0, "valid": 200}));
+    if checkpoint.is_some() {
+        let w = successful_writes(&a.admin);
+        wait_until("two more checkpoints", Duration::from_secs(20), || {
+            (successful_writes(&a.admin) >= w + 2).then_some(())
+        });
+    }
+
+    // A task kill: no SIGTERM, no final checkpoint.
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+
+    let b = start_collector(checkpoint, moto, &hook);
+    if checkpoint.is_some() {
+        b.child
+            .wait_for_text("checkpoint restored", Duration::from_secs(10));
+        // The first evaluation after the restart shows the checkpointed counts.
+        let restored = wait_until("the restored counts", Duration::from_secs(20), || {
+            error_budget(&b.admin)
+        });
+        assert_eq!(restored, counts, "restored from the checkpoint");
+    } else {
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(error_budget(&b.admin), None, "in memory: nothing survives");
+    }
+
+    // The outage goes on; several evaluation intervals (for = 1 s, eval every 1 s).
+    send_invocations(&b.otlp, "error", 200);
+    std::thread::sleep(Duration::from_secs(6));
+    let after = error_budget(&b.admin).expect("orders evaluated after the restart");
+    let valid = if checkpoint.is_some() { 400 } else { 200 };
+    assert_eq!(after, json!({"good": 0, "valid": valid}));
+    // The traffic recovers (no resolution expected within the 5-minute short window).
+    send_invocations(&b.otlp, "success", 50);
+    std::thread::sleep(Duration::from_secs(2));
+    (firing(&got), page)
+}
+
+fn create_table(moto: &str) {
+    boto3(
+        moto,
+        "d=boto3.client('dynamodb',**kw)\n\
+         d.create_table(TableName='lambdawatch-checkpoints', BillingMode='PAY_PER_REQUEST',\n\
+         \x20   KeySchema=[{'AttributeName':'pk','KeyType':'HASH'}],\n\
+         \x20   AttributeDefinitions=[{'AttributeName':'pk','AttributeType':'S'}])",
+    );
+}
+
+/// The stored document's header and alert phases, read back with boto3.
+fn stored_header(moto: &str, read_body: &str) -> Value {
+    let out = boto3(
+        moto,
+        &format!(
+            "{read_body}\n\
+             d=json.loads(gzip.decompress(body))\n\
+             print(json.dumps({{'format': d['format'], 'version': d['version'], 'task_id': d['task_id'],\n\
+             \x20   'functions': [k['function'] for k, _ in d['functions']],\n\
+             \x20   'phases': sorted(a['phase'] for a in d['alerts'])}}))"
+        ),
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn assert_no_second_page(notes: &BTreeMap<String, usize>, page: &str) {
+    assert_eq!(notes.get(page), Some(&1), "exactly one page: {notes:?}");
+    assert!(
+        notes.values().all(|n| *n == 1),
+        "no alert re-sent after the restart: {notes:?}"
+    );
+}
+
+#[test]
+fn restart_restores_state_from_dynamodb_and_pages_once() {
+    let m = moto();
+    create_table(&m.url);
+    let (notes, page) = outage_kill_restart(&m.url, Some("dynamodb://lambdawatch-checkpoints"));
+    assert_no_second_page(&notes, &page);
+    let h = stored_header(
+        &m.url,
+        &format!(
+            "it=boto3.client('dynamodb',**kw).get_item(TableName='lambdawatch-checkpoints', Key={{'pk':{{'S':'{TASK_ID}'}}}})['Item']\n\
+             body=it['body']['B']"
+        ),
+    );
+    assert_eq!(h["format"], "lambdawatch-checkpoint");
+    assert_eq!(h["version"], 1);
+    assert_eq!(h["task_id"], TASK_ID);
+    assert_eq!(h["functions"], json!(["orders"]));
+    assert!(
+        h["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "firing"),
+        "{h}"
+    );
+}
+
+#[test]
+fn restart_restores_state_from_s3_and_pages_once() {
+    let m = moto();
+    boto3(
+        &m.url,
+        "boto3.client('s3',**kw).create_bucket(Bucket='lambdawatch-state')",
+    );
+    let (notes, page) = outage_kill_restart(&m.url, Some("s3://lambdawatch-state/checkpoints/"));
+    assert_no_second_page(&notes, &page);
+    let h = stored_header(
+        &m.url,
+        &format!(
+            "body=boto3.client('s3',**kw).get_object(Bucket='lambdawatch-state', Key='checkpoints/{TASK_ID}')['Body'].read()"
+        ),
+    );
+    assert_eq!(h["format"], "lambdawatch-checkpoint");
+    assert_eq!(h["task_id"], TASK_ID);
+    assert!(
+        h["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "firing"),
+        "{h}"
+    );
+}
+
+/// The control: in memory, the restarted collector forgets the incident and pages again.
+#[test]
+fn restart_without_checkpoint_pages_again() {
+    let m = moto();
+    let (notes, page) = outage_kill_restart(&m.url, None);
+    assert_eq!(
+        notes.get(&page),
+        Some(&2),
+        "in memory, the restart re-sends the page: {notes:?}"
+    );
+}
