@@ -276,7 +276,7 @@ fn clock(step: usize) -> String {
     format!("{:02}:{:02} (step {step})", step / 60, step % 60)
 }
 
-/// First and last step at which `function` had `alertname`/`severity` firing.
+/// The first episode of `alertname`/`severity` firing for `function`: its first and last step.
 fn span_of(
     built_in: &Timeline,
     function: &str,
@@ -284,13 +284,10 @@ fn span_of(
     severity: &str,
 ) -> Option<(usize, usize)> {
     let key = (alertname.to_owned(), severity.to_owned());
-    let steps: Vec<usize> = built_in
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s[function].contains(&key))
-        .map(|(i, _)| i)
-        .collect();
-    Some((*steps.first()?, *steps.last()?))
+    let firing = |i: &usize| built_in[*i][function].contains(&key);
+    let on = (0..built_in.len()).find(firing)?;
+    let off = (on..built_in.len()).take_while(firing).last().unwrap_or(on);
+    Some((on, off))
 }
 
 fn at(h: usize, m: usize) -> usize {

@@ -7,7 +7,7 @@
 //! | function | traffic | what the SLOs must do |
 //! |---|---|---|
 //! | `healthy` | 300/h, 0.01 % errors, fast inits, async events, no drops | nothing, all day |
-//! | `outage` | 600/h; 100 % errors 06:00–06:40 | page (fast burn), resolve; ticket later |
+//! | `outage` | 600/h; 100 % errors 06:00–06:40 | page (fast burn), resolve; ticket later; baseline errors may page again while the 6 h window is hot |
 //! | `slow-burn` | 600/h; 0.3 % errors from 02:00 (3× burn) | ticket, never page |
 //! | `low-traffic` | 6/h, one of them failing every hour | page nobody (low-traffic guard) |
 //! | `cold-start` | 90 inits/h ≈ 300 ms; 900 ms 10:00–11:30 | cold-start page, resolve |
