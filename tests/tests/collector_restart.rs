@@ -388,3 +388,49 @@ fn restart_without_checkpoint_pages_again() {
         "in memory, the restart re-sends the page: {notes:?}"
     );
 }
+
+fn writes(admin: &str, result: &str) -> u64 {
+    let text = http::get(&format!("http://{admin}/metrics"), T)
+        .unwrap()
+        .text();
+    let prefix = format!("lambdawatch_checkpoint_writes_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Two live collectors with one task id (a stale task still running beside its replacement):
+/// their conditional writes conflict, and each reloads the version and takes the key over
+/// instead of failing or overwriting blindly.
+#[test]
+fn a_stale_writer_with_the_same_task_id_conflicts_and_is_taken_over() {
+    let m = moto();
+    create_table(&m.url);
+    boto3(
+        &m.url,
+        "boto3.client('s3',**kw).create_bucket(Bucket='lambdawatch-state')",
+    );
+    let (hook, _got) = webhook_receiver();
+    for store in [
+        "dynamodb://lambdawatch-checkpoints",
+        "s3://lambdawatch-state/stale/",
+    ] {
+        let a = start_collector(Some(store), &m.url, &hook);
+        let b = start_collector(Some(store), &m.url, &hook);
+        send_invocations(&a.otlp, "success", 10);
+        for c in [&a, &b] {
+            wait_until(
+                &format!("conflicts taken over on {store}"),
+                Duration::from_secs(20),
+                || {
+                    (writes(&c.admin, "conflict") >= 1 && writes(&c.admin, "success") >= 3)
+                        .then_some(())
+                },
+            );
+            assert_eq!(writes(&c.admin, "failure"), 0, "{store}");
+        }
+        b.child
+            .wait_for_text("taking it over", Duration::from_secs(5));
+    }
+}
