@@ -49,9 +49,12 @@ impl Probe {
         if line.get("tick").is_none() {
             line["at_ms"] = json!(now_ms());
         }
+        // One `write` per line on an O_APPEND file: probes of several environments may share
+        // the file, and `writeln!` would interleave their lines piece by piece.
+        let mut text = line.to_string();
+        text.push('\n');
         let mut f = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(f, "{line}");
-        let _ = f.flush();
+        let _ = f.write_all(text.as_bytes());
     }
 }
 
