@@ -7,6 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
 use crate::translate::redact::Redactor;
 
 // Standard OpenTelemetry exporter variables.
@@ -23,6 +26,9 @@ pub const DEFAULT_COMPRESSION: Compression = Compression::Gzip;
 /// Milliseconds per export request.
 pub const OTEL_EXPORTER_OTLP_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Path of a PEM file with CA certificates to trust for an `https://` endpoint, in addition to
+/// Mozilla's roots compiled into the binary (e.g. the private CA of an in-house collector).
+pub const OTEL_EXPORTER_OTLP_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
 pub const OTEL_SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 /// `k=v,k2=v2`.
 pub const OTEL_RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
@@ -92,6 +98,8 @@ pub struct Config {
     pub headers: Vec<(String, String)>,
     pub compression: Compression,
     pub timeout: Duration,
+    /// Extra trusted roots from [`OTEL_EXPORTER_OTLP_CERTIFICATE`] (each one checked usable).
+    pub extra_roots: Vec<CertificateDer<'static>>,
     pub service_name: Option<String>,
     pub resource_attributes: Vec<(String, String)>,
     pub flush: FlushStrategy,
@@ -186,6 +194,10 @@ impl Config {
             1,
             &mut warn,
         );
+        let extra_roots = match get(OTEL_EXPORTER_OTLP_CERTIFICATE) {
+            Some(path) => load_roots(&path, &mut warn),
+            None => Vec::new(),
+        };
         let flush = match get(LAMBDAWATCH_FLUSH) {
             None => DEFAULT_FLUSH,
             Some(v) => parse_flush(&v).unwrap_or_else(|| {
@@ -240,6 +252,7 @@ impl Config {
             headers,
             compression,
             timeout: Duration::from_millis(timeout_ms),
+            extra_roots,
             service_name: get(OTEL_SERVICE_NAME),
             resource_attributes: match get(OTEL_RESOURCE_ATTRIBUTES) {
                 Some(v) => parse_kv_list(&v, OTEL_RESOURCE_ATTRIBUTES, &mut warn),
@@ -261,6 +274,40 @@ impl Config {
         };
         (config, warn)
     }
+}
+
+/// The CA certificates of the PEM file at `path` that can serve as trust anchors. A missing or
+/// unreadable file, a file without certificates, or a certificate that is not a usable CA gives
+/// one warning; whatever is usable is kept (Mozilla's roots are trusted either way).
+pub fn load_roots(path: &str, warn: &mut Vec<String>) -> Vec<CertificateDer<'static>> {
+    let pem = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            warn.push(format!(
+                "{OTEL_EXPORTER_OTLP_CERTIFICATE}={path:?} cannot be read ({e}); trusting the built-in roots only"
+            ));
+            return Vec::new();
+        }
+    };
+    let mut certs = Vec::new();
+    let mut bad = 0usize;
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        match c {
+            Ok(c) if rustls::RootCertStore::empty().add(c.clone()).is_ok() => certs.push(c),
+            _ => bad += 1,
+        }
+    }
+    if certs.is_empty() {
+        warn.push(format!(
+            "{OTEL_EXPORTER_OTLP_CERTIFICATE}={path:?} holds no usable PEM certificate; trusting the built-in roots only"
+        ));
+    } else if bad > 0 {
+        warn.push(format!(
+            "{OTEL_EXPORTER_OTLP_CERTIFICATE}={path:?}: {bad} certificate(s) unusable, skipped; {} kept",
+            certs.len()
+        ));
+    }
+    certs
 }
 
 fn valid_url(v: &str) -> bool {
@@ -481,5 +528,35 @@ mod tests {
         }
         let (c, _) = cfg(&[(LAMBDAWATCH_REDACT, "none")]);
         assert!(c.redactor.is_empty());
+    }
+
+    #[test]
+    fn bad_certificate_files_warn_once_and_trust_only_the_builtin_roots() {
+        let dir = std::env::temp_dir().join(format!("lw-cfg-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        // A PEM block that is not DER of a certificate.
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (path, says) in [
+            (dir.join("missing.pem"), "cannot be read"),
+            (garbage, "no usable PEM certificate"),
+            (broken, "no usable PEM certificate"),
+        ] {
+            let p = path.display().to_string();
+            let (c, w) = cfg(&[(OTEL_EXPORTER_OTLP_CERTIFICATE, &p)]);
+            assert_eq!(w.len(), 1, "{p}: {w:?}");
+            assert!(
+                w[0].contains(OTEL_EXPORTER_OTLP_CERTIFICATE) && w[0].contains(says),
+                "{w:?}"
+            );
+            assert!(c.extra_roots.is_empty());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

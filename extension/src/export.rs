@@ -5,6 +5,10 @@
 //! (items exported, items dropped by reason, retries). Never blocks past the deadline: a dead
 //! collector fails fast (connection refused), a slow one is cut at `min(timeout, deadline)`, and
 //! what could not be sent is counted as dropped — the buffer has already moved on.
+//!
+//! Endpoints may be `http://` or `https://` (see [`crate::http`] for the TLS set-up). A TLS
+//! handshake failure (untrusted or wrong certificate) is not retried: the items are counted as
+//! `export_failed` at once, like a collector that stayed down, and the function is not held.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,9 +182,14 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 enum Attempt {
-    Ok { rejected: u64 },
+    Ok {
+        rejected: u64,
+    },
     Retry(String),
+    /// The collector refused the data itself (a 4xx other than 408/429): `rejected`.
     Fatal(String),
+    /// Could not deliver, and trying again would not help (TLS handshake): `export_failed`.
+    GiveUp(String),
 }
 
 impl Exporter {
@@ -252,13 +261,13 @@ impl Exporter {
             Signal::Metrics => &self.cfg.endpoints.metrics,
             Signal::Logs => &self.cfg.endpoints.logs,
         };
-        if !url.starts_with("http://") {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
             if let Some(n) = first_failure {
                 n.notify_one();
             }
             res.dropped = Some((reason::UNSUPPORTED_ENDPOINT, count));
             res.error = Some(format!(
-                "{} endpoint {url} is not http:// (this build has no TLS); {count} items dropped",
+                "{} endpoint {url} is neither http:// nor https://; {count} items dropped",
                 signal.name()
             ));
             return res;
@@ -294,6 +303,11 @@ impl Exporter {
                 }
                 Attempt::Fatal(e) => {
                     res.dropped = Some((reason::REJECTED, count));
+                    res.error = Some(e);
+                    return res;
+                }
+                Attempt::GiveUp(e) => {
+                    res.dropped = Some((reason::EXPORT_FAILED, count));
                     res.error = Some(e);
                     return res;
                 }
@@ -343,7 +357,12 @@ impl Exporter {
             Err(e @ (HttpError::Timeout(_) | HttpError::Connect(_) | HttpError::Body(_))) => {
                 Attempt::Retry(format!("{} export: {e}", signal.name()))
             }
-            Err(e) => Attempt::Fatal(format!("{} export: {e}", signal.name())),
+            Err(e @ HttpError::Tls(_)) => {
+                Attempt::GiveUp(format!("{} export to {url}: {e}", signal.name()))
+            }
+            Err(e @ HttpError::Build(_)) => {
+                Attempt::Fatal(format!("{} export: {e}", signal.name()))
+            }
         }
     }
 }

@@ -13,7 +13,7 @@
 //!                                                                               oldest, counts)
 //!                                                                                  │ drain
 //!                                                                                  ▼
-//!                                                   export (OTLP/HTTP protobuf, gzip, retries
+//!                                                   export (OTLP/HTTP(S) protobuf, gzip, retries
 //!                                                   within the time available) ──► collector
 //! ```
 //!
@@ -37,6 +37,7 @@
 //! | `OTEL_EXPORTER_OTLP_HEADERS` | none | `k=v,k2=v2`, values percent-decoded |
 //! | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` | `gzip` or `none` |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` | `10000` | ms per export request |
+//! | `OTEL_EXPORTER_OTLP_CERTIFICATE` | none | PEM file of CA certificates trusted for `https://` endpoints, in addition to Mozilla's roots built in |
 //! | `OTEL_SERVICE_NAME` | function name | `service.name` |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | none | `k=v,…` added to the resource (they win) |
 //! | `LAMBDAWATCH_FLUSH` | `adaptive` | `adaptive`, `end` or `periodic,<ms>` |
@@ -50,9 +51,11 @@
 //! `AWS_LAMBDA_FUNCTION_VERSION`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
 //! `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`, `AWS_LAMBDA_INITIALIZATION_TYPE`.
 //!
-//! Limits of this build: OTLP over plain `http://` only (no TLS stack, to stay small; point it at
-//! a local or in-VPC collector); an `https://` endpoint is refused and its items are counted as
-//! `dropped{reason=unsupported_endpoint}`.
+//! Endpoints may be `http://` or `https://` (rustls with the `ring` provider, TLS 1.2/1.3,
+//! HTTP/1; Mozilla's roots compiled in, plus `OTEL_EXPORTER_OTLP_CERTIFICATE`; no client
+//! certificates). A certificate that does not verify is not retried: the items are counted as
+//! `dropped{reason=export_failed}` and the function is not held. Any other scheme is counted as
+//! `dropped{reason=unsupported_endpoint}` (the config already refuses one with a warning).
 
 pub mod buffer;
 pub mod config;

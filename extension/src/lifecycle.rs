@@ -96,7 +96,7 @@ pub async fn run(cfg: Config, warnings: Vec<String>) -> i32 {
         );
         return 1;
     };
-    let client = HttpClient::new();
+    let client = HttpClient::with_extra_roots(cfg.extra_roots.clone());
     let name = extension_name();
     let (api, reg) =
         match extensions_api::register(&client, &runtime_api, &name, cfg.managed_instances).await {

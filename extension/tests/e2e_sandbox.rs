@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Behaviour, Capture};
+use common::{Behaviour, Capture, TestPki};
 use http_body_util::Full;
 use lambdawatch_extension::http::HttpClient;
 use lambdawatch_semconv::otlp::{get_bool, get_f64, get_i64, get_str};
@@ -661,4 +661,67 @@ fn garbage_config_function_unharmed_data_still_flows() {
             .iter()
             .any(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(r.as_str()))
     }));
+}
+
+/// The real binary exporting over TLS: with the collector's CA named by
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` every invocation arrives; without it (an untrusted
+/// certificate) nothing is sent, handshakes are refused, and the function's latency is that of
+/// no extension at all.
+#[test]
+fn https_collector_trusted_via_ca_file_and_untrusted_fails_open() {
+    let _serial = serial();
+    let baseline = baseline_median();
+    let pki = TestPki::new();
+    let ca = pki.ca_file();
+
+    let cap = Capture::start_tls(Behaviour::Accept, &pki);
+    let sb = Sandbox::start(
+        "tls",
+        Setup {
+            extension: true,
+            env: vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", cap.base()),
+                (
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                    ca.path().display().to_string(),
+                ),
+            ],
+            ..Setup::default()
+        },
+    );
+    let (rids, _) = latencies(&sb, 5);
+    let (_, dir) = sb.stop();
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| invocation_spans(c).len()
+            >= WARMUP + 5),
+        "over TLS: {} invocation spans; TLS failures {:?}; see {}",
+        invocation_spans(&cap).len(),
+        cap.tls_failures(),
+        dir.display()
+    );
+    let spans = invocation_spans(&cap);
+    assert!(rids.iter().all(|r| {
+        spans
+            .iter()
+            .any(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(r.as_str()))
+    }));
+    assert!(cap.tls_failures().is_empty(), "{:?}", cap.tls_failures());
+
+    let untrusted = Capture::start_tls(Behaviour::Accept, &pki);
+    let sb = Sandbox::start(
+        "tls-untrusted",
+        Setup {
+            extension: true,
+            env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", untrusted.base())],
+            ..Setup::default()
+        },
+    );
+    let (_, lat) = latencies(&sb, 20);
+    assert_latency_unchanged(median(lat), baseline, "untrusted TLS certificate");
+    sb.stop();
+    assert!(untrusted.requests().is_empty());
+    assert!(
+        !untrusted.tls_failures().is_empty(),
+        "the extension tried and was refused"
+    );
 }

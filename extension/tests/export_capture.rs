@@ -7,9 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Behaviour, Capture};
+use common::{Behaviour, Capture, TestPki};
 use lambdawatch_extension::buffer::Batch;
-use lambdawatch_extension::config::{Compression, Endpoints};
+use lambdawatch_extension::config::{self, Compression, Config, Endpoints};
 use lambdawatch_extension::export::{ExportConfig, Exporter, reason};
 use lambdawatch_extension::http::HttpClient;
 use lambdawatch_extension::translate::{ResourceInfo, counter};
@@ -214,9 +214,9 @@ async fn slow_collector_is_cut_at_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_endpoint_is_refused_clearly() {
+async fn non_http_scheme_is_refused_clearly() {
     let ex = exporter(
-        "https://collector.example",
+        "ftp://collector.example",
         Compression::Gzip,
         Duration::from_secs(1),
     );
@@ -228,5 +228,142 @@ async fn https_endpoint_is_refused_clearly() {
         )
         .await;
     assert_eq!(r.dropped, vec![(reason::UNSUPPORTED_ENDPOINT, 5)]);
-    assert!(r.error.unwrap().contains("not http://"));
+    assert!(r.error.unwrap().contains("neither http:// nor https://"));
+}
+
+/// The CA file named by `OTEL_EXPORTER_OTLP_CERTIFICATE`, read through `Config` as the binary
+/// does; the capture only speaks TLS, so anything it decodes came over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoint_trusted_through_otel_certificate_receives_the_batch() {
+    let pki = TestPki::new();
+    let cap = Capture::start_tls(Behaviour::Accept, &pki);
+    assert!(cap.base().starts_with("https://localhost:"));
+    let ca = pki.ca_file();
+    let env = [
+        (config::OTEL_EXPORTER_OTLP_ENDPOINT, cap.base()),
+        (
+            config::OTEL_EXPORTER_OTLP_CERTIFICATE,
+            ca.path().display().to_string(),
+        ),
+    ];
+    let (cfg, warn) = Config::from_lookup(|k| {
+        env.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
+    });
+    assert!(warn.is_empty(), "{warn:?}");
+    assert_eq!(cfg.extra_roots.len(), 1);
+    let ex = Exporter::new(
+        HttpClient::with_extra_roots(cfg.extra_roots.clone()),
+        ExportConfig {
+            endpoints: cfg.endpoints.clone(),
+            headers: vec![],
+            compression: cfg.compression,
+            timeout: cfg.timeout,
+        },
+    );
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.exported, [1, 1, 3]);
+    assert!(cap.tls_failures().is_empty(), "{:?}", cap.tls_failures());
+    let spans = cap.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].1.name, "checkout");
+    assert_eq!(spans[0].1.trace_id, vec![1; 16]);
+    assert_eq!(
+        get_str(&spans[0].0.attributes, "service.name"),
+        Some("checkout")
+    );
+    assert_eq!(cap.logs().len(), 3);
+    assert_eq!(cap.metrics()[0].name, "faas.invocations");
+    // Plain http:// through the same client still works.
+    let plain = Capture::start(Behaviour::Accept);
+    let ex = Exporter::new(
+        HttpClient::with_extra_roots(cfg.extra_roots.clone()),
+        ExportConfig {
+            endpoints: endpoints(&plain.base()),
+            headers: vec![],
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(5),
+        },
+    );
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(plain.spans().len(), 1);
+}
+
+/// A collector whose certificate no trusted root vouches for: one attempt per signal (a
+/// handshake failure is not retried), every item counted as `export_failed`, nothing sent, and
+/// the export returns at once instead of burning its whole deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_is_an_export_failure_not_retried() {
+    let pki = TestPki::new();
+    let cap = Capture::start_tls(Behaviour::Accept, &pki);
+    let ex = exporter(&cap.base(), Compression::Gzip, Duration::from_secs(5));
+    let t = Instant::now();
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    let took = t.elapsed();
+    assert!(!r.ok);
+    assert_eq!(r.dropped, vec![(reason::EXPORT_FAILED, 5)]);
+    assert_eq!(r.retries, 0);
+    assert_eq!(r.exported, [0, 0, 0]);
+    let err = r.error.unwrap();
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(cap.requests().is_empty());
+    assert!(cap.wait_for(Duration::from_secs(2), |c| c.tls_failures().len() >= 3));
+}
+
+/// The right CA, but a URL naming a host the certificate was not issued for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_for_another_name_is_refused() {
+    let pki = TestPki::for_names(&["collector.example"]);
+    let cap = Capture::start_tls(Behaviour::Accept, &pki);
+    let mut warn = Vec::new();
+    let roots = config::load_roots(&pki.ca_file().path().display().to_string(), &mut warn);
+    assert!(warn.is_empty(), "{warn:?}");
+    let ex = Exporter::new(
+        HttpClient::with_extra_roots(roots),
+        ExportConfig {
+            // The capture, but the certificate names collector.example only.
+            endpoints: endpoints(&cap.base()),
+            headers: vec![],
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(5),
+        },
+    );
+    let r = ex
+        .export(
+            &resource(),
+            batch(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(!r.ok);
+    assert_eq!(r.dropped, vec![(reason::EXPORT_FAILED, 5)]);
+    assert_eq!(r.retries, 0);
+    let err = r.error.unwrap();
+    assert!(err.contains("not valid for name"), "{err}");
+    assert!(cap.requests().is_empty());
 }

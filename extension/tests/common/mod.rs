@@ -1,5 +1,6 @@
 //! A capturing OTLP/HTTP endpoint for tests: decodes what the exporter sends (gzip or not,
-//! protobuf) and can misbehave on purpose (status codes, hanging after accepting).
+//! protobuf) and can misbehave on purpose (status codes, hanging after accepting). Serves plain
+//! HTTP, or HTTPS with a certificate from a test CA made at run time ([`TestPki`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -44,7 +45,69 @@ pub struct Captured {
 pub struct Capture {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Captured>>>,
+    /// Connections whose TLS handshake failed (HTTPS captures only).
+    pub tls_failures: Arc<Mutex<Vec<String>>>,
+    tls: bool,
 }
+
+/// A throw-away CA and a server certificate it signed for `localhost` and `127.0.0.1`.
+pub struct TestPki {
+    /// The CA certificate, PEM (what `OTEL_EXPORTER_OTLP_CERTIFICATE` points at).
+    pub ca_pem: String,
+    pub server_cert: rustls::pki_types::CertificateDer<'static>,
+    pub server_key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        Self::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses).
+    pub fn for_names(names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "lambdawatch test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            server_cert: leaf.der().clone(),
+            server_key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        }
+    }
+
+    /// Writes the CA certificate to a PEM file and returns it (deleted on drop).
+    pub fn ca_file(&self) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(self.ca_pem.as_bytes()).unwrap();
+        f
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![self.server_cert.clone()], self.server_key.clone_key())
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 fn gunzip(b: &[u8]) -> Vec<u8> {
     use std::io::Read;
@@ -61,11 +124,23 @@ impl Capture {
         Self::start_on(0, behaviour)
     }
 
+    /// HTTPS only, with `pki`'s server certificate.
+    pub fn start_tls(behaviour: Behaviour, pki: &TestPki) -> Capture {
+        Self::serve(0, behaviour, Some(pki.acceptor()))
+    }
+
     /// On a given port (0 = any).
     pub fn start_on(port: u16, behaviour: Behaviour) -> Capture {
+        Self::serve(port, behaviour, None)
+    }
+
+    fn serve(port: u16, behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Capture {
         let requests: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let tls_failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let is_tls = tls.is_some();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let reqs = requests.clone();
+        let fails = tls_failures.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -81,7 +156,19 @@ impl Capture {
                     let (s, _) = l.accept().await.unwrap();
                     let reqs = reqs.clone();
                     let seen = seen.clone();
+                    let tls = tls.clone();
+                    let fails = fails.clone();
                     tokio::spawn(async move {
+                        let s: Box<dyn Io> = match tls {
+                            None => Box::new(s),
+                            Some(acc) => match acc.accept(s).await {
+                                Ok(t) => Box::new(t),
+                                Err(e) => {
+                                    fails.lock().unwrap().push(e.to_string());
+                                    return;
+                                }
+                            },
+                        };
                         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                             let reqs = reqs.clone();
                             let seen = seen.clone();
@@ -138,11 +225,26 @@ impl Capture {
             });
         });
         let addr = rx.recv().unwrap();
-        Capture { addr, requests }
+        Capture {
+            addr,
+            requests,
+            tls_failures,
+            tls: is_tls,
+        }
     }
 
+    /// `http://127.0.0.1:port`, or `https://localhost:port` for an HTTPS capture (the name the
+    /// certificate was issued for, so the client checks it).
     pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.tls_failures.lock().unwrap().clone()
     }
 
     pub fn requests(&self) -> Vec<Captured> {
