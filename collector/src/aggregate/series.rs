@@ -31,6 +31,7 @@ struct Ring {
     len: usize,
     /// Bucket index (`t / width`) of the newest bucket, once anything was recorded.
     head: Option<u64>,
+    #[serde(with = "crate::checkpoint::zero_runs")]
     data: Vec<u32>,
 }
 
