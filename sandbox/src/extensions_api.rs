@@ -6,7 +6,8 @@
 //! `Extension.InvalidEventType` (also for SHUTDOWN asked by an internal extension, one whose name
 //! is not the file name of an executable in the extensions directory),
 //! `Extension.InvalidExtensionName` (missing or duplicate name), `Extension.RegistrationClosed`,
-//! `Extension.MissingHeader`; 400
+//! `Extension.MissingHeader`, `Extension.InvalidExtensionState` (calls after `/exit/error`, which
+//! also makes the lifecycle reset the environment); 400
 //! `InvalidRequestFormat` for a body that is not the documented JSON. `/event/next` long-polls on a
 //! parked `oneshot`.
 //!
@@ -202,6 +203,14 @@ async fn next(State(env): State<Arc<EnvShared>>, headers: HeaderMap) -> Response
                 format!("Unknown extension {id}"),
             );
         };
+        // After `/exit/error` no further call succeeds (RIE: ExitError → Ready is refused).
+        if ext.exit_error.is_some() {
+            return api_error(
+                StatusCode::FORBIDDEN,
+                "Extension.InvalidExtensionState",
+                format!("State transition from ExitError to Ready failed for extension {id}"),
+            );
+        }
         let first_ready = ext.when_ready.is_none();
         ext.ready = true;
         ext.when_ready = Some(Instant::now());
@@ -294,6 +303,13 @@ fn report_error(env: &EnvShared, headers: &HeaderMap, init: bool) -> Response {
                 format!("Unknown extension {id}"),
             );
         };
+        if ext.exit_error.is_some() {
+            return api_error(
+                StatusCode::FORBIDDEN,
+                "Extension.InvalidExtensionState",
+                format!("extension {id} already reported an exit error"),
+            );
+        }
         if init {
             ext.init_error = Some(error_type.clone());
         } else {

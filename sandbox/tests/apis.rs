@@ -831,7 +831,38 @@ async fn extension_init_error_and_exit_error() {
     assert_eq!(r.json()["errorType"], "Extension.MissingHeader");
     let r = c.send("POST", &exit_error, &typed, "{}").await;
     assert_eq!(r.status, 202);
-    h.finish().await;
+    // No further call succeeds for that extension (RIE: ExitError → Ready is refused).
+    let r = c.send("POST", &exit_error, &typed, "{}").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errorType"], "Extension.InvalidExtensionState");
+    let r = c
+        .send(
+            "GET",
+            &format!("http://{api}/2020-01-01/extension/event/next"),
+            &typed[..1],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["errorType"], "Extension.InvalidExtensionState");
+    // The environment is unusable: the next invocation is a failure and resets it; the one
+    // after that initialises a fresh environment.
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    assert_eq!(h.invoke("{}", false).await.status, 200);
+    let (report, _, _dir) = h.finish().await;
+    let outcome: Vec<(&str, Option<&str>, bool)> = report
+        .records
+        .iter()
+        .map(|r| (r.status.as_str(), r.error_type.as_deref(), r.cold_start))
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("success", None, true),
+            ("failure", Some("Extension.TestFailure"), false),
+            ("success", None, true),
+        ]
+    );
 }
 
 /// A SHUTDOWN-only extension (`PROBE_EVENTS=SHUTDOWN`, as on Managed Instances) gets no INVOKE,

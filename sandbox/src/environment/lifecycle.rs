@@ -398,7 +398,11 @@ impl Lifecycle {
                 if st.runtime.exited {
                     return Some(InitEnd::RuntimeExit);
                 }
-                if let Some(e) = st.extensions.iter().find_map(|e| e.init_error.clone()) {
+                if let Some(e) = st
+                    .extensions
+                    .iter()
+                    .find_map(|e| e.init_error.clone().or_else(|| e.exit_error.clone()))
+                {
                     return Some(InitEnd::ExtensionError(e));
                 }
                 if !st.extension_exits.is_empty() {
@@ -784,26 +788,39 @@ impl Lifecycle {
         // Every extension must call /event/next before the report exists.
         let mut ext_done = runtime_done;
         if healthy_processes {
+            // An extension that exits or reports `/exit/error` leaves the environment unusable:
+            // the invocation is a failure and the environment is reset (the RIE keeps it as the
+            // environment's fatal error).
             let ready = self
                 .wait_for(Some(deadline), |st| {
+                    if let Some(t) = st.extensions.iter().find_map(|e| e.exit_error.clone()) {
+                        return Some(Err(t));
+                    }
                     if !st.extension_exits.is_empty() {
-                        return Some(None);
+                        return Some(Err("Extension.Crash".to_owned()));
                     }
                     st.extensions
                         .iter()
                         .filter(|e| e.invoke)
                         .all(|e| e.ready)
                         .then(|| {
-                            st.extensions
+                            Ok(st
+                                .extensions
                                 .iter()
                                 .filter_map(|e| e.when_ready.map(Instant::from_std))
-                                .max()
+                                .max())
                         })
                 })
                 .await;
             match ready {
-                Some(at) => {
+                Some(Ok(at)) => {
                     ext_done = at.unwrap_or(runtime_done).max(runtime_done);
+                }
+                Some(Err(t)) => {
+                    status = "failure";
+                    error_type = Some(t);
+                    healthy_processes = false;
+                    ext_done = Instant::now();
                 }
                 None => {
                     status = "timeout";
