@@ -392,15 +392,27 @@ async fn report_waits_for_a_slow_extensions_next() {
     )
     .await;
     assert_eq!(h.invoke("{}", false).await.status, 200);
-    let sent = now_ms();
-    let r = h.invoke("{}", false).await;
-    assert_eq!(r.status, 200);
-    let answered_in = now_ms() - sent;
-    let id = r.header("X-Amzn-RequestId").unwrap();
+    // Let the first invocation's delayed /event/next happen first, so the next delayed line in
+    // the probe's output is the second invocation's.
+    let mut first_done = false;
+    for _ in 0..100 {
+        if probe_lines(&h.probe_out)
+            .iter()
+            .any(|l| l.get("next_after_delay").is_some())
+        {
+            first_done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
-        answered_in < 700,
-        "the caller waited for the extension: {answered_in} ms"
+        first_done,
+        "the probe's first delayed /event/next never came"
     );
+    let r = h.invoke("{}", false).await;
+    let answered_at = now_ms();
+    assert_eq!(r.status, 200);
+    let id = r.header("X-Amzn-RequestId").unwrap();
     let (_, lines, _dir) = h.finish().await;
     let ev = telemetry_events(&lines);
     let report = &ev[position(&ev, "platform.report", &id)].1;
@@ -413,6 +425,10 @@ async fn report_waits_for_a_slow_extensions_next() {
         .iter()
         .find_map(|l| l["next_after_delay"].as_u64())
         .expect("the probe's delayed /event/next");
+    assert!(
+        answered_at <= next_at,
+        "the caller was answered at {answered_at}, after the extension's /event/next at {next_at}"
+    );
     let produced = rfc3339_ms(report["time"].as_str().unwrap());
     assert!(
         produced >= next_at,
