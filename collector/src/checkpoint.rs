@@ -41,6 +41,12 @@
 //! CloudWatch poller's ledger. Not saved: the HdrHistograms behind P50/P90/P99 — their display
 //! history restarts empty after a restart (the SLO counts, which alerts use, do not).
 //!
+//! The ledger and the counts are read one after the other, not atomically: the ledger first, so
+//! if a poll lands in between, its counts are in the checkpoint but not in the ledger and a
+//! restore from exactly that checkpoint counts that one poll's deltas twice (never loses them).
+//! The window is the time between two reads in one task; closing it needs the ledger to travel
+//! through the ingest queue with its counts.
+//!
 //! A checkpoint whose version or layout (the SLO spec's thresholds changed) does not match is
 //! ignored with one log line; so is one that does not decode. Never a crash.
 //!

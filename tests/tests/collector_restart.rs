@@ -118,7 +118,17 @@ struct Collector {
 }
 
 fn start_collector(checkpoint: Option<&str>, moto: &str, hook: &str) -> Collector {
+    start_collector_with(checkpoint, moto, hook, &[])
+}
+
+fn start_collector_with(
+    checkpoint: Option<&str>,
+    moto: &str,
+    hook: &str,
+    extra: &[(&str, &str)],
+) -> Collector {
     let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.envs(extra.iter().copied());
     cmd.arg("serve")
         .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
@@ -433,4 +443,77 @@ fn a_stale_writer_with_the_same_task_id_conflicts_and_is_taken_over() {
         b.child
             .wait_for_text("taking it over", Duration::from_secs(5));
     }
+}
+
+/// `orders`' throttle SLO count in `/api/v1/slos`.
+fn throttles(admin: &str) -> Option<u64> {
+    let d = http::get(&format!("http://{admin}/api/v1/slos"), T)
+        .ok()?
+        .json();
+    d["functions"]
+        .as_array()?
+        .iter()
+        .filter(|f| f["function"] == "orders")
+        .flat_map(|f| f["slos"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["slo"] == "throttles")?["budget"]["valid"]
+        .as_u64()
+}
+
+/// The CloudWatch poller re-reads a lookback window every poll; its ledger (what it already
+/// emitted) is checkpointed with the counts, so a restarted collector does not count the same
+/// throttles twice.
+#[test]
+fn restart_does_not_count_polled_throttles_twice() {
+    let m = moto();
+    create_table(&m.url);
+    boto3(
+        &m.url,
+        "cw=boto3.client('cloudwatch',**kw)\n\
+         cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[{'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':3,'Unit':'Count'}])",
+    );
+    let (hook, _got) = webhook_receiver();
+    let env = [
+        ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
+        ("LAMBDAWATCH_CLOUDWATCH_FUNCTIONS", "orders"),
+        ("LAMBDAWATCH_AWS_ACCOUNT_ID", "123456789012"),
+    ];
+    let store = Some("dynamodb://lambdawatch-checkpoints");
+    let mut a = start_collector_with(store, &m.url, &hook, &env);
+    send_invocations(&a.otlp, "success", 5);
+    wait_until("3 polled throttles", Duration::from_secs(30), || {
+        (throttles(&a.admin)? == 3).then_some(())
+    });
+    let w = successful_writes(&a.admin);
+    wait_until("two more checkpoints", Duration::from_secs(20), || {
+        (successful_writes(&a.admin) >= w + 2).then_some(())
+    });
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+
+    let b = start_collector_with(store, &m.url, &hook, &env);
+    b.child
+        .wait_for_text("checkpoint restored", Duration::from_secs(10));
+    // Several polls of the same lookback window after the restart.
+    let polls = |admin: &str| {
+        let text = http::get(&format!("http://{admin}/metrics"), T)
+            .unwrap()
+            .text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("lambdawatch_cloudwatch_requests_total{result=\"success\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    wait_until(
+        "three polls after the restart",
+        Duration::from_secs(30),
+        || (polls(&b.admin) >= 3).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        throttles(&b.admin),
+        Some(3),
+        "the restored ledger keeps the count exact"
+    );
 }
