@@ -22,19 +22,21 @@
 // Tests report failure by panicking with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The capturing OTLP/HTTP endpoint the extension's own tests use: one implementation for both.
-#[path = "../../extension/tests/common/mod.rs"]
-mod otlp_capture;
-
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lambdawatch_semconv::{attr, span_type};
 use lambdawatch_tests::{Child, free_port, http, peers, repo_root, wait_until, workspace_bin};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value as AnyValue};
-use otlp_capture::{Behaviour, Capture};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 use serde_json::Value;
 
 /// Layer budget per zip (issue 7).
@@ -446,6 +448,91 @@ fn collector_image_unpacks_and_its_entrypoint_serves() {
     );
 }
 
+/// A capturing OTLP/HTTP endpoint: HTTP/1.1 with keep-alive, `Content-Length` bodies, gzip or
+/// not; answers 200 to everything and keeps the `/v1/traces` bodies (decompressed).
+struct TraceCapture {
+    addr: std::net::SocketAddr,
+    traces: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl TraceCapture {
+    fn start() -> TraceCapture {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let traces: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let keep = traces.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let keep = keep.clone();
+                std::thread::spawn(move || {
+                    let _ = Self::serve(conn, &keep);
+                });
+            }
+        });
+        TraceCapture { addr, traces }
+    }
+
+    fn serve(conn: TcpStream, keep: &Mutex<Vec<Vec<u8>>>) -> std::io::Result<()> {
+        let mut out = conn.try_clone()?;
+        let mut r = BufReader::new(conn);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let (mut len, mut gzip) = (0usize, false);
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h)?;
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap_or((h, ""));
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap_or(0),
+                    "content-encoding" => gzip = v.trim().eq_ignore_ascii_case("gzip"),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0u8; len];
+            r.read_exact(&mut body)?;
+            if gzip {
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(body.as_slice()).read_to_end(&mut plain)?;
+                body = plain;
+            }
+            if path == "/v1/traces" {
+                keep.lock().unwrap().push(body);
+            }
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+            )?;
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn spans(&self) -> Vec<(Resource, Span)> {
+        let mut out = Vec::new();
+        for body in self.traces.lock().unwrap().iter() {
+            let req =
+                ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP trace request");
+            for rs in req.resource_spans {
+                let res = rs.resource.clone().unwrap_or_default();
+                for ss in rs.scope_spans {
+                    out.extend(ss.spans.into_iter().map(|s| (res.clone(), s)));
+                }
+            }
+        }
+        out
+    }
+}
+
 fn str_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attrs
         .iter()
@@ -465,8 +552,11 @@ fn arm64_extension_runs_under_qemu_in_the_sandbox() {
     let tmp = tempfile::tempdir().unwrap();
 
     // /opt as Lambda lays it out, but the arm64 binary lives outside extensions_dir: the host
-    // cannot exec it directly, the wrapper runs it under user-mode emulation.
-    let arm64 = tmp.path().join("lambdawatch-arm64");
+    // cannot exec it directly, the wrapper runs it under user-mode emulation. It keeps its file
+    // name: the extension registers under the name it was started as, and Lambda (and the
+    // sandbox) require that to be the file name in extensions_dir.
+    std::fs::create_dir(tmp.path().join("arm64")).unwrap();
+    let arm64 = tmp.path().join("arm64/lambdawatch");
     zip_extract(&zip, "extensions/lambdawatch", &arm64);
     assert_static_for(&arm64, EM_AARCH64);
     let ext_dir = tmp.path().join("extensions");
@@ -486,7 +576,7 @@ fn arm64_extension_runs_under_qemu_in_the_sandbox() {
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    let capture = Capture::start(Behaviour::Accept);
+    let capture = TraceCapture::start();
     let function = tmp.path().join("function.yaml");
     std::fs::write(
         &function,
