@@ -6,11 +6,20 @@
 //! Three producers, one text: per-function aggregates ([`render_functions`], run inside the
 //! aggregator task), the latest SLO evaluation and alert states ([`render_slos`]), and the
 //! pipeline's own counters ([`render_self`]). Each family is written once with its HELP/TYPE.
+//!
+//! Counters exist at 0 from a function's first report: all four outcomes, both `within` values,
+//! the platform counters, and the init types and DLQ queues of [`Aggregates::zero_series`].
+//! Prometheus's `increase()` cannot see the increment that creates a series, so a counter born at
+//! its first event would lose that event in the generated rules (`crate::rules`) while the
+//! built-in evaluator counts it.
 
 use std::fmt::Write;
 
 use crate::{
-    aggregate::{AggregateStats, Aggregates, FunctionKey, Outcome, PlatformCounter, hist::Buckets},
+    aggregate::{
+        AggregateStats, Aggregates, FunctionKey, FunctionState, InitKind, Outcome, PlatformCounter,
+        hist::Buckets,
+    },
     ingest::{IngestStats, Protocol, Reject, Signal},
     serve::Snapshot,
 };
@@ -66,18 +75,36 @@ fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], b: &Buc
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", b.count);
 }
 
+/// Every init type `s` saw, plus the `zero` ones (at `empty`), sorted by kind.
+fn init_types<'a>(
+    s: &'a FunctionState,
+    zero: &[InitKind],
+    empty: &'a Buckets,
+) -> Vec<(InitKind, u64, &'a Buckets)> {
+    let mut kinds: Vec<(InitKind, u64, &Buckets)> = s
+        .cold
+        .iter()
+        .map(|(k, c)| (*k, c.total, &c.buckets))
+        .collect();
+    for k in zero {
+        if !kinds.iter().any(|(seen, ..)| seen == k) {
+            kinds.push((*k, 0, empty));
+        }
+    }
+    kinds.sort_by_key(|(k, ..)| *k);
+    kinds
+}
+
 /// Every per-function family, functions sorted by key.
 pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
     let mut fns: Vec<(&FunctionKey, _)> = agg.functions.iter().collect();
     fns.sort_by(|a, b| a.0.cmp(b.0));
     let labels: Vec<String> = fns.iter().map(|(k, _)| fn_labels(k)).collect();
-    let each =
-        |out: &mut String,
-         f: &mut dyn FnMut(&mut String, &str, &crate::aggregate::FunctionState)| {
-            for ((_, s), l) in fns.iter().zip(&labels) {
-                f(out, l, s);
-            }
-        };
+    let each = |out: &mut String, f: &mut dyn FnMut(&mut String, &str, &FunctionState)| {
+        for ((_, s), l) in fns.iter().zip(&labels) {
+            f(out, l, s);
+        }
+    };
 
     header(
         out,
@@ -101,13 +128,14 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
         "counter",
         "Initialisations by init type.",
     );
+    let zero_init = Buckets::new(&agg.layout.init_bounds);
+    let zero_kinds = &agg.zero_series.init_types;
     each(out, &mut |out, l, s| {
-        for (k, c) in &s.cold {
+        for (k, total, _) in init_types(s, zero_kinds, &zero_init) {
             let _ = writeln!(
                 out,
-                "lambdawatch_cold_starts_total{{{l},init_type=\"{}\"}} {}",
+                "lambdawatch_cold_starts_total{{{l},init_type=\"{}\"}} {total}",
                 k.label(),
-                c.total
             );
         }
     });
@@ -118,14 +146,14 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
         "Init duration; buckets include every cold-start SLO threshold.",
     );
     each(out, &mut |out, l, s| {
-        for (k, c) in &s.cold {
+        for (k, _, buckets) in init_types(s, zero_kinds, &zero_init) {
             let labels = format!("{l},init_type=\"{}\"", k.label());
             histogram(
                 out,
                 "lambdawatch_init_duration_seconds",
                 &labels,
                 &agg.layout.init_bounds,
-                &c.buckets,
+                buckets,
             );
         }
     });
@@ -153,14 +181,12 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
         "Invocations within / beyond the timeout-budget fraction of their timeout.",
     );
     each(out, &mut |out, l, s| {
-        if s.timeout_ms.is_some() {
-            for (i, within) in ["true", "false"].iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "lambdawatch_invocation_timeout_budget_total{{{l},within=\"{within}\"}} {}",
-                    s.timeout_budget_totals[i]
-                );
-            }
+        for (i, within) in ["true", "false"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "lambdawatch_invocation_timeout_budget_total{{{l},within=\"{within}\"}} {}",
+                s.timeout_budget_totals[i]
+            );
         }
     });
     header(
@@ -210,14 +236,14 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
     });
     header(
         out,
-        "lambdawatch_billed_gb_seconds_total",
+        "lambdawatch_billed_gigabyte_seconds_total",
         "counter",
         "Billed GB-seconds.",
     );
     each(out, &mut |out, l, s| {
         let _ = writeln!(
             out,
-            "lambdawatch_billed_gb_seconds_total{{{l}}} {}",
+            "lambdawatch_billed_gigabyte_seconds_total{{{l}}} {}",
             num(s.billed_gb_seconds)
         );
     });
@@ -245,9 +271,7 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
     ] {
         header(out, name, "counter", help);
         each(out, &mut |out, l, s| {
-            if s.platform.is_some() {
-                let _ = writeln!(out, "{name}{{{l}}} {}", s.platform_totals[counter as usize]);
-            }
+            let _ = writeln!(out, "{name}{{{l}}} {}", s.platform_totals[counter as usize]);
         });
     }
     header(
@@ -256,15 +280,29 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
         "counter",
         "SQS DLQ NumberOfMessagesSent, by queue.",
     );
-    each(out, &mut |out, l, s| {
-        for (q, n) in &s.dlq_by_queue {
+    let no_queues = std::collections::BTreeSet::new();
+    for ((k, s), l) in fns.iter().zip(&labels) {
+        let configured = agg
+            .zero_series
+            .dlq_queues
+            .get(&k.function)
+            .unwrap_or(&no_queues);
+        let unseen = configured
+            .iter()
+            .filter(|q| !s.dlq_by_queue.contains_key(*q));
+        for (q, n) in s
+            .dlq_by_queue
+            .iter()
+            .map(|(q, n)| (q, *n))
+            .chain(unseen.map(|q| (q, 0)))
+        {
             let _ = writeln!(
                 out,
                 "lambdawatch_dlq_messages_sent_total{{{l},queue=\"{}\"}} {n}",
                 escape(q)
             );
         }
-    });
+    }
     header(
         out,
         "lambdawatch_extension_dropped_total",
@@ -514,5 +552,99 @@ pub fn render_samples(samples: &[PipelineSample], out: &mut String) {
         } else {
             writeln!(out, "{}{{{}}} {}", s.name, labels.join(","), num(s.value))
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::aggregate::{Batch, Event, Group, Invocation, Layout, Target, ZeroSeries};
+    use std::collections::BTreeMap;
+
+    fn key(function: &str) -> FunctionKey {
+        FunctionKey {
+            function: function.to_owned(),
+            version: "1".to_owned(),
+            region: "eu-west-1".to_owned(),
+            account: "123".to_owned(),
+        }
+    }
+
+    fn one_invocation(agg: &mut Aggregates, function: &str, t_s: u64) {
+        agg.apply(Batch {
+            received_s: t_s,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: key(function),
+                    tags: Vec::new(),
+                    instance: "i".to_owned(),
+                },
+                events: vec![Event::Invocation(Invocation {
+                    t_s,
+                    outcome: Outcome::Success,
+                    duration_ms: 10.0,
+                    billed_ms: None,
+                    memory_mb: None,
+                    max_memory_mb: None,
+                    timeout_ms: None,
+                })],
+            }],
+        });
+    }
+
+    /// A counter born at its first event loses that event to `increase()`: every counter the
+    /// generated rules read exists at 0 from the function's first report.
+    #[test]
+    fn rule_counters_exist_at_zero_from_the_first_report() {
+        let mut agg = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
+        agg.zero_series = ZeroSeries::new(
+            [InitKind::Provisioned],
+            &BTreeMap::from([("orders-dlq".to_owned(), "a".to_owned())]),
+        );
+        let t = 1_700_000_000;
+        one_invocation(&mut agg, "a", t);
+        one_invocation(&mut agg, "b", t);
+        let mut text = String::new();
+        render_functions(&agg, t, &mut text);
+        let a = r#"function="a",version="1",region="eu-west-1",account="123""#;
+        let b = r#"function="b",version="1",region="eu-west-1",account="123""#;
+        for l in [a, b] {
+            for line in [
+                format!("lambdawatch_throttles_total{{{l}}} 0"),
+                format!("lambdawatch_dead_letter_errors_total{{{l}}} 0"),
+                format!("lambdawatch_async_events_received_total{{{l}}} 0"),
+                format!("lambdawatch_async_events_dropped_total{{{l}}} 0"),
+                format!(r#"lambdawatch_cold_starts_total{{{l},init_type="on-demand"}} 0"#),
+                format!(
+                    r#"lambdawatch_cold_starts_total{{{l},init_type="provisioned-concurrency"}} 0"#
+                ),
+                format!(
+                    r#"lambdawatch_init_duration_seconds_bucket{{{l},init_type="on-demand",le="0.5"}} 0"#
+                ),
+                format!(
+                    r#"lambdawatch_init_duration_seconds_count{{{l},init_type="on-demand"}} 0"#
+                ),
+                format!(r#"lambdawatch_invocation_timeout_budget_total{{{l},within="true"}} 0"#),
+                format!(r#"lambdawatch_invocation_timeout_budget_total{{{l},within="false"}} 0"#),
+            ] {
+                assert!(text.lines().any(|x| x == line), "missing {line}\n{text}");
+            }
+        }
+        // Init types no SLO selects appear only once seen.
+        assert!(!text.contains(r#"init_type="snap-start""#));
+        // Configured queues only, for their own function.
+        let queue = format!(r#"lambdawatch_dlq_messages_sent_total{{{a},queue="orders-dlq"}} 0"#);
+        assert!(text.lines().any(|x| x == queue), "{text}");
+        assert_eq!(
+            text.matches("lambdawatch_dlq_messages_sent_total{").count(),
+            1
+        );
+        // Each family once, each series once.
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = line.rsplit_once(' ').unwrap().0;
+            assert!(seen.insert(series.to_owned()), "{series} twice");
+        }
     }
 }
