@@ -12,7 +12,8 @@
 //!
 //! - **Consumes** the latest alert states and poller ledger (`watch` channels: the writer only
 //!   ever reads the newest value, nothing queues) and one aggregator query per checkpoint.
-//! - **Produces** one document per task under the key `LAMBDAWATCH_TASK_ID`.
+//! - **Produces** one document per task under the key `task/<LAMBDAWATCH_TASK_ID>` (DynamoDB
+//!   `pk`; S3 `<PREFIX>task/<id>`).
 //! - **When slow or failing**: the evaluator never waits for it (it publishes into a `watch`);
 //!   a failed write is counted (`lambdawatch_checkpoint_writes_total{result="failure"}`), logged
 //!   once per failing streak, and the next interval writes the newer state. A lost conditional
@@ -50,8 +51,15 @@
 //! A checkpoint whose version or layout (the SLO spec's thresholds changed) does not match is
 //! ignored with one log line; so is one that does not decode. Never a crash.
 //!
-//! Restarts on ECS: the key is the task id. A replacement Fargate task has a new task id, so to
-//! restore across replacements set `LAMBDAWATCH_TASK_ID` to a stable name per collector slot.
+//! Restarts on ECS: the key is the task id, and a replacement Fargate task has a new one. A task
+//! that finds no checkpoint of its own therefore **adopts an orphan**: the newest checkpoint of
+//! another task not written for [`stale_after`] (2 × interval + 5 s), claimed by a conditional
+//! write of a tombstone (`adopted_by`) over it, so two new tasks never adopt the same one. A
+//! stable `LAMBDAWATCH_TASK_ID` per collector slot restores without waiting for staleness. Not
+//! handled: during a rolling deployment the new tasks start while the old ones still write, so
+//! they start empty and the old tasks' final checkpoints stay orphaned until a later task
+//! starts (there is no merge of checkpoints into a running task). Tombstones are never deleted
+//! (one small item per replaced task; a DynamoDB TTL or S3 lifecycle rule can expire them).
 
 use std::{
     collections::BTreeMap,
@@ -267,6 +275,37 @@ pub fn saved_alerts(states: &AlertStates) -> Vec<SavedAlert> {
 struct Header {
     format: String,
     version: u32,
+    /// Set on the tombstone left when another task adopted this checkpoint.
+    #[serde(default)]
+    adopted_by: Option<String>,
+}
+
+/// What an adopting task leaves under the key it adopted (so no one adopts it twice).
+#[derive(Serialize)]
+struct Tombstone<'a> {
+    format: &'static str,
+    version: u32,
+    adopted_by: &'a str,
+    saved_at_s: u64,
+}
+
+/// A checkpoint whose writer has not written for this long is an orphan another task may adopt
+/// (a live writer writes every `interval`).
+pub fn stale_after(interval: Duration) -> Duration {
+    interval * 2 + Duration::from_secs(5)
+}
+
+/// Every task's key starts with this (`task/<task id>`; under the S3 prefix for S3), so the
+/// tasks' checkpoints can be listed without an empty-prefix scan.
+pub const KEY_PREFIX: &str = "task/";
+
+/// At most this many other tasks' checkpoints are examined for adoption at start.
+pub const MAX_ADOPTION_CANDIDATES: usize = 256;
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The functions map as a list of `[key, state]` pairs, serialised without cloning.
@@ -320,6 +359,8 @@ pub enum DecodeError {
         "format {format:?} version {version}, this collector reads {FORMAT:?} version {VERSION}"
     )]
     Incompatible { format: String, version: u32 },
+    #[error("adopted by task {0}")]
+    Adopted(String),
 }
 
 /// Serialises the state into uncompressed JSON (runs inside the aggregator owner: one pass over
@@ -371,6 +412,9 @@ pub fn decode(body: &[u8]) -> Result<Document, DecodeError> {
             format: h.format,
             version: h.version,
         });
+    }
+    if let Some(by) = h.adopted_by {
+        return Err(DecodeError::Adopted(by));
     }
     serde_json::from_slice(&json).map_err(|e| DecodeError::Json(e.to_string()))
 }
@@ -426,6 +470,8 @@ pub fn task_id(cfg: &Config) -> String {
 /// The store, this task's key and the version last written or read.
 pub struct Checkpointer {
     store: Store,
+    task_id: String,
+    /// `task/<task id>` ([`KEY_PREFIX`]).
     key: String,
     version: Option<String>,
     stats: Arc<AwsStats>,
@@ -456,7 +502,8 @@ impl Checkpointer {
         };
         Some(Self {
             store,
-            key: task_id(cfg),
+            key: format!("{KEY_PREFIX}{}", task_id(cfg)),
+            task_id: task_id(cfg),
             version: None,
             stats: stats.clone(),
             failing: false,
@@ -468,14 +515,14 @@ impl Checkpointer {
     }
 
     /// Reads this task's checkpoint and remembers its version (so the next write is conditional
-    /// on it). `None` when there is none, it cannot be read, or it is incompatible (logged).
-    pub async fn load(&mut self) -> Option<Document> {
+    /// on it). `None` when it cannot be read or is incompatible (logged); when there is none (or
+    /// only a tombstone), adopts the newest orphan: another task's checkpoint not written for
+    /// `stale_after` (its task is gone, e.g. the Fargate task this one replaces, which had
+    /// another task id).
+    pub async fn load_or_adopt(&mut self, stale_after: Duration) -> Option<Document> {
         let v = match self.store.load(&self.key).await {
             Ok(Some(v)) => v,
-            Ok(None) => {
-                tracing::info!(key = %self.key, "no checkpoint yet: starting empty");
-                return None;
-            }
+            Ok(None) => return self.adopt(stale_after).await,
             Err(e) => {
                 tracing::error!(key = %self.key, error = %e, "checkpoint unreadable: starting empty");
                 return None;
@@ -484,11 +531,73 @@ impl Checkpointer {
         self.version = Some(v.version);
         match decode(&v.body) {
             Ok(doc) => Some(doc),
+            Err(DecodeError::Adopted(by)) => {
+                tracing::warn!(key = %self.key, adopted_by = %by, "this task's checkpoint was adopted by another task; looking for an orphan");
+                self.adopt(stale_after).await
+            }
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "checkpoint ignored (incompatible); starting empty and overwriting it");
                 None
             }
         }
+    }
+
+    /// Claims the newest orphan checkpoint: replaces it with a tombstone, conditionally on the
+    /// version read (a lost race means another task adopted it, or its writer is back: next).
+    async fn adopt(&mut self, stale_after: Duration) -> Option<Document> {
+        let keys = match self.store.list(KEY_PREFIX).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list checkpoints to adopt an orphan; starting empty");
+                return None;
+            }
+        };
+        let now = now_s();
+        let mut candidates = Vec::new();
+        for key in keys
+            .into_iter()
+            .filter(|k| *k != self.key)
+            .take(MAX_ADOPTION_CANDIDATES)
+        {
+            let Ok(Some(v)) = self.store.load(&key).await else {
+                continue;
+            };
+            // Tombstones and incompatible documents are not candidates.
+            let Ok(doc) = decode(&v.body) else { continue };
+            if doc.saved_at_s.saturating_add(stale_after.as_secs()) > now {
+                continue; // its writer is alive
+            }
+            candidates.push((key, v.version, doc));
+        }
+        candidates.sort_by_key(|(_, _, d)| std::cmp::Reverse(d.saved_at_s));
+        for (key, version, doc) in candidates {
+            let tomb = serde_json::to_vec(&Tombstone {
+                format: FORMAT,
+                version: VERSION,
+                adopted_by: &self.task_id,
+                saved_at_s: now,
+            })
+            .ok()
+            .and_then(|j| gzip(&j).ok())?;
+            match self.store.save(&key, tomb, Some(&version)).await {
+                Ok(_) => {
+                    tracing::info!(
+                        key = %self.key,
+                        adopted = %key,
+                        age_s = now.saturating_sub(doc.saved_at_s),
+                        "no checkpoint of our own: adopted the orphan checkpoint of a task that is gone"
+                    );
+                    return Some(doc);
+                }
+                Err(CheckpointError::Conflict { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!(adopted = %key, error = %e, "cannot claim an orphan checkpoint; starting empty");
+                    return None;
+                }
+            }
+        }
+        tracing::info!(key = %self.key, "no checkpoint yet (and no orphan to adopt): starting empty");
+        None
     }
 
     /// Writes `body` conditionally on the last known version. On a conflict (a stale writer
@@ -573,10 +682,8 @@ impl Writer {
     pub async fn save_once(&mut self) -> bool {
         let alerts = self.alerts.borrow().clone();
         let ledger = self.ledger.as_ref().map(|l| l.borrow().clone());
-        let task = self.checkpointer.key.clone();
-        let now_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let task = self.checkpointer.task_id.clone();
+        let now_s = now_s();
         let json = self
             .aggregates
             .query(move |a| to_json(a, &task, now_s, &alerts, ledger.as_ref()))
@@ -854,6 +961,21 @@ mod tests {
             Err(DecodeError::Incompatible { version: 2, .. })
         ));
         assert!(matches!(decode(b"not gzip"), Err(DecodeError::Gzip(_))));
+        let tomb = serde_json::to_vec(&Tombstone {
+            format: FORMAT,
+            version: VERSION,
+            adopted_by: "task-b",
+            saved_at_s: T0,
+        })
+        .unwrap();
+        assert!(matches!(
+            decode(&gzip(&tomb).unwrap()),
+            Err(DecodeError::Adopted(by)) if by == "task-b"
+        ));
+        assert_eq!(
+            stale_after(Duration::from_secs(30)),
+            Duration::from_secs(65)
+        );
         assert!(matches!(
             decode(&gzip(b"{\"format\":\"lambdawatch-checkpoint\",\"version\":1}").unwrap()),
             Err(DecodeError::Json(_))

@@ -431,8 +431,11 @@ pub async fn run(
     let mut alert_states = AlertStates::default();
     let (ledger_tx, ledger_rx) = watch::channel(lambdawatch_aws::cloudwatch::Ledger::default());
     let mut checkpointer = crate::checkpoint::Checkpointer::open(&cfg, &aws_stats).await;
+    let checkpoint_interval = cfg.checkpoint_interval.unwrap_or(cfg.eval_interval);
     if let Some(c) = checkpointer.as_mut()
-        && let Some(doc) = c.load().await
+        && let Some(doc) = c
+            .load_or_adopt(crate::checkpoint::stale_after(checkpoint_interval))
+            .await
     {
         let saved_at_s = doc.saved_at_s;
         if let Some(l) = doc.ledger.clone() {
@@ -578,10 +581,7 @@ pub async fn run(
             alerts: alerts_rx,
             ledger: cfg.aws.cloudwatch_poll_interval.map(|_| ledger_rx),
         };
-        tracker.spawn(w.run(
-            cfg.checkpoint_interval.unwrap_or(cfg.eval_interval),
-            checkpoint_stop.clone(),
-        ))
+        tracker.spawn(w.run(checkpoint_interval, checkpoint_stop.clone()))
     });
     let publish = |e: &Evaluator| {
         if writer.is_some() {

@@ -128,7 +128,6 @@ fn start_collector_with(
     extra: &[(&str, &str)],
 ) -> Collector {
     let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
-    cmd.envs(extra.iter().copied());
     cmd.arg("serve")
         .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
         .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
@@ -146,6 +145,7 @@ fn start_collector_with(
     if let Some(c) = checkpoint {
         cmd.env("LAMBDAWATCH_CHECKPOINT", c);
     }
+    cmd.envs(extra.iter().copied());
     let child = Child::spawn("collector", &mut cmd);
     let line = child.wait_for_line("listening line", Duration::from_secs(30), |l| {
         l.contains("listening otlp_grpc=")
@@ -342,7 +342,7 @@ fn restart_restores_state_from_dynamodb_and_pages_once() {
     let h = stored_header(
         &m.url,
         &format!(
-            "it=boto3.client('dynamodb',**kw).get_item(TableName='lambdawatch-checkpoints', Key={{'pk':{{'S':'{TASK_ID}'}}}})['Item']\n\
+            "it=boto3.client('dynamodb',**kw).get_item(TableName='lambdawatch-checkpoints', Key={{'pk':{{'S':'task/{TASK_ID}'}}}})['Item']\n\
              body=it['body']['B']"
         ),
     );
@@ -372,7 +372,7 @@ fn restart_restores_state_from_s3_and_pages_once() {
     let h = stored_header(
         &m.url,
         &format!(
-            "body=boto3.client('s3',**kw).get_object(Bucket='lambdawatch-state', Key='checkpoints/{TASK_ID}')['Body'].read()"
+            "body=boto3.client('s3',**kw).get_object(Bucket='lambdawatch-state', Key='checkpoints/task/{TASK_ID}')['Body'].read()"
         ),
     );
     assert_eq!(h["format"], "lambdawatch-checkpoint");
@@ -515,5 +515,69 @@ fn restart_does_not_count_polled_throttles_twice() {
         throttles(&b.admin),
         Some(3),
         "the restored ledger keeps the count exact"
+    );
+}
+
+/// A replacement Fargate task has a new task id: with no checkpoint of its own it adopts the
+/// orphan checkpoint of the task that is gone (not written for `checkpoint::stale_after`, 7 s
+/// here), leaves a tombstone under the old key, restores the counts and pages nobody twice.
+#[test]
+fn a_replacement_task_with_a_new_id_adopts_the_orphan_checkpoint() {
+    let m = moto();
+    create_table(&m.url);
+    boto3(
+        &m.url,
+        "boto3.client('s3',**kw).create_bucket(Bucket='lambdawatch-state')",
+    );
+    adopt_case(&m.url, "s3://lambdawatch-state/adopt/");
+    adopt_case(&m.url, "dynamodb://lambdawatch-checkpoints");
+    // The tombstone names the adopter; the adopter writes its own key.
+    let out = boto3(
+        &m.url,
+        "d=boto3.client('dynamodb',**kw)\n\
+         old=json.loads(gzip.decompress(d.get_item(TableName='lambdawatch-checkpoints', Key={'pk':{'S':'task/task-old'}})['Item']['body']['B']))\n\
+         new=json.loads(gzip.decompress(d.get_item(TableName='lambdawatch-checkpoints', Key={'pk':{'S':'task/task-new'}})['Item']['body']['B']))\n\
+         s3=boto3.client('s3',**kw)\n\
+         old3=json.loads(gzip.decompress(s3.get_object(Bucket='lambdawatch-state', Key='adopt/task/task-old')['Body'].read()))\n\
+         print(json.dumps([old.get('adopted_by'), new['task_id'], old3.get('adopted_by')]))",
+    );
+    assert_eq!(out.trim(), r#"["task-new", "task-new", "task-new"]"#);
+}
+
+fn adopt_case(moto: &str, store: &str) {
+    let store = Some(store);
+    let (hook, got) = webhook_receiver();
+    let mut a = start_collector_with(store, moto, &hook, &[("LAMBDAWATCH_TASK_ID", "task-old")]);
+    send_invocations(&a.otlp, "error", 200);
+    wait_until("the page", Duration::from_secs(30), || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|x| x["status"] == "firing" && x["labels"]["severity"] == "page")
+            .then_some(())
+    });
+    let counts = error_budget(&a.admin).expect("orders evaluated");
+    let w = successful_writes(&a.admin);
+    wait_until("two more checkpoints", Duration::from_secs(20), || {
+        (successful_writes(&a.admin) >= w + 2).then_some(())
+    });
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+    // A live writer's checkpoint is not adopted: wait until the old one is stale.
+    std::thread::sleep(Duration::from_secs(8));
+
+    let b = start_collector_with(store, moto, &hook, &[("LAMBDAWATCH_TASK_ID", "task-new")]);
+    b.child
+        .wait_for_text("adopted the orphan checkpoint", Duration::from_secs(10));
+    let restored = wait_until("the adopted counts", Duration::from_secs(20), || {
+        error_budget(&b.admin)
+    });
+    assert_eq!(restored, counts);
+    send_invocations(&b.otlp, "error", 200);
+    std::thread::sleep(Duration::from_secs(6));
+    let notes = firing(&got);
+    assert!(
+        !notes.is_empty() && notes.values().all(|n| *n == 1),
+        "{store:?}: one page, no second: {notes:?}"
     );
 }
