@@ -7,7 +7,8 @@
 //! CloudWatch poller (every poll)  ──► ledger (watch) ───────┼─► Writer (every checkpoint interval)
 //! aggregate owner ◄── one query: serialise the functions ───┘     └─► gzip ─► Store::save(key = task id,
 //!                                                                          expected = last version)
-//! start: Store::load(task id) ─► decode ─► restore Aggregates + AlertStates + ledger ─► listeners
+//! start: Store::load(task id) (none: adopt an orphan) ─► decode ─► restore Aggregates +
+//!        AlertStates + ledger ─► listeners bind
 //! ```
 //!
 //! - **Consumes** the latest alert states and poller ledger (`watch` channels: the writer only
@@ -48,15 +49,17 @@
 //! The window is the time between two reads in one task; closing it needs the ledger to travel
 //! through the ingest queue with its counts.
 //!
-//! A checkpoint whose version or layout (the SLO spec's thresholds changed) does not match is
-//! ignored with one log line; so is one that does not decode. Never a crash.
+//! A checkpoint of another version, or one that does not decode, is ignored with one log line;
+//! one counted against another layout (the SLO spec's thresholds changed) has its counts ignored
+//! (logged) and its alert states restored. Never a crash.
 //!
 //! Restarts on ECS: the key is the task id, and a replacement Fargate task has a new one. A task
 //! that finds no checkpoint of its own therefore **adopts an orphan**: the newest checkpoint of
 //! another task not written for [`stale_after`] (2 × interval + 5 s), claimed by a conditional
 //! write of a tombstone (`adopted_by`) over it, so two new tasks never adopt the same one. A
 //! stable `LAMBDAWATCH_TASK_ID` per collector slot restores without waiting for staleness. Not
-//! handled: during a rolling deployment the new tasks start while the old ones still write, so
+//! handled: a replacement that starts sooner than [`stale_after`] after the kill (65 s at the
+//! default 30 s interval) sees the orphan as live and starts empty; during a rolling deployment the new tasks start while the old ones still write, so
 //! they start empty and the old tasks' final checkpoints stay orphaned until a later task
 //! starts (there is no merge of checkpoints into a running task). Tombstones are never deleted
 //! (one small item per replaced task; a DynamoDB TTL or S3 lifecycle rule can expire them).
