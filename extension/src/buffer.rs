@@ -123,7 +123,20 @@ impl Buffer {
 
     /// Takes everything, oldest first.
     pub fn drain(&mut self) -> Batch {
-        let mut b = Batch::default();
+        // Sized up front: no reallocation (and copy of every record) while filling.
+        let (mut spans, mut metrics) = (0, 0);
+        for (item, _) in &self.items {
+            match item {
+                Item::Span(_) => spans += 1,
+                Item::Metric(_) => metrics += 1,
+                Item::Log(_) => {}
+            }
+        }
+        let mut b = Batch {
+            spans: Vec::with_capacity(spans),
+            metrics: Vec::with_capacity(metrics),
+            logs: Vec::with_capacity(self.items.len() - spans - metrics),
+        };
         for (item, _) in self.items.drain(..) {
             match item {
                 Item::Span(s) => b.spans.push(s),

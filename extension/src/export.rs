@@ -18,15 +18,11 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use opentelemetry_proto::tonic::{
     collector::{
-        logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-        metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-        trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+        logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+        trace::v1::ExportTraceServiceResponse,
     },
     common::v1::InstrumentationScope,
-    logs::v1::{ResourceLogs, ScopeLogs},
-    metrics::v1::{ResourceMetrics, ScopeMetrics},
     resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans},
 };
 use prost::Message;
 use tokio::sync::Notify;
@@ -114,58 +110,64 @@ fn scope() -> Option<InstrumentationScope> {
 }
 
 /// Builds the three OTLP requests (protobuf, uncompressed) for `batch` under `resource`.
+///
+/// The bytes are exactly what prost writes for `Export{Trace,Metrics,Logs}ServiceRequest { one
+/// Resource{Spans,Metrics,Logs} { resource, one Scope* { scope, items } } }` (a test compares
+/// them), but framed by hand: prost's `encode_to_vec` computes every item's length once per
+/// enclosing message (four times per log record), here it is computed once.
 pub fn encode(resource: &Resource, batch: Batch) -> Encoded {
     let n = |v: usize| v as u64;
-    let traces = (!batch.spans.is_empty()).then(|| {
-        let count = n(batch.spans.len());
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: scope(),
-                    spans: batch.spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        (req.encode_to_vec(), count)
-    });
+    let traces = (!batch.spans.is_empty())
+        .then(|| (encode_request(resource, &batch.spans), n(batch.spans.len())));
     let metrics = (!batch.metrics.is_empty()).then(|| {
-        let count = n(batch.metrics.len());
-        let req = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: scope(),
-                    metrics: batch.metrics,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        (req.encode_to_vec(), count)
+        (
+            encode_request(resource, &batch.metrics),
+            n(batch.metrics.len()),
+        )
     });
-    let logs = (!batch.logs.is_empty()).then(|| {
-        let count = n(batch.logs.len());
-        let req = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(resource.clone()),
-                scope_logs: vec![ScopeLogs {
-                    scope: scope(),
-                    log_records: batch.logs,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        (req.encode_to_vec(), count)
-    });
+    let logs = (!batch.logs.is_empty())
+        .then(|| (encode_request(resource, &batch.logs), n(batch.logs.len())));
     Encoded {
         traces,
         metrics,
         logs,
     }
+}
+
+/// One export request of `items` under `resource` and our scope. The three OTLP signals share
+/// the shape: request field 1 = `Resource*`; `Resource*` field 1 = resource, field 2 = `Scope*`;
+/// `Scope*` field 1 = scope, field 2 = the items (repeated). Empty fields are omitted, as prost
+/// does, and fields are written in field-number order, so the output is prost's, byte for byte.
+fn encode_request<M: Message>(resource: &Resource, items: &[M]) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    let framed = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let sizes: Vec<usize> = items.iter().map(Message::encoded_len).collect();
+    let scope = scope();
+    let scope_len = scope.as_ref().map(Message::encoded_len);
+    let scope_part = scope_len.map_or(0, framed);
+    let scoped_len = scope_part + sizes.iter().map(|s| framed(*s)).sum::<usize>();
+    let resource_len = resource.encoded_len();
+    let resourced_len = framed(resource_len) + framed(scoped_len);
+    let total = framed(resourced_len);
+    let mut buf = Vec::with_capacity(total);
+    let b = &mut buf;
+    let field = |tag: u32, len: usize, b: &mut Vec<u8>| {
+        encode_key(tag, WireType::LengthDelimited, b);
+        encode_varint(len as u64, b);
+    };
+    field(1, resourced_len, b);
+    field(1, resource_len, b);
+    resource.encode_raw(b);
+    field(2, scoped_len, b);
+    if let (Some(scope), Some(len)) = (&scope, scope_len) {
+        field(1, len, b);
+        scope.encode_raw(b);
+    }
+    for (item, size) in items.iter().zip(&sizes) {
+        field(2, *size, b);
+        item.encode_raw(b);
+    }
+    buf
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {
@@ -399,4 +401,127 @@ fn rejected_items(signal: Signal, body: &[u8]) -> u64 {
             .map(|p| p.rejected_log_records),
     };
     n.unwrap_or(0).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The hand-framed requests are byte for byte what prost writes for the nested messages,
+    /// with large items (multi-byte length varints) and an empty resource.
+    #[test]
+    fn hand_framing_equals_prost() {
+        let big = "x".repeat(300);
+        let logs: Vec<LogRecord> = (0..50)
+            .map(|i| LogRecord {
+                time_unix_nano: i,
+                severity_number: 9,
+                severity_text: "INFO".into(),
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue(format!("line {i} {big}"))),
+                }),
+                attributes: vec![kv("aws.lambda.log.source", "function")],
+                trace_id: vec![1; 16],
+                span_id: vec![2; 8],
+                ..Default::default()
+            })
+            .collect();
+        let spans = vec![Span {
+            name: "checkout".into(),
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            attributes: vec![kv("faas.invocation_id", &big)],
+            ..Default::default()
+        }];
+        let metrics = vec![crate::translate::counter(
+            "faas.invocations",
+            "{invocation}",
+            1,
+            vec![kv("a", "b")],
+            1,
+            2,
+        )];
+        for resource in [
+            Resource {
+                attributes: vec![kv("service.name", "checkout"), kv("faas.name", &big)],
+                ..Default::default()
+            },
+            Resource::default(),
+        ] {
+            let enc = encode(
+                &resource,
+                Batch {
+                    spans: spans.clone(),
+                    metrics: metrics.clone(),
+                    logs: logs.clone(),
+                },
+            );
+            let want_logs = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: Some(resource.clone()),
+                    scope_logs: vec![ScopeLogs {
+                        scope: scope(),
+                        log_records: logs.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec();
+            let want_traces = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(resource.clone()),
+                    scope_spans: vec![ScopeSpans {
+                        scope: scope(),
+                        spans: spans.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec();
+            let want_metrics = ExportMetricsServiceRequest {
+                resource_metrics: vec![ResourceMetrics {
+                    resource: Some(resource.clone()),
+                    scope_metrics: vec![ScopeMetrics {
+                        scope: scope(),
+                        metrics: metrics.clone(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec();
+            assert_eq!(enc.logs, Some((want_logs, 50)));
+            assert_eq!(enc.traces, Some((want_traces, 1)));
+            assert_eq!(enc.metrics, Some((want_metrics, 1)));
+        }
+        let empty = encode(&Resource::default(), Batch::default());
+        assert_eq!(
+            empty,
+            Encoded {
+                traces: None,
+                metrics: None,
+                logs: None
+            }
+        );
+    }
 }
