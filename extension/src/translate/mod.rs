@@ -926,9 +926,7 @@ impl Translator {
             redacted |= redact_any(&self.opts.redactor, body);
         }
         for kv in p.attributes.iter_mut() {
-            if let Some(v) = kv.value.as_mut() {
-                redacted |= redact_any(&self.opts.redactor, v);
-            }
+            redacted |= redact_kv(&self.opts.redactor, kv);
         }
         if redacted {
             self.stats.redacted += 1;
@@ -1007,11 +1005,28 @@ fn redact_any(r: &Redactor, v: &mut AnyValue) -> bool {
             .values
             .iter_mut()
             .fold(false, |acc, x| redact_any(r, x) | acc),
-        Some(AV::KvlistValue(l)) => l.values.iter_mut().fold(false, |acc, kv| {
-            kv.value.as_mut().is_some_and(|x| redact_any(r, x)) | acc
-        }),
+        Some(AV::KvlistValue(l)) => l
+            .values
+            .iter_mut()
+            .fold(false, |acc, kv| redact_kv(r, kv) | acc),
         _ => false,
     }
+}
+
+/// A JSON field: its whole value is masked when its key names a secret (the key and the value
+/// are separate strings here, so a value rule cannot see both); otherwise the value rules apply.
+fn redact_kv(r: &Redactor, kv: &mut KeyValue) -> bool {
+    let Some(v) = kv.value.as_mut() else {
+        return false;
+    };
+    if v.value.is_some() && r.masks_key(&kv.key) {
+        if matches!(&v.value, Some(AV::StringValue(s)) if s == redact::MASK) {
+            return false;
+        }
+        v.value = Some(AV::StringValue(redact::MASK.to_owned()));
+        return true;
+    }
+    redact_any(r, v)
 }
 
 /// `aws.lambda.log_source` values.

@@ -4,6 +4,10 @@
 //! capture group named `secret` masks only that group (so `https://user:pw@host` keeps its shape);
 //! otherwise the whole match is masked. The default rules carry a cheap literal pre-filter so a
 //! line that cannot match costs a substring search, not a regex run.
+//!
+//! The default set also masks by key name: in a JSON log record (fields become attributes, so
+//! the key and the value are no longer one string) the whole value of a field whose key names a
+//! secret ([`SENSITIVE_KEYS`], case-insensitive, `_`/`-`/`.` ignored) is replaced by [`MASK`].
 
 use regex_lite::Regex;
 
@@ -24,6 +28,28 @@ pub const DEFAULT_RULES: &[(&str, &[&str])] = &[
     (r"://[^/\s:@]+:(?P<secret>[^/\s@]+)@", &["://"]),
 ];
 
+/// Key-name fragments (lowercase, separators removed) whose field value is masked whole.
+pub const SENSITIVE_KEYS: &[&str] = &[
+    "secretaccesskey",
+    "password",
+    "passwd",
+    "token",
+    "authorization",
+    "apikey",
+    "privatekey",
+];
+
+/// True when `key` names a secret: it contains one of [`SENSITIVE_KEYS`] once lowercased with
+/// `_`, `-`, `.` and spaces removed (`aws_secret_access_key`, `SecretAccessKey`, `X-Api-Key`).
+pub fn is_sensitive_key(key: &str) -> bool {
+    let norm: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    SENSITIVE_KEYS.iter().any(|k| norm.contains(k))
+}
+
 #[derive(Debug, Clone)]
 struct Rule {
     re: Regex,
@@ -36,6 +62,8 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     rules: Vec<Rule>,
+    /// Mask whole values of fields whose key is [`is_sensitive_key`] (on with the defaults).
+    mask_keys: bool,
 }
 
 impl Redactor {
@@ -47,6 +75,7 @@ impl Redactor {
     /// The default rule set.
     pub fn defaults() -> Self {
         let mut r = Self::none();
+        r.mask_keys = true;
         for (pat, pre) in DEFAULT_RULES {
             // The defaults are tested to compile; a failure here would only lose that rule.
             if let Ok(re) = Regex::new(pat) {
@@ -75,6 +104,12 @@ impl Redactor {
     /// Appends `other`'s rules after ours.
     pub fn extend(&mut self, other: Redactor) {
         self.rules.extend(other.rules);
+        self.mask_keys |= other.mask_keys;
+    }
+
+    /// True when a field named `key` must have its whole value masked.
+    pub fn masks_key(&self, key: &str) -> bool {
+        self.mask_keys && is_sensitive_key(key)
     }
 
     /// Bit `i` set when rule `i` may match: it has no pre-filter, or one of its literals occurs
@@ -93,8 +128,9 @@ impl Redactor {
         bits
     }
 
+    /// True when nothing is masked at all (no rules, no key masking).
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && !self.mask_keys
     }
 
     pub fn len(&self) -> usize {
@@ -194,6 +230,34 @@ mod tests {
             assert_eq!(s, want, "input {input:?}");
             assert_eq!(changed, input != want, "changed flag for {input:?}");
         }
+    }
+
+    #[test]
+    fn sensitive_keys_are_case_and_separator_insensitive() {
+        for k in [
+            "SecretAccessKey",
+            "aws_secret_access_key",
+            "password",
+            "DB_PASSWORD",
+            "passwd",
+            "Authorization",
+            "x-api-key",
+            "apiKey",
+            "private_key",
+            "sessionToken",
+        ] {
+            assert!(is_sensitive_key(k), "{k}");
+        }
+        for k in ["user", "message", "path", "accessKeyId", "secret_name"] {
+            assert!(!is_sensitive_key(k), "{k}");
+        }
+        assert!(Redactor::defaults().masks_key("Password"));
+        assert!(!Redactor::none().masks_key("Password"));
+        let mut user = Redactor::none();
+        user.add("x").unwrap();
+        assert!(!user.masks_key("Password"));
+        user.extend(Redactor::defaults());
+        assert!(user.masks_key("Password"));
     }
 
     #[test]

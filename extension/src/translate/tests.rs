@@ -521,3 +521,76 @@ fn lifecycle_only_mode_emits_at_invoke() {
     assert_eq!(metric_total(&b, metric::FAAS_INVOCATIONS), 2);
     assert_eq!(h.tr.pending_reports(), 0);
 }
+
+/// A JSON record's fields are separate attributes, so the key-name rule masks by key: a JSON
+/// function record (nested `extra` like Powertools) and a `{...}` text line.
+fn secret_records() -> Vec<String> {
+    vec![
+        format!(
+            r#"{{"time":"{}","type":"function","record":{{"level":"INFO","message":"creds loaded","SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY","user":"alice","extra":{{"aws_secret_access_key":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY","region":"eu-west-1"}}}}}}"#,
+            t(0)
+        ),
+        format!(
+            r#"{{"time":"{}","type":"function","record":"{{\"message\":\"login\",\"password\":\"hunter2\",\"Authorization\":\"Basic dXNlcjpwYXNz\",\"path\":\"/login\",\"attempt\":3}}"}}"#,
+            t(1)
+        ),
+    ]
+}
+
+fn attr_value<'a>(attrs: &'a [KeyValue], key: &str) -> &'a AV {
+    attrs
+        .iter()
+        .find(|k| k.key == key)
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .unwrap_or_else(|| panic!("attribute {key} missing in {attrs:?}"))
+}
+
+fn str_of(v: &AV) -> &str {
+    match v {
+        AV::StringValue(s) => s,
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+#[test]
+fn json_log_fields_with_secret_key_names_are_masked() {
+    const KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let mut h = Harness::new();
+    h.feed(&secret_records());
+    let b = h.take();
+    assert_eq!(b.logs.len(), 2);
+    let a = &b.logs[0].attributes;
+    assert_eq!(str_of(attr_value(a, "SecretAccessKey")), redact::MASK);
+    assert_eq!(str_of(attr_value(a, "user")), "alice");
+    let AV::KvlistValue(extra) = attr_value(a, "extra") else {
+        panic!("extra is not a map")
+    };
+    assert_eq!(
+        str_of(attr_value(&extra.values, "aws_secret_access_key")),
+        redact::MASK
+    );
+    assert_eq!(str_of(attr_value(&extra.values, "region")), "eu-west-1");
+    let a = &b.logs[1].attributes;
+    assert_eq!(str_of(attr_value(a, "password")), redact::MASK);
+    assert_eq!(str_of(attr_value(a, "Authorization")), redact::MASK);
+    assert_eq!(str_of(attr_value(a, "path")), "/login");
+    assert_eq!(attr_value(a, "attempt"), &AV::IntValue(3));
+    assert_eq!(h.tr.stats().redacted, 2);
+    let dump = format!("{:?}", b.logs);
+    assert!(!dump.contains(KEY) && !dump.contains("hunter2") && !dump.contains("dXNlcjpwYXNz"));
+
+    // LAMBDAWATCH_REDACT=none: untouched.
+    let mut h = Harness::with(Options {
+        redactor: Redactor::none(),
+        ..Options::default()
+    });
+    h.feed(&secret_records());
+    let b = h.take();
+    let a = &b.logs[0].attributes;
+    assert_eq!(str_of(attr_value(a, "SecretAccessKey")), KEY);
+    let a = &b.logs[1].attributes;
+    assert_eq!(str_of(attr_value(a, "password")), "hunter2");
+    assert_eq!(str_of(attr_value(a, "Authorization")), "Basic dXNlcjpwYXNz");
+    assert_eq!(h.tr.stats().redacted, 0);
+}
