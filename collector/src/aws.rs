@@ -461,6 +461,9 @@ pub async fn run_poller(
         stats
             .projected_cost_millis
             .store((cost * 1000.0).round() as u64, Ordering::Relaxed);
+        // What had been emitted before this poll: restored if the ingest queue refuses the
+        // poll's counts, so the next poll re-emits exactly those and nothing already counted.
+        let before = poller.ledger.clone();
         match poller.poll(&target, SystemTime::now()).await {
             Ok(counts) => {
                 AwsStats::add(&stats.poll_ok, 1);
@@ -470,9 +473,7 @@ pub async fn run_poller(
                         reason = r.label(),
                         "CloudWatch counts refused by the ingest queue; re-read next poll"
                     );
-                    // The ledger recorded them as emitted; forget the window so the next poll
-                    // emits them again rather than losing them.
-                    poller.ledger = cloudwatch::Ledger::default();
+                    poller.ledger = before;
                 }
             }
             Err(e) => {
@@ -483,6 +484,9 @@ pub async fn run_poller(
         ledger.send_replace(poller.ledger.clone());
     }
 }
+
+/// The largest Firehose delivery accepted: a 64 MiB buffer, base64 in JSON, plus framing.
+pub const FIREHOSE_MAX_BODY_BYTES: usize = 64 * 1024 * 1024 / 3 * 4 + 64 * 1024;
 
 #[derive(Clone)]
 struct FirehoseState {
@@ -496,6 +500,10 @@ struct FirehoseState {
 pub fn firehose_router(ingest: Ingest, access_key: Option<String>, stats: Arc<AwsStats>) -> Router {
     Router::new()
         .route("/firehose", post(firehose))
+        // Firehose HTTP-endpoint buffers go up to 64 MiB, base64-encoded in JSON (× 4/3).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            FIREHOSE_MAX_BODY_BYTES,
+        ))
         .with_state(FirehoseState {
             ingest,
             access_key: access_key.map(Arc::from),
