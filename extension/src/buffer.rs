@@ -4,7 +4,9 @@
 //! when `lifecycle` flushes. Bounded by item count and by encoded bytes
 //! (`LAMBDAWATCH_BUFFER_MAX_ITEMS` / `_BYTES`). **When full it drops the oldest items** and counts
 //! each one in [`Buffer::dropped`]: fresh telemetry is worth more than old, and the function must
-//! never wait for us. A single item larger than the byte limit is dropped on arrival.
+//! never wait for us. A single item larger than the byte limit is dropped on arrival. A batch
+//! whose export failed for a passing reason comes back through [`Buffer::requeue`] as the oldest
+//! items, so the same drop-oldest rule decides what survives a long outage.
 
 use std::collections::VecDeque;
 
@@ -68,6 +70,10 @@ impl Buffer {
 
     pub fn push(&mut self, item: Item) {
         let size = item.encoded_len();
+        self.push_sized(item, size);
+    }
+
+    fn push_sized(&mut self, item: Item, size: usize) {
         if size > self.max_bytes {
             self.dropped += 1;
             return;
@@ -119,6 +125,29 @@ impl Buffer {
     /// Items dropped because the buffer was full, since start.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Returns `batch` (taken by an export that failed for a passing reason) ahead of what
+    /// arrived since, as the oldest items; when that overflows, the oldest go first (counted in
+    /// [`Buffer::dropped`]). Nothing else is lost.
+    pub fn requeue(&mut self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let newer = std::mem::take(&mut self.items);
+        self.bytes = 0;
+        for s in batch.spans {
+            self.push(Item::Span(s));
+        }
+        for m in batch.metrics {
+            self.push(Item::Metric(m));
+        }
+        for l in batch.logs {
+            self.push(Item::Log(l));
+        }
+        for (item, size) in newer {
+            self.push_sized(item, size);
+        }
     }
 
     /// Takes everything, oldest first.
@@ -177,6 +206,32 @@ mod tests {
         assert_eq!(kept, ["2", "3", "4"]);
         assert!(b.is_empty());
         assert_eq!(b.bytes(), 0);
+    }
+
+    #[test]
+    fn requeued_items_come_first_and_overflow_drops_the_oldest() {
+        let mut b = Buffer::new(4, 1 << 20);
+        b.log(log("a"));
+        b.log(log("b"));
+        let first = b.drain();
+        b.requeue(Batch::default());
+        assert!(b.is_empty());
+        b.log(log("c"));
+        b.requeue(first);
+        assert_eq!(b.dropped(), 0);
+        let texts = |batch: &Batch| -> Vec<String> {
+            batch.logs.iter().map(|l| l.severity_text.clone()).collect()
+        };
+        let again = b.drain();
+        assert_eq!(texts(&again), ["a", "b", "c"]);
+        assert_eq!(b.bytes(), 0);
+        // Full: the requeued (oldest) items are the ones dropped.
+        b.log(log("d"));
+        b.log(log("e"));
+        b.requeue(again);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.dropped(), 1);
+        assert_eq!(texts(&b.drain()), ["b", "c", "d", "e"]);
     }
 
     #[test]

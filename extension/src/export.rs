@@ -2,13 +2,16 @@
 //! headers, a timeout per request and retries with backoff bounded by the time available.
 //!
 //! Consumes a [`Batch`] (drained from the buffer) and a deadline; produces an [`ExportReport`]
-//! (items exported, items dropped by reason, retries). Never blocks past the deadline: a dead
-//! collector fails fast (connection refused), a slow one is cut at `min(timeout, deadline)`, and
-//! what could not be sent is counted as dropped — the buffer has already moved on.
+//! (items exported, items dropped by reason, retries, and the items still worth sending). Never
+//! blocks past the deadline: a dead collector fails fast (connection refused), a slow one is cut
+//! at `min(timeout, deadline)`. What failed for a passing reason (connection refused, timeout,
+//! HTTP 408/429/502/503/504, no time left) comes back in [`ExportReport::unsent`] for the caller
+//! to return to the buffer (where drop-oldest applies) and send at the next flush; what the
+//! collector refused for good (other 4xx, unsupported scheme, TLS failure) is counted as dropped.
 //!
 //! Endpoints may be `http://` or `https://` (see [`crate::http`] for the TLS set-up). A TLS
 //! handshake failure (untrusted or wrong certificate) is not retried: the items are counted as
-//! `export_failed` at once, like a collector that stayed down, and the function is not held.
+//! `export_failed` at once (a certificate does not fix itself), and the function is not held.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,6 +88,9 @@ pub struct ExportReport {
     pub ok: bool,
     /// The last error, for the (rate-limited) log line.
     pub error: Option<String>,
+    /// The signals that failed for a passing reason, untouched: not counted as dropped; the
+    /// caller returns them to the buffer.
+    pub unsent: Batch,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +122,11 @@ fn scope() -> Option<InstrumentationScope> {
 /// them), but framed by hand: prost's `encode_to_vec` computes every item's length once per
 /// enclosing message (four times per log record), here it is computed once.
 pub fn encode(resource: &Resource, batch: Batch) -> Encoded {
+    encode_ref(resource, &batch)
+}
+
+/// [`encode`] without consuming the batch (kept to hand back what could not be sent).
+pub fn encode_ref(resource: &Resource, batch: &Batch) -> Encoded {
     let n = |v: usize| v as u64;
     let traces = (!batch.spans.is_empty())
         .then(|| (encode_request(resource, &batch.spans), n(batch.spans.len())));
@@ -218,7 +229,7 @@ impl Exporter {
         deadline: Instant,
         first_failure: Option<Arc<Notify>>,
     ) -> ExportReport {
-        let enc = encode(resource, batch);
+        let enc = encode_ref(resource, &batch);
         let f = first_failure.as_deref();
         let (t, m, l) = tokio::join!(
             self.send_signal(Signal::Traces, enc.traces, deadline, f),
@@ -229,9 +240,26 @@ impl Exporter {
             ok: true,
             ..Default::default()
         };
+        let Batch {
+            spans,
+            metrics,
+            logs,
+        } = batch;
+        if t.unsent {
+            report.unsent.spans = spans;
+        }
+        if m.unsent {
+            report.unsent.metrics = metrics;
+        }
+        if l.unsent {
+            report.unsent.logs = logs;
+        }
         for (i, r) in [t, m, l].into_iter().enumerate() {
             report.exported[i] = r.exported;
             report.retries += r.retries;
+            if r.unsent {
+                report.ok = false;
+            }
             if let Some((reason, n)) = r.dropped {
                 report.ok = false;
                 match report.dropped.iter_mut().find(|(k, _)| *k == reason) {
@@ -282,7 +310,7 @@ impl Exporter {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left < MIN_ATTEMPT {
-                res.dropped = Some((reason::EXPORT_FAILED, count));
+                res.unsent = true;
                 res.error
                     .get_or_insert_with(|| format!("{} export: no time left", signal.name()));
                 return res;
@@ -317,7 +345,7 @@ impl Exporter {
                     res.error = Some(e);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left < backoff + MIN_ATTEMPT {
-                        res.dropped = Some((reason::EXPORT_FAILED, count));
+                        res.unsent = true;
                         return res;
                     }
                     res.retries += 1;
@@ -375,6 +403,8 @@ struct SignalResult {
     dropped: Option<(&'static str, u64)>,
     retries: u64,
     error: Option<String>,
+    /// Failed for a passing reason: the items go back to the caller, not into `dropped`.
+    unsent: bool,
 }
 
 fn retryable(s: StatusCode) -> bool {

@@ -23,7 +23,7 @@
 //! | [`events`] | a POST body | events + counts of what was odd | skips and counts the bad element, keeps the rest |
 //! | [`translate`] | events, INVOKE | spans, metrics, log records | open invocations bounded; oldest emitted early |
 //! | [`buffer`] | items | batches | drops oldest, counts `dropped{reason=buffer_full}` |
-//! | [`export`] | a batch, a deadline | an export report | retries within the deadline, then counts `export_failed` |
+//! | [`export`] | a batch, a deadline | an export report | retries within the deadline, then hands the unsent items back (`lifecycle` returns them to the buffer for the next flush); permanent refusals counted as `rejected` / `export_failed` / `unsupported_endpoint`; unsent at the final flush counted as `export_failed` |
 //! | [`flush`] | flush facts, now | a decision | unhealthy collector → never blocks `/next` |
 //! | [`lifecycle`] | everything | calls to `/next`, flushes | shutdown within `deadlineMs` |
 //!

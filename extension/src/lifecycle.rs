@@ -16,6 +16,9 @@
 //!
 //! Fail open: nothing here panics; an export that outlives its budget keeps running in the
 //! background and marks the collector unhealthy, so the next invocations do not wait for it.
+//! What an export could not send for a passing reason (collector down, timeout, 429/503) goes
+//! back to the buffer and out with the next flush; only the final flush at SHUTDOWN counts it
+//! as `export_failed`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -207,6 +210,9 @@ pub struct Loop {
     export_failed: Arc<Notify>,
     /// Items in the in-flight export.
     in_flight_items: u64,
+    /// How many of the in-flight export's metrics came from the buffer (the rest are our own
+    /// self-metrics, not requeued).
+    in_flight_buffer_metrics: usize,
     timeout: Duration,
     started_ns: u64,
 }
@@ -239,6 +245,7 @@ impl Loop {
             export_task: None,
             export_failed: Arc::new(Notify::new()),
             in_flight_items: 0,
+            in_flight_buffer_metrics: 0,
             timeout: cfg.timeout,
             started_ns: now_ns(),
         }
@@ -256,7 +263,7 @@ impl Loop {
                 r = join_opt(&mut self.export_task), if self.export_task.is_some() => {
                     self.export_task = None;
                     let report = r.unwrap_or_else(|e| ExportReport { error: Some(e.to_string()), ..Default::default() });
-                    self.on_export_done(&report);
+                    self.on_export_done(report);
                     if matches!(phase, Phase::FlushBeforeNext { .. }) {
                         phase = Phase::Idle;
                         next = Some(Box::pin(api.clone().next()));
@@ -453,6 +460,7 @@ impl Loop {
             return;
         }
         let mut batch = self.buffer.drain();
+        self.in_flight_buffer_metrics = batch.metrics.len();
         batch
             .metrics
             .extend(self.stats.to_metrics(self.started_ns, now_ns()));
@@ -470,12 +478,20 @@ impl Loop {
         }));
     }
 
-    fn on_export_done(&mut self, r: &ExportReport) {
-        self.stats.on_export(r);
+    /// Counts the report and returns what failed for a passing reason to the buffer (without
+    /// our own self-metrics, which are cumulative and rebuilt at every flush); it goes out at the
+    /// next flush, and drop-oldest applies if the buffer overflows meanwhile.
+    fn on_export_done(&mut self, mut r: ExportReport) {
+        self.stats.on_export(&r);
         self.flush.on_flush_done(Instant::now(), r.ok);
         if let Some(e) = &r.error {
             warn!("export-failed", "export failed: {e}");
         }
+        let mut unsent = std::mem::take(&mut r.unsent);
+        unsent.metrics.truncate(self.in_flight_buffer_metrics);
+        self.buffer.requeue(unsent);
+        self.stats.on_buffer(self.buffer.dropped());
+        self.flush.buffer_fill = self.buffer.fill();
     }
 
     async fn shutdown(&mut self, deadline: Instant, reason: Option<&str>) {
@@ -484,7 +500,7 @@ impl Loop {
         if let Some(mut h) = self.export_task.take() {
             let half = deadline.saturating_duration_since(Instant::now()) / 2;
             match tokio::time::timeout(half, &mut h).await {
-                Ok(Ok(r)) => self.on_export_done(&r),
+                Ok(Ok(r)) => self.on_export_done(r),
                 _ => {
                     h.abort();
                     self.stats.drop(reason::EXPORT_FAILED, self.in_flight_items);
@@ -509,8 +525,16 @@ impl Loop {
             .metrics
             .extend(self.stats.to_metrics(self.started_ns, now_ns()));
         let resource = self.translator.resource.to_resource();
-        let report = self.exporter.export(&resource, batch, deadline).await;
-        self.on_export_done(&report);
+        let mut report = self.exporter.export(&resource, batch, deadline).await;
+        // The last chance: what is still unsent now is lost.
+        let unsent = std::mem::take(&mut report.unsent);
+        if !unsent.is_empty() {
+            self.stats.drop(reason::EXPORT_FAILED, unsent.len() as u64);
+        }
+        self.stats.on_export(&report);
+        if let Some(e) = &report.error {
+            warn!("export-failed", "final export failed: {e}");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Behaviour, Capture, TestPki};
-use lambdawatch_extension::buffer::Batch;
+use lambdawatch_extension::buffer::{Batch, Buffer};
 use lambdawatch_extension::config::{self, Compression, Config, Endpoints};
 use lambdawatch_extension::export::{ExportConfig, Exporter, reason};
 use lambdawatch_extension::http::HttpClient;
@@ -188,8 +188,87 @@ async fn collector_down_fails_fast_and_counts() {
         t.elapsed()
     );
     assert!(!r.ok);
-    assert_eq!(r.dropped, vec![(reason::EXPORT_FAILED, 5)]);
+    // A passing failure: nothing counted as dropped, every item handed back untouched.
+    assert_eq!(r.dropped, vec![]);
+    assert_eq!(r.unsent, batch());
     assert!(r.retries >= 1, "retried within the time available");
+}
+
+/// The collector is down for one flush and back for the next: the first flush's items go back
+/// to the buffer (not counted as `export_failed`) and arrive with the next flush, ahead of what
+/// came in meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_of_a_failed_flush_arrive_after_the_collector_recovers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ex = exporter(
+        &format!("http://127.0.0.1:{port}"),
+        Compression::Gzip,
+        Duration::from_secs(5),
+    );
+    let mut buf = Buffer::new(100, 1 << 20);
+    let first = batch();
+    for s in first.spans {
+        buf.span(s);
+    }
+    for m in first.metrics {
+        buf.metric(m);
+    }
+    for l in first.logs {
+        buf.log(l);
+    }
+    let r = ex
+        .export(
+            &resource(),
+            buf.drain(),
+            Instant::now() + Duration::from_millis(300),
+        )
+        .await;
+    assert!(!r.ok);
+    assert_eq!(r.exported, [0, 0, 0]);
+    assert!(
+        !r.dropped
+            .iter()
+            .any(|(why, _)| *why == reason::EXPORT_FAILED),
+        "{:?}",
+        r.dropped
+    );
+    buf.requeue(r.unsent);
+    buf.log(LogRecord {
+        body: Some(AnyValue {
+            value: Some(Value::StringValue("after the outage".into())),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(buf.len(), 6);
+    assert_eq!(buf.dropped(), 0);
+
+    let cap = Capture::start_on(port, Behaviour::Accept);
+    let r = ex
+        .export(
+            &resource(),
+            buf.drain(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.exported, [1, 1, 4]);
+    assert_eq!(r.dropped, vec![]);
+    assert!(r.unsent.is_empty());
+    assert_eq!(cap.spans().len(), 1);
+    assert_eq!(cap.spans()[0].1.name, "checkout");
+    let bodies: Vec<String> = cap
+        .logs()
+        .iter()
+        .map(|l| match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(bodies, ["line 0", "line 1", "line 2", "after the outage"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +289,9 @@ async fn slow_collector_is_cut_at_the_deadline() {
         "{took:?}"
     );
     assert!(!r.ok);
-    assert_eq!(r.dropped, vec![(reason::EXPORT_FAILED, 5)]);
+    // A timeout is a passing failure: handed back, not dropped.
+    assert_eq!(r.dropped, vec![]);
+    assert_eq!(r.unsent, batch());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
