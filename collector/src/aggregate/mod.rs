@@ -35,7 +35,7 @@ pub mod hist;
 pub mod series;
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -226,11 +226,60 @@ pub struct AggregateStats {
     pub functions: AtomicU64,
 }
 
+/// Label values whose counter series `/metrics` exposes at 0 for every known function from its
+/// first report, beside the ones it always exposes (all four outcomes, both `within` values, the
+/// platform counters). Prometheus's `increase()` cannot see the increment that creates a series,
+/// so a counter born at 1 loses its first event in the generated rules while the built-in
+/// evaluator counts it; a series that already exists at 0 loses nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZeroSeries {
+    /// Init types of `lambdawatch_cold_starts_total` and `lambdawatch_init_duration_seconds`
+    /// (the ones a cold-start SLO selects; always `on-demand`), sorted, distinct.
+    pub init_types: Vec<InitKind>,
+    /// Function name → its configured DLQ queues (`LAMBDAWATCH_DLQ_QUEUES`), for
+    /// `lambdawatch_dlq_messages_sent_total{queue}`.
+    pub dlq_queues: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Default for ZeroSeries {
+    fn default() -> Self {
+        Self {
+            init_types: vec![InitKind::OnDemand],
+            dlq_queues: BTreeMap::new(),
+        }
+    }
+}
+
+impl ZeroSeries {
+    /// `init_types` plus `on-demand`; `queues` as configured: queue → function.
+    pub fn new(
+        init_types: impl IntoIterator<Item = InitKind>,
+        queues: &BTreeMap<String, String>,
+    ) -> Self {
+        let mut kinds: Vec<InitKind> = init_types.into_iter().chain([InitKind::OnDemand]).collect();
+        kinds.sort();
+        kinds.dedup();
+        let mut dlq_queues: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (queue, function) in queues {
+            dlq_queues
+                .entry(function.clone())
+                .or_default()
+                .insert(queue.clone());
+        }
+        Self {
+            init_types: kinds,
+            dlq_queues,
+        }
+    }
+}
+
 /// The owned state: every function's aggregates. Pure: no clock, no I/O.
 #[derive(Debug)]
 pub struct Aggregates {
     pub layout: Layout,
     pub functions: HashMap<FunctionKey, FunctionState>,
+    /// Counter series `/metrics` exposes at 0 for every known function (see [`ZeroSeries`]).
+    pub zero_series: ZeroSeries,
     max_functions: usize,
     /// `(function, region, account)` and `function` → the most recently reporting key.
     latest: HashMap<(String, String, String), FunctionKey>,
@@ -243,6 +292,7 @@ impl Aggregates {
         Self {
             layout,
             functions: HashMap::new(),
+            zero_series: ZeroSeries::default(),
             max_functions,
             latest: HashMap::new(),
             latest_by_name: HashMap::new(),
