@@ -16,7 +16,7 @@
 //! | `LAMBDAWATCH_MAX_DECOMPRESSED_BYTES` | `16777216` | largest decompressed body, else 413 |
 //! | `LAMBDAWATCH_QUEUE_CAPACITY` | `1024` | ingest batches waiting for the aggregator, else 429 |
 //! | `LAMBDAWATCH_MAX_FUNCTIONS` | `20000` | tracked functions; events of further ones are dropped and counted |
-//! | `LAMBDAWATCH_ALERT_FOR` | `1m` | how long a condition holds (pending) before it fires |
+//! | `LAMBDAWATCH_ALERT_FOR` | `1m` | how long a condition holds (pending) before it fires; generated Prometheus rules must use the same (`rules --for`) |
 //! | `LAMBDAWATCH_ALERT_RESEND` | `5m` | re-send interval while firing |
 //! | `LAMBDAWATCH_NO_DATA_AFTER` | the spec's (`1h`) | overrides the spec's `defaults.no_data_after` |
 //! | `LAMBDAWATCH_ALERTMANAGER_URL` | unset | Alertmanager base URL (`POST /api/v2/alerts`) |

@@ -2,7 +2,11 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use lambdawatch_collector::{config::Config, serve, slo::spec};
+use lambdawatch_collector::{
+    config::{self, Config},
+    serve,
+    slo::spec,
+};
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +28,14 @@ enum Command {
     /// Check an SLO spec; exit 1 with `file:line:col: message` per problem.
     Validate { file: PathBuf },
     /// Print the Prometheus recording and alerting rules generated from an SLO spec.
-    Rules { file: PathBuf },
+    Rules {
+        file: PathBuf,
+        /// How long an alert condition holds (pending) before it fires: `for:` of every
+        /// alerting rule. Must equal the collector's LAMBDAWATCH_ALERT_FOR, so Prometheus and
+        /// the built-in evaluator fire at the same time. [default: 1m, DEFAULT_ALERT_FOR]
+        #[arg(long = "for", value_name = "DURATION", value_parser = config::parse_duration)]
+        alert_for: Option<std::time::Duration>,
+    },
     /// Monthly AWS Lambda cost of a what-if configuration (docs/cost.md).
     Cost(lambdawatch_collector::cost::CostArgs),
 }
@@ -42,11 +53,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Rules { file } => {
+        Command::Rules { file, alert_for } => {
+            let alert_for = alert_for.unwrap_or(config::DEFAULT_ALERT_FOR);
             let rules = spec::validate_file(&file)
                 .map_err(|e| e.to_string())
                 .and_then(|s| {
-                    lambdawatch_collector::rules::generate(&s)
+                    lambdawatch_collector::rules::generate(&s, alert_for)
                         .map_err(|e| format!("{}: {e}", file.display()))
                 });
             match rules {

@@ -15,8 +15,15 @@
 //! and one alert per severity: any of that severity's burn rules, each being
 //! `burn(long) ≥ factor and burn(short) ≥ factor and valid(long) ≥ min_events_per_hour × hours(long)`.
 //! `throttles` alerts when the count over the window reaches the budget (budget consumed ≥ 1),
-//! and one no-data alert covers every selected function. Alerts have no `for:` — the short
-//! window is the confirmation — and their annotations carry `runbook_url`.
+//! and one no-data alert covers every selected function. Every alert has `for: <alert_for>`, the
+//! pending period of the built-in state machine (`LAMBDAWATCH_ALERT_FOR`, default
+//! [`DEFAULT_ALERT_FOR`](crate::config::DEFAULT_ALERT_FOR)): both sides hold a condition that long before it fires, so the value
+//! given to [`generate`] (`rules --for`) must equal the collector's. Annotations carry
+//! `runbook_url`.
+//!
+//! `dlq_ratio` valid events are `max(AsyncEventsReceived, dead-lettered)`, as in the built-in
+//! evaluator: dead letters reported with no (or fewer) received events (an SQS-only DLQ figure)
+//! still count against the objective instead of dividing by zero.
 //!
 //! Selector tags (resource attributes) are not Prometheus labels, so a spec that uses them is
 //! refused rather than silently widened.
@@ -44,8 +51,9 @@ pub enum RulesError {
     TagsNotExpressible { index: usize, slo: String },
 }
 
-/// The rule file for `spec`.
-pub fn generate(spec: &SloSpec) -> Result<String, RulesError> {
+/// The rule file for `spec`, every alert pending for `alert_for` (`Duration::ZERO`: no `for:`)
+/// before it fires.
+pub fn generate(spec: &SloSpec, alert_for: Duration) -> Result<String, RulesError> {
     for (index, slo) in spec.slos.iter().enumerate() {
         if !slo.selector.tags.is_empty() {
             return Err(RulesError::TagsNotExpressible {
@@ -69,13 +77,13 @@ pub fn generate(spec: &SloSpec) -> Result<String, RulesError> {
     out.push_str("groups:\n");
     for slo in &spec.slos {
         if slo.sli.is_count_budget() {
-            count_budget_group(&mut out, spec, slo);
+            count_budget_group(&mut out, spec, slo, alert_for);
         } else {
-            ratio_group(&mut out, spec, slo);
+            ratio_group(&mut out, spec, slo, alert_for);
         }
     }
     if let Some(after) = spec.defaults.no_data_after {
-        no_data_group(&mut out, spec, after);
+        no_data_group(&mut out, spec, after, alert_for);
     }
     Ok(out)
 }
@@ -190,10 +198,18 @@ fn event_exprs(slo: &SloDef, window: Duration) -> (String, String) {
             // `(A >= B) or B or A` is max(A, B) that survives either side being absent.
             let dropped = sum_increase("lambdawatch_async_events_dropped_total", &sel, window);
             let sent = sum_increase("lambdawatch_dlq_messages_sent_total", &sel, window);
-            (
-                sum_increase("lambdawatch_async_events_received_total", &sel, window),
-                format!("(\n  {dropped}\n  >=\n  {sent}\n)\nor\n{sent}\nor\n{dropped}"),
-            )
+            let bad = format!("(\n  {dropped}\n  >=\n  {sent}\n)\nor\n{sent}\nor\n{dropped}");
+            // Valid = max(AsyncEventsReceived, dead-lettered), as the built-in evaluator: dead
+            // letters with fewer (or no) received events still count against the objective.
+            let received = sum_increase("lambdawatch_async_events_received_total", &sel, window);
+            let indent =
+                |by: &str| -> String { bad.lines().map(|l| format!("\n{by}{l}")).collect() };
+            let valid = format!(
+                "(\n  {received}\n  >=\n  ({}\n  )\n)\nor\n({}\n)\nor\n{received}",
+                indent("    "),
+                indent("  "),
+            );
+            (valid, bad)
         }
         Sli::Throttles => (
             sum_increase("lambdawatch_throttles_total", &sel, window),
@@ -237,11 +253,15 @@ fn push_alert(
     out: &mut String,
     name: &str,
     expr: &str,
+    alert_for: Duration,
     labels: &[(String, String)],
     annotations: &[(&str, String)],
 ) {
     let _ = writeln!(out, "      - alert: {name}");
     push_expr(out, "        ", expr);
+    if !alert_for.is_zero() {
+        let _ = writeln!(out, "        for: {}", format_duration(alert_for));
+    }
     out.push_str("        labels:\n");
     for (k, v) in labels {
         let _ = writeln!(out, "          {k}: {}", yaml_str(v));
@@ -286,7 +306,7 @@ fn sli_phrase(sli: &Sli) -> String {
 
 // ───────────────────────────── groups ─────────────────────────────
 
-fn ratio_group(out: &mut String, spec: &SloSpec, slo: &SloDef) {
+fn ratio_group(out: &mut String, spec: &SloSpec, slo: &SloDef, alert_for: Duration) {
     let rules = &spec.defaults.burn_rules;
     let mut windows: BTreeSet<Duration> = BTreeSet::new();
     for r in rules {
@@ -359,6 +379,7 @@ fn ratio_group(out: &mut String, spec: &SloSpec, slo: &SloDef) {
             out,
             alert_name(&slo.sli),
             &expr,
+            alert_for,
             &alert_labels(slo, severity),
             &[
                 ("summary", summary),
@@ -387,7 +408,7 @@ fn burn_condition(spec: &SloSpec, rule: &BurnRule, sel: &str) -> String {
     format!("(\n  {}\n)", parts.join("\n  and\n  "))
 }
 
-fn count_budget_group(out: &mut String, spec: &SloSpec, slo: &SloDef) {
+fn count_budget_group(out: &mut String, spec: &SloSpec, slo: &SloDef, alert_for: Duration) {
     let w = slo.window;
     let sel = format!("{{slo={}}}", promql_string(&slo.name));
     let _ = writeln!(out, "  - name: lambdawatch-slo-{}", slo.name);
@@ -417,6 +438,7 @@ fn count_budget_group(out: &mut String, spec: &SloSpec, slo: &SloDef) {
         out,
         alert_name(&slo.sli),
         &format!("{record}{sel} / {} >= 1", num(slo.objective)),
+        alert_for,
         &alert_labels(slo, Severity::Ticket),
         &[
             ("summary", summary),
@@ -429,7 +451,7 @@ fn count_budget_group(out: &mut String, spec: &SloSpec, slo: &SloDef) {
     );
 }
 
-fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration) {
+fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration, alert_for: Duration) {
     // Every function that reports, whether or not an SLO selects it (as the built-in evaluator).
     let count =
         |range: &str| format!("sum by ({BY}) (increase(lambdawatch_invocations_total{range}))");
@@ -457,6 +479,7 @@ fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration) {
         out,
         NO_DATA_ALERT_NAME,
         &expr,
+        alert_for,
         &[
             ("slo".to_owned(), NO_DATA_SLO.to_owned()),
             ("severity".to_owned(), Severity::Ticket.as_str().to_owned()),
@@ -475,6 +498,7 @@ fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_ALERT_FOR;
 
     /// The checked-in rules for the embedded default; `LAMBDAWATCH_UPDATE_GOLDEN=1` rewrites it.
     const CHECKED_IN: &str = "../alerts/lambdawatch-rules.yml";
@@ -482,7 +506,8 @@ mod tests {
     #[test]
     fn checked_in_rules_match_the_embedded_default() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CHECKED_IN);
-        let generated = generate(&SloSpec::embedded_default()).unwrap_or_else(|e| panic!("{e}"));
+        let generated = generate(&SloSpec::embedded_default(), DEFAULT_ALERT_FOR)
+            .unwrap_or_else(|e| panic!("{e}"));
         if std::env::var_os("LAMBDAWATCH_UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, &generated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
@@ -490,7 +515,7 @@ mod tests {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             generated == checked_in,
-            "{} drifted from `rules::generate(&SloSpec::embedded_default())`: regenerate it with \
+            "{} drifted from `rules::generate(&SloSpec::embedded_default(), DEFAULT_ALERT_FOR)`: regenerate it with \
              `LAMBDAWATCH_UPDATE_GOLDEN=1 cargo test -p lambdawatch-collector --lib rules` and review the diff",
             path.display()
         );
@@ -506,7 +531,7 @@ mod tests {
             "version: 1\nslos:\n  - name: a\n    selector: {tags: {team: x}}\n    sli: {type: error_rate}\n    objective: 0.99\n",
         );
         assert_eq!(
-            generate(&s),
+            generate(&s, DEFAULT_ALERT_FOR),
             Err(RulesError::TagsNotExpressible {
                 index: 0,
                 slo: "a".into()
@@ -528,7 +553,7 @@ mod tests {
                 r#"account=~"12.""#.to_owned()
             ]
         );
-        let text = generate(&s).unwrap_or_default();
+        let text = generate(&s, DEFAULT_ALERT_FOR).unwrap_or_default();
         assert!(text.contains(
             r#"increase(lambdawatch_invocations_total{function=~"checkout-.*", version="$LATEST", account=~"12."}[5m])"#
         ));
@@ -546,7 +571,7 @@ mod tests {
         let s = spec(
             "version: 1\ndefaults:\n  min_events_per_hour: 0\n  no_data_after: null\n  burn_rules:\n    - {severity: page, factor: 10, long: 2h, short: 10m}\nslos:\n  - name: a\n    sli: {type: timeout_budget, fraction: 0.5}\n    objective: 0.95\n    window: 7d\n",
         );
-        let text = generate(&s).unwrap_or_default();
+        let text = generate(&s, DEFAULT_ALERT_FOR).unwrap_or_default();
         assert!(
             text.contains("lambdawatch:slo_burn_rate:2h{slo=\"a\"} >= 10"),
             "{text}"
@@ -558,13 +583,14 @@ mod tests {
         ));
         // Guard off: no count condition; no ticket rules; no-data off.
         assert!(!text.contains(">= 0"));
+        assert!(text.contains("        for: 1m\n"), "{text}");
         assert!(!text.contains("severity: \"ticket\""));
         assert!(!text.contains(NO_DATA_ALERT_NAME));
 
         let guarded = spec(
             "version: 1\ndefaults:\n  min_events_per_hour: 30\nslos:\n  - name: a\n    sli: {type: error_rate}\n    objective: 0.99\n",
         );
-        let text = generate(&guarded).unwrap_or_default();
+        let text = generate(&guarded, DEFAULT_ALERT_FOR).unwrap_or_default();
         assert!(text.contains("lambdawatch:slo_valid_events:increase1h{slo=\"a\"} >= 30"));
         assert!(text.contains("lambdawatch:slo_valid_events:increase6h{slo=\"a\"} >= 180"));
         assert!(text.contains("lambdawatch:slo_valid_events:increase3d{slo=\"a\"} >= 2160"));
@@ -572,8 +598,44 @@ mod tests {
     }
 
     #[test]
+    fn alerts_pend_for_the_given_duration() {
+        let spec = SloSpec::embedded_default();
+        let alerts = |text: &str| text.matches("\n      - alert: ").count();
+        let text = generate(&spec, Duration::from_secs(90)).unwrap_or_default();
+        assert!(alerts(&text) >= 6, "{text}");
+        assert_eq!(
+            text.matches("\n        for: 1m30s\n").count(),
+            alerts(&text)
+        );
+        let text = generate(&spec, Duration::from_millis(1500)).unwrap_or_default();
+        assert_eq!(
+            text.matches("\n        for: 1s500ms\n").count(),
+            alerts(&text)
+        );
+        let text = generate(&spec, Duration::ZERO).unwrap_or_default();
+        assert!(!text.contains("for:"), "{text}");
+    }
+
+    #[test]
+    fn dlq_valid_events_are_the_max_of_received_and_dead_lettered() {
+        let text = generate(&SloSpec::embedded_default(), DEFAULT_ALERT_FOR).unwrap_or_default();
+        let start = text
+            .find("- record: lambdawatch:slo_valid_events:increase5m\n        expr: |-\n          (\n            sum by (function, version, region, account) (increase(lambdawatch_async_events_received_total[5m]))")
+            .unwrap_or_else(|| panic!("dlq valid 5m record:\n{text}"));
+        let record = &text[start..];
+        let record = &record[..record.find("labels:").unwrap_or(record.len())];
+        for needle in [
+            "lambdawatch_async_events_received_total[5m]",
+            "lambdawatch_async_events_dropped_total[5m]",
+            "lambdawatch_dlq_messages_sent_total[5m]",
+        ] {
+            assert!(record.contains(needle), "{needle} in\n{record}");
+        }
+    }
+
+    #[test]
     fn every_sli_reads_its_contract_metric() {
-        let text = generate(&SloSpec::embedded_default()).unwrap_or_default();
+        let text = generate(&SloSpec::embedded_default(), DEFAULT_ALERT_FOR).unwrap_or_default();
         for needle in [
             r#"lambdawatch_init_duration_seconds_bucket{init_type="on-demand", le="0.5"}"#,
             r#"lambdawatch_init_duration_seconds_count{init_type="on-demand"}"#,
@@ -606,7 +668,7 @@ mod tests {
     fn every_runbook_url_resolves_to_a_page_in_docs_runbooks() {
         let spec = SloSpec::embedded_default();
         let base = format!("{}/", spec.defaults.runbook_base_url);
-        let text = generate(&spec).unwrap_or_default();
+        let text = generate(&spec, DEFAULT_ALERT_FOR).unwrap_or_default();
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks");
         let mut seen = 0;
         for line in text.lines().filter(|l| l.contains("runbook_url:")) {
@@ -632,7 +694,7 @@ mod tests {
         let s = spec(
             "version: 1\nslos:\n  - name: a\n    selector: {function: \"a-*\"}\n    sli: {type: error_rate}\n    objective: 0.99\n",
         );
-        let text = generate(&s).unwrap_or_default();
+        let text = generate(&s, DEFAULT_ALERT_FOR).unwrap_or_default();
         let no_data = &text[text.find("lambdawatch-no-data").unwrap_or(0)..];
         assert!(!no_data.contains("a-.*"), "{no_data}");
         assert!(no_data.contains("increase(lambdawatch_invocations_total[1h])) == 0"));

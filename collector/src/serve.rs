@@ -455,6 +455,7 @@ pub async fn run(
             tracing::warn!("checkpoint counts ignored: counted against other SLO thresholds");
         }
     }
+    aggregates.zero_series = eval::zero_series(&spec, &cfg.dlq_queues);
     let (handle, ingest_tx, owner, drained) = aggregate::owner(
         aggregates,
         cfg.queue_capacity,

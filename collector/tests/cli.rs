@@ -77,6 +77,21 @@ fn rules_prints_the_generated_rules_for_a_valid_spec() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("groups:"), "{text}");
     assert!(text.contains("LambdawatchErrorBudgetBurn"), "{text}");
+    // Alerts pend for DEFAULT_ALERT_FOR unless `--for` says otherwise (= LAMBDAWATCH_ALERT_FOR).
+    assert!(text.contains("\n        for: 1m\n"), "{text}");
+    let out = bin()
+        .args(["rules", "--for", "150s"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\n        for: 2m30s\n"), "{text}");
+    assert!(!text.contains("for: 1m\n"), "{text}");
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "version: 1\nslos: []\nextra: 1\n").unwrap();

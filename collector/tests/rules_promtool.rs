@@ -27,7 +27,8 @@ fn promtool() -> PathBuf {
 }
 
 fn check(promtool: &Path, dir: &Path, name: &str, spec: &SloSpec) {
-    let text = generate(spec).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let text = generate(spec, lambdawatch_collector::config::DEFAULT_ALERT_FOR)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let file = dir.join(format!("{name}.yml"));
     std::fs::write(&file, &text).expect("write rules");
     let out = Command::new(promtool)

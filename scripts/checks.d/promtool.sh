@@ -8,8 +8,9 @@
 #   2. `promtool test rules alerts/tests/*.yml`: fires on an outage (two collectors summed), does
 #      not fire on low traffic (one failure in six invocations an hour), resolves; cold start,
 #      throttle budget, DLQ ratio and no-data cases.
-#   3. A self-test that the suite can fail: the low-traffic test must FAIL against a copy of the
-#      rules with the low-traffic guard removed.
+#   3. Self-tests that the suite can fail: the low-traffic test must FAIL against a copy of the
+#      rules with the low-traffic guard removed, and the error-rate test (pending for `for: 1m`
+#      before paging) against a copy without `for:`.
 #
 # promtool comes from Debian's `prometheus` package, installed with apt-get when missing.
 # Exits non-zero with a message on the first failure.
@@ -51,4 +52,13 @@ if (cd "$work/tests" && promtool test rules low_traffic.yml >"$work/out.txt" 2>&
   die "self-test: low_traffic.yml passed against rules without the low-traffic guard"
 fi
 say "self-test: low_traffic.yml fails without the guard, as it must"
+
+# ... and the pending checks prove the `for:` delay: without it the outage pages a minute early.
+grep -q '^        for: ' "$rules" || die "self-test: no \`for:\` in $rules"
+grep -v '^        for: ' "$rules" >"$work/lambdawatch-rules.yml"
+cp "$root/alerts/tests/error_rate.yml" "$work/tests/"
+if (cd "$work/tests" && promtool test rules error_rate.yml >"$work/out.txt" 2>&1); then
+  die "self-test: error_rate.yml passed against rules without \`for:\`"
+fi
+say "self-test: error_rate.yml fails without \`for:\`, as it must"
 say "ok: check rules + ${#tests[@]} unit-test files"

@@ -31,7 +31,7 @@ use crate::{
         Aggregates, FunctionKey, FunctionState, InitKind, Layout, PlatformCounter,
         function::{COLD_TOTAL, INV_TB_GOOD, INV_TB_TOTAL},
         hist::Quantiles,
-        series::Window,
+        series::{RINGS, Window},
     },
     alerting::alert::{Evidence, time_to_exhaustion},
     slo::spec::{Defaults, InitType, Severity, Sli, SloDef, SloSpec},
@@ -72,6 +72,19 @@ pub fn layout_for(spec: &SloSpec) -> Layout {
     Layout::new(&cold, &fractions)
 }
 
+/// The series `/metrics` exposes at 0 for every known function: the init types the cold-start
+/// SLOs select and the configured DLQ queues (`queue → function`).
+pub fn zero_series(
+    spec: &SloSpec,
+    dlq_queues: &BTreeMap<String, String>,
+) -> crate::aggregate::ZeroSeries {
+    let kinds = spec.slos.iter().flat_map(|s| match &s.sli {
+        Sli::ColdStart { init_types, .. } => init_types.iter().map(|t| init_kind(*t)).collect(),
+        _ => Vec::new(),
+    });
+    crate::aggregate::ZeroSeries::new(kinds, dlq_queues)
+}
+
 fn init_kind(t: InitType) -> InitKind {
     match t {
         InitType::OnDemand => InitKind::OnDemand,
@@ -97,70 +110,150 @@ impl Counts {
     }
 }
 
-/// Every series of one function summed over one window (computed once per window and shared by
-/// all SLOs of the function).
-#[derive(Debug, Clone, Default)]
-pub struct WindowSums {
-    /// The invocation series (`stride` counters), then one cold-start series per entry of
-    /// `FunctionState::cold`, in that order: one allocation per window.
-    pub counters: Vec<u64>,
-    pub platform: [u64; PlatformCounter::COUNT],
+/// The windows one evaluation reads (the report windows, every SLO window, every burn-rule
+/// window, the no-data lookback), resolved once per evaluation and grouped by ring so that each
+/// function's rings are walked once for all of them ([`Series::sum_windows_into`]).
+///
+/// [`Series::sum_windows_into`]: crate::aggregate::series::Series::sum_windows_into
+#[derive(Debug, Clone)]
+pub struct WindowPlan {
+    /// Distinct window lengths (s), in the order of their sum blocks.
+    secs: Vec<u64>,
+    /// Per ring: the bucket counts of its windows, ascending (one block per entry, blocks of
+    /// ring 0 first, then ring 1, …).
+    rings: Vec<Vec<u64>>,
+    /// Block of each entry of `secs` (`None`: beyond the longest window the series keep).
+    block: Vec<Option<usize>>,
 }
 
-/// Lazily filled per-window sums of one function at one `now`.
+impl WindowPlan {
+    /// The plan for `windows` at `now_s`.
+    pub fn new(windows: impl IntoIterator<Item = Duration>, now_s: u64) -> Self {
+        let mut secs: Vec<u64> = windows.into_iter().map(|w| w.as_secs()).collect();
+        secs.sort_unstable();
+        secs.dedup();
+        let resolved: Vec<Option<Window>> =
+            secs.iter().map(|s| Window::resolve(*s, now_s)).collect();
+        let mut rings: Vec<Vec<u64>> = vec![Vec::new(); RINGS.len()];
+        for w in resolved.iter().flatten() {
+            rings[w.ring].push(w.buckets);
+        }
+        for r in &mut rings {
+            r.sort_unstable();
+            r.dedup();
+        }
+        let block = resolved
+            .iter()
+            .map(|w| {
+                let w = (*w)?;
+                let before: usize = rings[..w.ring].iter().map(Vec::len).sum();
+                Some(before + rings[w.ring].iter().position(|b| *b == w.buckets)?)
+            })
+            .collect();
+        Self { secs, rings, block }
+    }
+
+    /// Every window `spec` evaluates.
+    pub fn for_spec(spec: &SloSpec, now_s: u64) -> Self {
+        let rules = spec
+            .defaults
+            .burn_rules
+            .iter()
+            .flat_map(|r| [r.long, r.short]);
+        let windows = REPORT_WINDOWS
+            .iter()
+            .copied()
+            .chain(spec.slos.iter().map(|s| s.window))
+            .chain(rules)
+            .chain([NO_DATA_LOOKBACK]);
+        Self::new(windows, now_s)
+    }
+
+    fn blocks(&self) -> usize {
+        self.rings.iter().map(Vec::len).sum()
+    }
+}
+
+/// Per-window sums of one function at one `now`: every series (invocations, each cold-start
+/// series, platform) summed over every window of a [`WindowPlan`], computed up front in one walk
+/// per ring into a buffer reused from function to function.
 #[derive(Debug)]
 pub struct Sums<'a> {
     layout: &'a Layout,
+    plan: &'a WindowPlan,
     state: &'a FunctionState,
     now_s: u64,
-    cache: Vec<(u64, WindowSums)>,
+    /// Counters of one window: invocation stride, then `cold_stride` per entry of
+    /// `state.cold`, then the platform counters.
+    width: usize,
+    buf: &'a mut Vec<u64>,
 }
 
 impl<'a> Sums<'a> {
-    pub fn new(layout: &'a Layout, state: &'a FunctionState, now_s: u64) -> Self {
+    /// Fills `buf` with every window of `plan` for `state` (its capacity is kept across calls).
+    pub fn new(
+        layout: &'a Layout,
+        plan: &'a WindowPlan,
+        state: &'a FunctionState,
+        now_s: u64,
+        buf: &'a mut Vec<u64>,
+    ) -> Self {
+        let inv = state.invocations.stride();
+        let cold = layout.cold_stride();
+        let plat_at = inv + cold * state.cold.len();
+        let width = plat_at + PlatformCounter::COUNT;
+        buf.clear();
+        buf.resize(width * plan.blocks(), 0);
+        let mut base = 0;
+        for (ring, ks) in plan.rings.iter().enumerate() {
+            if ks.is_empty() {
+                continue;
+            }
+            let out = &mut buf[base * width..];
+            state
+                .invocations
+                .sum_windows_into(ring, ks, now_s, out, width);
+            for (i, (_, cs)) in state.cold.iter().enumerate() {
+                cs.series
+                    .sum_windows_into(ring, ks, now_s, &mut out[inv + i * cold..], width);
+            }
+            if let Some(p) = &state.platform {
+                p.sum_windows_into(ring, ks, now_s, &mut out[plat_at..], width);
+            }
+            base += ks.len();
+        }
         Self {
             layout,
+            plan,
             state,
             now_s,
-            cache: Vec::with_capacity(8),
+            width,
+            buf,
         }
     }
 
-    /// The sums over `window` (empty beyond the longest window the series keep).
-    pub fn get(&mut self, window: Duration) -> &WindowSums {
+    /// The counters over `window` (`None` when the plan does not hold it or the series keep
+    /// no such window: all zero).
+    fn get(&self, window: Duration) -> Option<&[u64]> {
         let secs = window.as_secs();
-        if let Some(i) = self.cache.iter().position(|(s, _)| *s == secs) {
-            return &self.cache[i].1;
-        }
-        let mut sums = WindowSums::default();
-        if let Some(w) = Window::resolve(secs, self.now_s) {
-            let inv = self.state.invocations.stride();
-            let cold = self.layout.cold_stride();
-            sums.counters = vec![0; inv + cold * self.state.cold.len()];
-            let (head, mut rest) = sums.counters.split_at_mut(inv);
-            self.state.invocations.sum_into(w, self.now_s, head);
-            for (_, cs) in &self.state.cold {
-                let (this, tail) = rest.split_at_mut(cold);
-                cs.series.sum_into(w, self.now_s, this);
-                rest = tail;
-            }
-            if let Some(p) = &self.state.platform {
-                p.sum_into(w, self.now_s, &mut sums.platform);
-            }
-        }
-        self.cache.push((secs, sums));
-        &self.cache[self.cache.len() - 1].1
+        let i = self.plan.secs.iter().position(|s| *s == secs)?;
+        let b = self.plan.block[i]?;
+        self.buf.get(b * self.width..(b + 1) * self.width)
     }
 
     /// The counts of `sli` over `window`.
-    pub fn counts(&mut self, sli: &Sli, window: Duration) -> Counts {
+    pub fn counts(&self, sli: &Sli, window: Duration) -> Counts {
         let layout = self.layout;
         let state = self.state;
         let stride = state.invocations.stride();
-        let s = self.get(window);
+        let Some(counters) = self.get(window) else {
+            return Counts::default();
+        };
+        let plat_at = self.width - PlatformCounter::COUNT;
+        let platform = &counters[plat_at..];
         let inv = |i: usize| {
             if i < stride {
-                s.counters.get(i).copied().unwrap_or(0)
+                counters.get(i).copied().unwrap_or(0)
             } else {
                 0
             }
@@ -178,8 +271,8 @@ impl<'a> Sums<'a> {
                 for (i, (kind, _)) in state.cold.iter().enumerate() {
                     if init_types.iter().any(|t| init_kind(*t) == *kind) {
                         let base = stride + i * cold;
-                        c.valid += s.counters.get(base + COLD_TOTAL).copied().unwrap_or(0);
-                        c.good += s.counters.get(base + 1 + idx).copied().unwrap_or(0);
+                        c.valid += counters.get(base + COLD_TOTAL).copied().unwrap_or(0);
+                        c.good += counters.get(base + 1 + idx).copied().unwrap_or(0);
                     }
                 }
                 c
@@ -196,7 +289,7 @@ impl<'a> Sums<'a> {
                 None => Counts::default(),
             },
             Sli::DlqRatio => {
-                let v = &s.platform;
+                let v = platform;
                 let valid = v[PlatformCounter::AsyncEventsReceived as usize];
                 let bad = v[PlatformCounter::AsyncEventsDropped as usize]
                     .max(v[PlatformCounter::DlqMessagesSent as usize]);
@@ -207,10 +300,17 @@ impl<'a> Sums<'a> {
             }
             Sli::Throttles => Counts {
                 good: 0,
-                valid: s.platform[PlatformCounter::Throttles as usize],
+                valid: v_throttles(platform),
             },
         }
     }
+}
+
+fn v_throttles(platform: &[u64]) -> u64 {
+    platform
+        .get(PlatformCounter::Throttles as usize)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The counts of `sli` for one function over `window` ending at `now_s`.
@@ -221,7 +321,9 @@ pub fn counts(
     window: Duration,
     now_s: u64,
 ) -> Counts {
-    Sums::new(layout, state, now_s).counts(sli, window)
+    let plan = WindowPlan::new([window], now_s);
+    let mut buf = Vec::new();
+    Sums::new(layout, &plan, state, now_s, &mut buf).counts(sli, window)
 }
 
 /// One window of one SLO.
@@ -284,12 +386,7 @@ fn burn(slo: &SloDef, c: Counts) -> Option<f64> {
     slo.burn_rate(c.bad(), c.valid)
 }
 
-fn evaluate_slo(
-    slo_index: usize,
-    slo: &SloDef,
-    defaults: &Defaults,
-    sums: &mut Sums<'_>,
-) -> SloStatus {
+fn evaluate_slo(slo_index: usize, slo: &SloDef, defaults: &Defaults, sums: &Sums<'_>) -> SloStatus {
     let count_budget = slo.sli.is_count_budget();
     let windows = REPORT_WINDOWS
         .iter()
@@ -321,7 +418,11 @@ fn evaluate_slo(
     } else {
         budget.bad() as f64 / (slo.error_budget() * budget.valid as f64)
     };
-    let mut conditions = Vec::new();
+    let mut conditions = Vec::with_capacity(if count_budget {
+        1
+    } else {
+        defaults.burn_rules.len()
+    });
     if count_budget {
         conditions.push(Condition {
             severity: Severity::Ticket,
@@ -385,7 +486,7 @@ fn evaluate_slo(
 }
 
 /// The no-data condition for one function (`None` when the spec turns it off).
-pub fn no_data(defaults: &Defaults, sums: &mut Sums<'_>) -> Option<Condition> {
+pub fn no_data(defaults: &Defaults, sums: &Sums<'_>) -> Option<Condition> {
     let after = defaults.no_data_after?;
     let (state, now_s) = (sums.state, sums.now_s);
     let silent = now_s.saturating_sub(state.last_seen_s);
@@ -426,6 +527,67 @@ fn selects_all(slo: &SloDef) -> bool {
         && sel.tags.is_empty()
 }
 
+/// Per-evaluation context shared by every function: the window plan and which SLOs select
+/// every function (no glob work for those).
+#[derive(Debug)]
+pub struct Evaluator<'a> {
+    spec: &'a SloSpec,
+    layout: &'a Layout,
+    plan: WindowPlan,
+    selects_all: Vec<bool>,
+    now_s: u64,
+    buf: Vec<u64>,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(spec: &'a SloSpec, layout: &'a Layout, now_s: u64) -> Self {
+        Self {
+            spec,
+            layout,
+            plan: WindowPlan::for_spec(spec, now_s),
+            selects_all: spec.slos.iter().map(selects_all).collect(),
+            now_s,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Evaluates one function against every SLO that selects it.
+    pub fn function(&mut self, key: &FunctionKey, state: &FunctionState) -> FunctionStatus {
+        let (spec, now_s) = (self.spec, self.now_s);
+        let sums = Sums::new(self.layout, &self.plan, state, now_s, &mut self.buf);
+        let mut slos = Vec::with_capacity(spec.slos.len());
+        for (i, s) in spec.slos.iter().enumerate() {
+            let selected = self.selects_all.get(i).copied().unwrap_or(false)
+                || s.selector.matches(
+                    &key.function,
+                    &key.version,
+                    &key.region,
+                    &key.account,
+                    &state.tags,
+                );
+            if selected {
+                slos.push(evaluate_slo(i, s, &spec.defaults, &sums));
+            }
+        }
+        // Percentiles come from the cache the owner refreshes (`Aggregates::refresh_percentiles`)
+        // before it evaluates: walking every histogram on every round would dominate evaluation.
+        let cold_start_ms = state
+            .percentiles
+            .cold
+            .iter()
+            .map(|(k, q)| (k.label(), *q))
+            .collect();
+        FunctionStatus {
+            key: key.clone(),
+            slos,
+            cold_start_ms,
+            invocation_ms: state.percentiles.invocation,
+            last_seen_s: state.last_seen_s,
+            no_data: no_data(&spec.defaults, &sums),
+        }
+    }
+}
+
 /// Evaluates one function against every SLO that selects it.
 pub fn evaluate_function(
     spec: &SloSpec,
@@ -434,49 +596,17 @@ pub fn evaluate_function(
     state: &FunctionState,
     now_s: u64,
 ) -> FunctionStatus {
-    let mut sums = Sums::new(layout, state, now_s);
-    let slos = spec
-        .slos
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| {
-            selects_all(s)
-                || s.selector.matches(
-                    &key.function,
-                    &key.version,
-                    &key.region,
-                    &key.account,
-                    &state.tags,
-                )
-        })
-        .map(|(i, s)| evaluate_slo(i, s, &spec.defaults, &mut sums))
-        .collect();
-    // Percentiles come from the cache the owner refreshes (`Aggregates::refresh_percentiles`)
-    // before it evaluates: walking every histogram on every round would dominate evaluation.
-    let cold_start_ms = state
-        .percentiles
-        .cold
-        .iter()
-        .map(|(k, q)| (k.label(), *q))
-        .collect();
-    FunctionStatus {
-        key: key.clone(),
-        slos,
-        cold_start_ms,
-        invocation_ms: state.percentiles.invocation,
-        last_seen_s: state.last_seen_s,
-        no_data: no_data(&spec.defaults, &mut sums),
-    }
+    Evaluator::new(spec, layout, now_s).function(key, state)
 }
 
 /// Evaluates every function, sorted by key.
 pub fn evaluate(spec: &SloSpec, agg: &Aggregates, now_s: u64) -> Evaluation {
-    let mut functions: Vec<FunctionStatus> = agg
-        .functions
-        .iter()
-        .map(|(k, s)| evaluate_function(spec, &agg.layout, k, s, now_s))
-        .collect();
-    functions.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut ev = Evaluator::new(spec, &agg.layout, now_s);
+    // Sort the (small) key references first, not the (large) statuses; keys are distinct, so an
+    // unstable sort gives the same order.
+    let mut order: Vec<(&FunctionKey, &FunctionState)> = agg.functions.iter().collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let functions = order.into_iter().map(|(k, s)| ev.function(k, s)).collect();
     Evaluation { now_s, functions }
 }
 
