@@ -163,6 +163,56 @@ impl Series {
         }
     }
 
+    /// Several windows of one ring in one walk: for each `buckets[j]` (ascending), the counters of
+    /// the window of that many buckets ending at `now_s` are written to
+    /// `out[j * out_stride .. j * out_stride + stride]` (overwritten, zero when nothing is live).
+    /// Each result equals what [`Series::sum_into`] adds for the same window; the walk visits
+    /// each live bucket of the longest window once, newest first, keeping a running total.
+    pub fn sum_windows_into(
+        &self,
+        ring: usize,
+        buckets: &[u64],
+        now_s: u64,
+        out: &mut [u64],
+        out_stride: usize,
+    ) {
+        let stride = self.stride;
+        for j in 0..buckets.len() {
+            out[j * out_stride..j * out_stride + stride].fill(0);
+        }
+        let Some(ring) = self.rings.get(ring) else {
+            return;
+        };
+        let Some(head) = ring.head else {
+            return;
+        };
+        if ring.data.is_empty() || buckets.is_empty() {
+            return;
+        }
+        let len = ring.len as u64;
+        let now_idx = now_s / ring.width;
+        let last = now_idx.min(head);
+        let live_first = (head + 1).saturating_sub(len);
+        // Buckets `next_excl − 1, next_excl − 2, …` are still to be added to the running total,
+        // which is kept in the first output block and copied on to the longer windows.
+        let mut next_excl = last + 1;
+        for (j, &k) in buckets.iter().enumerate() {
+            let first = (now_idx + 1).saturating_sub(k).max(live_first);
+            if j > 0 {
+                let (done, rest) = out.split_at_mut(j * out_stride);
+                rest[..stride].copy_from_slice(&done[(j - 1) * out_stride..][..stride]);
+            }
+            let acc = &mut out[j * out_stride..j * out_stride + stride];
+            while next_excl > first {
+                next_excl -= 1;
+                let b = (next_excl % len) as usize * stride;
+                for (o, v) in acc.iter_mut().zip(&ring.data[b..b + stride]) {
+                    *o += u64::from(*v);
+                }
+            }
+        }
+    }
+
     /// One counter summed over `window`.
     pub fn sum(&self, window: Window, now_s: u64, slot: usize) -> u64 {
         let mut out = vec![0u64; self.stride];
@@ -239,6 +289,42 @@ mod tests {
     }
 
     proptest! {
+        /// One walk over several windows gives exactly the per-window sums.
+        #[test]
+        fn multi_window_walk_matches_sum_into(
+            offsets in proptest::collection::vec((0u64..(40 * 86400), 0usize..3, 1u32..5), 1..200),
+            back in 0u64..(2 * 86400),
+        ) {
+            let base = 20_000 * 86400;
+            let mut s = Series::new(3);
+            let mut newest = 0;
+            for (o, slot, n) in &offsets {
+                s.add(base + o, *slot, *n);
+                newest = newest.max(base + o);
+            }
+            let now = newest + back;
+            let wins = [60u64, 300, 1800, 3600, 21600, 259_200, 2_592_000, 2_635_200];
+            for ring in 0..RINGS.len() {
+                let mut ks: Vec<u64> = wins
+                    .iter()
+                    .filter_map(|w| Window::resolve(*w, now))
+                    .filter(|w| w.ring == ring)
+                    .map(|w| w.buckets)
+                    .collect();
+                ks.push(1);
+                ks.sort_unstable();
+                ks.dedup();
+                let mut out = vec![7u64; ks.len() * 4];
+                s.sum_windows_into(ring, &ks, now, &mut out, 4);
+                for (j, k) in ks.iter().enumerate() {
+                    let w = Window { ring, buckets: *k, covered_secs: 0 };
+                    let mut expect = vec![0u64; 3];
+                    s.sum_into(w, now, &mut expect);
+                    prop_assert_eq!(&out[j * 4..j * 4 + 3], &expect[..]);
+                }
+            }
+        }
+
         /// For events inside a ring's span, a window sum equals the brute-force count of events
         /// whose bucket lies among the window's buckets.
         #[test]
