@@ -20,18 +20,24 @@
 //! does; the coarser rings do not, by construction.
 //!
 //! What a failure has meant so far (the message lists every disagreement as
-//! `function HH:MM–HH:MM (n checks): built-in {…} / Prometheus {…}`):
-//! - a window answered by a coarse ring: `aggregate::series` answers `6h` from 10-minute buckets
-//!   and `3d` from 1-hour buckets, covering `(buckets − 1) × width + elapsed` (5 h 50 m – 6 h),
-//!   while the rules' `increase(…[6h])` covers 6 h: a `6h`-driven transition (the ticket's short
-//!   window, the second page rule's long window) moves by up to one bucket;
-//! - a counter series created by the increment being counted: Prometheus cannot see the first
-//!   sample's value as an increase (`throttle-burst` in `differential/traffic.rs`), the built-in
-//!   counts it;
-//! - `dlq_ratio` valid events: the built-in takes `max(AsyncEventsReceived, dead-lettered)`, the
-//!   rules `AsyncEventsReceived` alone (`dlq-sqs-only`: dead letters with no received count);
-//! - the rules' `for:` against the state machine's `config::DEFAULT_ALERT_FOR`
-//!   ([`rules_hold_for_the_built_in_pending_period`]).
+//! `function HH:MM–HH:MM (n checks): built-in {…} / Prometheus {…}`), and what was done:
+//! - fixed: a counter series created by the increment being counted (Prometheus cannot see the
+//!   first sample's value as an increase; `throttle-burst` in `differential/traffic.rs`): the
+//!   collector now exposes the platform, timeout-budget, selected cold-start and configured DLQ
+//!   queue counters at 0 from a function's first report (`aggregate::ZeroSeries`);
+//! - fixed: `dlq_ratio` valid events: the rules now take `max(AsyncEventsReceived,
+//!   dead-lettered)` like the built-in (`dlq-sqs-only`: dead letters with no received count);
+//! - fixed: the rules' `for:` is the state machine's `config::DEFAULT_ALERT_FOR`
+//!   ([`rules_hold_for_the_built_in_pending_period`]);
+//! - known, asserted precisely ([`COARSE_6H_TICKET_LAG`]): `aggregate::series` answers `6h` from
+//!   10-minute buckets, covering `(buckets − 1) × width + elapsed` (5 h 50 m – 6 h), while the
+//!   rules' `increase(…[6h])` covers 6 h, so a ticket whose short window is `6h` resolves up to
+//!   one bucket before Prometheus's. (`3d` from 1-hour buckets is the ticket's *long* window and
+//!   moves no transition of this day; the second page rule's `6h` long window neither.)
+//!
+//! Run time: the exposition filter (`keep`) is memoised per family (a substring search of the
+//! rule file per exposed line dominated the simulation); the simulation runs once for all tests
+//! (`OnceLock`) and the promtool runs (one- and two-collector, sanity) run in parallel.
 //!
 //! The generated test files stay in `$CARGO_TARGET_TMPDIR/differential/` for inspection.
 
@@ -173,7 +179,17 @@ fn simulate() -> Sim {
     let rules = std::fs::read_to_string(rules_path()).unwrap();
     // Only the families the rules read become input series (the SLO gauges, for instance, are
     // the built-in side's own results and must not be what the rules evaluate).
-    let keep = move |family: &str| rules.contains(family);
+    // Memoised per family: a substring search of the whole rule file for every exposed line
+    // dominated the simulation's run time.
+    let kept = std::cell::RefCell::new(std::collections::HashMap::<String, bool>::new());
+    let keep = move |family: &str| {
+        if let Some(k) = kept.borrow().get(family) {
+            return *k;
+        }
+        let k = rules.contains(family);
+        kept.borrow_mut().insert(family.to_owned(), k);
+        k
+    };
     // The SLO gauges come from each collector's own evaluation: only worth computing for the
     // partial collectors when the rules read any of them.
     let reads_slo_gauges = ["lambdawatch_slo_", "lambdawatch_alerts_firing"]
@@ -186,6 +202,14 @@ fn simulate() -> Sim {
         Aggregates::new(layout.clone(), 100),
         Aggregates::new(layout, 100),
     ];
+    // What `serve::run` sets from the spec and `LAMBDAWATCH_DLQ_QUEUES` (queue → function).
+    let zero = eval::zero_series(
+        &spec,
+        &BTreeMap::from([("orders-dlq".to_owned(), "dlq-sqs-only".to_owned())]),
+    );
+    for agg in std::iter::once(&mut full).chain(parts.iter_mut()) {
+        agg.zero_series = zero.clone();
+    }
     let mut ev_full = evaluator(&spec);
     let mut ev_parts = [evaluator(&spec), evaluator(&spec)];
     let mut traffic = Traffic::new(SEED);
@@ -378,6 +402,62 @@ fn built_in_evaluator_sees_every_scenario() {
     );
 }
 
+/// The one known residual disagreement (issue 6): `aggregate::series` answers `6h` from
+/// 10-minute buckets, covering 5 h 50 m – 6 h, while the rules' `increase(…[6h])` covers 6 h.
+/// When a burn ends, the built-in `6h` window forgets it up to one bucket earlier, so a
+/// ticket whose *short* window is `6h` (`1× over 3d and 6h`) resolves up to 10 minutes before
+/// Prometheus's. Exactly these (function, ticket alert) pairs of the simulated day show it; any
+/// other disagreement, a longer lag, or a listed pair that no longer lags fails the test.
+const COARSE_6H_TICKET_LAG: &[(&str, &str)] = &[
+    ("dlq", "LambdawatchDeadLetterBudgetBurn"),
+    ("outage", "LambdawatchErrorBudgetBurn"),
+    ("timeouts", "LambdawatchTimeoutBudgetBurn"),
+];
+
+/// Minutes the coarse `6h` ring can lag: one bucket of `aggregate::series::RINGS[1]`.
+fn coarse_6h_lag_minutes() -> usize {
+    let (width, buckets) = lambdawatch_collector::aggregate::series::RINGS[1];
+    assert_eq!(
+        width * buckets as u64,
+        6 * 3600,
+        "the 6 h ring changed: revisit COARSE_6H_TICKET_LAG"
+    );
+    (width / 60) as usize
+}
+
+/// Whether `m` is the known `6h` ticket lag: the built-in resolved `alertname`/ticket for the
+/// function less than one 10-minute bucket before, and Prometheus has exactly the built-in set
+/// plus that ticket.
+fn is_coarse_6h_ticket_lag(built_in: &Timeline, m: &promtool::Mismatch) -> Option<&'static str> {
+    let (function, alertname) = COARSE_6H_TICKET_LAG
+        .iter()
+        .find(|(f, _)| *f == m.function)?;
+    let ticket = ((*alertname).to_owned(), "ticket".to_owned());
+    let series = |step: usize| built_in.get(step).map(|s| &s[function]);
+    let now = series(m.minute)?;
+    if now.contains(&ticket) {
+        return None;
+    }
+    // The built-in resolution: the last step with the ticket firing, before `m.minute`.
+    let last_on = (0..m.minute)
+        .rev()
+        .find(|&i| series(i).is_some_and(|s| s.contains(&ticket)))?;
+    let resolved_at = last_on + 1;
+    if m.minute - resolved_at >= coarse_6h_lag_minutes() {
+        return None;
+    }
+    let needle = format!("alertname=\"{alertname}\", function=\"{function}\", severity=\"ticket\"");
+    let same_otherwise = now.iter().all(|(a, sev)| {
+        m.got.contains(&format!(
+            "alertname=\"{a}\", function=\"{function}\", severity=\"{sev}\""
+        ))
+    });
+    (m.got.contains(&needle)
+        && same_otherwise
+        && m.got.matches("alertname=").count() == now.len() + 1)
+        .then_some(function)
+}
+
 fn differential(name: &str, recorder: &Recorder) {
     let s = sim();
     assert!(recorder.len() > 0, "no series recorded for {name}");
@@ -385,10 +465,26 @@ fn differential(name: &str, recorder: &Recorder) {
     let file = out_dir().join(format!("{name}.test.yml"));
     promtool::write_test_file(&file, &rules_path(), name, recorder, &checks);
     let (ok, output) = promtool::run(&file);
-    let found = promtool::mismatches(&output);
+    let all = promtool::mismatches(&output);
+    assert!(
+        ok || !all.is_empty(),
+        "promtool failed without a parsable mismatch ({name}; test file {}):\n{}",
+        file.display(),
+        output.lines().take(60).collect::<Vec<_>>().join("\n")
+    );
+    let mut lagging = BTreeSet::new();
+    let mut found = Vec::new();
+    for m in all {
+        match is_coarse_6h_ticket_lag(&s.built_in, &m) {
+            Some(f) => {
+                lagging.insert(f);
+            }
+            None => found.push(m),
+        }
+    }
     let head: String = output.lines().take(60).collect::<Vec<_>>().join("\n");
     assert!(
-        ok && found.is_empty(),
+        found.is_empty(),
         "Prometheus (promtool) disagrees with the built-in evaluator ({name}; {} of {} checks \
          failed; test file {}).\n\nDisagreements (simulated clock):\n{}\n\nBuilt-in \
          transitions:\n{}\n\npromtool (first 60 lines):\n{head}",
@@ -397,6 +493,12 @@ fn differential(name: &str, recorder: &Recorder) {
         file.display(),
         promtool::summarize(&found).join("\n"),
         transitions(&s.built_in).join("\n")
+    );
+    let expected_lag: BTreeSet<&str> = COARSE_6H_TICKET_LAG.iter().map(|(f, _)| *f).collect();
+    assert_eq!(
+        lagging, expected_lag,
+        "{name}: the known 6 h ticket lag (COARSE_6H_TICKET_LAG) changed: a listed function no \
+         longer lags (shrink the list) or another one does"
     );
 }
 
