@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use lambdawatch_aws::checkpoint::{CheckpointError, Store};
@@ -14,7 +13,6 @@ use lambdawatch_aws::logs::{self, LogsSink};
 use lambdawatch_aws::sns::{SnsAlert, SnsPublisher};
 use lambdawatch_aws::xray::{self, XraySink};
 use lambdawatch_semconv::{attr, cloudwatch as cw, otlp, span_type};
-use lambdawatch_tests::{Child, free_port, peers};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
@@ -22,28 +20,10 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-struct Moto {
-    _child: Child,
-    url: String,
-}
+use lambdawatch_tests::moto::Moto;
 
 fn moto() -> Moto {
-    let bin = peers::dir().join("venv/bin/moto_server");
-    assert!(
-        bin.is_file(),
-        "peer moto_server missing at {}: run ./scripts/test.sh",
-        bin.display()
-    );
-    let port = free_port();
-    let child = Child::spawn(
-        "moto_server",
-        Command::new(bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
-    );
-    lambdawatch_tests::net::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
-    Moto {
-        _child: child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
+    lambdawatch_tests::moto::start()
 }
 
 fn settings(m: &Moto) -> AwsSettings {
@@ -76,23 +56,7 @@ fn now_ms() -> i64 {
 
 /// Runs Python (boto3, shipped with moto) against moto for what our SDK clients do not do.
 fn boto3(m: &Moto, script: &str) -> String {
-    let out = Command::new(peers::python())
-        .env("MOTO", &m.url)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .args([
-            "-c",
-            &format!("import boto3, json, os\nkw=dict(endpoint_url=os.environ['MOTO'])\n{script}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    lambdawatch_tests::moto::boto3(&m.url, script)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

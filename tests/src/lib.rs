@@ -22,6 +22,7 @@
 pub mod dashboards;
 pub mod http;
 pub mod lambda_env;
+pub mod moto;
 pub mod net;
 pub mod peers;
 pub mod process;

@@ -10,29 +10,12 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambdawatch_tests::{
-    Child, free_port, http, net::wait_for_port, peers, wait_until, workspace_bin,
-};
+use lambdawatch_tests::{Child, http, wait_until, workspace_bin};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
 
-fn boto3(moto: &str, script: &str) -> String {
-    let out = Command::new(peers::python())
-        .env("MOTO", moto)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .args(["-c", &format!("import boto3, json, os, base64, time\nkw=dict(endpoint_url=os.environ['MOTO'])\n{script}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use lambdawatch_tests::moto::boto3;
 
 fn kv(k: &str, v: Value) -> Value {
     json!({"key": k, "value": v})
@@ -45,19 +28,8 @@ fn s(v: &str) -> Value {
 #[test]
 fn aws_sources_and_sinks_through_the_collector() {
     // moto on loopback.
-    let moto_bin = peers::dir().join("venv/bin/moto_server");
-    assert!(
-        moto_bin.is_file(),
-        "peer moto_server missing at {}: run ./scripts/test.sh",
-        moto_bin.display()
-    );
-    let moto_port = free_port();
-    let _moto = Child::spawn(
-        "moto",
-        Command::new(moto_bin).args(["-H", "127.0.0.1", "-p", &moto_port.to_string()]),
-    );
-    wait_for_port(([127, 0, 0, 1], moto_port).into(), Duration::from_secs(30));
-    let moto = format!("http://127.0.0.1:{moto_port}");
+    let moto_server = lambdawatch_tests::moto::start();
+    let moto = moto_server.url.clone();
     let topic = boto3(
         &moto,
         "sns=boto3.client('sns',**kw); sqs=boto3.client('sqs',**kw)\n\

@@ -15,59 +15,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use lambdawatch_tests::{
-    Child, free_port, http, net::wait_for_port, peers, wait_until, workspace_bin,
-};
+use lambdawatch_tests::{Child, http, wait_until, workspace_bin};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
 const TASK_ID: &str = "collector-slot-a";
 
-struct Moto {
-    _child: Child,
-    url: String,
-}
+use lambdawatch_tests::moto::{Moto, boto3};
 
 fn moto() -> Moto {
-    let bin = peers::dir().join("venv/bin/moto_server");
-    assert!(
-        bin.is_file(),
-        "peer moto_server missing at {}: run ./scripts/test.sh",
-        bin.display()
-    );
-    let port = free_port();
-    let child = Child::spawn(
-        "moto",
-        Command::new(bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
-    );
-    wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30));
-    Moto {
-        _child: child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-/// Runs a boto3 snippet against moto; returns its stdout.
-fn boto3(moto: &str, script: &str) -> String {
-    let out = Command::new(peers::python())
-        .env("MOTO", moto)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .args([
-            "-c",
-            &format!(
-                "import boto3, json, os, gzip\nkw=dict(endpoint_url=os.environ['MOTO'])\n{script}"
-            ),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    lambdawatch_tests::moto::start()
 }
 
 /// A webhook receiver: every alert of every POST, in order.
