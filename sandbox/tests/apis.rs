@@ -850,18 +850,28 @@ async fn extension_init_error_and_exit_error() {
     assert_eq!(h.invoke("{}", false).await.status, 200);
     assert_eq!(h.invoke("{}", false).await.status, 200);
     let (report, _, _dir) = h.finish().await;
-    let outcome: Vec<(&str, Option<&str>, bool)> = report
+    // Records are kept in completion order, and under load the reset can race the next invoke
+    // onto a fresh environment: assert the outcomes as a multiset, and that the environment was
+    // initialised again after the failure (at least two cold starts in all).
+    let mut outcome: Vec<(&str, Option<&str>)> = report
         .records
         .iter()
-        .map(|r| (r.status.as_str(), r.error_type.as_deref(), r.cold_start))
+        .map(|r| (r.status.as_str(), r.error_type.as_deref()))
         .collect();
+    outcome.sort();
     assert_eq!(
         outcome,
         [
-            ("success", None, true),
-            ("failure", Some("Extension.TestFailure"), false),
-            ("success", None, true),
+            ("failure", Some("Extension.TestFailure")),
+            ("success", None),
+            ("success", None),
         ]
+    );
+    let cold = report.records.iter().filter(|r| r.cold_start).count();
+    assert!(
+        cold >= 2,
+        "the environment was not initialised again: {:?}",
+        report.records
     );
 }
 
