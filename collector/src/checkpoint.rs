@@ -733,32 +733,13 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::{
-        aggregate::{Batch, Event, Group, InitKind, Invocation, Outcome, PlatformCounter, Target},
+        aggregate::{Batch, Event, Group, InitKind, Outcome, PlatformCounter, Target},
         alerting::state::Policy,
         serve::Evaluator,
         slo::{eval, spec::SloSpec},
     };
 
-    fn key(name: &str) -> FunctionKey {
-        FunctionKey {
-            function: name.into(),
-            version: "$LATEST".into(),
-            region: "eu-west-1".into(),
-            account: "123456789012".into(),
-        }
-    }
-
-    fn inv(t_s: u64, outcome: Outcome, ms: f64) -> Event {
-        Event::Invocation(Invocation {
-            t_s,
-            outcome,
-            duration_ms: ms,
-            billed_ms: Some(ms.ceil()),
-            memory_mb: Some(512.0),
-            max_memory_mb: Some(100.0),
-            timeout_ms: Some(1000.0),
-        })
-    }
+    use crate::aggregate::tests::{inv, key};
 
     const T0: u64 = 1_800_000_000;
 

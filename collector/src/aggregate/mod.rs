@@ -619,7 +619,7 @@ async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn key(name: &str) -> FunctionKey {
@@ -631,7 +631,7 @@ mod tests {
         }
     }
 
-    fn inv(t_s: u64, outcome: Outcome, ms: f64) -> Event {
+    pub(crate) fn inv(t_s: u64, outcome: Outcome, ms: f64) -> Event {
         Event::Invocation(Invocation {
             t_s,
             outcome,
