@@ -281,8 +281,10 @@ async fn init_failure_is_reported_and_the_environment_replaced() {
     let ext = dir.path().join("ext");
     std::fs::create_dir(&ext).unwrap();
     std::os::unix::fs::symlink(PROBE, ext.join("probe")).unwrap();
+    // The probe subscribes late, after the runtime has already exited and the init failed, so
+    // the failure must reach it from the INIT backlog.
     let yaml = format!(
-        "name: testfn\nhandler: ['/bin/false']\nextensions_dir: '{}'\nenvironment:\n  PROBE_OUT: '{}'\n",
+        "name: testfn\nhandler: ['/bin/false']\nextensions_dir: '{}'\nenvironment:\n  PROBE_OUT: '{}'\n  PROBE_SUBSCRIBE_DELAY_MS: '300'\n",
         ext.display(),
         out.display()
     );

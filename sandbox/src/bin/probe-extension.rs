@@ -17,6 +17,7 @@
 //! | `PROBE_MAX_ITEMS` / `PROBE_MAX_BYTES` / `PROBE_TIMEOUT_MS` | 1000 / 262144 / 25 | buffering |
 //! | `PROBE_FAIL_POSTS` | 0 | answer 500 to the first N Telemetry POSTs (retry test) |
 //! | `PROBE_NO_SUBSCRIBE` | unset | do not subscribe |
+//! | `PROBE_SUBSCRIBE_DELAY_MS` | 0 | wait N ms after registering before subscribing (a late subscriber) |
 //! | `PROBE_NAME` | file name | register under this name instead (an internal extension to Lambda) |
 //! | `PROBE_EVENTS` | `INVOKE,SHUTDOWN` | events to register for (`SHUTDOWN` under Managed Instances) |
 //! | `PROBE_NEXT_DELAY_MS` | 0 | wait N ms after each INVOKE before the next `/event/next` (a slow extension); writes `{"next_after_delay": unix_ms}` just before that call |
@@ -167,6 +168,10 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("[probe] registered as {name}");
 
     if std::env::var_os("PROBE_NO_SUBSCRIBE").is_none() {
+        let delay = env_u64("PROBE_SUBSCRIBE_DELAY_MS", 0);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let app = Router::new()

@@ -232,12 +232,13 @@ async fn subscribe(State(env): State<Arc<EnvShared>>, headers: HeaderMap, body: 
             tx,
             dropped: dropped.clone(),
         };
-        // Replay what happened during INIT before this subscription.
-        if !st.initialised {
-            for ev in &st.backlog {
-                if crate::environment::state::wants(&subscriber, ev.stream) {
-                    let _ = subscriber.tx.try_send(ev.render(subscriber.schema));
-                }
+        // Replay what happened during INIT before this subscription. The backlog is cleared when
+        // INIT succeeds and kept when it fails, so an extension that subscribes while a failed
+        // INIT is being shut down (the runtime exited before it got here) still sees the
+        // `platform.initReport` with the failure.
+        for ev in &st.backlog {
+            if crate::environment::state::wants(&subscriber, ev.stream) {
+                let _ = subscriber.tx.try_send(ev.render(subscriber.schema));
             }
         }
         st.subscribers.push(subscriber);
