@@ -10,14 +10,17 @@
 
 use std::collections::VecDeque;
 
-use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric, trace::v1::Span};
+use opentelemetry_proto::tonic::{metrics::v1::Metric, trace::v1::Span};
 use prost::Message;
+
+use crate::log_proto::EncodedLog;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     Span(Span),
     Metric(Metric),
-    Log(LogRecord),
+    /// Log records arrive already encoded ([`crate::log_proto`]).
+    Log(EncodedLog),
 }
 
 impl Item {
@@ -25,7 +28,7 @@ impl Item {
         match self {
             Item::Span(s) => s.encoded_len(),
             Item::Metric(m) => m.encoded_len(),
-            Item::Log(l) => l.encoded_len(),
+            Item::Log(l) => l.len(),
         }
     }
 }
@@ -35,7 +38,7 @@ impl Item {
 pub struct Batch {
     pub spans: Vec<Span>,
     pub metrics: Vec<Metric>,
-    pub logs: Vec<LogRecord>,
+    pub logs: Vec<EncodedLog>,
 }
 
 impl Batch {
@@ -99,8 +102,9 @@ impl Buffer {
         self.push(Item::Metric(m));
     }
 
-    pub fn log(&mut self, l: LogRecord) {
-        self.push(Item::Log(l));
+    /// A log record, encoded or as prost's `LogRecord` (encoded here).
+    pub fn log(&mut self, l: impl Into<EncodedLog>) {
+        self.push(Item::Log(l.into()));
     }
 
     pub fn len(&self) -> usize {
@@ -181,6 +185,11 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+    fn text(l: &EncodedLog) -> String {
+        l.decode().unwrap().severity_text
+    }
 
     fn log(body: &str) -> LogRecord {
         LogRecord {
@@ -198,11 +207,7 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!(b.dropped(), 2);
         let batch = b.drain();
-        let kept: Vec<_> = batch
-            .logs
-            .iter()
-            .map(|l| l.severity_text.as_str())
-            .collect();
+        let kept: Vec<_> = batch.logs.iter().map(text).collect();
         assert_eq!(kept, ["2", "3", "4"]);
         assert!(b.is_empty());
         assert_eq!(b.bytes(), 0);
@@ -219,9 +224,7 @@ mod tests {
         b.log(log("c"));
         b.requeue(first);
         assert_eq!(b.dropped(), 0);
-        let texts = |batch: &Batch| -> Vec<String> {
-            batch.logs.iter().map(|l| l.severity_text.clone()).collect()
-        };
+        let texts = |batch: &Batch| -> Vec<String> { batch.logs.iter().map(text).collect() };
         let again = b.drain();
         assert_eq!(texts(&again), ["a", "b", "c"]);
         assert_eq!(b.bytes(), 0);
@@ -248,6 +251,6 @@ mod tests {
         assert_eq!(b.len(), 2, "oversized item must not evict others");
         assert_eq!(b.dropped(), 2);
         let batch = b.drain();
-        assert!(batch.logs[0].severity_text.starts_with('b'));
+        assert!(text(&batch.logs[0]).starts_with('b'));
     }
 }

@@ -812,7 +812,8 @@ fn leading_number(s: &str) -> Option<f64> {
     s[..end].parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
-/// Parses an RFC 3339 time, plus the documented `HH:MM:SS:mmm` quirk and a space separator, into
+/// Parses an RFC 3339 time, plus the documented `HH:MM:SS:mmm` quirk, a space separator and a comma
+/// before the fraction (Python `logging`), into
 /// Unix nanoseconds. `None` for anything else (the caller counts it).
 pub fn parse_time(s: &str) -> Option<u64> {
     let b = s.trim().as_bytes();
@@ -842,7 +843,9 @@ pub fn parse_time(s: &str) -> Option<u64> {
     }
     let mut i = 19;
     let mut nanos: i64 = 0;
-    if i < b.len() && (b[i] == b'.' || b[i] == b':') {
+    // `.` (RFC 3339), `:` (the documented Telemetry API quirk), `,` (Python `logging`'s
+    // default `asctime`, printed by Powertools for Python: `2024-01-01 12:00:00,123`).
+    if i < b.len() && matches!(b[i], b'.' | b':' | b',') {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
@@ -916,8 +919,19 @@ mod tests {
             base + 500_000_000
         );
         assert_eq!(parse_time("2022-08-02 12:01:23").unwrap(), base);
+        // Python `logging` / Powertools for Python: comma before the milliseconds.
+        assert_eq!(
+            parse_time("2022-08-02 12:01:23,521").unwrap(),
+            base + 521_000_000
+        );
+        assert_eq!(
+            parse_time("2022-08-02 14:01:23,521+0200").unwrap(),
+            base + 521_000_000
+        );
         for bad in [
             "",
+            "2022-08-02 12:01:23,",
+            "2022-08-02 12:01:23;521",
             "yesterday",
             "2022-13-02T12:01:23Z",
             "2022-08-02T12:01:23.Z",

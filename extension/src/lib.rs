@@ -42,7 +42,7 @@
 //! | `OTEL_RESOURCE_ATTRIBUTES` | none | `k=v,…` added to the resource (they win) |
 //! | `LAMBDAWATCH_FLUSH` | `adaptive` | `adaptive`, `end` or `periodic,<ms>` |
 //! | `LAMBDAWATCH_CAPTURE_LOGS` | `true` | subscribe to `function`/`extension` logs |
-//! | `LAMBDAWATCH_REDACT` | `default` | regexes separated by `;;`; `default` = the built-in set (AWS secret keys, access key ids, bearer tokens, URL passwords, and the whole value of a JSON log field whose key names a secret: password, token, authorization, api key, private key, secret access key); `none` = off; a `(?P<secret>…)` group masks only itself |
+//! | `LAMBDAWATCH_REDACT` | `default` | regexes separated by `;;`; `default` = the built-in set (AWS secret keys, access key ids, bearer tokens, URL passwords, and the whole value of a JSON log field whose key names a secret: password, authorization, api key, private key or secret access key anywhere in the key, `token` or `secret` as its ending, so `access_token` is masked and `tokens_used` is not); `none` = off; a `(?P<secret>…)` group masks only itself |
 //! | `LAMBDAWATCH_BUFFER_MAX_ITEMS` | `20000` | export buffer items |
 //! | `LAMBDAWATCH_BUFFER_MAX_BYTES` | `8388608` | export buffer encoded bytes |
 //! | `LAMBDAWATCH_TELEMETRY_LISTENER` | `0.0.0.0:0` | listener bind address (port 0 = ephemeral); the subscription URI is `http://sandbox.localdomain:<bound port>` |
@@ -66,6 +66,7 @@ pub mod extensions_api;
 pub mod flush;
 pub mod http;
 pub mod lifecycle;
+pub mod log_proto;
 pub mod observe;
 pub mod telemetry_api;
 pub mod translate;

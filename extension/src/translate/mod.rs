@@ -39,6 +39,7 @@ use crate::events::{
     Event, EventBody, InitStart, InvocationDone, LogRecord as WireLog, LogsDropped, PhaseDone,
     Start, Tracing,
 };
+use crate::log_proto::LogWriter;
 use ids::IdGen;
 use logs::Severity;
 use redact::Redactor;
@@ -658,12 +659,7 @@ impl Translator {
             })
         });
 
-        let mut attrs = vec![
-            otlp::kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
-            otlp::kv_str(attr::FAAS_INVOCATION_ID, request_id.to_owned()),
-            otlp::kv_bool(attr::FAAS_COLDSTART, cold.is_some()),
-            otlp::kv_str(attr::AWS_LAMBDA_OUTCOME, outcome_v),
-        ];
+        let mut attrs = vec![otlp::kv_str(attr::AWS_LAMBDA_OUTCOME, outcome_v)];
         if let Some(d) = duration_ms {
             attrs.push(otlp::kv_f64(attr::AWS_LAMBDA_DURATION_MS, d));
         }
@@ -679,15 +675,6 @@ impl Translator {
         }
         if let Some(m) = metrics.max_memory_used_mb {
             attrs.push(otlp::kv_i64(attr::AWS_LAMBDA_MAX_MEMORY_USED_MB, m as i64));
-        }
-        if let (Some(deadline), Some(s)) = (inv.deadline_ms, inv.start_ns.or(inv.invoke_seen_ns)) {
-            let start_ms = s / 1_000_000;
-            if deadline > start_ms {
-                attrs.push(otlp::kv_i64(
-                    attr::AWS_LAMBDA_TIMEOUT_MS,
-                    (deadline - start_ms) as i64,
-                ));
-            }
         }
         if let Some(c) = &cold {
             if let Some(d) = c.duration_ms {
@@ -709,25 +696,12 @@ impl Translator {
         if let Some(b) = rd_metrics.produced_bytes.or(metrics.produced_bytes) {
             attrs.push(otlp::kv_i64(attr::AWS_LAMBDA_PRODUCED_BYTES, b as i64));
         }
-        if let Some(arn) = &inv.invoked_arn {
-            attrs.push(otlp::kv_str(attr::AWS_LAMBDA_INVOKED_ARN, arn.clone()));
-        }
-        if report.is_none() {
-            attrs.push(otlp::kv_bool(attr::LAMBDAWATCH_INCOMPLETE, true));
-        }
-        let name = self
-            .resource
-            .function_name
-            .clone()
-            .unwrap_or_else(|| span_type::INVOCATION.to_owned());
-        out.span(span(
-            inv.ctx.trace_id,
-            inv.ctx.span_id,
-            inv.ctx.parent,
-            &name,
-            SpanKind::Server,
-            start_ns,
-            end_ns,
+        out.span(self.invocation_span(
+            request_id,
+            &inv,
+            (start_ns, end_ns),
+            cold.is_some(),
+            report.is_some(),
             attrs,
             status_of(outcome_v, error_type.as_deref()),
         ));
@@ -846,81 +820,58 @@ impl Translator {
         });
     }
 
+    /// A `function`/`extension` record → one LogRecord, written straight to protobuf bytes
+    /// ([`crate::log_proto`]): a plain line costs one allocation here.
     fn log(&mut self, rec: WireLog, source: &str, t: u64, now_ns: u64, out: &mut Buffer) {
         if !self.opts.capture_logs {
             return;
         }
         self.stats.logs += 1;
-        let mut lr = LogRecord {
-            time_unix_nano: t,
-            observed_time_unix_nano: now_ns,
-            ..Default::default()
+        let mut line = match rec {
+            WireLog::Json(m) => return self.log_json(m, source, t, now_ns, out),
+            WireLog::Text(line) => line,
         };
-        let mut attrs = Vec::with_capacity(4);
-        attrs.push(otlp::kv_str(attr::AWS_LAMBDA_LOG_SOURCE, source));
-        let request_id: Option<String>;
-        match rec {
-            WireLog::Text(mut line) => {
-                // A JSON object printed as a plain line (Powertools in text mode).
-                if line.trim_start().starts_with('{')
-                    && let Ok(serde_json::Value::Object(m)) =
-                        serde_json::from_str::<serde_json::Value>(&line)
-                {
-                    request_id = self.fill_json(&mut lr, &mut attrs, m);
-                } else {
-                    while line.ends_with('\n') || line.ends_with('\r') {
-                        line.pop();
-                    }
-                    let info = logs::detect_plain(&line);
-                    if let Some(s) = info.severity {
-                        lr.severity_number = s as i32;
-                        lr.severity_text = s.text().to_owned();
-                    }
-                    request_id = info.request_id.map(str::to_owned);
-                    if self.opts.redactor.apply(&mut line) {
-                        self.stats.redacted += 1;
-                    }
-                    lr.body = Some(AnyValue {
-                        value: Some(AV::StringValue(line)),
-                    });
-                }
-            }
-            WireLog::Json(m) => request_id = self.fill_json(&mut lr, &mut attrs, m),
+        // A JSON object printed as a plain line (Powertools in text mode).
+        if line.trim_start().starts_with('{')
+            && let Ok(serde_json::Value::Object(m)) =
+                serde_json::from_str::<serde_json::Value>(&line)
+        {
+            return self.log_json(m, source, t, now_ns, out);
         }
-        let rid = request_id.or_else(|| match self.active.as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        });
-        if let Some(rid) = rid {
-            if let Some(ctx) = self.trace_ctx(&rid) {
-                lr.trace_id = ctx.trace_id.to_vec();
-                lr.span_id = ctx.span_id.to_vec();
-            }
-            attrs.push(otlp::kv_str(attr::FAAS_INVOCATION_ID, rid));
+        while line.ends_with('\n') || line.ends_with('\r') {
+            line.pop();
         }
-        lr.attributes = attrs;
-        out.log(lr);
+        let info = logs::detect_plain(&line);
+        let severity = info.severity;
+        // A request id is a 36-byte UUID: copied to the stack, so the line can be redacted in
+        // place without allocating a copy of it.
+        let rid_buf: Option<[u8; 36]> = info
+            .request_id
+            .and_then(|r| <[u8; 36]>::try_from(r.as_bytes()).ok());
+        if self.opts.redactor.apply(&mut line) {
+            self.stats.redacted += 1;
+        }
+        let mut w = LogWriter::with_capacity(line.len() + 192);
+        w.time(t);
+        if let Some(s) = severity {
+            w.severity(s as i32, s.text());
+        }
+        w.body_str(&line);
+        w.attr_str(attr::AWS_LAMBDA_LOG_SOURCE, source);
+        let rid = rid_buf.as_ref().and_then(|b| std::str::from_utf8(b).ok());
+        self.finish_log(w, rid, now_ns, out);
     }
 
-    /// Fills a LogRecord from a JSON log object; returns its request id.
-    fn fill_json(
+    /// A JSON log object (Lambda JSON log format, Powertools).
+    fn log_json(
         &mut self,
-        lr: &mut LogRecord,
-        attrs: &mut Vec<KeyValue>,
         m: serde_json::Map<String, serde_json::Value>,
-    ) -> Option<String> {
+        source: &str,
+        t: u64,
+        now_ns: u64,
+        out: &mut Buffer,
+    ) {
         let mut p = logs::split_json(m);
-        if let Some(s) = p.severity {
-            lr.severity_number = s as i32;
-        }
-        lr.severity_text = p
-            .severity
-            .map(|s| s.text().to_owned())
-            .or(p.severity_text.take())
-            .unwrap_or_default();
-        if let Some(t) = p.time_ns {
-            lr.time_unix_nano = t;
-        }
         let mut redacted = false;
         if let Some(body) = p.body.as_mut() {
             redacted |= redact_any(&self.opts.redactor, body);
@@ -931,9 +882,97 @@ impl Translator {
         if redacted {
             self.stats.redacted += 1;
         }
-        lr.body = p.body;
-        attrs.append(&mut p.attributes);
-        p.request_id
+        let mut w = LogWriter::with_capacity(256);
+        w.time(p.time_ns.unwrap_or(t));
+        let text = match (p.severity, p.severity_text.as_deref()) {
+            (Some(s), _) => s.text(),
+            (None, Some(raw)) => raw,
+            (None, None) => "",
+        };
+        w.severity(p.severity.map_or(0, |s| s as i32), text);
+        if let Some(body) = &p.body {
+            w.body(body);
+        }
+        w.attr_str(attr::AWS_LAMBDA_LOG_SOURCE, source);
+        for kv in &p.attributes {
+            w.attr(kv);
+        }
+        self.finish_log(w, p.request_id.as_deref(), now_ns, out);
+    }
+
+    /// The invocation part of a log record: `faas.invocation_id` and the trace context of the
+    /// record's invocation (its own request id, else the single active invocation, if exactly
+    /// one), then the observed time.
+    fn finish_log(&mut self, mut w: LogWriter, rid: Option<&str>, now_ns: u64, out: &mut Buffer) {
+        let only_active = match self.active.as_slice() {
+            [only] => Some(only.as_str()),
+            _ => None,
+        };
+        let rid = rid.or(only_active);
+        if let Some(rid) = rid {
+            w.attr_str(attr::FAAS_INVOCATION_ID, rid);
+            if let Some(inv) = self.invocations.get_mut(rid) {
+                inv.ids_used = true;
+                w.trace(&inv.ctx.trace_id, &inv.ctx.span_id);
+            }
+        }
+        w.observed_time(now_ns);
+        out.log(w.finish());
+    }
+
+    /// The invocation SERVER span (one builder for the report path and lifecycle-only mode):
+    /// span type, `faas.invocation_id`, `faas.coldstart`, the timeout from INVOKE's deadline,
+    /// the invoked ARN and, without a report, `lambdawatch.incomplete`; then `extra`.
+    #[allow(clippy::too_many_arguments)]
+    fn invocation_span(
+        &self,
+        request_id: &str,
+        inv: &Invocation,
+        (start_ns, end_ns): (u64, u64),
+        cold: bool,
+        reported: bool,
+        extra: Vec<KeyValue>,
+        status: Option<Status>,
+    ) -> Span {
+        let mut attrs = Vec::with_capacity(6 + extra.len());
+        attrs.push(otlp::kv_str(
+            attr::LAMBDAWATCH_SPAN_TYPE,
+            span_type::INVOCATION,
+        ));
+        attrs.push(otlp::kv_str(attr::FAAS_INVOCATION_ID, request_id));
+        attrs.push(otlp::kv_bool(attr::FAAS_COLDSTART, cold));
+        attrs.extend(extra);
+        if let (Some(deadline), Some(s)) = (inv.deadline_ms, inv.start_ns.or(inv.invoke_seen_ns)) {
+            let start_ms = s / 1_000_000;
+            if deadline > start_ms {
+                attrs.push(otlp::kv_i64(
+                    attr::AWS_LAMBDA_TIMEOUT_MS,
+                    (deadline - start_ms) as i64,
+                ));
+            }
+        }
+        if let Some(arn) = &inv.invoked_arn {
+            attrs.push(otlp::kv_str(attr::AWS_LAMBDA_INVOKED_ARN, arn.clone()));
+        }
+        if !reported {
+            attrs.push(otlp::kv_bool(attr::LAMBDAWATCH_INCOMPLETE, true));
+        }
+        let name = self
+            .resource
+            .function_name
+            .as_deref()
+            .unwrap_or(span_type::INVOCATION);
+        span(
+            inv.ctx.trace_id,
+            inv.ctx.span_id,
+            inv.ctx.parent,
+            name,
+            SpanKind::Server,
+            start_ns,
+            end_ns,
+            attrs,
+            status,
+        )
     }
 
     /// Lifecycle-only mode (no Telemetry API): emits the invocation at its INVOKE, with what the
@@ -948,35 +987,13 @@ impl Translator {
         let cold = !self.lifecycle_seen;
         self.lifecycle_seen = true;
         let start_ns = inv.invoke_seen_ns.unwrap_or_default();
-        let mut attrs = vec![
-            otlp::kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
-            otlp::kv_str(attr::FAAS_INVOCATION_ID, request_id.to_owned()),
-            otlp::kv_bool(attr::FAAS_COLDSTART, cold),
-            otlp::kv_bool(attr::LAMBDAWATCH_INCOMPLETE, true),
-        ];
-        if let Some(d) = inv.deadline_ms {
-            let s = start_ns / 1_000_000;
-            if d > s {
-                attrs.push(otlp::kv_i64(attr::AWS_LAMBDA_TIMEOUT_MS, (d - s) as i64));
-            }
-        }
-        if let Some(arn) = &inv.invoked_arn {
-            attrs.push(otlp::kv_str(attr::AWS_LAMBDA_INVOKED_ARN, arn.clone()));
-        }
-        let name = self
-            .resource
-            .function_name
-            .clone()
-            .unwrap_or_else(|| span_type::INVOCATION.to_owned());
-        out.span(span(
-            inv.ctx.trace_id,
-            inv.ctx.span_id,
-            inv.ctx.parent,
-            &name,
-            SpanKind::Server,
-            start_ns,
-            start_ns,
-            attrs,
+        out.span(self.invocation_span(
+            request_id,
+            &inv,
+            (start_ns, start_ns),
+            cold,
+            false,
+            Vec::new(),
             None,
         ));
         out.metric(counter(
