@@ -24,6 +24,7 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use serde_json::Value;
 
 /// One encoded `LogRecord` message body.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -84,6 +85,104 @@ const KV_KEY: u32 = 1;
 const KV_VALUE: u32 = 2;
 const ANY_STRING: u32 = 1;
 
+const ANY_BOOL: u32 = 2;
+const ANY_INT: u32 = 3;
+const ANY_DOUBLE: u32 = 4;
+const ANY_ARRAY: u32 = 5;
+const ANY_KVLIST: u32 = 6;
+/// `ArrayValue.values` and `KeyValueList.values`.
+const LIST_VALUES: u32 = 1;
+
+/// A JSON number as OTLP: `IntValue` when it fits an `i64`, else `DoubleValue`.
+fn number(n: &serde_json::Number) -> Result<i64, f64> {
+    n.as_i64().ok_or_else(|| n.as_f64().unwrap_or(0.0))
+}
+
+/// Encoded length of the `AnyValue` message for `v` (without its own tag and length).
+fn any_len(v: &Value) -> usize {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 2,
+        Value::Number(n) => match number(n) {
+            Ok(i) => 1 + encoded_len_varint(i as u64),
+            Err(_) => 9,
+        },
+        Value::String(s) => framed_len(s.len()),
+        Value::Array(a) => framed_len(a.iter().map(|x| framed_len(any_len(x))).sum()),
+        Value::Object(o) => framed_len(o.iter().map(|(k, x)| framed_len(kv_len(k, x))).sum()),
+    }
+}
+
+/// Encoded length of a `KeyValue { key, value: Some(any(v)) }`.
+fn kv_len(key: &str, v: &Value) -> usize {
+    let key_part = if key.is_empty() {
+        0
+    } else {
+        framed_len(key.len())
+    };
+    key_part + framed_len(any_len(v))
+}
+
+fn write_delimited(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn write_any(v: &Value, buf: &mut Vec<u8>) {
+    match v {
+        Value::Null => {}
+        Value::Bool(b) => {
+            encode_key(ANY_BOOL, WireType::Varint, buf);
+            buf.push(u8::from(*b));
+        }
+        Value::Number(n) => match number(n) {
+            Ok(i) => {
+                encode_key(ANY_INT, WireType::Varint, buf);
+                encode_varint(i as u64, buf);
+            }
+            Err(f) => {
+                encode_key(ANY_DOUBLE, WireType::SixtyFourBit, buf);
+                buf.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+        },
+        Value::String(s) => {
+            write_delimited(ANY_STRING, s.len(), buf);
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Value::Array(a) => {
+            write_delimited(
+                ANY_ARRAY,
+                a.iter().map(|x| framed_len(any_len(x))).sum(),
+                buf,
+            );
+            for x in a {
+                write_delimited(LIST_VALUES, any_len(x), buf);
+                write_any(x, buf);
+            }
+        }
+        Value::Object(o) => {
+            write_delimited(
+                ANY_KVLIST,
+                o.iter().map(|(k, x)| framed_len(kv_len(k, x))).sum(),
+                buf,
+            );
+            for (k, x) in o {
+                write_delimited(LIST_VALUES, kv_len(k, x), buf);
+                write_kv(k, x, buf);
+            }
+        }
+    }
+}
+
+fn write_kv(key: &str, v: &Value, buf: &mut Vec<u8>) {
+    if !key.is_empty() {
+        write_delimited(KV_KEY, key.len(), buf);
+        buf.extend_from_slice(key.as_bytes());
+    }
+    write_delimited(KV_VALUE, any_len(v), buf);
+    write_any(v, buf);
+}
+
 /// Writes one `LogRecord`, field by field, in field-number order.
 #[derive(Debug)]
 pub struct LogWriter {
@@ -103,9 +202,9 @@ impl LogWriter {
         }
     }
 
+    #[inline]
     fn delimited(&mut self, tag: u32, len: usize) {
-        encode_key(tag, WireType::LengthDelimited, &mut self.buf);
-        encode_varint(len as u64, &mut self.buf);
+        write_delimited(tag, len, &mut self.buf);
     }
 
     fn bytes_field(&mut self, tag: u32, b: &[u8]) {
@@ -167,6 +266,18 @@ impl LogWriter {
     /// Field 6, one attribute.
     pub fn attr(&mut self, kv: &KeyValue) {
         prost::encoding::message::encode(LR_ATTRIBUTES, kv, &mut self.buf);
+    }
+
+    /// Field 5, `body`, from a JSON value (mapped as `translate::logs::any_value` does).
+    pub fn body_json(&mut self, v: &Value) {
+        self.delimited(LR_BODY, any_len(v));
+        write_any(v, &mut self.buf);
+    }
+
+    /// Field 6, one attribute whose value is JSON (mapped as `translate::logs::any_value`).
+    pub fn attr_json(&mut self, key: &str, v: &Value) {
+        self.delimited(LR_ATTRIBUTES, kv_len(key, v));
+        write_kv(key, v, &mut self.buf);
     }
 
     /// Fields 9 and 10, `trace_id` and `span_id`.
@@ -272,6 +383,57 @@ mod tests {
                     assert_eq!(back.encode_to_vec(), got.as_bytes());
                     assert_eq!(EncodedLog::from(&want), got);
                 }
+            }
+        }
+    }
+
+    /// JSON bodies and attributes written directly are prost's encoding of the `AnyValue` that
+    /// `translate::logs::any_value` builds: every JSON kind, nesting, empty keys and containers,
+    /// negative and huge integers, doubles, long strings.
+    #[test]
+    fn json_values_are_written_as_prost_writes_their_any_value() {
+        use crate::translate::logs::any_value;
+        let long = "x".repeat(300);
+        let values = vec![
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(false),
+            serde_json::json!(0),
+            serde_json::json!(-1),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(2.5),
+            serde_json::json!(-0.0),
+            serde_json::json!(""),
+            serde_json::json!(long),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([1, "a", null, [true, {"": 1.5}], {"k": []}]),
+            serde_json::json!({"a": {"b": {"c": [1, 2, {"d": null}]}}, "": "empty key", "l": long}),
+        ];
+        for v in values {
+            for key in ["attr", ""] {
+                let mut w = LogWriter::with_capacity(0);
+                w.time(5);
+                w.body_json(&v);
+                w.attr_json(key, &v);
+                w.observed_time(6);
+                let want = LogRecord {
+                    time_unix_nano: 5,
+                    body: Some(any_value(v.clone())),
+                    attributes: vec![KeyValue {
+                        key: key.to_owned(),
+                        value: Some(any_value(v.clone())),
+                        ..Default::default()
+                    }],
+                    observed_time_unix_nano: 6,
+                    ..Default::default()
+                };
+                assert_eq!(
+                    w.finish().as_bytes(),
+                    want.encode_to_vec().as_slice(),
+                    "{v} key {key:?}"
+                );
             }
         }
     }

@@ -20,7 +20,7 @@ pub mod ids;
 pub mod logs;
 pub mod redact;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use lambdawatch_semconv::{attr, init_type, metric, otlp, outcome, span_type, xray};
 use opentelemetry_proto::tonic::{
@@ -216,7 +216,25 @@ pub struct Translator {
     /// Lifecycle-only mode has seen an invocation (the first one is the cold start).
     lifecycle_seen: bool,
     stats: TranslateStats,
+    /// Trace contexts of invocations already emitted, so a log record that arrives after its
+    /// invocation's `platform.report` (the Telemetry API batches the `function` stream apart from
+    /// the `platform` one; Managed Instances do this all the time) still joins its trace.
+    /// Bounded by [`RECENT_EMITTED`], oldest forgotten first.
+    recent: HashMap<String, TraceCtx>,
+    /// The same invocations, oldest first, with their `[start, end]` in Unix ns.
+    recent_order: VecDeque<(String, u64, u64)>,
 }
+
+/// How many of the latest emitted invocations a log record without a request id is matched
+/// against by time (see `Translator::finish_log`).
+pub const RECENT_TIME_SCAN: usize = 32;
+/// Lambda stamps a line when it reads it from the function's stdout, which can be a little after
+/// the handler returned: a line this close after an invocation's end still matches it (when no
+/// invocation's own window holds the line).
+pub const LATE_LINE_SLACK_NS: u64 = 10_000_000;
+
+/// Emitted invocations whose trace context is kept for late log records.
+pub const RECENT_EMITTED: usize = 256;
 
 impl Translator {
     pub fn new(opts: Options, resource: ResourceInfo) -> Self {
@@ -236,6 +254,8 @@ impl Translator {
             cold_next: None,
             lifecycle_seen: false,
             stats: TranslateStats::default(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
@@ -646,6 +666,7 @@ impl Translator {
             .map_or(inv.runtime_done_ns.unwrap_or(start_ns).max(start_ns), |d| {
                 start_ns + ms_to_ns(d)
             });
+        self.remember(request_id, inv.ctx, start_ns, end_ns);
         let cold = inv.cold.clone().or_else(|| {
             metrics.init_duration_ms.map(|d| ColdInfo {
                 init_type: init_type::ON_DEMAND.to_owned(),
@@ -859,7 +880,7 @@ impl Translator {
         w.body_str(&line);
         w.attr_str(attr::AWS_LAMBDA_LOG_SOURCE, source);
         let rid = rid_buf.as_ref().and_then(|b| std::str::from_utf8(b).ok());
-        self.finish_log(w, rid, now_ns, out);
+        self.finish_log(w, rid, t, now_ns, out);
     }
 
     /// A JSON log object (Lambda JSON log format, Powertools).
@@ -872,18 +893,22 @@ impl Translator {
         out: &mut Buffer,
     ) {
         let mut p = logs::split_json(m);
+        let r = &self.opts.redactor;
         let mut redacted = false;
-        if let Some(body) = p.body.as_mut() {
-            redacted |= redact_any(&self.opts.redactor, body);
-        }
-        for kv in p.attributes.iter_mut() {
-            redacted |= redact_kv(&self.opts.redactor, kv);
+        if !r.is_empty() {
+            if let Some(body) = p.body.as_mut() {
+                redacted |= redact_json(r, None, body);
+            }
+            for (k, v) in p.attributes.iter_mut() {
+                redacted |= redact_json(r, Some(k), v);
+            }
         }
         if redacted {
             self.stats.redacted += 1;
         }
-        let mut w = LogWriter::with_capacity(256);
-        w.time(p.time_ns.unwrap_or(t));
+        let mut w = LogWriter::with_capacity(320);
+        let t = p.time_ns.unwrap_or(t);
+        w.time(t);
         let text = match (p.severity, p.severity_text.as_deref()) {
             (Some(s), _) => s.text(),
             (None, Some(raw)) => raw,
@@ -891,33 +916,82 @@ impl Translator {
         };
         w.severity(p.severity.map_or(0, |s| s as i32), text);
         if let Some(body) = &p.body {
-            w.body(body);
+            w.body_json(body);
         }
         w.attr_str(attr::AWS_LAMBDA_LOG_SOURCE, source);
-        for kv in &p.attributes {
-            w.attr(kv);
+        for (k, v) in &p.attributes {
+            w.attr_json(k, v);
         }
-        self.finish_log(w, p.request_id.as_deref(), now_ns, out);
+        self.finish_log(w, p.request_id.as_deref(), t, now_ns, out);
     }
 
     /// The invocation part of a log record: `faas.invocation_id` and the trace context of the
-    /// record's invocation (its own request id, else the single active invocation, if exactly
-    /// one), then the observed time.
-    fn finish_log(&mut self, mut w: LogWriter, rid: Option<&str>, now_ns: u64, out: &mut Buffer) {
+    /// record's invocation, then the observed time. The invocation is the record's own request
+    /// id; else the single active invocation, if exactly one; else, when none is active, the one
+    /// emitted invocation among the last [`RECENT_TIME_SCAN`] whose `[start, end]` holds the
+    /// record's time `t`, if exactly one, else whose `[start, end + LATE_LINE_SLACK_NS]` does,
+    /// if exactly one (a plain line printed during an invocation whose report came first: the
+    /// `function` and `platform` streams are batched apart). The trace
+    /// context comes from the open invocation, or from the last [`RECENT_EMITTED`] emitted.
+    fn finish_log(
+        &mut self,
+        mut w: LogWriter,
+        rid: Option<&str>,
+        t: u64,
+        now_ns: u64,
+        out: &mut Buffer,
+    ) {
         let only_active = match self.active.as_slice() {
             [only] => Some(only.as_str()),
             _ => None,
         };
-        let rid = rid.or(only_active);
+        let by_time = || {
+            let unique = |slack: u64| {
+                let mut hits = self
+                    .recent_order
+                    .iter()
+                    .rev()
+                    .take(RECENT_TIME_SCAN)
+                    .filter(|(_, s, e)| (*s..=e.saturating_add(slack)).contains(&t));
+                match (hits.next(), hits.next()) {
+                    (Some((r, _, _)), None) => Some(r.as_str()),
+                    _ => None,
+                }
+            };
+            unique(0).or_else(|| unique(LATE_LINE_SLACK_NS))
+        };
+        let rid = rid
+            .or(only_active)
+            .or_else(|| self.active.is_empty().then(by_time).flatten());
         if let Some(rid) = rid {
             w.attr_str(attr::FAAS_INVOCATION_ID, rid);
-            if let Some(inv) = self.invocations.get_mut(rid) {
-                inv.ids_used = true;
-                w.trace(&inv.ctx.trace_id, &inv.ctx.span_id);
+            let ctx = match self.invocations.get_mut(rid) {
+                Some(inv) => {
+                    inv.ids_used = true;
+                    Some(inv.ctx)
+                }
+                // Already emitted: the record arrived after the report.
+                None => self.recent.get(rid).copied(),
+            };
+            if let Some(ctx) = ctx {
+                w.trace(&ctx.trace_id, &ctx.span_id);
             }
         }
         w.observed_time(now_ns);
         out.log(w.finish());
+    }
+
+    /// Keeps `ctx` for late log records of `request_id` (bounded, oldest out first).
+    fn remember(&mut self, request_id: &str, ctx: TraceCtx, start_ns: u64, end_ns: u64) {
+        if self.recent.insert(request_id.to_owned(), ctx).is_none() {
+            self.recent_order
+                .push_back((request_id.to_owned(), start_ns, end_ns));
+        }
+        while self.recent_order.len() > RECENT_EMITTED {
+            if let Some((old, _, _)) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
     }
 
     /// The invocation SERVER span (one builder for the report path and lifecycle-only mode):
@@ -987,6 +1061,7 @@ impl Translator {
         let cold = !self.lifecycle_seen;
         self.lifecycle_seen = true;
         let start_ns = inv.invoke_seen_ns.unwrap_or_default();
+        self.remember(request_id, inv.ctx, start_ns, start_ns);
         out.span(self.invocation_span(
             request_id,
             &inv,
@@ -1012,38 +1087,28 @@ impl Translator {
     }
 }
 
-fn redact_any(r: &Redactor, v: &mut AnyValue) -> bool {
-    if r.is_empty() {
-        return false;
-    }
-    match v.value.as_mut() {
-        Some(AV::StringValue(s)) => r.apply(s),
-        Some(AV::ArrayValue(a)) => a
-            .values
-            .iter_mut()
-            .fold(false, |acc, x| redact_any(r, x) | acc),
-        Some(AV::KvlistValue(l)) => l
-            .values
-            .iter_mut()
-            .fold(false, |acc, kv| redact_kv(r, kv) | acc),
-        _ => false,
-    }
-}
-
-/// A JSON field: its whole value is masked when its key names a secret (the key and the value
-/// are separate strings here, so a value rule cannot see both); otherwise the value rules apply.
-fn redact_kv(r: &Redactor, kv: &mut KeyValue) -> bool {
-    let Some(v) = kv.value.as_mut() else {
-        return false;
-    };
-    if v.value.is_some() && r.masks_key(&kv.key) {
-        if matches!(&v.value, Some(AV::StringValue(s)) if s == redact::MASK) {
+/// Masks secrets in a JSON log value. A field (`key` given) whose key names a secret has its
+/// whole value masked, unless it is null (the key and the value are separate strings here, so a
+/// value rule cannot see both); otherwise the value rules apply to every string inside.
+fn redact_json(r: &Redactor, key: Option<&str>, v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    if !v.is_null() && key.is_some_and(|k| r.masks_key(k)) {
+        if matches!(v, Value::String(s) if s == redact::MASK) {
             return false;
         }
-        v.value = Some(AV::StringValue(redact::MASK.to_owned()));
+        *v = Value::String(redact::MASK.to_owned());
         return true;
     }
-    redact_any(r, v)
+    match v {
+        Value::String(s) => r.apply(s),
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |acc, x| redact_json(r, None, x) | acc),
+        Value::Object(o) => o
+            .iter_mut()
+            .fold(false, |acc, (k, x)| redact_json(r, Some(k), x) | acc),
+        _ => false,
+    }
 }
 
 /// `aws.lambda.log_source` values.

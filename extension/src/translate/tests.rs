@@ -787,3 +787,94 @@ fn suppressed_init_in_the_invoke_phase_marks_the_running_invocation_cold() {
     );
     assert_eq!(coldstarts_by_type(&b), [init_type::ON_DEMAND]);
 }
+
+/// The `function` stream is batched apart from `platform`: a record may arrive after its
+/// invocation's report (always so on Managed Instances). It still joins that invocation's trace;
+/// past [`RECENT_EMITTED`] later invocations it only keeps its `faas.invocation_id`.
+#[test]
+fn log_after_its_report_still_joins_the_trace() {
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, Some((ROOT_A, "1111111111111111"))),
+        report(A, 100, Some("success"), 90.0, None),
+    ]);
+    h.feed(&[log(Some(A), 150, "late line")]);
+    let b = h.take();
+    let span = by_id(&invocation_spans(&b), A).clone();
+    let logs = logs_of(&b);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].trace_id, span.trace_id);
+    assert_eq!(logs[0].span_id, span.span_id);
+    assert_eq!(xray::to_hex(&logs[0].trace_id), ROOT_A);
+
+    // Bounded: after RECENT_EMITTED more invocations, A is forgotten.
+    for i in 0..RECENT_EMITTED {
+        let rid = format!("{i:08x}-0000-4000-8000-000000000000");
+        h.feed(&[
+            start(&rid, 200 + i as u64, None),
+            report(&rid, 201 + i as u64, Some("success"), 1.0, None),
+        ]);
+    }
+    h.take();
+    h.feed(&[log(Some(A), 9_000, "very late line")]);
+    let logs = logs_of(&h.take());
+    assert!(logs[0].trace_id.is_empty());
+    assert_eq!(
+        get_str(&logs[0].attributes, attr::FAAS_INVOCATION_ID),
+        Some(A)
+    );
+    assert_eq!(h.tr.recent.len(), RECENT_EMITTED);
+}
+
+/// A plain line carries no request id. When it arrives after its invocation's report (nothing
+/// active any more), its time decides, and only when exactly one emitted invocation's
+/// `[start, end]` holds it.
+#[test]
+fn plain_line_after_the_report_joins_by_time_only_when_unambiguous() {
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, Some((ROOT_A, "1111111111111111"))),
+        report(A, 100, Some("success"), 100.0, None),
+        start(B, 1000, None),
+        report(B, 1100, Some("success"), 100.0, None),
+    ]);
+    h.feed(&[
+        log(None, 50, "printed during A"),
+        log(None, 1050, "printed during B"),
+        log(None, 105, "read just after A ended"),
+        log(None, 500, "printed between"),
+    ]);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    let logs = logs_of(&b);
+    let of = |body: &str| {
+        logs.iter()
+            .find(|l| matches!(l.body.as_ref().and_then(|v| v.value.as_ref()), Some(AV::StringValue(s)) if s == body))
+            .unwrap()
+    };
+    let a = of("printed during A");
+    assert_eq!(get_str(&a.attributes, attr::FAAS_INVOCATION_ID), Some(A));
+    assert_eq!(a.span_id, by_id(&spans, A).span_id);
+    assert_eq!(xray::to_hex(&a.trace_id), ROOT_A);
+    let bl = of("printed during B");
+    assert_eq!(get_str(&bl.attributes, attr::FAAS_INVOCATION_ID), Some(B));
+    assert_eq!(bl.span_id, by_id(&spans, B).span_id);
+    let late = of("read just after A ended");
+    assert_eq!(get_str(&late.attributes, attr::FAAS_INVOCATION_ID), Some(A));
+    let between = of("printed between");
+    assert_eq!(get_str(&between.attributes, attr::FAAS_INVOCATION_ID), None);
+    assert!(between.trace_id.is_empty());
+
+    // Overlapping windows (Managed Instances run several at once): no guessing.
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, None),
+        start(B, 10, None),
+        report(A, 100, Some("success"), 100.0, None),
+        report(B, 110, Some("success"), 100.0, None),
+    ]);
+    h.feed(&[log(None, 50, "whose?")]);
+    let logs = logs_of(&h.take());
+    assert_eq!(get_str(&logs[0].attributes, attr::FAAS_INVOCATION_ID), None);
+    assert!(logs[0].trace_id.is_empty());
+}
