@@ -21,7 +21,7 @@
 //! |---|---|---|---|
 //! | [`telemetry_api`] | Lambda's POSTs | parsed batches on a channel of [`lifecycle::TELEMETRY_CHANNEL`] | awaits (Lambda buffers, reports `logsDropped`); answers 200 always |
 //! | [`events`] | a POST body | events + counts of what was odd | skips and counts the bad element, keeps the rest |
-//! | [`translate`] | events, INVOKE | spans, metrics, log records | open invocations bounded; oldest emitted early |
+//! | [`translate`] | events, INVOKE | spans, metrics, log records (written straight to protobuf bytes by [`log_proto`]) | open invocations bounded; oldest emitted early; trace contexts of the last 256 emitted kept for late log records |
 //! | [`buffer`] | items | batches | drops oldest, counts `dropped{reason=buffer_full}` |
 //! | [`export`] | a batch, a deadline | an export report | retries within the deadline, then hands the unsent items back (`lifecycle` returns them to the buffer for the next flush); permanent refusals counted as `rejected` / `export_failed` / `unsupported_endpoint`; unsent at the final flush counted as `export_failed` |
 //! | [`flush`] | flush facts, now | a decision | unhealthy collector → never blocks `/next` |
