@@ -81,6 +81,8 @@ pub struct Start {
     pub request_id: String,
     pub version: Option<String>,
     pub tracing: Option<Tracing>,
+    /// Schema `2025-01-29` (seen from the RIE in Managed Instances mode).
+    pub function_arn: Option<String>,
 }
 
 /// `platform.runtimeDone` and `platform.report`.
@@ -532,7 +534,7 @@ const PHASE_DONE_FIELDS: &[&str] = &[
     "spans",
     "tracing",
 ];
-const START_FIELDS: &[&str] = &["requestId", "version", "tracing"];
+const START_FIELDS: &[&str] = &["requestId", "version", "tracing", "functionArn"];
 const DONE_FIELDS: &[&str] = &[
     "requestId",
     "status",
@@ -719,6 +721,7 @@ impl<'a> Rec<'a, '_> {
             request_id: self.string("requestId")?,
             version: self.string("version"),
             tracing: self.tracing(),
+            function_arn: self.string("functionArn"),
         })
     }
 

@@ -320,6 +320,39 @@ fn check_common(mode: Mode, cap: &Capture, run: &Run) -> BTreeMap<String, (Resou
         get_str(&res.attributes, attr::FAAS_NAME).is_some_and(|n| !n.is_empty()),
         "{mode:?}: faas.name"
     );
+    // The invoked ARN (INVOKE in classic, `platform.start.functionArn` on MI) names this
+    // function, and the account comes from it (or from the register answer: the same one).
+    let faas_name = get_str(&res.attributes, attr::FAAS_NAME).unwrap();
+    for (id, (res, s)) in &inv {
+        let arn = get_str(&s.attributes, attr::AWS_LAMBDA_INVOKED_ARN)
+            .unwrap_or_else(|| panic!("{mode:?} {id}: no invoked ARN"));
+        assert!(arn.ends_with(&format!(":function:{faas_name}")), "{mode:?}: {arn}");
+        assert_eq!(
+            get_str(&res.attributes, attr::CLOUD_ACCOUNT_ID),
+            arn.split(':').nth(4),
+            "{mode:?}"
+        );
+    }
+    // Every field of every event the RIE sent is one the extension knows.
+    let unknown: Vec<i64> = cap
+        .metrics()
+        .iter()
+        .filter(|m| m.name == metric::EXT_IGNORED)
+        .flat_map(|m| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.clone(),
+            _ => vec![],
+        })
+        .filter(|p| get_str(&p.attributes, attr::LAMBDAWATCH_REASON) == Some("unknown_field"))
+        .map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(i)) => i,
+            _ => -1,
+        })
+        .collect();
+    assert!(!unknown.is_empty(), "{mode:?}: no self counter exported");
+    assert!(
+        unknown.iter().all(|n| *n == 0),
+        "{mode:?}: unknown fields counted: {unknown:?}"
+    );
     // The other invocations have their own fresh traces.
     for id in &run.ok_ids[1..] {
         assert_ne!(inv[id].1.trace_id, first.trace_id, "{mode:?}: {id}");

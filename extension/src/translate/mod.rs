@@ -295,8 +295,16 @@ impl Translator {
         if let Some(h) = xray_header {
             apply_xray(inv, h, None);
         }
+        if let Some(arn) = invoked_arn {
+            self.account_from_arn(arn);
+        }
+    }
+
+    /// `cloud.account.id` from a function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`),
+    /// when not known yet.
+    fn account_from_arn(&mut self, arn: &str) {
         if self.resource.account_id.is_none()
-            && let Some(acct) = invoked_arn.and_then(|a| a.split(':').nth(4))
+            && let Some(acct) = arn.split(':').nth(4)
             && !acct.is_empty()
         {
             self.resource.account_id = Some(acct.to_owned());
@@ -547,8 +555,14 @@ impl Translator {
                 .function_version
                 .get_or_insert_with(|| v.clone());
         }
+        if let Some(arn) = &s.function_arn {
+            self.account_from_arn(arn);
+        }
         let inv = self.entry(&s.request_id, t);
         inv.start_ns = Some(t);
+        if inv.invoked_arn.is_none() {
+            inv.invoked_arn = s.function_arn.clone();
+        }
         if inv.cold.is_none() {
             inv.cold = cold;
         }

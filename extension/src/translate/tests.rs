@@ -878,3 +878,24 @@ fn plain_line_after_the_report_joins_by_time_only_when_unambiguous() {
     assert_eq!(get_str(&logs[0].attributes, attr::FAAS_INVOCATION_ID), None);
     assert!(logs[0].trace_id.is_empty());
 }
+
+/// Schema `2025-01-29` `platform.start` carries `functionArn` (the RIE sends it in Managed
+/// Instances mode, where no INVOKE tells us the ARN): a known field, giving the invoked ARN and
+/// the account.
+#[test]
+fn start_function_arn_gives_the_arn_and_the_account() {
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:checkout";
+    let body = format!(
+        r#"[{{"time":"{}","type":"platform.start","record":{{"requestId":"{A}","version":"$LATEST","functionArn":"{arn}"}}}}]"#,
+        t(0)
+    );
+    let (evs, stats) = parse_batch(body.as_bytes());
+    assert_eq!(stats.unknown_fields, 0);
+    let mut h = Harness::new();
+    h.tr.ingest_all(evs, &mut h.buf, ns(1));
+    h.feed(&[report(A, 50, Some("success"), 40.0, None)]);
+    let b = h.take();
+    let a = &by_id(&invocation_spans(&b), A).attributes;
+    assert_eq!(get_str(a, attr::AWS_LAMBDA_INVOKED_ARN), Some(arn));
+    assert_eq!(h.tr.resource.account_id.as_deref(), Some("123456789012"));
+}
