@@ -123,6 +123,7 @@ fn kv_len(key: &str, v: &Value) -> usize {
     key_part + framed_len(any_len(v))
 }
 
+#[inline]
 fn write_delimited(tag: u32, len: usize, buf: &mut Vec<u8>) {
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);

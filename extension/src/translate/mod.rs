@@ -327,30 +327,30 @@ impl Translator {
     pub fn ingest(&mut self, ev: Event, out: &mut Buffer, now_ns: u64) {
         let t = ev.time_ns.unwrap_or(now_ns);
         match ev.body {
-            EventBody::InitStart(s) => self.init_start(s, t, false),
-            EventBody::RestoreStart(s) => self.init_start(s, t, true),
+            EventBody::InitStart(s) => self.init_start(*s, t, false),
+            EventBody::RestoreStart(s) => self.init_start(*s, t, true),
             EventBody::InitRuntimeDone(d) => {
                 self.init
                     .get_or_insert_with(OpenPhase::default)
-                    .runtime_done = Some(d)
+                    .runtime_done = Some(*d)
             }
             EventBody::RestoreRuntimeDone(d) => {
                 self.restore
                     .get_or_insert_with(OpenPhase::default)
-                    .runtime_done = Some(d)
+                    .runtime_done = Some(*d)
             }
             EventBody::InitReport(d) => {
                 let open = self.init.take().unwrap_or_default();
-                self.emit_init(open, Some(d), t, false, out);
+                self.emit_init(open, Some(*d), t, false, out);
             }
             EventBody::RestoreReport(d) => {
                 let open = self.restore.take().unwrap_or_default();
-                self.emit_init(open, Some(d), t, true, out);
+                self.emit_init(open, Some(*d), t, true, out);
             }
-            EventBody::Start(s) => self.start(s, t),
-            EventBody::RuntimeDone(d) => self.runtime_done(d, t),
-            EventBody::Report(r) => self.report(r, t, out),
-            EventBody::LogsDropped(d) => self.logs_dropped(d, t, now_ns, out),
+            EventBody::Start(s) => self.start(*s, t),
+            EventBody::RuntimeDone(d) => self.runtime_done(*d, t),
+            EventBody::Report(r) => self.report(*r, t, out),
+            EventBody::LogsDropped(d) => self.logs_dropped(*d, t, now_ns, out),
             EventBody::Function(rec) => self.log(rec, attr_source::FUNCTION, t, now_ns, out),
             EventBody::ExtensionLog(rec) => self.log(rec, attr_source::EXTENSION, t, now_ns, out),
             EventBody::Extension(_) | EventBody::TelemetrySubscription(_) => {}
