@@ -17,8 +17,10 @@ use crate::log_proto::EncodedLog;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Span(Span),
-    Metric(Metric),
+    /// Spans and metrics are boxed so an item stays small: the buffer mostly holds log records,
+    /// which move in and out of it by value.
+    Span(Box<Span>),
+    Metric(Box<Metric>),
     /// Log records arrive already encoded ([`crate::log_proto`]).
     Log(EncodedLog),
 }
@@ -95,11 +97,11 @@ impl Buffer {
     }
 
     pub fn span(&mut self, s: Span) {
-        self.push(Item::Span(s));
+        self.push(Item::Span(Box::new(s)));
     }
 
     pub fn metric(&mut self, m: Metric) {
-        self.push(Item::Metric(m));
+        self.push(Item::Metric(Box::new(m)));
     }
 
     /// A log record, encoded or as prost's `LogRecord` (encoded here).
@@ -141,10 +143,10 @@ impl Buffer {
         let newer = std::mem::take(&mut self.items);
         self.bytes = 0;
         for s in batch.spans {
-            self.push(Item::Span(s));
+            self.push(Item::Span(Box::new(s)));
         }
         for m in batch.metrics {
-            self.push(Item::Metric(m));
+            self.push(Item::Metric(Box::new(m)));
         }
         for l in batch.logs {
             self.push(Item::Log(l));
@@ -172,8 +174,8 @@ impl Buffer {
         };
         for (item, _) in self.items.drain(..) {
             match item {
-                Item::Span(s) => b.spans.push(s),
-                Item::Metric(m) => b.metrics.push(m),
+                Item::Span(s) => b.spans.push(*s),
+                Item::Metric(m) => b.metrics.push(*m),
                 Item::Log(l) => b.logs.push(l),
             }
         }
