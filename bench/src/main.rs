@@ -391,7 +391,8 @@ fn main() -> anyhow::Result<()> {
          a 200-to-everything OTLP sink; the extension uses `LAMBDAWATCH_FLUSH=periodic,1000` (deferred flush) \
          except in the `end` row. Post-runtime time runs from just before the batch holding \
          `platform.runtimeDone` is delivered to the next `/event/next` (the floor, which does not \
-         subscribe, from its INVOKE).\n\n\
+         subscribe, from its INVOKE); 0 when that `/event/next` came before the delivery (with \
+         deferred flush the extension is already waiting in `/next` when the function finishes).\n\n\
          | figure | lambdawatch-extension | floor | ratio | target | |\n|---|---|---|---|---|---|\n{}\n",
         rfc3339(SystemTime::now()),
         std::thread::available_parallelism()
