@@ -43,19 +43,22 @@ use serde_json::json;
 
 const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
 
+/// `(path, decompressed body)` of every request, in arrival order.
+type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A capturing OTLP/HTTP endpoint: HTTP/1.1 with keep-alive, `Content-Length` bodies, gzip;
 /// answers 200 with an empty body and keeps `(path, decompressed body)`.
 #[derive(Clone)]
 struct Capture {
     port: u16,
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Requests,
 }
 
 impl Capture {
     fn start() -> Capture {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let requests: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+        let requests: Requests = Arc::default();
         let r = requests.clone();
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
@@ -163,9 +166,10 @@ fn serve(s: TcpStream, out: &Mutex<Vec<(String, Vec<u8>)>>) {
             body = d;
         }
         out.lock().unwrap().push((path, body));
-        if w
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
-            .is_err()
+        if w.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+        )
+        .is_err()
         {
             return;
         }
@@ -326,7 +330,10 @@ fn check_common(mode: Mode, cap: &Capture, run: &Run) -> BTreeMap<String, (Resou
     for (id, (res, s)) in &inv {
         let arn = get_str(&s.attributes, attr::AWS_LAMBDA_INVOKED_ARN)
             .unwrap_or_else(|| panic!("{mode:?} {id}: no invoked ARN"));
-        assert!(arn.ends_with(&format!(":function:{faas_name}")), "{mode:?}: {arn}");
+        assert!(
+            arn.ends_with(&format!(":function:{faas_name}")),
+            "{mode:?}: {arn}"
+        );
         assert_eq!(
             get_str(&res.attributes, attr::CLOUD_ACCOUNT_ID),
             arn.split(':').nth(4),
@@ -392,7 +399,11 @@ fn extension_under_rie_classic_emits_one_span_per_invoke() {
         .filter(|(_, (_, s))| get_bool(&s.attributes, attr::FAAS_COLDSTART) == Some(true))
         .map(|(id, _)| id.clone())
         .collect();
-    assert_eq!(cold, [run.ok_ids[0].clone()], "only the first invoke is cold");
+    assert_eq!(
+        cold,
+        [run.ok_ids[0].clone()],
+        "only the first invoke is cold"
+    );
     assert!(
         cap.logs().is_empty(),
         "no Telemetry API, no log records: {:?}",
@@ -514,8 +525,5 @@ fn extension_under_rie_managed_instances_emits_what_the_function_did() {
 /// A closed endpoint: the function is untouched and the extension exits cleanly.
 #[test]
 fn extension_under_rie_fails_open_with_a_dead_collector() {
-    run_rie(
-        Mode::Classic,
-        &format!("http://127.0.0.1:{}", free_port()),
-    );
+    run_rie(Mode::Classic, &format!("http://127.0.0.1:{}", free_port()));
 }
