@@ -187,6 +187,21 @@ async fn post_telemetry(port: u16, events: Value) {
     assert_eq!(resp.status.as_u16(), 200);
 }
 
+/// Sends a `spindown` SHUTDOWN with `budget_ms` to its deadline and asserts the loop exits with
+/// 0 within `wait`.
+async fn spindown(
+    api: &FakeApi,
+    run: tokio::task::JoinHandle<i32>,
+    budget_ms: u64,
+    wait: Duration,
+) {
+    api.events
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + budget_ms}))
+        .await
+        .unwrap();
+    assert_eq!(tokio::time::timeout(wait, run).await.unwrap().unwrap(), 0);
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -419,17 +434,7 @@ async fn managed_instances_403_falls_back_to_shutdown_only_and_flushes_continuou
     ])).await;
     // No INVOKE will ever come: the periodic flush exports on its own.
     assert!(cap.wait_for(Duration::from_secs(3), |c| invocation_ids(c).len() == 2));
-    api.events
-        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1000}))
-        .await
-        .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(3), run)
-            .await
-            .unwrap()
-            .unwrap(),
-        0
-    );
+    spindown(&api, run, 1000, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,17 +469,7 @@ async fn telemetry_not_supported_keeps_going_on_lifecycle_events() {
         seen.lock().unwrap().next_calls.len() == 3
     })
     .await;
-    api.events
-        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1000}))
-        .await
-        .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(3), run)
-            .await
-            .unwrap()
-            .unwrap(),
-        0
-    );
+    spindown(&api, run, 1000, Duration::from_secs(3)).await;
     let ids = invocation_ids(&cap);
     assert_eq!(ids.len(), 2, "{ids:?}");
     let (_, s) = cap.spans().into_iter().find(|(_, s)| s.kind == 2).unwrap();
@@ -567,17 +562,7 @@ async fn managed_instances_env_var_registers_shutdown_only_and_self_counters_are
         seen.lock().unwrap().next_calls.len() <= 1,
         "SHUTDOWN-only: /next waits"
     );
-    api.events
-        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1500}))
-        .await
-        .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(4), run)
-            .await
-            .unwrap()
-            .unwrap(),
-        0
-    );
+    spindown(&api, run, 1500, Duration::from_secs(4)).await;
     use lambdawatch_semconv::metric;
     let c = |name, label| self_counter(&cap, name, label);
     // Six elements arrived; the unknown type is received and dropped.
@@ -670,17 +655,7 @@ async fn resource_attributes_from_the_environment() {
             ]),
         )
         .await;
-        api.events
-            .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1500}))
-            .await
-            .unwrap();
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(4), run)
-                .await
-                .unwrap()
-                .unwrap(),
-            0
-        );
+        spindown(&api, run, 1500, Duration::from_secs(4)).await;
         let spans = cap.spans();
         let (res, _) = spans
             .iter()
