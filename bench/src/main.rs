@@ -9,8 +9,9 @@
 //!
 //! Figures (issue 3): init overhead (process start → first `/event/next`) against `floor-extension`
 //! (register + `/next`, nothing else); stripped binary size; steady RSS; peak RSS through a burst of
-//! 10,000 log lines in one invocation; post-runtime time (`runtimeDone` delivered → `/next`) with
-//! deferred flush. Results replace the `extension-process` section of `docs/BENCHMARKS.md`.
+//! 10,000 log lines in one invocation; post-runtime time (delivery of `runtimeDone` → `/next`) with
+//! deferred flush (the target) and with `LAMBDAWATCH_FLUSH=end` (what flushing before `/next`
+//! costs). Results replace the `extension-process` section of `docs/BENCHMARKS.md`.
 //!
 //! Usage: `scripts/bench.sh` (builds release binaries, then runs
 //! `target/release/lambdawatch-bench [--runs N] [--invocations N] [--out FILE]`).
@@ -78,6 +79,7 @@ fn spawn(
     bin: &Path,
     lambda: &FakeLambda,
     sink: std::net::SocketAddr,
+    flush: &str,
 ) -> anyhow::Result<(Proc, Instant)> {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
@@ -89,7 +91,7 @@ fn spawn(
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/29/[$LATEST]bench")
         .env("AWS_REGION", "us-east-1")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}"))
-        .env("LAMBDAWATCH_FLUSH", "periodic,1000")
+        .env("LAMBDAWATCH_FLUSH", flush)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let start = Instant::now();
@@ -127,18 +129,27 @@ fn platform(kind: &str, record: Value) -> Value {
     json!({"time": rfc3339(SystemTime::now()), "type": kind, "record": record})
 }
 
-fn start_and_done(id: &str) -> Vec<Value> {
+/// The flush strategies measured: deferred (periodic, off the critical path) and `end` (flush
+/// after `runtimeDone`, before `/next`).
+const DEFERRED: &str = "periodic,1000";
+const END: &str = "end";
+
+/// What Lambda delivers while the function runs: `platform.start` and one log line.
+fn started(id: &str) -> Vec<Value> {
     vec![
         platform(
             "platform.start",
             json!({"requestId": id, "version": "$LATEST"}),
         ),
         json!({"time": rfc3339(SystemTime::now()), "type": "function", "record": format!("[INFO] handled {id}")}),
-        platform(
-            "platform.runtimeDone",
-            json!({"requestId": id, "status": "success", "metrics": {"durationMs": 1.5, "producedBytes": 12}}),
-        ),
     ]
+}
+
+fn runtime_done(id: &str) -> Value {
+    platform(
+        "platform.runtimeDone",
+        json!({"requestId": id, "status": "success", "metrics": {"durationMs": 1.5, "producedBytes": 12}}),
+    )
 }
 
 fn report(id: &str) -> Value {
@@ -151,7 +162,7 @@ fn report(id: &str) -> Value {
 /// Process start → first `/event/next`, then a clean SHUTDOWN.
 fn measure_init(bin: &Path, sink: std::net::SocketAddr) -> anyhow::Result<Duration> {
     let lambda = FakeLambda::start()?;
-    let (mut proc, start) = spawn(bin, &lambda, sink)?;
+    let (mut proc, start) = spawn(bin, &lambda, sink, DEFERRED)?;
     let first = lambda
         .wait_next_call(1, Duration::from_secs(10))
         .with_context(|| format!("{} never called /event/next", bin.display()))?;
@@ -179,14 +190,21 @@ struct Steady {
 }
 
 /// Invocations with Telemetry delivered as Lambda does, then one burst invocation.
+///
+/// Post-runtime time: `t0` is taken *before* the batch holding `platform.runtimeDone` (and the
+/// previous invocation's report) is delivered, `t1` when `/next` arrives; so it includes the
+/// delivery, the extension's handling of `runtimeDone` and, with `end`, the flush. (`start` and
+/// the log line go in an earlier batch, as Lambda sends them while the function runs.) For an
+/// extension that does not subscribe (the floor), `t0` is the INVOKE.
 fn measure_steady(
     bin: &Path,
     sink: std::net::SocketAddr,
     invocations: usize,
     burst_lines: usize,
+    flush: &str,
 ) -> anyhow::Result<Steady> {
     let lambda = FakeLambda::start()?;
-    let (mut proc, _) = spawn(bin, &lambda, sink)?;
+    let (mut proc, _) = spawn(bin, &lambda, sink, flush)?;
     let pid = proc.0.id();
     lambda
         .wait_next_call(1, Duration::from_secs(10))
@@ -197,12 +215,14 @@ fn measure_steady(
         let id = format!("bench-{i:06}");
         lambda.push_event(invoke_event(&id));
         let t0 = if subscribed {
-            let mut batch = start_and_done(&id);
+            lambda.deliver(&started(&id))?;
+            let mut batch = vec![runtime_done(&id)];
             if i > 0 {
                 batch.insert(0, report(&format!("bench-{:06}", i - 1)));
             }
+            let t0 = Instant::now();
             lambda.deliver(&batch)?;
-            Instant::now()
+            t0
         } else {
             Instant::now()
         };
@@ -230,7 +250,7 @@ fn measure_steady(
                 .collect();
             lambda.deliver(&batch)?;
         }
-        lambda.deliver(&start_and_done(id)[2..])?;
+        lambda.deliver(&[runtime_done(id)])?;
     }
     lambda
         .wait_next_call(invocations + 2, Duration::from_secs(20))
@@ -285,12 +305,22 @@ fn main() -> anyhow::Result<()> {
     let (ext_i, floor_i) = (median(&mut ext_init), median(&mut floor_init));
     let init_ratio = ext_i.as_secs_f64() / floor_i.as_secs_f64();
 
-    let floor = measure_steady(&args.floor, sink, args.invocations, 0)?;
-    let ext = measure_steady(&args.extension, sink, args.invocations, args.burst_lines)?;
+    let floor = measure_steady(&args.floor, sink, args.invocations, 0, DEFERRED)?;
+    let ext = measure_steady(
+        &args.extension,
+        sink,
+        args.invocations,
+        args.burst_lines,
+        DEFERRED,
+    )?;
+    let ext_end = measure_steady(&args.extension, sink, args.invocations, 0, END)?;
     let (mut ext_post, mut floor_post) = (ext.post_runtime.clone(), floor.post_runtime.clone());
     let ext_post_med = median(&mut ext_post);
     let ext_post_p99 = percentile(&mut ext_post, 0.99);
     let floor_post_med = median(&mut floor_post);
+    let mut end_post = ext_end.post_runtime.clone();
+    let end_post_med = median(&mut end_post);
+    let end_post_p99 = percentile(&mut end_post, 0.99);
 
     let size = std::fs::metadata(&args.extension)?.len();
     let floor_size = std::fs::metadata(&args.floor)?.len();
@@ -315,6 +345,15 @@ fn main() -> anyhow::Result<()> {
             ms(floor_post_med),
             ext_post_med.as_secs_f64() / floor_post_med.as_secs_f64().max(1e-9),
             verdict(ext_post_med <= Duration::from_millis(1))
+        ),
+        format!(
+            "| post-runtime time with `LAMBDAWATCH_FLUSH=end` (flush to the local sink before `/next`), median of {} (p99 {}) | {} | {} | {:.2}× | — (the deferred row is the target) | {} |",
+            args.invocations,
+            ms(end_post_p99),
+            ms(end_post_med),
+            ms(floor_post_med),
+            end_post_med.as_secs_f64() / floor_post_med.as_secs_f64().max(1e-9),
+            "—"
         ),
         format!(
             "| stripped binary size | {} | {} | {:.2}× | ≤ 4 MB | {} |",
@@ -349,7 +388,11 @@ fn main() -> anyhow::Result<()> {
         "Measured {} on this machine (`nproc` = {}) with `scripts/bench.sh` ({profile} build; \
          `target/{profile}/lambdawatch-bench --runs {} --invocations {}`). Floor: `floor-extension`, which only registers and \
          calls `/event/next` (std, blocking). Both run against the same in-process Lambda stand-in and \
-         a 200-to-everything OTLP sink; the extension uses `LAMBDAWATCH_FLUSH=periodic,1000` (deferred flush).\n\n\
+         a 200-to-everything OTLP sink; the extension uses `LAMBDAWATCH_FLUSH=periodic,1000` (deferred flush) \
+         except in the `end` row. Post-runtime time runs from just before the batch holding \
+         `platform.runtimeDone` is delivered to the next `/event/next` (the floor, which does not \
+         subscribe, from its INVOKE); 0 when that `/event/next` came before the delivery (with \
+         deferred flush the extension is already waiting in `/next` when the function finishes).\n\n\
          | figure | lambdawatch-extension | floor | ratio | target | |\n|---|---|---|---|---|---|\n{}\n",
         rfc3339(SystemTime::now()),
         std::thread::available_parallelism()

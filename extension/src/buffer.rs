@@ -10,14 +10,19 @@
 
 use std::collections::VecDeque;
 
-use opentelemetry_proto::tonic::{logs::v1::LogRecord, metrics::v1::Metric, trace::v1::Span};
+use opentelemetry_proto::tonic::{metrics::v1::Metric, trace::v1::Span};
 use prost::Message;
+
+use crate::log_proto::EncodedLog;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
-    Span(Span),
-    Metric(Metric),
-    Log(LogRecord),
+    /// Spans and metrics are boxed so an item stays small: the buffer mostly holds log records,
+    /// which move in and out of it by value.
+    Span(Box<Span>),
+    Metric(Box<Metric>),
+    /// Log records arrive already encoded ([`crate::log_proto`]).
+    Log(EncodedLog),
 }
 
 impl Item {
@@ -25,7 +30,7 @@ impl Item {
         match self {
             Item::Span(s) => s.encoded_len(),
             Item::Metric(m) => m.encoded_len(),
-            Item::Log(l) => l.encoded_len(),
+            Item::Log(l) => l.len(),
         }
     }
 }
@@ -35,7 +40,7 @@ impl Item {
 pub struct Batch {
     pub spans: Vec<Span>,
     pub metrics: Vec<Metric>,
-    pub logs: Vec<LogRecord>,
+    pub logs: Vec<EncodedLog>,
 }
 
 impl Batch {
@@ -92,15 +97,16 @@ impl Buffer {
     }
 
     pub fn span(&mut self, s: Span) {
-        self.push(Item::Span(s));
+        self.push(Item::Span(Box::new(s)));
     }
 
     pub fn metric(&mut self, m: Metric) {
-        self.push(Item::Metric(m));
+        self.push(Item::Metric(Box::new(m)));
     }
 
-    pub fn log(&mut self, l: LogRecord) {
-        self.push(Item::Log(l));
+    /// A log record, encoded or as prost's `LogRecord` (encoded here).
+    pub fn log(&mut self, l: impl Into<EncodedLog>) {
+        self.push(Item::Log(l.into()));
     }
 
     pub fn len(&self) -> usize {
@@ -137,10 +143,10 @@ impl Buffer {
         let newer = std::mem::take(&mut self.items);
         self.bytes = 0;
         for s in batch.spans {
-            self.push(Item::Span(s));
+            self.push(Item::Span(Box::new(s)));
         }
         for m in batch.metrics {
-            self.push(Item::Metric(m));
+            self.push(Item::Metric(Box::new(m)));
         }
         for l in batch.logs {
             self.push(Item::Log(l));
@@ -168,8 +174,8 @@ impl Buffer {
         };
         for (item, _) in self.items.drain(..) {
             match item {
-                Item::Span(s) => b.spans.push(s),
-                Item::Metric(m) => b.metrics.push(m),
+                Item::Span(s) => b.spans.push(*s),
+                Item::Metric(m) => b.metrics.push(*m),
                 Item::Log(l) => b.logs.push(l),
             }
         }
@@ -181,6 +187,11 @@ impl Buffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+    fn text(l: &EncodedLog) -> String {
+        l.decode().unwrap().severity_text
+    }
 
     fn log(body: &str) -> LogRecord {
         LogRecord {
@@ -198,11 +209,7 @@ mod tests {
         assert_eq!(b.len(), 3);
         assert_eq!(b.dropped(), 2);
         let batch = b.drain();
-        let kept: Vec<_> = batch
-            .logs
-            .iter()
-            .map(|l| l.severity_text.as_str())
-            .collect();
+        let kept: Vec<_> = batch.logs.iter().map(text).collect();
         assert_eq!(kept, ["2", "3", "4"]);
         assert!(b.is_empty());
         assert_eq!(b.bytes(), 0);
@@ -219,9 +226,7 @@ mod tests {
         b.log(log("c"));
         b.requeue(first);
         assert_eq!(b.dropped(), 0);
-        let texts = |batch: &Batch| -> Vec<String> {
-            batch.logs.iter().map(|l| l.severity_text.clone()).collect()
-        };
+        let texts = |batch: &Batch| -> Vec<String> { batch.logs.iter().map(text).collect() };
         let again = b.drain();
         assert_eq!(texts(&again), ["a", "b", "c"]);
         assert_eq!(b.bytes(), 0);
@@ -248,6 +253,6 @@ mod tests {
         assert_eq!(b.len(), 2, "oversized item must not evict others");
         assert_eq!(b.dropped(), 2);
         let batch = b.drain();
-        assert!(batch.logs[0].severity_text.starts_with('b'));
+        assert!(text(&batch.logs[0]).starts_with('b'));
     }
 }

@@ -27,20 +27,23 @@ pub struct Event {
     pub body: EventBody,
 }
 
+/// The platform variants are boxed: an [`Event`] stays small (a log record and a few words), so
+/// a batch of a thousand log lines is a small vector that moves cheaply; platform events are a
+/// handful per invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventBody {
-    InitStart(InitStart),
-    InitRuntimeDone(PhaseDone),
-    InitReport(PhaseDone),
-    RestoreStart(InitStart),
-    RestoreRuntimeDone(PhaseDone),
-    RestoreReport(PhaseDone),
-    Start(Start),
-    RuntimeDone(InvocationDone),
-    Report(InvocationDone),
-    Extension(ExtensionState),
-    TelemetrySubscription(ExtensionState),
-    LogsDropped(LogsDropped),
+    InitStart(Box<InitStart>),
+    InitRuntimeDone(Box<PhaseDone>),
+    InitReport(Box<PhaseDone>),
+    RestoreStart(Box<InitStart>),
+    RestoreRuntimeDone(Box<PhaseDone>),
+    RestoreReport(Box<PhaseDone>),
+    Start(Box<Start>),
+    RuntimeDone(Box<InvocationDone>),
+    Report(Box<InvocationDone>),
+    Extension(Box<ExtensionState>),
+    TelemetrySubscription(Box<ExtensionState>),
+    LogsDropped(Box<LogsDropped>),
     /// A `function` log record.
     Function(LogRecord),
     /// An `extension` log record.
@@ -81,6 +84,8 @@ pub struct Start {
     pub request_id: String,
     pub version: Option<String>,
     pub tracing: Option<Tracing>,
+    /// Schema `2025-01-29` (seen from the RIE in Managed Instances mode).
+    pub function_arn: Option<String>,
 }
 
 /// `platform.runtimeDone` and `platform.report`.
@@ -263,16 +268,18 @@ pub fn parse_batch(body: &[u8]) -> (Vec<Event>, ParseStats) {
     // Fast path: a well-formed array.
     if let Ok(envs) = serde_json::from_slice::<Vec<Envelope>>(body) {
         out.reserve(envs.len());
+        let mut tc = TimeCache::default();
         for env in envs {
-            push_event(env, &mut out, &mut stats);
+            push_event(env, &mut out, &mut stats, &mut tc);
         }
         return (out, stats);
     }
     // Slow path: element by element, so one broken element costs only itself.
     match split_top_level(body) {
         Some(elements) => {
+            let mut tc = TimeCache::default();
             for el in elements {
-                parse_element(el, &mut out, &mut stats);
+                parse_element(el, &mut out, &mut stats, &mut tc);
             }
         }
         None => stats.malformed += 1,
@@ -280,15 +287,15 @@ pub fn parse_batch(body: &[u8]) -> (Vec<Event>, ParseStats) {
     (out, stats)
 }
 
-fn parse_element(el: &[u8], out: &mut Vec<Event>, stats: &mut ParseStats) {
+fn parse_element(el: &[u8], out: &mut Vec<Event>, stats: &mut ParseStats, tc: &mut TimeCache) {
     match serde_json::from_slice::<Envelope>(el) {
-        Ok(env) => push_event(env, out, stats),
+        Ok(env) => push_event(env, out, stats, tc),
         Err(_) => {
             let fixed = repair_commas(el);
             match serde_json::from_slice::<Envelope>(&fixed) {
                 Ok(env) => {
                     stats.repaired += 1;
-                    push_event(env, out, stats);
+                    push_event(env, out, stats, tc);
                 }
                 Err(_) => stats.malformed += 1,
             }
@@ -406,10 +413,10 @@ fn repair_commas(el: &[u8]) -> Vec<u8> {
     out
 }
 
-fn push_event(env: Envelope, out: &mut Vec<Event>, stats: &mut ParseStats) {
+fn push_event(env: Envelope, out: &mut Vec<Event>, stats: &mut ParseStats, tc: &mut TimeCache) {
     let time_ns = match &env.time {
         Field::Str(s) => {
-            let t = parse_time(s);
+            let t = parse_time_with(s, tc);
             if t.is_none() {
                 stats.odd_values += 1;
             }
@@ -457,32 +464,38 @@ fn push_event(env: Envelope, out: &mut Vec<Event>, stats: &mut ParseStats) {
             };
             let mut r = Rec { m: &map, stats };
             match kind {
-                "platform.initStart" => EventBody::InitStart(r.init_start(INIT_START_FIELDS)),
-                "platform.restoreStart" => EventBody::RestoreStart(r.init_start(INIT_START_FIELDS)),
-                "platform.initRuntimeDone" => EventBody::InitRuntimeDone(r.phase_done()),
-                "platform.initReport" => EventBody::InitReport(r.phase_done()),
-                "platform.restoreRuntimeDone" => EventBody::RestoreRuntimeDone(r.phase_done()),
-                "platform.restoreReport" => EventBody::RestoreReport(r.phase_done()),
+                "platform.initStart" => {
+                    EventBody::InitStart(Box::new(r.init_start(INIT_START_FIELDS)))
+                }
+                "platform.restoreStart" => {
+                    EventBody::RestoreStart(Box::new(r.init_start(INIT_START_FIELDS)))
+                }
+                "platform.initRuntimeDone" => EventBody::InitRuntimeDone(Box::new(r.phase_done())),
+                "platform.initReport" => EventBody::InitReport(Box::new(r.phase_done())),
+                "platform.restoreRuntimeDone" => {
+                    EventBody::RestoreRuntimeDone(Box::new(r.phase_done()))
+                }
+                "platform.restoreReport" => EventBody::RestoreReport(Box::new(r.phase_done())),
                 "platform.start" => match r.start() {
-                    Some(s) => EventBody::Start(s),
+                    Some(s) => EventBody::Start(Box::new(s)),
                     None => {
                         stats.malformed += 1;
                         return;
                     }
                 },
                 "platform.runtimeDone" | "platform.report" => match r.invocation_done() {
-                    Some(d) if kind == "platform.report" => EventBody::Report(d),
-                    Some(d) => EventBody::RuntimeDone(d),
+                    Some(d) if kind == "platform.report" => EventBody::Report(Box::new(d)),
+                    Some(d) => EventBody::RuntimeDone(Box::new(d)),
                     None => {
                         stats.malformed += 1;
                         return;
                     }
                 },
-                "platform.extension" => EventBody::Extension(r.extension_state("events")),
+                "platform.extension" => EventBody::Extension(Box::new(r.extension_state("events"))),
                 "platform.telemetrySubscription" => {
-                    EventBody::TelemetrySubscription(r.extension_state("types"))
+                    EventBody::TelemetrySubscription(Box::new(r.extension_state("types")))
                 }
-                "platform.logsDropped" => EventBody::LogsDropped(r.logs_dropped()),
+                "platform.logsDropped" => EventBody::LogsDropped(Box::new(r.logs_dropped())),
                 _ => {
                     stats.unknown_types += 1;
                     return;
@@ -532,7 +545,7 @@ const PHASE_DONE_FIELDS: &[&str] = &[
     "spans",
     "tracing",
 ];
-const START_FIELDS: &[&str] = &["requestId", "version", "tracing"];
+const START_FIELDS: &[&str] = &["requestId", "version", "tracing", "functionArn"];
 const DONE_FIELDS: &[&str] = &[
     "requestId",
     "status",
@@ -719,6 +732,7 @@ impl<'a> Rec<'a, '_> {
             request_id: self.string("requestId")?,
             version: self.string("version"),
             tracing: self.tracing(),
+            function_arn: self.string("functionArn"),
         })
     }
 
@@ -812,37 +826,45 @@ fn leading_number(s: &str) -> Option<f64> {
     s[..end].parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
-/// Parses an RFC 3339 time, plus the documented `HH:MM:SS:mmm` quirk and a space separator, into
-/// Unix nanoseconds. `None` for anything else (the caller counts it).
+/// Parses an RFC 3339 time, plus the documented `HH:MM:SS:mmm` quirk, a space separator and a comma
+/// before the fraction (Python `logging`), into Unix nanoseconds. `None` for anything else (the
+/// caller counts it).
 pub fn parse_time(s: &str) -> Option<u64> {
+    parse_time_with(s, &mut TimeCache::default())
+}
+
+/// The last `YYYY-MM-DDTHH:MM:SS` seen and its Unix seconds: the records of one batch mostly
+/// share their second, so [`parse_time_with`] then only reads the fraction and the offset.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TimeCache {
+    key: [u8; 19],
+    secs: Option<i64>,
+}
+
+/// [`parse_time`] with a [`TimeCache`] (same results).
+pub fn parse_time_with(s: &str, cache: &mut TimeCache) -> Option<u64> {
     let b = s.trim().as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
+    let head = b.get(..19)?;
+    let base = match cache.secs {
+        Some(v) if cache.key == head => v,
+        _ => {
+            let v = civil_seconds(head)?;
+            cache.key.copy_from_slice(head);
+            cache.secs = Some(v);
+            v
+        }
+    };
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
         part.iter().try_fold(0i64, |acc, d| {
             d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
         })
     };
-    let year = num(0..4)?;
-    let month = num(5..7)?;
-    let day = num(8..10)?;
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let hour = num(11..13)?;
-    let min = num(14..16)?;
-    let sec = num(17..19)?;
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
     let mut i = 19;
     let mut nanos: i64 = 0;
-    if i < b.len() && (b[i] == b'.' || b[i] == b':') {
+    // `.` (RFC 3339), `:` (the documented Telemetry API quirk), `,` (Python `logging`'s
+    // default `asctime`, printed by Powertools for Python: `2024-01-01 12:00:00,123`).
+    if i < b.len() && matches!(b[i], b'.' | b':' | b',') {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
@@ -873,8 +895,7 @@ pub fn parse_time(s: &str) -> Option<u64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
+    let secs = base - offset_s;
     if secs < 0 {
         return None;
     }
@@ -882,6 +903,35 @@ pub fn parse_time(s: &str) -> Option<u64> {
         .ok()?
         .checked_mul(1_000_000_000)?
         .checked_add(nanos as u64)
+}
+
+/// `YYYY-MM-DD?HH:MM:SS` (separator `T`, `t` or space) as Unix seconds, no offset applied.
+fn civil_seconds(b: &[u8]) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        part.iter().try_fold(0i64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    if b.len() < 19 {
+        return None;
+    }
+    let year = num(0..4)?;
+    let month = num(5..7)?;
+    let day = num(8..10)?;
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let hour = num(11..13)?;
+    let min = num(14..16)?;
+    let sec = num(17..19)?;
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec)
 }
 
 /// Days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -903,21 +953,36 @@ mod tests {
     fn times_parse_including_the_colon_millis_quirk() {
         let base = parse_time("2022-08-02T12:01:23Z").unwrap();
         assert_eq!(base, 1_659_441_683_000_000_000);
-        assert_eq!(
-            parse_time("2022-08-02T12:01:23:521Z").unwrap(),
-            base + 521_000_000
-        );
-        assert_eq!(
-            parse_time("2022-08-02T12:01:23.521Z").unwrap(),
-            base + 521_000_000
-        );
-        assert_eq!(
-            parse_time("2022-08-02T14:01:23.5+02:00").unwrap(),
-            base + 500_000_000
-        );
-        assert_eq!(parse_time("2022-08-02 12:01:23").unwrap(), base);
+        // Input → offset from `base`, ms.
+        for (input, ms) in [
+            ("2022-08-02T12:01:23:521Z", 521),
+            ("2022-08-02T12:01:23.521Z", 521),
+            ("2022-08-02T14:01:23.5+02:00", 500),
+            ("2022-08-02 12:01:23", 0),
+            // Python `logging` / Powertools for Python: comma before the milliseconds.
+            ("2022-08-02 12:01:23,521", 521),
+            ("2022-08-02 14:01:23,521+0200", 521),
+        ] {
+            assert_eq!(parse_time(input), Some(base + ms * 1_000_000), "{input}");
+        }
+        // The cache changes nothing: same results in any order, bad input never cached.
+        let inputs = [
+            "2022-08-02T12:01:23.521Z",
+            "2022-08-02T12:01:23.9Z",
+            "2022-08-02T14:01:23.5+02:00",
+            "2022-08-02T12:01:24Z",
+            "2022-13-02T12:01:23Z",
+            "2022-08-02T12:01:24Z",
+            "2022-08-02T12:01:24Q",
+        ];
+        let mut tc = TimeCache::default();
+        for s in inputs.iter().chain(inputs.iter().rev()) {
+            assert_eq!(parse_time_with(s, &mut tc), parse_time(s), "{s}");
+        }
         for bad in [
             "",
+            "2022-08-02 12:01:23,",
+            "2022-08-02 12:01:23;521",
             "yesterday",
             "2022-13-02T12:01:23Z",
             "2022-08-02T12:01:23.Z",

@@ -25,7 +25,9 @@ use opentelemetry_proto::tonic::{
         trace::v1::ExportTraceServiceResponse,
     },
     common::v1::InstrumentationScope,
+    metrics::v1::Metric,
     resource::v1::Resource,
+    trace::v1::Span,
 };
 use prost::Message;
 use tokio::sync::Notify;
@@ -33,6 +35,7 @@ use tokio::sync::Notify;
 use crate::buffer::Batch;
 use crate::config::{Compression, Endpoints};
 use crate::http::{HttpClient, HttpError};
+use crate::log_proto::EncodedLog;
 
 pub const SCOPE_NAME: &str = "lambdawatch-extension";
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -145,14 +148,48 @@ pub fn encode_ref(resource: &Resource, batch: &Batch) -> Encoded {
     }
 }
 
+/// An item as the request framing sees it: its encoded length, and its bytes.
+trait Framed {
+    fn encoded_len(&self) -> usize;
+    fn encode_raw(&self, buf: &mut Vec<u8>);
+}
+
+impl Framed for Span {
+    fn encoded_len(&self) -> usize {
+        Message::encoded_len(self)
+    }
+    fn encode_raw(&self, buf: &mut Vec<u8>) {
+        Message::encode_raw(self, buf)
+    }
+}
+
+impl Framed for Metric {
+    fn encoded_len(&self) -> usize {
+        Message::encoded_len(self)
+    }
+    fn encode_raw(&self, buf: &mut Vec<u8>) {
+        Message::encode_raw(self, buf)
+    }
+}
+
+/// Log records are already bytes (`log_proto`): copied as they are.
+impl Framed for EncodedLog {
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
+    fn encode_raw(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.as_bytes())
+    }
+}
+
 /// One export request of `items` under `resource` and our scope. The three OTLP signals share
 /// the shape: request field 1 = `Resource*`; `Resource*` field 1 = resource, field 2 = `Scope*`;
 /// `Scope*` field 1 = scope, field 2 = the items (repeated). Empty fields are omitted, as prost
 /// does, and fields are written in field-number order, so the output is prost's, byte for byte.
-fn encode_request<M: Message>(resource: &Resource, items: &[M]) -> Vec<u8> {
+fn encode_request<M: Framed>(resource: &Resource, items: &[M]) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
     let framed = |len: usize| 1 + encoded_len_varint(len as u64) + len;
-    let sizes: Vec<usize> = items.iter().map(Message::encoded_len).collect();
+    let sizes: Vec<usize> = items.iter().map(Framed::encoded_len).collect();
     let scope = scope();
     let scope_len = scope.as_ref().map(Message::encoded_len);
     let scope_part = scope_len.map_or(0, framed);
@@ -443,7 +480,7 @@ mod tests {
     use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
     fn kv(k: &str, v: &str) -> KeyValue {
         KeyValue {
@@ -501,7 +538,7 @@ mod tests {
                 Batch {
                     spans: spans.clone(),
                     metrics: metrics.clone(),
-                    logs: logs.clone(),
+                    logs: logs.iter().map(EncodedLog::from).collect(),
                 },
             );
             let want_logs = ExportLogsServiceRequest {

@@ -21,7 +21,7 @@
 //! |---|---|---|---|
 //! | [`telemetry_api`] | Lambda's POSTs | parsed batches on a channel of [`lifecycle::TELEMETRY_CHANNEL`] | awaits (Lambda buffers, reports `logsDropped`); answers 200 always |
 //! | [`events`] | a POST body | events + counts of what was odd | skips and counts the bad element, keeps the rest |
-//! | [`translate`] | events, INVOKE | spans, metrics, log records | open invocations bounded; oldest emitted early |
+//! | [`translate`] | events, INVOKE | spans, metrics, log records (written straight to protobuf bytes by [`log_proto`]) | open invocations bounded; oldest emitted early; trace contexts of the last 256 emitted kept for late log records |
 //! | [`buffer`] | items | batches | drops oldest, counts `dropped{reason=buffer_full}` |
 //! | [`export`] | a batch, a deadline | an export report | retries within the deadline, then hands the unsent items back (`lifecycle` returns them to the buffer for the next flush); permanent refusals counted as `rejected` / `export_failed` / `unsupported_endpoint`; unsent at the final flush counted as `export_failed` |
 //! | [`flush`] | flush facts, now | a decision | unhealthy collector → never blocks `/next` |
@@ -42,7 +42,7 @@
 //! | `OTEL_RESOURCE_ATTRIBUTES` | none | `k=v,…` added to the resource (they win) |
 //! | `LAMBDAWATCH_FLUSH` | `adaptive` | `adaptive`, `end` or `periodic,<ms>` |
 //! | `LAMBDAWATCH_CAPTURE_LOGS` | `true` | subscribe to `function`/`extension` logs |
-//! | `LAMBDAWATCH_REDACT` | `default` | regexes separated by `;;`; `default` = the built-in set (AWS secret keys, access key ids, bearer tokens, URL passwords, and the whole value of a JSON log field whose key names a secret: password, token, authorization, api key, private key, secret access key); `none` = off; a `(?P<secret>…)` group masks only itself |
+//! | `LAMBDAWATCH_REDACT` | `default` | regexes separated by `;;`; `default` = the built-in set (AWS secret keys, access key ids, bearer tokens, URL passwords, and the whole value of a JSON log field whose key names a secret: password, authorization, api key, private key or secret access key anywhere in the key, `token` or `secret` as its ending, so `access_token` is masked and `tokens_used` is not); `none` = off; a `(?P<secret>…)` group masks only itself |
 //! | `LAMBDAWATCH_BUFFER_MAX_ITEMS` | `20000` | export buffer items |
 //! | `LAMBDAWATCH_BUFFER_MAX_BYTES` | `8388608` | export buffer encoded bytes |
 //! | `LAMBDAWATCH_TELEMETRY_LISTENER` | `0.0.0.0:0` | listener bind address (port 0 = ephemeral); the subscription URI is `http://sandbox.localdomain:<bound port>` |
@@ -66,6 +66,7 @@ pub mod extensions_api;
 pub mod flush;
 pub mod http;
 pub mod lifecycle;
+pub mod log_proto;
 pub mod observe;
 pub mod telemetry_api;
 pub mod translate;

@@ -370,6 +370,14 @@ impl Loop {
                 b.stats.unknown_types
             );
         }
+        if b.stats.unknown_fields > 0 || b.stats.odd_values > 0 {
+            warn!(
+                "parse-ignored",
+                "telemetry batch: {} unknown fields and {} odd values ignored inside events that were kept (lambdawatch.extension.ignored)",
+                b.stats.unknown_fields,
+                b.stats.odd_values
+            );
+        }
         let now = now_ns();
         self.translator.ingest_all(b.events, &mut self.buffer, now);
         self.translator.after_batch(now, &mut self.buffer);

@@ -1,4 +1,12 @@
-//! The pipeline observing itself: received / exported{signal} / dropped{reason} / retries.
+//! The pipeline observing itself: received / exported{signal} / dropped{reason} / retries /
+//! ignored{reason}.
+//!
+//! `ignored` counts what the parser met inside events it still used: record members it does not
+//! know (`unknown_field`: usually AWS adding to the schema) and values of an unexpected shape
+//! (`odd_value`). They are counted, with one rate-limited stderr line from `lifecycle`, rather
+//! than exported as attributes: an unknown platform field has no agreed meaning in Contract 1,
+//! and copying unvetted keys onto every span would grow the collector's label space without
+//! bound. A user seeing the counter rise knows the schema moved, and which way (field or value).
 //!
 //! Owned by the `lifecycle` loop; fed from parse stats, the buffer and export reports; emitted as
 //! cumulative OTLP sums (start = process start) with every flush. Label sets are small and fixed
@@ -18,8 +26,17 @@ pub struct SelfStats {
     pub exported: [u64; 3],
     pub dropped: Vec<(&'static str, u64)>,
     pub retries: u64,
+    /// Unknown record members and odd values seen in events that were still used
+    /// ([`ignored::UNKNOWN_FIELD`], [`ignored::ODD_VALUE`]).
+    pub ignored: [u64; 2],
     /// The buffer's own cumulative drop count, last seen.
     buffer_dropped_seen: u64,
+}
+
+/// `reason` values of `lambdawatch.extension.ignored`.
+pub mod ignored {
+    pub const UNKNOWN_FIELD: &str = "unknown_field";
+    pub const ODD_VALUE: &str = "odd_value";
 }
 
 impl SelfStats {
@@ -42,6 +59,8 @@ impl SelfStats {
 
     pub fn on_parse(&mut self, s: &ParseStats, body_lost: bool) {
         self.received += s.events + s.skipped();
+        self.ignored[0] += s.unknown_fields;
+        self.ignored[1] += s.odd_values;
         self.drop(reason::UNKNOWN_TYPE, s.unknown_types);
         self.drop(reason::MALFORMED, s.malformed);
         if body_lost {
@@ -98,6 +117,21 @@ impl SelfStats {
                 "{item}",
                 *n as i64,
                 vec![otlp::kv_str(attr::LAMBDAWATCH_REASON, *why)],
+                start_ns,
+                now_ns,
+                cum,
+            ));
+        }
+        for (n, why) in self
+            .ignored
+            .iter()
+            .zip([ignored::UNKNOWN_FIELD, ignored::ODD_VALUE])
+        {
+            out.push(sum_metric(
+                metric::EXT_IGNORED,
+                "{field}",
+                *n as i64,
+                vec![otlp::kv_str(attr::LAMBDAWATCH_REASON, why)],
                 start_ns,
                 now_ns,
                 cum,

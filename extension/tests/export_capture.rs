@@ -48,11 +48,14 @@ fn batch() -> Batch {
         }],
         metrics: vec![counter("faas.invocations", "{invocation}", 1, vec![], 1, 2)],
         logs: (0..3)
-            .map(|i| LogRecord {
-                body: Some(AnyValue {
-                    value: Some(Value::StringValue(format!("line {i}"))),
-                }),
-                ..Default::default()
+            .map(|i| {
+                LogRecord {
+                    body: Some(AnyValue {
+                        value: Some(Value::StringValue(format!("line {i}"))),
+                    }),
+                    ..Default::default()
+                }
+                .into()
             })
             .collect(),
     }

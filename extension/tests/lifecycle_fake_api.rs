@@ -187,6 +187,21 @@ async fn post_telemetry(port: u16, events: Value) {
     assert_eq!(resp.status.as_u16(), 200);
 }
 
+/// Sends a `spindown` SHUTDOWN with `budget_ms` to its deadline and asserts the loop exits with
+/// 0 within `wait`.
+async fn spindown(
+    api: &FakeApi,
+    run: tokio::task::JoinHandle<i32>,
+    budget_ms: u64,
+    wait: Duration,
+) {
+    api.events
+        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + budget_ms}))
+        .await
+        .unwrap();
+    assert_eq!(tokio::time::timeout(wait, run).await.unwrap().unwrap(), 0);
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -419,17 +434,7 @@ async fn managed_instances_403_falls_back_to_shutdown_only_and_flushes_continuou
     ])).await;
     // No INVOKE will ever come: the periodic flush exports on its own.
     assert!(cap.wait_for(Duration::from_secs(3), |c| invocation_ids(c).len() == 2));
-    api.events
-        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1000}))
-        .await
-        .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(3), run)
-            .await
-            .unwrap()
-            .unwrap(),
-        0
-    );
+    spindown(&api, run, 1000, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,17 +469,7 @@ async fn telemetry_not_supported_keeps_going_on_lifecycle_events() {
         seen.lock().unwrap().next_calls.len() == 3
     })
     .await;
-    api.events
-        .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + 1000}))
-        .await
-        .unwrap();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(3), run)
-            .await
-            .unwrap()
-            .unwrap(),
-        0
-    );
+    spindown(&api, run, 1000, Duration::from_secs(3)).await;
     let ids = invocation_ids(&cap);
     assert_eq!(ids.len(), 2, "{ids:?}");
     let (_, s) = cap.spans().into_iter().find(|(_, s)| s.kind == 2).unwrap();
@@ -482,4 +477,210 @@ async fn telemetry_not_supported_keeps_going_on_lifecycle_events() {
         lambdawatch_semconv::xray::to_hex(&s.trace_id),
         "5759e988bd862e3fe1be46a994272793"
     );
+}
+
+/// The last value of a cumulative self counter (`reason`/`signal` label filtered when given).
+fn self_counter(cap: &Capture, name: &str, label: Option<(&str, &str)>) -> Option<i64> {
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value as N};
+    cap.metrics()
+        .iter()
+        .filter(|m| m.name == name)
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => Some(s.data_points.clone()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|p| label.is_none_or(|(k, v)| get_str(&p.attributes, k) == Some(v)))
+        .filter_map(|p| match p.value {
+            Some(N::AsInt(i)) => Some(i),
+            _ => None,
+        })
+        .max()
+}
+
+/// `AWS_LAMBDA_INITIALIZATION_TYPE=lambda-managed-instances` alone (default flush strategy, an
+/// API that would accept INVOKE): SHUTDOWN-only registration at once and the continuous flush,
+/// which exports without any INVOKE. The self counters are checked exactly against what the
+/// capture accepted: received elements, exported spans and logs, one retry after one 503,
+/// ignored unknown fields and odd values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_instances_env_var_registers_shutdown_only_and_self_counters_are_exact() {
+    let cap = Capture::start(Behaviour::FailFirst(503, 1));
+    let api = fake_api(Script::default(), cap.clone()).await;
+    let run = tokio::spawn(lifecycle::run(
+        config(
+            api.addr,
+            &cap,
+            &[("AWS_LAMBDA_INITIALIZATION_TYPE", "lambda-managed-instances")],
+        ),
+        vec![],
+    ));
+    let seen = api.seen.clone();
+    wait_until("subscription", Duration::from_secs(5), || {
+        seen.lock().unwrap().subscriptions.len() == 1
+    })
+    .await;
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.registers.len(), 1, "no INVOKE attempt first");
+        assert_eq!(s.registers[0]["events"], json!(["SHUTDOWN"]));
+    }
+    let port = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    let (a, b) = (
+        "eeeeeeee-0000-4000-8000-000000000005",
+        "ffffffff-0000-4000-8000-000000000006",
+    );
+    post_telemetry(
+        port,
+        json!([
+            ev(
+                "platform.start",
+                json!({"requestId": a, "brandNewField": 1})
+            ),
+            ev("platform.start", json!({"requestId": b})),
+            ev(
+                "function",
+                json!(format!("2024-05-01T10:00:00.000Z\t{a}\tINFO\thello from a"))
+            ),
+            ev(
+                "platform.report",
+                json!({"requestId": b, "status": "success", "metrics": {"durationMs": 5.0}})
+            ),
+            ev(
+                "platform.report",
+                json!({"requestId": a, "status": "success", "metrics": {"durationMs": "fast"}})
+            ),
+            ev("platform.notYetInvented", json!({})),
+        ]),
+    )
+    .await;
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| invocation_ids(c).len() == 2),
+        "continuous flush without INVOKE"
+    );
+    assert!(
+        seen.lock().unwrap().next_calls.len() <= 1,
+        "SHUTDOWN-only: /next waits"
+    );
+    spindown(&api, run, 1500, Duration::from_secs(4)).await;
+    use lambdawatch_semconv::metric;
+    let c = |name, label| self_counter(&cap, name, label);
+    // Six elements arrived; the unknown type is received and dropped.
+    assert_eq!(c(metric::EXT_RECEIVED, None), Some(6));
+    assert_eq!(
+        c(
+            metric::EXT_DROPPED,
+            Some((attr::LAMBDAWATCH_REASON, "unknown_type"))
+        ),
+        Some(1)
+    );
+    // Everything but the final flush's own self metrics was exported before the final flush.
+    let spans = cap.spans().len() as i64;
+    assert!(spans >= 2);
+    assert_eq!(
+        c(
+            metric::EXT_EXPORTED,
+            Some((attr::LAMBDAWATCH_SIGNAL, "traces"))
+        ),
+        Some(spans)
+    );
+    assert_eq!(cap.logs().len(), 1);
+    assert_eq!(
+        c(
+            metric::EXT_EXPORTED,
+            Some((attr::LAMBDAWATCH_SIGNAL, "logs"))
+        ),
+        Some(1)
+    );
+    assert_eq!(c(metric::EXT_RETRIES, None), Some(1), "one 503, one retry");
+    assert_eq!(
+        c(
+            metric::EXT_IGNORED,
+            Some((attr::LAMBDAWATCH_REASON, "unknown_field"))
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        c(
+            metric::EXT_IGNORED,
+            Some((attr::LAMBDAWATCH_REASON, "odd_value"))
+        ),
+        Some(1)
+    );
+}
+
+/// The OTLP resource as a user configures it: `OTEL_SERVICE_NAME` names the service,
+/// `OTEL_RESOURCE_ATTRIBUTES` adds keys and wins over ours, `faas.instance` is the log stream,
+/// the account comes from the register answer; and without `OTEL_SERVICE_NAME` the service is
+/// the function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_attributes_from_the_environment() {
+    use lambdawatch_semconv::otlp::get_i64;
+    for service in [Some("checkout-api"), None] {
+        let cap = Capture::start(Behaviour::Accept);
+        let api = fake_api(Script::default(), cap.clone()).await;
+        let mut env = vec![
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "2024/05/01/[$LATEST]0123abcd"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=payments%20core,cloud.region=eu-central-1",
+            ),
+        ];
+        if let Some(s) = service {
+            env.push(("OTEL_SERVICE_NAME", s));
+        }
+        let run = tokio::spawn(lifecycle::run(config(api.addr, &cap, &env), vec![]));
+        let seen = api.seen.clone();
+        wait_until("subscription", Duration::from_secs(5), || {
+            !seen.lock().unwrap().subscriptions.is_empty()
+        })
+        .await;
+        let port = listener_port(seen.lock().unwrap().subscriptions.last().unwrap());
+        let rid = "abababab-0000-4000-8000-000000000007";
+        api.events.send(invoke(rid)).await.unwrap();
+        post_telemetry(
+            port,
+            json!([
+                ev("platform.start", json!({"requestId": rid})),
+                ev(
+                    "platform.runtimeDone",
+                    json!({"requestId": rid, "status": "success"})
+                ),
+                ev(
+                    "platform.report",
+                    json!({"requestId": rid, "status": "success", "metrics": {"durationMs": 3.0}})
+                ),
+            ]),
+        )
+        .await;
+        spindown(&api, run, 1500, Duration::from_secs(4)).await;
+        let spans = cap.spans();
+        let (res, _) = spans
+            .iter()
+            .find(|(_, s)| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(rid))
+            .expect("invocation span");
+        let r = &res.attributes;
+        assert_eq!(
+            get_str(r, attr::SERVICE_NAME),
+            Some(service.unwrap_or("fake-fn"))
+        );
+        assert_eq!(get_str(r, attr::FAAS_NAME), Some("fake-fn"));
+        assert_eq!(
+            get_str(r, attr::FAAS_INSTANCE),
+            Some("2024/05/01/[$LATEST]0123abcd")
+        );
+        assert_eq!(get_i64(r, attr::FAAS_MAX_MEMORY), Some(256 * 1_048_576));
+        assert_eq!(get_str(r, attr::CLOUD_ACCOUNT_ID), Some("111122223333"));
+        assert_eq!(get_str(r, attr::CLOUD_PROVIDER), Some("aws"));
+        assert_eq!(get_str(r, "deployment.environment"), Some("prod"));
+        assert_eq!(get_str(r, "team"), Some("payments core"), "percent-decoded");
+        // OTEL_RESOURCE_ATTRIBUTES wins, once.
+        assert_eq!(get_str(r, attr::CLOUD_REGION), Some("eu-central-1"));
+        assert_eq!(
+            r.iter().filter(|kv| kv.key == attr::CLOUD_REGION).count(),
+            1
+        );
+    }
 }

@@ -20,3 +20,6 @@ pub const EXT_RECEIVED: &str = "lambdawatch.extension.received";
 pub const EXT_EXPORTED: &str = "lambdawatch.extension.exported";
 pub const EXT_DROPPED: &str = "lambdawatch.extension.dropped";
 pub const EXT_RETRIES: &str = "lambdawatch.extension.retries";
+/// Parts of events kept out of the output, by `reason` (`unknown_field`, `odd_value`): the event
+/// itself was used, so these are not drops.
+pub const EXT_IGNORED: &str = "lambdawatch.extension.ignored";

@@ -151,14 +151,18 @@ const TIME_KEYS: &[&str] = &["timestamp", "time"];
 pub struct JsonParts {
     pub severity: Option<Severity>,
     pub severity_text: Option<String>,
-    pub body: Option<AnyValue>,
+    /// The message, as JSON (a string, usually); written as an OTLP value by
+    /// `crate::log_proto::LogWriter::body_json` (the mapping of [`any_value`]).
+    pub body: Option<Value>,
     pub request_id: Option<String>,
     pub time_ns: Option<u64>,
-    pub attributes: Vec<KeyValue>,
+    /// Every other key, each one attribute (nested objects and arrays become OTLP maps and
+    /// lists, see [`any_value`]).
+    pub attributes: Map<String, Value>,
 }
 
 /// Splits a JSON log object: level, message, request id and time are taken out; every other key
-/// becomes an attribute (nested objects and arrays kept as OTLP maps and lists).
+/// becomes an attribute.
 pub fn split_json(mut m: Map<String, Value>) -> JsonParts {
     let take = |m: &mut Map<String, Value>, keys: &[&str]| -> Option<Value> {
         keys.iter().find_map(|k| m.remove(*k))
@@ -169,7 +173,7 @@ pub fn split_json(mut m: Map<String, Value>) -> JsonParts {
         Some(Value::Number(n)) => (severity_from_number(n.as_f64()), Some(n.to_string())),
         _ => (None, None),
     };
-    let body = take(&mut m, MESSAGE_KEYS).map(any_value);
+    let body = take(&mut m, MESSAGE_KEYS);
     let request_id = match take(&mut m, REQUEST_ID_KEYS) {
         Some(Value::String(s)) => Some(s),
         _ => None,
@@ -183,21 +187,13 @@ pub fn split_json(mut m: Map<String, Value>) -> JsonParts {
         },
         _ => None,
     };
-    let attributes = m
-        .into_iter()
-        .map(|(k, v)| KeyValue {
-            key: k,
-            value: Some(any_value(v)),
-            ..Default::default()
-        })
-        .collect();
     JsonParts {
         severity,
         severity_text,
         body,
         request_id,
         time_ns,
-        attributes,
+        attributes: m,
     }
 }
 
@@ -223,7 +219,9 @@ fn epoch_number_to_ns(n: f64) -> Option<u64> {
     Some(ns as u64)
 }
 
-/// A JSON value as an OTLP `AnyValue`.
+/// A JSON value as an OTLP `AnyValue`: null → no value, bool, integer (`i64`) or double,
+/// string, array → list, object → map. The log path writes the same mapping straight to bytes
+/// (`crate::log_proto`); this builder is the reference its tests compare against.
 pub fn any_value(v: Value) -> AnyValue {
     let value = match v {
         Value::Null => None,
@@ -346,20 +344,31 @@ mod tests {
         let p = split_json(m);
         assert_eq!(p.severity, Some(Severity::Warn));
         assert_eq!(p.severity_text.as_deref(), Some("warning"));
-        assert_eq!(p.body.unwrap().value, Some(AV::StringValue("Hello".into())));
+        assert_eq!(p.body, Some(Value::String("Hello".into())));
         assert_eq!(
             p.request_id.as_deref(),
             Some("79b4f56e-95b1-4643-9700-2807f4e68189")
         );
         assert_eq!(p.time_ns, Some(1_665_533_030_000_000_000));
-        let keys: Vec<_> = p.attributes.iter().map(|k| k.key.as_str()).collect();
-        assert_eq!(keys.len(), 3);
-        assert!(keys.contains(&"service") && keys.contains(&"cold_start"));
-        let nested = p.attributes.iter().find(|k| k.key == "nested").unwrap();
-        let Some(AV::KvlistValue(l)) = nested.value.as_ref().unwrap().value.as_ref() else {
+        let keys: Vec<_> = p.attributes.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["cold_start", "nested", "service"]);
+        let Some(AV::KvlistValue(l)) = any_value(p.attributes["nested"].clone()).value else {
             panic!("nested map")
         };
         assert_eq!(l.values[0].key, "a");
+        assert_eq!(
+            l.values[0].value.as_ref().unwrap().value,
+            Some(AV::ArrayValue(ArrayValue {
+                values: vec![
+                    AnyValue {
+                        value: Some(AV::IntValue(1))
+                    },
+                    AnyValue {
+                        value: Some(AV::DoubleValue(2.5))
+                    }
+                ]
+            }))
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod ids;
 pub mod logs;
 pub mod redact;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use lambdawatch_semconv::{attr, init_type, metric, otlp, outcome, span_type, xray};
 use opentelemetry_proto::tonic::{
@@ -39,6 +39,7 @@ use crate::events::{
     Event, EventBody, InitStart, InvocationDone, LogRecord as WireLog, LogsDropped, PhaseDone,
     Start, Tracing,
 };
+use crate::log_proto::LogWriter;
 use ids::IdGen;
 use logs::Severity;
 use redact::Redactor;
@@ -215,7 +216,25 @@ pub struct Translator {
     /// Lifecycle-only mode has seen an invocation (the first one is the cold start).
     lifecycle_seen: bool,
     stats: TranslateStats,
+    /// Trace contexts of invocations already emitted, so a log record that arrives after its
+    /// invocation's `platform.report` (the Telemetry API batches the `function` stream apart from
+    /// the `platform` one; Managed Instances do this all the time) still joins its trace.
+    /// Bounded by [`RECENT_EMITTED`], oldest forgotten first.
+    recent: HashMap<String, TraceCtx>,
+    /// The same invocations, oldest first, with their `[start, end]` in Unix ns.
+    recent_order: VecDeque<(String, u64, u64)>,
 }
+
+/// How many of the latest emitted invocations a log record without a request id is matched
+/// against by time (see `Translator::finish_log`).
+pub const RECENT_TIME_SCAN: usize = 32;
+/// Lambda stamps a line when it reads it from the function's stdout, which can be a little after
+/// the handler returned: a line this close after an invocation's end still matches it (when no
+/// invocation's own window holds the line).
+pub const LATE_LINE_SLACK_NS: u64 = 10_000_000;
+
+/// Emitted invocations whose trace context is kept for late log records.
+pub const RECENT_EMITTED: usize = 256;
 
 impl Translator {
     pub fn new(opts: Options, resource: ResourceInfo) -> Self {
@@ -235,6 +254,8 @@ impl Translator {
             cold_next: None,
             lifecycle_seen: false,
             stats: TranslateStats::default(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
@@ -274,8 +295,16 @@ impl Translator {
         if let Some(h) = xray_header {
             apply_xray(inv, h, None);
         }
+        if let Some(arn) = invoked_arn {
+            self.account_from_arn(arn);
+        }
+    }
+
+    /// `cloud.account.id` from a function ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`),
+    /// when not known yet.
+    fn account_from_arn(&mut self, arn: &str) {
         if self.resource.account_id.is_none()
-            && let Some(acct) = invoked_arn.and_then(|a| a.split(':').nth(4))
+            && let Some(acct) = arn.split(':').nth(4)
             && !acct.is_empty()
         {
             self.resource.account_id = Some(acct.to_owned());
@@ -298,30 +327,30 @@ impl Translator {
     pub fn ingest(&mut self, ev: Event, out: &mut Buffer, now_ns: u64) {
         let t = ev.time_ns.unwrap_or(now_ns);
         match ev.body {
-            EventBody::InitStart(s) => self.init_start(s, t, false),
-            EventBody::RestoreStart(s) => self.init_start(s, t, true),
+            EventBody::InitStart(s) => self.init_start(*s, t, false),
+            EventBody::RestoreStart(s) => self.init_start(*s, t, true),
             EventBody::InitRuntimeDone(d) => {
                 self.init
                     .get_or_insert_with(OpenPhase::default)
-                    .runtime_done = Some(d)
+                    .runtime_done = Some(*d)
             }
             EventBody::RestoreRuntimeDone(d) => {
                 self.restore
                     .get_or_insert_with(OpenPhase::default)
-                    .runtime_done = Some(d)
+                    .runtime_done = Some(*d)
             }
             EventBody::InitReport(d) => {
                 let open = self.init.take().unwrap_or_default();
-                self.emit_init(open, Some(d), t, false, out);
+                self.emit_init(open, Some(*d), t, false, out);
             }
             EventBody::RestoreReport(d) => {
                 let open = self.restore.take().unwrap_or_default();
-                self.emit_init(open, Some(d), t, true, out);
+                self.emit_init(open, Some(*d), t, true, out);
             }
-            EventBody::Start(s) => self.start(s, t),
-            EventBody::RuntimeDone(d) => self.runtime_done(d, t),
-            EventBody::Report(r) => self.report(r, t, out),
-            EventBody::LogsDropped(d) => self.logs_dropped(d, t, now_ns, out),
+            EventBody::Start(s) => self.start(*s, t),
+            EventBody::RuntimeDone(d) => self.runtime_done(*d, t),
+            EventBody::Report(r) => self.report(*r, t, out),
+            EventBody::LogsDropped(d) => self.logs_dropped(*d, t, now_ns, out),
             EventBody::Function(rec) => self.log(rec, attr_source::FUNCTION, t, now_ns, out),
             EventBody::ExtensionLog(rec) => self.log(rec, attr_source::EXTENSION, t, now_ns, out),
             EventBody::Extension(_) | EventBody::TelemetrySubscription(_) => {}
@@ -526,8 +555,14 @@ impl Translator {
                 .function_version
                 .get_or_insert_with(|| v.clone());
         }
+        if let Some(arn) = &s.function_arn {
+            self.account_from_arn(arn);
+        }
         let inv = self.entry(&s.request_id, t);
         inv.start_ns = Some(t);
+        if inv.invoked_arn.is_none() {
+            inv.invoked_arn = s.function_arn.clone();
+        }
         if inv.cold.is_none() {
             inv.cold = cold;
         }
@@ -645,6 +680,7 @@ impl Translator {
             .map_or(inv.runtime_done_ns.unwrap_or(start_ns).max(start_ns), |d| {
                 start_ns + ms_to_ns(d)
             });
+        self.remember(request_id, inv.ctx, start_ns, end_ns);
         let cold = inv.cold.clone().or_else(|| {
             metrics.init_duration_ms.map(|d| ColdInfo {
                 init_type: init_type::ON_DEMAND.to_owned(),
@@ -658,12 +694,7 @@ impl Translator {
             })
         });
 
-        let mut attrs = vec![
-            otlp::kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
-            otlp::kv_str(attr::FAAS_INVOCATION_ID, request_id.to_owned()),
-            otlp::kv_bool(attr::FAAS_COLDSTART, cold.is_some()),
-            otlp::kv_str(attr::AWS_LAMBDA_OUTCOME, outcome_v),
-        ];
+        let mut attrs = vec![otlp::kv_str(attr::AWS_LAMBDA_OUTCOME, outcome_v)];
         if let Some(d) = duration_ms {
             attrs.push(otlp::kv_f64(attr::AWS_LAMBDA_DURATION_MS, d));
         }
@@ -679,15 +710,6 @@ impl Translator {
         }
         if let Some(m) = metrics.max_memory_used_mb {
             attrs.push(otlp::kv_i64(attr::AWS_LAMBDA_MAX_MEMORY_USED_MB, m as i64));
-        }
-        if let (Some(deadline), Some(s)) = (inv.deadline_ms, inv.start_ns.or(inv.invoke_seen_ns)) {
-            let start_ms = s / 1_000_000;
-            if deadline > start_ms {
-                attrs.push(otlp::kv_i64(
-                    attr::AWS_LAMBDA_TIMEOUT_MS,
-                    (deadline - start_ms) as i64,
-                ));
-            }
         }
         if let Some(c) = &cold {
             if let Some(d) = c.duration_ms {
@@ -709,25 +731,12 @@ impl Translator {
         if let Some(b) = rd_metrics.produced_bytes.or(metrics.produced_bytes) {
             attrs.push(otlp::kv_i64(attr::AWS_LAMBDA_PRODUCED_BYTES, b as i64));
         }
-        if let Some(arn) = &inv.invoked_arn {
-            attrs.push(otlp::kv_str(attr::AWS_LAMBDA_INVOKED_ARN, arn.clone()));
-        }
-        if report.is_none() {
-            attrs.push(otlp::kv_bool(attr::LAMBDAWATCH_INCOMPLETE, true));
-        }
-        let name = self
-            .resource
-            .function_name
-            .clone()
-            .unwrap_or_else(|| span_type::INVOCATION.to_owned());
-        out.span(span(
-            inv.ctx.trace_id,
-            inv.ctx.span_id,
-            inv.ctx.parent,
-            &name,
-            SpanKind::Server,
-            start_ns,
-            end_ns,
+        out.span(self.invocation_span(
+            request_id,
+            &inv,
+            (start_ns, end_ns),
+            cold.is_some(),
+            report.is_some(),
             attrs,
             status_of(outcome_v, error_type.as_deref()),
         ));
@@ -846,94 +855,212 @@ impl Translator {
         });
     }
 
+    /// A `function`/`extension` record → one LogRecord, written straight to protobuf bytes
+    /// ([`crate::log_proto`]): a plain line costs one allocation here.
     fn log(&mut self, rec: WireLog, source: &str, t: u64, now_ns: u64, out: &mut Buffer) {
         if !self.opts.capture_logs {
             return;
         }
         self.stats.logs += 1;
-        let mut lr = LogRecord {
-            time_unix_nano: t,
-            observed_time_unix_nano: now_ns,
-            ..Default::default()
+        let mut line = match rec {
+            WireLog::Json(m) => return self.log_json(m, source, t, now_ns, out),
+            WireLog::Text(line) => line,
         };
-        let mut attrs = Vec::with_capacity(4);
-        attrs.push(otlp::kv_str(attr::AWS_LAMBDA_LOG_SOURCE, source));
-        let request_id: Option<String>;
-        match rec {
-            WireLog::Text(mut line) => {
-                // A JSON object printed as a plain line (Powertools in text mode).
-                if line.trim_start().starts_with('{')
-                    && let Ok(serde_json::Value::Object(m)) =
-                        serde_json::from_str::<serde_json::Value>(&line)
-                {
-                    request_id = self.fill_json(&mut lr, &mut attrs, m);
-                } else {
-                    while line.ends_with('\n') || line.ends_with('\r') {
-                        line.pop();
-                    }
-                    let info = logs::detect_plain(&line);
-                    if let Some(s) = info.severity {
-                        lr.severity_number = s as i32;
-                        lr.severity_text = s.text().to_owned();
-                    }
-                    request_id = info.request_id.map(str::to_owned);
-                    if self.opts.redactor.apply(&mut line) {
-                        self.stats.redacted += 1;
-                    }
-                    lr.body = Some(AnyValue {
-                        value: Some(AV::StringValue(line)),
-                    });
-                }
-            }
-            WireLog::Json(m) => request_id = self.fill_json(&mut lr, &mut attrs, m),
+        // A JSON object printed as a plain line (Powertools in text mode).
+        if line.trim_start().starts_with('{')
+            && let Ok(serde_json::Value::Object(m)) =
+                serde_json::from_str::<serde_json::Value>(&line)
+        {
+            return self.log_json(m, source, t, now_ns, out);
         }
-        let rid = request_id.or_else(|| match self.active.as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        });
-        if let Some(rid) = rid {
-            if let Some(ctx) = self.trace_ctx(&rid) {
-                lr.trace_id = ctx.trace_id.to_vec();
-                lr.span_id = ctx.span_id.to_vec();
-            }
-            attrs.push(otlp::kv_str(attr::FAAS_INVOCATION_ID, rid));
+        while line.ends_with('\n') || line.ends_with('\r') {
+            line.pop();
         }
-        lr.attributes = attrs;
-        out.log(lr);
+        let info = logs::detect_plain(&line);
+        let severity = info.severity;
+        // A request id is a 36-byte UUID: copied to the stack, so the line can be redacted in
+        // place without allocating a copy of it.
+        let rid_buf: Option<[u8; 36]> = info
+            .request_id
+            .and_then(|r| <[u8; 36]>::try_from(r.as_bytes()).ok());
+        if self.opts.redactor.apply(&mut line) {
+            self.stats.redacted += 1;
+        }
+        let mut w = LogWriter::with_capacity(line.len() + 192);
+        w.time(t);
+        if let Some(s) = severity {
+            w.severity(s as i32, s.text());
+        }
+        w.body_str(&line);
+        w.attr_str(attr::AWS_LAMBDA_LOG_SOURCE, source);
+        let rid = rid_buf.as_ref().and_then(|b| std::str::from_utf8(b).ok());
+        self.finish_log(w, rid, t, now_ns, out);
     }
 
-    /// Fills a LogRecord from a JSON log object; returns its request id.
-    fn fill_json(
+    /// A JSON log object (Lambda JSON log format, Powertools).
+    fn log_json(
         &mut self,
-        lr: &mut LogRecord,
-        attrs: &mut Vec<KeyValue>,
         m: serde_json::Map<String, serde_json::Value>,
-    ) -> Option<String> {
+        source: &str,
+        t: u64,
+        now_ns: u64,
+        out: &mut Buffer,
+    ) {
         let mut p = logs::split_json(m);
-        if let Some(s) = p.severity {
-            lr.severity_number = s as i32;
-        }
-        lr.severity_text = p
-            .severity
-            .map(|s| s.text().to_owned())
-            .or(p.severity_text.take())
-            .unwrap_or_default();
-        if let Some(t) = p.time_ns {
-            lr.time_unix_nano = t;
-        }
+        let r = &self.opts.redactor;
         let mut redacted = false;
-        if let Some(body) = p.body.as_mut() {
-            redacted |= redact_any(&self.opts.redactor, body);
-        }
-        for kv in p.attributes.iter_mut() {
-            redacted |= redact_kv(&self.opts.redactor, kv);
+        if !r.is_empty() {
+            if let Some(body) = p.body.as_mut() {
+                redacted |= redact_json(r, None, body);
+            }
+            for (k, v) in p.attributes.iter_mut() {
+                redacted |= redact_json(r, Some(k), v);
+            }
         }
         if redacted {
             self.stats.redacted += 1;
         }
-        lr.body = p.body;
-        attrs.append(&mut p.attributes);
-        p.request_id
+        let mut w = LogWriter::with_capacity(320);
+        let t = p.time_ns.unwrap_or(t);
+        w.time(t);
+        let text = match (p.severity, p.severity_text.as_deref()) {
+            (Some(s), _) => s.text(),
+            (None, Some(raw)) => raw,
+            (None, None) => "",
+        };
+        w.severity(p.severity.map_or(0, |s| s as i32), text);
+        if let Some(body) = &p.body {
+            w.body_json(body);
+        }
+        w.attr_str(attr::AWS_LAMBDA_LOG_SOURCE, source);
+        for (k, v) in &p.attributes {
+            w.attr_json(k, v);
+        }
+        self.finish_log(w, p.request_id.as_deref(), t, now_ns, out);
+    }
+
+    /// The invocation part of a log record: `faas.invocation_id` and the trace context of the
+    /// record's invocation, then the observed time. The invocation is the record's own request
+    /// id; else the single active invocation, if exactly one; else, when none is active, the one
+    /// emitted invocation among the last [`RECENT_TIME_SCAN`] whose `[start, end]` holds the
+    /// record's time `t`, if exactly one, else whose `[start, end + LATE_LINE_SLACK_NS]` does,
+    /// if exactly one (a plain line printed during an invocation whose report came first: the
+    /// `function` and `platform` streams are batched apart). The trace
+    /// context comes from the open invocation, or from the last [`RECENT_EMITTED`] emitted.
+    fn finish_log(
+        &mut self,
+        mut w: LogWriter,
+        rid: Option<&str>,
+        t: u64,
+        now_ns: u64,
+        out: &mut Buffer,
+    ) {
+        let only_active = match self.active.as_slice() {
+            [only] => Some(only.as_str()),
+            _ => None,
+        };
+        let by_time = || {
+            let unique = |slack: u64| {
+                let mut hits = self
+                    .recent_order
+                    .iter()
+                    .rev()
+                    .take(RECENT_TIME_SCAN)
+                    .filter(|(_, s, e)| (*s..=e.saturating_add(slack)).contains(&t));
+                match (hits.next(), hits.next()) {
+                    (Some((r, _, _)), None) => Some(r.as_str()),
+                    _ => None,
+                }
+            };
+            unique(0).or_else(|| unique(LATE_LINE_SLACK_NS))
+        };
+        let rid = rid
+            .or(only_active)
+            .or_else(|| self.active.is_empty().then(by_time).flatten());
+        if let Some(rid) = rid {
+            w.attr_str(attr::FAAS_INVOCATION_ID, rid);
+            let ctx = match self.invocations.get_mut(rid) {
+                Some(inv) => {
+                    inv.ids_used = true;
+                    Some(inv.ctx)
+                }
+                // Already emitted: the record arrived after the report.
+                None => self.recent.get(rid).copied(),
+            };
+            if let Some(ctx) = ctx {
+                w.trace(&ctx.trace_id, &ctx.span_id);
+            }
+        }
+        w.observed_time(now_ns);
+        out.log(w.finish());
+    }
+
+    /// Keeps `ctx` for late log records of `request_id` (bounded, oldest out first).
+    fn remember(&mut self, request_id: &str, ctx: TraceCtx, start_ns: u64, end_ns: u64) {
+        if self.recent.insert(request_id.to_owned(), ctx).is_none() {
+            self.recent_order
+                .push_back((request_id.to_owned(), start_ns, end_ns));
+        }
+        while self.recent_order.len() > RECENT_EMITTED {
+            if let Some((old, _, _)) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    /// The invocation SERVER span (one builder for the report path and lifecycle-only mode):
+    /// span type, `faas.invocation_id`, `faas.coldstart`, the timeout from INVOKE's deadline,
+    /// the invoked ARN and, without a report, `lambdawatch.incomplete`; then `extra`.
+    #[allow(clippy::too_many_arguments)]
+    fn invocation_span(
+        &self,
+        request_id: &str,
+        inv: &Invocation,
+        (start_ns, end_ns): (u64, u64),
+        cold: bool,
+        reported: bool,
+        extra: Vec<KeyValue>,
+        status: Option<Status>,
+    ) -> Span {
+        let mut attrs = Vec::with_capacity(6 + extra.len());
+        attrs.push(otlp::kv_str(
+            attr::LAMBDAWATCH_SPAN_TYPE,
+            span_type::INVOCATION,
+        ));
+        attrs.push(otlp::kv_str(attr::FAAS_INVOCATION_ID, request_id));
+        attrs.push(otlp::kv_bool(attr::FAAS_COLDSTART, cold));
+        attrs.extend(extra);
+        if let (Some(deadline), Some(s)) = (inv.deadline_ms, inv.start_ns.or(inv.invoke_seen_ns)) {
+            let start_ms = s / 1_000_000;
+            if deadline > start_ms {
+                attrs.push(otlp::kv_i64(
+                    attr::AWS_LAMBDA_TIMEOUT_MS,
+                    (deadline - start_ms) as i64,
+                ));
+            }
+        }
+        if let Some(arn) = &inv.invoked_arn {
+            attrs.push(otlp::kv_str(attr::AWS_LAMBDA_INVOKED_ARN, arn.clone()));
+        }
+        if !reported {
+            attrs.push(otlp::kv_bool(attr::LAMBDAWATCH_INCOMPLETE, true));
+        }
+        let name = self
+            .resource
+            .function_name
+            .as_deref()
+            .unwrap_or(span_type::INVOCATION);
+        span(
+            inv.ctx.trace_id,
+            inv.ctx.span_id,
+            inv.ctx.parent,
+            name,
+            SpanKind::Server,
+            start_ns,
+            end_ns,
+            attrs,
+            status,
+        )
     }
 
     /// Lifecycle-only mode (no Telemetry API): emits the invocation at its INVOKE, with what the
@@ -948,35 +1075,14 @@ impl Translator {
         let cold = !self.lifecycle_seen;
         self.lifecycle_seen = true;
         let start_ns = inv.invoke_seen_ns.unwrap_or_default();
-        let mut attrs = vec![
-            otlp::kv_str(attr::LAMBDAWATCH_SPAN_TYPE, span_type::INVOCATION),
-            otlp::kv_str(attr::FAAS_INVOCATION_ID, request_id.to_owned()),
-            otlp::kv_bool(attr::FAAS_COLDSTART, cold),
-            otlp::kv_bool(attr::LAMBDAWATCH_INCOMPLETE, true),
-        ];
-        if let Some(d) = inv.deadline_ms {
-            let s = start_ns / 1_000_000;
-            if d > s {
-                attrs.push(otlp::kv_i64(attr::AWS_LAMBDA_TIMEOUT_MS, (d - s) as i64));
-            }
-        }
-        if let Some(arn) = &inv.invoked_arn {
-            attrs.push(otlp::kv_str(attr::AWS_LAMBDA_INVOKED_ARN, arn.clone()));
-        }
-        let name = self
-            .resource
-            .function_name
-            .clone()
-            .unwrap_or_else(|| span_type::INVOCATION.to_owned());
-        out.span(span(
-            inv.ctx.trace_id,
-            inv.ctx.span_id,
-            inv.ctx.parent,
-            &name,
-            SpanKind::Server,
-            start_ns,
-            start_ns,
-            attrs,
+        self.remember(request_id, inv.ctx, start_ns, start_ns);
+        out.span(self.invocation_span(
+            request_id,
+            &inv,
+            (start_ns, start_ns),
+            cold,
+            false,
+            Vec::new(),
             None,
         ));
         out.metric(counter(
@@ -995,38 +1101,28 @@ impl Translator {
     }
 }
 
-fn redact_any(r: &Redactor, v: &mut AnyValue) -> bool {
-    if r.is_empty() {
-        return false;
-    }
-    match v.value.as_mut() {
-        Some(AV::StringValue(s)) => r.apply(s),
-        Some(AV::ArrayValue(a)) => a
-            .values
-            .iter_mut()
-            .fold(false, |acc, x| redact_any(r, x) | acc),
-        Some(AV::KvlistValue(l)) => l
-            .values
-            .iter_mut()
-            .fold(false, |acc, kv| redact_kv(r, kv) | acc),
-        _ => false,
-    }
-}
-
-/// A JSON field: its whole value is masked when its key names a secret (the key and the value
-/// are separate strings here, so a value rule cannot see both); otherwise the value rules apply.
-fn redact_kv(r: &Redactor, kv: &mut KeyValue) -> bool {
-    let Some(v) = kv.value.as_mut() else {
-        return false;
-    };
-    if v.value.is_some() && r.masks_key(&kv.key) {
-        if matches!(&v.value, Some(AV::StringValue(s)) if s == redact::MASK) {
+/// Masks secrets in a JSON log value. A field (`key` given) whose key names a secret has its
+/// whole value masked, unless it is null (the key and the value are separate strings here, so a
+/// value rule cannot see both); otherwise the value rules apply to every string inside.
+fn redact_json(r: &Redactor, key: Option<&str>, v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    if !v.is_null() && key.is_some_and(|k| r.masks_key(k)) {
+        if matches!(v, Value::String(s) if s == redact::MASK) {
             return false;
         }
-        v.value = Some(AV::StringValue(redact::MASK.to_owned()));
+        *v = Value::String(redact::MASK.to_owned());
         return true;
     }
-    redact_any(r, v)
+    match v {
+        Value::String(s) => r.apply(s),
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |acc, x| redact_json(r, None, x) | acc),
+        Value::Object(o) => o
+            .iter_mut()
+            .fold(false, |acc, (k, x)| redact_json(r, Some(k), x) | acc),
+        _ => false,
+    }
 }
 
 /// `aws.lambda.log_source` values.

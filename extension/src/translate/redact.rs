@@ -7,7 +7,8 @@
 //!
 //! The default set also masks by key name: in a JSON log record (fields become attributes, so
 //! the key and the value are no longer one string) the whole value of a field whose key names a
-//! secret ([`SENSITIVE_KEYS`], case-insensitive, `_`/`-`/`.` ignored) is replaced by [`MASK`].
+//! secret ([`is_sensitive_key`]: case-insensitive, `_`/`-`/`.` ignored; `token` and `secret` only as
+//! the ending of the key, so `tokens_used` or `secret_name` stay visible) is replaced by [`MASK`].
 
 use regex_lite::Regex;
 
@@ -28,19 +29,27 @@ pub const DEFAULT_RULES: &[(&str, &[&str])] = &[
     (r"://[^/\s:@]+:(?P<secret>[^/\s@]+)@", &["://"]),
 ];
 
-/// Key-name fragments (lowercase, separators removed) whose field value is masked whole.
+/// Key-name fragments (lowercase, separators removed) whose field value is masked whole when
+/// they occur anywhere in the key (`db_password_value`, `x-api-key-id`).
 pub const SENSITIVE_KEYS: &[&str] = &[
     "secretaccesskey",
     "password",
     "passwd",
-    "token",
     "authorization",
     "apikey",
     "privatekey",
 ];
 
-/// True when `key` names a secret: it contains one of [`SENSITIVE_KEYS`] once lowercased with
-/// `_`, `-`, `.` and spaces removed (`aws_secret_access_key`, `SecretAccessKey`, `X-Api-Key`).
+/// Key-name endings (lowercase, separators removed) whose field value is masked whole: the key
+/// names the token or secret itself (`token`, `access_token`, `X-Amz-Security-Token`,
+/// `sessionToken`, `client_secret`). Only as the ending, because the same words start or sit
+/// inside names of harmless fields users log all the time: `tokenizer_version`, `tokens_used`,
+/// `max_tokens`, `token_count`, `token_type`, `secret_name`, `secret_arn`.
+pub const SENSITIVE_KEY_ENDINGS: &[&str] = &["token", "secret"];
+
+/// True when `key` names a secret: once lowercased with `_`, `-`, `.` and spaces removed, it
+/// contains one of [`SENSITIVE_KEYS`] or ends with one of [`SENSITIVE_KEY_ENDINGS`]
+/// (`aws_secret_access_key`, `SecretAccessKey`, `X-Api-Key`, `refresh_token`).
 pub fn is_sensitive_key(key: &str) -> bool {
     let norm: String = key
         .chars()
@@ -48,6 +57,7 @@ pub fn is_sensitive_key(key: &str) -> bool {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     SENSITIVE_KEYS.iter().any(|k| norm.contains(k))
+        || SENSITIVE_KEY_ENDINGS.iter().any(|k| norm.ends_with(k))
 }
 
 #[derive(Debug, Clone)]
@@ -245,10 +255,30 @@ mod tests {
             "apiKey",
             "private_key",
             "sessionToken",
+            "token",
+            "access_token",
+            "X-Amz-Security-Token",
+            "id_token",
+            "refreshToken",
+            "client_secret",
+            "secret",
         ] {
             assert!(is_sensitive_key(k), "{k}");
         }
-        for k in ["user", "message", "path", "accessKeyId", "secret_name"] {
+        for k in [
+            "user",
+            "message",
+            "path",
+            "accessKeyId",
+            "secret_name",
+            "secret_arn",
+            "tokenizer_version",
+            "tokens_used",
+            "max_tokens",
+            "token_count",
+            "token_type",
+            "prompt_tokens",
+        ] {
             assert!(!is_sensitive_key(k), "{k}");
         }
         assert!(Redactor::defaults().masks_key("Password"));

@@ -112,6 +112,11 @@ impl Harness {
     }
 }
 
+/// The batch's log records, decoded (they travel as protobuf bytes).
+fn logs_of(b: &Batch) -> Vec<LogRecord> {
+    b.logs.iter().map(|l| l.decode().unwrap()).collect()
+}
+
 fn invocation_spans(b: &Batch) -> Vec<&Span> {
     b.spans
         .iter()
@@ -189,8 +194,8 @@ fn late_report_arrives_during_the_next_invocation() {
         Some(101)
     );
     // The log written during B belongs to B (the only active invocation), not to A.
-    let lb = b
-        .logs
+    let b_logs = logs_of(&b);
+    let lb = b_logs
         .iter()
         .find(|l| l.severity_number == Severity::Error as i32)
         .unwrap();
@@ -254,8 +259,9 @@ fn interleaved_reports_on_managed_instances() {
     assert_eq!(c.parent_span_id, Vec::<u8>::new(), "fresh trace, no parent");
     assert_eq!(c.trace_id.len(), 16);
     assert_ne!(c.trace_id, by_id(&spans, A).trace_id);
+    let b_logs = logs_of(&b);
     let log_of = |body: &str| {
-        b.logs
+        b_logs
             .iter()
             .find(|l| matches!(l.body.as_ref().and_then(|v| v.value.as_ref()), Some(AV::StringValue(s)) if s == body))
             .unwrap()
@@ -459,8 +465,8 @@ fn logs_are_redacted_and_capture_can_be_off() {
         ),
     ]);
     let b = h.take();
-    let bodies: Vec<String> = b
-        .logs
+    let b_logs = logs_of(&b);
+    let bodies: Vec<String> = b_logs
         .iter()
         .map(|l| match l.body.as_ref().and_then(|v| v.value.as_ref()) {
             Some(AV::StringValue(s)) => s.clone(),
@@ -469,7 +475,7 @@ fn logs_are_redacted_and_capture_can_be_off() {
         .collect();
     assert_eq!(bodies[0], "[ERROR] Authorization: Bearer [REDACTED]");
     assert_eq!(bodies[1], "db postgres://u:[REDACTED]@db/x");
-    let extra = b.logs[1]
+    let extra = b_logs[1]
         .attributes
         .iter()
         .find(|k| k.key == "extra")
@@ -560,7 +566,8 @@ fn json_log_fields_with_secret_key_names_are_masked() {
     h.feed(&secret_records());
     let b = h.take();
     assert_eq!(b.logs.len(), 2);
-    let a = &b.logs[0].attributes;
+    let b_logs = logs_of(&b);
+    let a = &b_logs[0].attributes;
     assert_eq!(str_of(attr_value(a, "SecretAccessKey")), redact::MASK);
     assert_eq!(str_of(attr_value(a, "user")), "alice");
     let AV::KvlistValue(extra) = attr_value(a, "extra") else {
@@ -571,7 +578,7 @@ fn json_log_fields_with_secret_key_names_are_masked() {
         redact::MASK
     );
     assert_eq!(str_of(attr_value(&extra.values, "region")), "eu-west-1");
-    let a = &b.logs[1].attributes;
+    let a = &b_logs[1].attributes;
     assert_eq!(str_of(attr_value(a, "password")), redact::MASK);
     assert_eq!(str_of(attr_value(a, "Authorization")), redact::MASK);
     assert_eq!(str_of(attr_value(a, "path")), "/login");
@@ -586,11 +593,309 @@ fn json_log_fields_with_secret_key_names_are_masked() {
         ..Options::default()
     });
     h.feed(&secret_records());
-    let b = h.take();
-    let a = &b.logs[0].attributes;
+    let b_logs = logs_of(&h.take());
+    let a = &b_logs[0].attributes;
     assert_eq!(str_of(attr_value(a, "SecretAccessKey")), KEY);
-    let a = &b.logs[1].attributes;
+    let a = &b_logs[1].attributes;
     assert_eq!(str_of(attr_value(a, "password")), "hunter2");
     assert_eq!(str_of(attr_value(a, "Authorization")), "Basic dXNlcjpwYXNz");
     assert_eq!(h.tr.stats().redacted, 0);
+}
+
+/// Powertools for Python prints `timestamp` as Python `logging` does (`,` before the millis,
+/// `+HHMM` offset): the record keeps that time, not the envelope's, and the key is not lost.
+#[test]
+fn powertools_comma_timestamp_sets_the_record_time() {
+    let mut h = Harness::new();
+    h.feed(&[format!(
+        r#"{{"time":"{}","type":"function","record":{{"level":"INFO","location":"handler:7","message":"hi","timestamp":"2024-05-01 12:00:01,250+0200","service":"payments"}}}}"#,
+        t(5000)
+    )]);
+    let logs = logs_of(&h.take());
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].time_unix_nano, ns(1250));
+    assert_eq!(logs[0].severity_text, "INFO");
+    assert_eq!(get_str(&logs[0].attributes, "location"), Some("handler:7"));
+}
+
+/// `platform.{init,restore}Start` + `…Report` for one phase.
+fn phase_pair(kind: &str, itype: &str, phase: &str, at: u64, dur: f64) -> Vec<String> {
+    let fields = if kind == "init" {
+        format!(r#""initializationType":"{itype}","phase":"{phase}","#)
+    } else {
+        String::new()
+    };
+    vec![
+        format!(
+            r#"{{"time":"{}","type":"platform.{kind}Start","record":{{{fields}"functionName":"checkout"}}}}"#,
+            t(at)
+        ),
+        format!(
+            r#"{{"time":"{}","type":"platform.{kind}Report","record":{{{fields}"status":"success","metrics":{{"durationMs":{dur}}}}}}}"#,
+            t(at + dur as u64)
+        ),
+    ]
+}
+
+fn coldstarts_by_type(b: &Batch) -> Vec<String> {
+    b.metrics
+        .iter()
+        .filter(|m| m.name == metric::FAAS_COLDSTARTS)
+        .filter_map(|m| match &m.data {
+            Some(Data::Sum(s)) => {
+                get_str(&s.data_points[0].attributes, attr::AWS_LAMBDA_INIT_TYPE).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn typed_span<'a>(b: &'a Batch, ty: &str) -> &'a Span {
+    b.spans
+        .iter()
+        .find(|s| get_str(&s.attributes, attr::LAMBDAWATCH_SPAN_TYPE) == Some(ty))
+        .unwrap_or_else(|| panic!("no {ty} span"))
+}
+
+/// SnapStart: the init runs at publish time (an init span, no cold start); each restore is the
+/// cold start, and the first invocation after it carries `faas.coldstart` with the restore
+/// duration. A report's `restoreDurationMs` alone (restore events missed) says the same.
+#[test]
+fn snap_start_restore_makes_the_next_invocation_cold() {
+    let mut h = Harness::new();
+    h.feed(&phase_pair("init", "snap-start", "init", 0, 800.0));
+    let b = h.take();
+    assert_eq!(
+        get_str(
+            &typed_span(&b, span_type::INIT).attributes,
+            attr::AWS_LAMBDA_INIT_TYPE
+        ),
+        Some(init_type::SNAP_START)
+    );
+    assert!(coldstarts_by_type(&b).is_empty(), "publish-time init");
+
+    h.feed(&phase_pair("restore", "", "", 10_000, 120.0));
+    h.feed(&[
+        start(A, 10_200, None),
+        report(A, 10_300, Some("success"), 50.0, None),
+        start(B, 11_000, None),
+        report(B, 11_100, Some("success"), 50.0, None),
+    ]);
+    let b = h.take();
+    let restore = typed_span(&b, span_type::RESTORE);
+    assert_eq!(restore.start_time_unix_nano, ns(10_000));
+    assert_eq!(coldstarts_by_type(&b), [init_type::SNAP_START]);
+    let spans = invocation_spans(&b);
+    let a = &by_id(&spans, A).attributes;
+    assert_eq!(get_bool(a, attr::FAAS_COLDSTART), Some(true));
+    assert_eq!(
+        get_str(a, attr::AWS_LAMBDA_INIT_TYPE),
+        Some(init_type::SNAP_START)
+    );
+    assert_eq!(
+        get_f64(a, attr::AWS_LAMBDA_RESTORE_DURATION_MS),
+        Some(120.0)
+    );
+    assert_eq!(get_f64(a, attr::AWS_LAMBDA_INIT_DURATION_MS), None);
+    assert_eq!(
+        get_bool(&by_id(&spans, B).attributes, attr::FAAS_COLDSTART),
+        Some(false)
+    );
+
+    // Only the report tells: `restoreDurationMs`.
+    let mut h = Harness::new();
+    h.feed(&[
+        start(C, 0, None),
+        format!(
+            r#"{{"time":"{}","type":"platform.report","record":{{"requestId":"{C}","status":"success","metrics":{{"durationMs":10,"restoreDurationMs":95.5}}}}}}"#,
+            t(20)
+        ),
+    ]);
+    let b = h.take();
+    let c = &by_id(&invocation_spans(&b), C).attributes;
+    assert_eq!(get_bool(c, attr::FAAS_COLDSTART), Some(true));
+    assert_eq!(
+        get_str(c, attr::AWS_LAMBDA_INIT_TYPE),
+        Some(init_type::SNAP_START)
+    );
+    assert_eq!(get_f64(c, attr::AWS_LAMBDA_RESTORE_DURATION_MS), Some(95.5));
+}
+
+/// Managed Instances: the environment initialises ahead of traffic, so the init is counted (by
+/// init type) but no invocation is cold.
+#[test]
+fn managed_instances_init_is_counted_but_no_invocation_is_cold() {
+    let mut h = Harness::new();
+    h.feed(&phase_pair(
+        "init",
+        init_type::MANAGED_INSTANCES,
+        "init",
+        0,
+        300.0,
+    ));
+    h.feed(&[
+        start(A, 5_000, None),
+        report(A, 5_050, Some("success"), 40.0, None),
+    ]);
+    let b = h.take();
+    assert_eq!(coldstarts_by_type(&b), [init_type::MANAGED_INSTANCES]);
+    let init = typed_span(&b, span_type::INIT);
+    assert_eq!(
+        get_str(&init.attributes, attr::AWS_LAMBDA_INIT_TYPE),
+        Some(init_type::MANAGED_INSTANCES)
+    );
+    assert_eq!(
+        get_bool(
+            &by_id(&invocation_spans(&b), A).attributes,
+            attr::FAAS_COLDSTART
+        ),
+        Some(false)
+    );
+}
+
+/// A suppressed init (phase `invoke`: the init timed out or failed and was re-run inside the
+/// first invocation) makes *that* running invocation cold, not the next one.
+#[test]
+fn suppressed_init_in_the_invoke_phase_marks_the_running_invocation_cold() {
+    let mut h = Harness::new();
+    h.feed(&[start(A, 0, None)]);
+    h.feed(&phase_pair(
+        "init",
+        init_type::ON_DEMAND,
+        "invoke",
+        1,
+        400.0,
+    ));
+    h.feed(&[
+        report(A, 900, Some("success"), 880.0, None),
+        start(B, 2_000, None),
+        report(B, 2_100, Some("success"), 50.0, None),
+    ]);
+    let b = h.take();
+    let init = typed_span(&b, span_type::INIT);
+    assert_eq!(
+        get_str(&init.attributes, attr::AWS_LAMBDA_INIT_PHASE),
+        Some("invoke")
+    );
+    let spans = invocation_spans(&b);
+    let a = &by_id(&spans, A).attributes;
+    assert_eq!(get_bool(a, attr::FAAS_COLDSTART), Some(true));
+    assert_eq!(get_f64(a, attr::AWS_LAMBDA_INIT_DURATION_MS), Some(400.0));
+    assert_eq!(
+        get_bool(&by_id(&spans, B).attributes, attr::FAAS_COLDSTART),
+        Some(false)
+    );
+    assert_eq!(coldstarts_by_type(&b), [init_type::ON_DEMAND]);
+}
+
+/// The `function` stream is batched apart from `platform`: a record may arrive after its
+/// invocation's report (always so on Managed Instances). It still joins that invocation's trace;
+/// past [`RECENT_EMITTED`] later invocations it only keeps its `faas.invocation_id`.
+#[test]
+fn log_after_its_report_still_joins_the_trace() {
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, Some((ROOT_A, "1111111111111111"))),
+        report(A, 100, Some("success"), 90.0, None),
+    ]);
+    h.feed(&[log(Some(A), 150, "late line")]);
+    let b = h.take();
+    let span = by_id(&invocation_spans(&b), A).clone();
+    let logs = logs_of(&b);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].trace_id, span.trace_id);
+    assert_eq!(logs[0].span_id, span.span_id);
+    assert_eq!(xray::to_hex(&logs[0].trace_id), ROOT_A);
+
+    // Bounded: after RECENT_EMITTED more invocations, A is forgotten.
+    for i in 0..RECENT_EMITTED {
+        let rid = format!("{i:08x}-0000-4000-8000-000000000000");
+        h.feed(&[
+            start(&rid, 200 + i as u64, None),
+            report(&rid, 201 + i as u64, Some("success"), 1.0, None),
+        ]);
+    }
+    h.take();
+    h.feed(&[log(Some(A), 9_000, "very late line")]);
+    let logs = logs_of(&h.take());
+    assert!(logs[0].trace_id.is_empty());
+    assert_eq!(
+        get_str(&logs[0].attributes, attr::FAAS_INVOCATION_ID),
+        Some(A)
+    );
+    assert_eq!(h.tr.recent.len(), RECENT_EMITTED);
+}
+
+/// A plain line carries no request id. When it arrives after its invocation's report (nothing
+/// active any more), its time decides, and only when exactly one emitted invocation's
+/// `[start, end]` holds it.
+#[test]
+fn plain_line_after_the_report_joins_by_time_only_when_unambiguous() {
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, Some((ROOT_A, "1111111111111111"))),
+        report(A, 100, Some("success"), 100.0, None),
+        start(B, 1000, None),
+        report(B, 1100, Some("success"), 100.0, None),
+    ]);
+    h.feed(&[
+        log(None, 50, "printed during A"),
+        log(None, 1050, "printed during B"),
+        log(None, 105, "read just after A ended"),
+        log(None, 500, "printed between"),
+    ]);
+    let b = h.take();
+    let spans = invocation_spans(&b);
+    let logs = logs_of(&b);
+    let of = |body: &str| {
+        logs.iter()
+            .find(|l| matches!(l.body.as_ref().and_then(|v| v.value.as_ref()), Some(AV::StringValue(s)) if s == body))
+            .unwrap()
+    };
+    let a = of("printed during A");
+    assert_eq!(get_str(&a.attributes, attr::FAAS_INVOCATION_ID), Some(A));
+    assert_eq!(a.span_id, by_id(&spans, A).span_id);
+    assert_eq!(xray::to_hex(&a.trace_id), ROOT_A);
+    let bl = of("printed during B");
+    assert_eq!(get_str(&bl.attributes, attr::FAAS_INVOCATION_ID), Some(B));
+    assert_eq!(bl.span_id, by_id(&spans, B).span_id);
+    let late = of("read just after A ended");
+    assert_eq!(get_str(&late.attributes, attr::FAAS_INVOCATION_ID), Some(A));
+    let between = of("printed between");
+    assert_eq!(get_str(&between.attributes, attr::FAAS_INVOCATION_ID), None);
+    assert!(between.trace_id.is_empty());
+
+    // Overlapping windows (Managed Instances run several at once): no guessing.
+    let mut h = Harness::new();
+    h.feed(&[
+        start(A, 0, None),
+        start(B, 10, None),
+        report(A, 100, Some("success"), 100.0, None),
+        report(B, 110, Some("success"), 100.0, None),
+    ]);
+    h.feed(&[log(None, 50, "whose?")]);
+    let logs = logs_of(&h.take());
+    assert_eq!(get_str(&logs[0].attributes, attr::FAAS_INVOCATION_ID), None);
+    assert!(logs[0].trace_id.is_empty());
+}
+
+/// Schema `2025-01-29` `platform.start` carries `functionArn` (the RIE sends it in Managed
+/// Instances mode, where no INVOKE tells us the ARN): a known field, giving the invoked ARN and
+/// the account.
+#[test]
+fn start_function_arn_gives_the_arn_and_the_account() {
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:checkout";
+    let body = format!(
+        r#"[{{"time":"{}","type":"platform.start","record":{{"requestId":"{A}","version":"$LATEST","functionArn":"{arn}"}}}}]"#,
+        t(0)
+    );
+    let (evs, stats) = parse_batch(body.as_bytes());
+    assert_eq!(stats.unknown_fields, 0);
+    let mut h = Harness::new();
+    h.tr.ingest_all(evs, &mut h.buf, ns(1));
+    h.feed(&[report(A, 50, Some("success"), 40.0, None)]);
+    let b = h.take();
+    let a = &by_id(&invocation_spans(&b), A).attributes;
+    assert_eq!(get_str(a, attr::AWS_LAMBDA_INVOKED_ARN), Some(arn));
+    assert_eq!(h.tr.resource.account_id.as_deref(), Some("123456789012"));
 }
