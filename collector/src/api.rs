@@ -1,5 +1,6 @@
 //! The admin listener (`:9464`): `/metrics` (Prometheus text, Contract 2), `/api/v1/slos` (JSON
-//! status of every SLO per function), `/healthz` (the process answers), `/readyz` (200 once the
+//! status of every SLO per function), `/api/v1/cost` (JSON cost of every function: list price so
+//! far, today, the 30-day projection, cost-surprise and retry-storm status), `/healthz` (the process answers), `/readyz` (200 once the
 //! listeners are up, 503 while shutting down) and `/` (a server-rendered status page: the SLO
 //! table with error-budget bars, no framework, no script).
 //!
@@ -27,6 +28,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/slos", get(slos))
+        .route("/api/v1/cost", get(cost))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(shared)
@@ -55,6 +57,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
     };
     let snap = s.snapshot.borrow().clone();
     prometheus::render_slos(&snap, &mut text);
+    prometheus::render_cost(&snap.cost, &mut text);
     prometheus::render_self(
         &s.ingest_stats,
         &s.aggregates.stats,
@@ -141,6 +144,12 @@ pub fn slos_json(snap: &Snapshot) -> Value {
 async fn slos(State(s): State<Shared>) -> Json<Value> {
     let snap = s.snapshot.borrow().clone();
     Json(slos_json(&snap))
+}
+
+/// `/api/v1/cost`: the latest cost evaluation (`crate::cost::CostReport`'s serde form).
+async fn cost(State(s): State<Shared>) -> Json<Value> {
+    let snap = s.snapshot.borrow().clone();
+    Json(serde_json::to_value(&*snap.cost).unwrap_or(Value::Null))
 }
 
 fn html_escape(s: &str) -> String {

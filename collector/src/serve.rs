@@ -5,6 +5,7 @@
 //! OTLP gRPC ─┐                       ┌─ Command (queries) ◄── evaluator · /metrics · /api
 //! OTLP HTTP ─┴─► bounded ingest queue ─► aggregate owner
 //! evaluator (every eval_interval): evaluate → alert state machine → deliver → Snapshot (watch)
+//!            (the same query evaluates the cost stage the aggregator feeds: Snapshot::cost)
 //! ```
 //!
 //! With `LAMBDAWATCH_CHECKPOINT` set, the checkpoint is loaded and restored before any listener
@@ -38,6 +39,7 @@ use crate::{
         state::{AlertStates, Observed, Phase, Policy},
     },
     config::Config,
+    cost::{CostFeed, CostReport, prices::PriceTable},
     ingest::{self, Ingest, IngestStats},
     slo::{
         eval::{self, Evaluation},
@@ -62,6 +64,8 @@ pub struct Snapshot {
     pub alerts: Vec<AlertRow>,
     /// Every notification ever produced, newest last (bounded to the last 1,000).
     pub notifications: Vec<Alert>,
+    /// The cost stage's evaluation at the same `now` (`crate::cost::feed`).
+    pub cost: Arc<CostReport>,
 }
 
 /// Bound on the notification history kept for the status page and tests.
@@ -328,7 +332,8 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// One round on an evaluation: transitions, notifications, the published snapshot.
+    /// One round on an evaluation: transitions, notifications, the published snapshot (its
+    /// `cost` is left empty for the caller to fill).
     pub fn round(&mut self, ev: Evaluation, now: SystemTime) -> (Vec<Alert>, Snapshot) {
         let observed = observe(&self.spec, &self.runbook_base, &ev);
         let notes = self.states.step(self.policy, now, observed.iter().cloned());
@@ -362,6 +367,7 @@ impl Evaluator {
             evaluation: ev,
             alerts,
             notifications: self.history.clone(),
+            cost: Arc::default(),
         };
         (notes, snap)
     }
@@ -456,6 +462,7 @@ pub async fn run(
         }
     }
     aggregates.zero_series = eval::zero_series(&spec, &cfg.dlq_queues);
+    aggregates.cost = Some(cost_feed(&cfg)?);
     let (handle, ingest_tx, owner, drained) = aggregate::owner(
         aggregates,
         cfg.queue_capacity,
@@ -667,21 +674,42 @@ async fn evaluate_once(
     let now = SystemTime::now();
     let now_secs = now_s();
     let spec2 = spec.clone();
-    let Ok(ev) = handle
+    let Ok((ev, cost)) = handle
         .query(move |a| {
             a.refresh_percentiles(now_secs);
-            eval::evaluate(&spec2, a, now_secs)
+            let ev = eval::evaluate(&spec2, a, now_secs);
+            let cost = a
+                .cost
+                .as_mut()
+                .map(|c| c.evaluate(now_secs))
+                .unwrap_or_default();
+            (ev, cost)
         })
         .await
     else {
         tracing::warn!("aggregator gone; evaluation skipped");
         return;
     };
-    let (notes, snap) = evaluator.round(ev, now);
+    let (notes, mut snap) = evaluator.round(ev, now);
+    snap.cost = Arc::new(cost);
     for n in notes {
         deliver.deliver(n);
     }
     let _ = snap_tx.send(Arc::new(snap));
+}
+
+/// The cost stage `cfg` asks for: the configured price table (else the embedded one), the
+/// stage's bounds and budgets. A price file that does not load stops the start, with its error.
+pub fn cost_feed(cfg: &Config) -> anyhow::Result<CostFeed> {
+    let prices = match &cfg.cost.prices_file {
+        Some(path) => PriceTable::from_file(path)?,
+        None => PriceTable::embedded()?,
+    };
+    Ok(CostFeed::new(
+        prices,
+        cfg.cost.stage_config(),
+        cfg.cost.budgets.clone(),
+    ))
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -68,6 +68,21 @@ impl CostLedger {
         self.ephemeral_storage_mb = ephemeral_storage_mb;
     }
 
+    /// Architecture the usage is priced at (the latest invocation's).
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Memory the usage is priced at, MB (the latest invocation's).
+    pub fn memory_mb(&self) -> u32 {
+        self.memory_mb
+    }
+
+    /// Ephemeral storage the usage is priced at, MB (the latest invocation's).
+    pub fn ephemeral_storage_mb(&self) -> u32 {
+        self.ephemeral_storage_mb
+    }
+
     /// Counts one invocation at `now`.
     pub fn record(&mut self, now: u64, billed_duration_ms: u64, on_provisioned: bool) {
         let day = now / DAY;

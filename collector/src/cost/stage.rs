@@ -81,7 +81,12 @@ struct FunctionCostState {
 /// One function's cost status at an evaluation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FunctionCost {
+    /// Also in the function's key, which the `/api/v1/cost` rows carry.
+    #[serde(skip)]
     pub region: String,
+    pub arch: Arch,
+    pub memory_mb: u32,
+    pub ephemeral_storage_mb: u32,
     /// List price of every invocation recorded (the `lambdawatch_cost_usd_total` counter).
     pub cost_usd_total: f64,
     pub today_usd: f64,
@@ -124,6 +129,14 @@ impl<K: Ord + Clone> CostStage<K> {
 
     pub fn len(&self) -> usize {
         self.functions.len()
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    pub fn config(&self) -> &CostConfig {
+        &self.cfg
     }
 
     pub fn is_empty(&self) -> bool {
@@ -237,6 +250,9 @@ impl<K: Ord + Clone> CostStage<K> {
                 k.clone(),
                 FunctionCost {
                     region: f.region.clone(),
+                    arch: f.ledger.arch(),
+                    memory_mb: f.ledger.memory_mb(),
+                    ephemeral_storage_mb: f.ledger.ephemeral_storage_mb(),
                     cost_usd_total: f.list_cost.usd(),
                     today_usd: today,
                     projected_30d_usd: p.unwrap_or(0.0),
