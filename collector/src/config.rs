@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `LAMBDAWATCH_OTLP_GRPC_ADDR` | `0.0.0.0:4317` | OTLP/gRPC listen address (port 0 = any) |
 //! | `LAMBDAWATCH_OTLP_HTTP_ADDR` | `0.0.0.0:4318` | OTLP/HTTP listen address |
-//! | `LAMBDAWATCH_ADMIN_ADDR` | `0.0.0.0:9464` | `/metrics`, `/api/v1/slos`, `/healthz`, `/readyz`, `/` |
+//! | `LAMBDAWATCH_ADMIN_ADDR` | `0.0.0.0:9464` | `/metrics`, `/api/v1/slos`, `/api/v1/cost`, `/healthz`, `/readyz`, `/` |
 //! | `LAMBDAWATCH_AUTH_TOKEN` | unset | bearer token required on OTLP requests when set |
 //! | `LAMBDAWATCH_SLO_FILE` | unset | SLO spec file; unset = embedded default |
 //! | `LAMBDAWATCH_EVAL_INTERVAL` | `30s` | how often SLOs are evaluated and alerts delivered |
