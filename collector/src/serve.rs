@@ -434,6 +434,7 @@ pub async fn run(
     let finish = CancellationToken::new();
     // Durable state: restored before anything is bound (see `crate::checkpoint`).
     let mut aggregates = Aggregates::new(layout, cfg.max_functions);
+    aggregates.cost = Some(cost_feed(&cfg)?);
     let mut alert_states = AlertStates::default();
     let (ledger_tx, ledger_rx) = watch::channel(lambdawatch_aws::cloudwatch::Ledger::default());
     let mut checkpointer = crate::checkpoint::Checkpointer::open(&cfg, &aws_stats).await;
@@ -447,6 +448,11 @@ pub async fn run(
         if let Some(l) = doc.ledger.clone() {
             ledger_tx.send_replace(l);
         }
+        let mut doc = doc;
+        let cost_functions = match (doc.cost.take(), aggregates.cost.as_mut()) {
+            (Some(saved), Some(feed)) => feed.restore(saved),
+            _ => 0,
+        };
         let r = crate::checkpoint::restore(doc, &mut aggregates, &mut alert_states);
         tracing::info!(
             key = c.key(),
@@ -455,6 +461,7 @@ pub async fn run(
             malformed = r.malformed,
             alerts = r.alerts,
             counts_restored = r.counts,
+            cost_functions,
             "checkpoint restored"
         );
         if !r.counts {
@@ -462,7 +469,6 @@ pub async fn run(
         }
     }
     aggregates.zero_series = eval::zero_series(&spec, &cfg.dlq_queues);
-    aggregates.cost = Some(cost_feed(&cfg)?);
     let (handle, ingest_tx, owner, drained) = aggregate::owner(
         aggregates,
         cfg.queue_capacity,

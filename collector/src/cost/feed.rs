@@ -31,6 +31,13 @@
 //! | provisioned | the environment (`faas.instance`) reported an init span of type `provisioned-concurrency` |
 //! | request id | span `faas.invocation_id` |
 //!
+//! **Restarts**: `crate::checkpoint` saves each function's usage ledger (32 UTC days) and its
+//! list-price counter, and the provisioned environments known, so the 30-day projection and
+//! `lambdawatch_cost_usd_total` continue across a deploy. The invocation-rate baseline of the
+//! cost-surprise detector and the retry tracker's request ids start empty after a restart (the
+//! rate surprise judges again once a slot has a week of history; retries that straddle the
+//! restart are not counted).
+//!
 //! **Provisioned environments** are remembered by instance id, at most [`MAX_PC_INSTANCES`]; when
 //! full the least recently seen is forgotten (its later invocations are priced on demand, the
 //! higher price). An environment whose init span predates a collector restart is not known as
@@ -41,7 +48,7 @@ use std::collections::{BTreeMap, HashMap};
 use lambdawatch_semconv::attr;
 
 use super::prices::{Arch, FREE_EPHEMERAL_STORAGE_MB, PriceTable};
-use super::stage::{CostConfig, CostInvocation, CostStage, FunctionCost};
+use super::stage::{CostConfig, CostInvocation, CostStage, FunctionCost, SavedFunctionCost};
 use crate::aggregate::{Event, FunctionKey, InitKind, Invocation};
 
 /// Provisioned execution environments remembered (≈ 100 B each).
@@ -72,6 +79,21 @@ pub struct CostReport {
     pub dropped: BTreeMap<&'static str, u64>,
     /// Sorted by function key.
     pub functions: Vec<FunctionCostRow>,
+}
+
+/// The cost part of a checkpoint (`crate::checkpoint`), as written (borrowing the keys).
+#[derive(Debug, serde::Serialize)]
+pub struct CostCheckpointRef<'a> {
+    pub functions: Vec<SavedFunctionCost<&'a FunctionKey>>,
+    pub provisioned_instances: Vec<(&'a str, u64)>,
+}
+
+/// The cost part of a checkpoint, as read.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CostCheckpoint {
+    pub functions: Vec<SavedFunctionCost<FunctionKey>>,
+    #[serde(default)]
+    pub provisioned_instances: Vec<(String, u64)>,
 }
 
 /// The runtime owner of the cost stage (lives inside the aggregator).
@@ -209,6 +231,37 @@ impl CostFeed {
         {
             self.stage.set_budget(key, Some(*budget));
         }
+    }
+
+    /// What a checkpoint keeps: every function's usage ledger and list-price counter, and the
+    /// provisioned environments known.
+    pub fn checkpoint(&self) -> CostCheckpointRef<'_> {
+        let mut provisioned_instances: Vec<(&str, u64)> = self
+            .provisioned
+            .iter()
+            .map(|(i, t)| (i.as_str(), *t))
+            .collect();
+        provisioned_instances.sort_unstable();
+        CostCheckpointRef {
+            functions: self.stage.saved(),
+            provisioned_instances,
+        }
+    }
+
+    /// Restores a checkpoint into this (fresh) feed; budgets are re-applied from the current
+    /// configuration. Returns how many functions were restored.
+    pub fn restore(&mut self, saved: CostCheckpoint) -> usize {
+        let keys: Vec<FunctionKey> = saved.functions.iter().map(|s| s.key.clone()).collect();
+        let n = self.stage.restore(saved.functions);
+        for k in keys {
+            if let Some(b) = self.budgets.get(&k.function) {
+                self.stage.set_budget(&k, Some(*b));
+            }
+        }
+        for (i, t) in saved.provisioned_instances {
+            self.remember_provisioned(&i, t);
+        }
+        n
     }
 
     /// Evaluates every function at `now` (the evaluation tick's time).
@@ -359,6 +412,88 @@ mod tests {
             f.provisioned
                 .contains_key(&format!("env-{}", MAX_PC_INSTANCES + 9))
         );
+    }
+
+    /// A restart through a real checkpoint document (JSON, gzip, decode, restore) keeps the
+    /// cost counter, today's cost and the 30-day projection; the control without the checkpoint
+    /// starts from zero.
+    #[test]
+    fn cost_survives_a_restart_through_the_checkpoint() {
+        use crate::aggregate::{Aggregates, Batch, Group, Layout, Target};
+        use crate::alerting::state::AlertStates;
+        let fresh = || {
+            let mut a = Aggregates::new(Layout::new(&[500.0], &[0.8]), 100);
+            a.cost = Some(feed());
+            a
+        };
+        let k = key("orders", "eu-west-1");
+        let mut before = fresh();
+        let mut events = vec![Event::Init {
+            t_s: T0,
+            kind: InitKind::Provisioned,
+            duration_ms: 300.0,
+        }];
+        // Two days of traffic, one invocation every 10 minutes.
+        for i in 0..288u64 {
+            events.push(inv(
+                T0 + i * 600,
+                Some(250.0),
+                Some(1024.0),
+                &format!("r{i}"),
+            ));
+        }
+        before.apply(Batch {
+            received_s: T0,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: k.clone(),
+                    tags: vec![(attr::AWS_LAMBDA_ARCHITECTURE.into(), "arm64".into())],
+                    instance: "env-1".into(),
+                },
+                events,
+            }],
+        });
+        let now = T0 + 2 * 86_400 - 60;
+        let want = before.cost.as_mut().unwrap().evaluate(now);
+        assert!(want.functions[0].cost.cost_usd_total > 0.0);
+        assert!(want.functions[0].cost.projected_30d_usd > 0.0);
+
+        let json = crate::checkpoint::to_json(&before, "t", now, &[], None).unwrap();
+        let mut doc = crate::checkpoint::decode(&crate::checkpoint::gzip(&json).unwrap()).unwrap();
+        let mut after = fresh();
+        // As `serve` restores: the cost part by the feed, the rest by `checkpoint::restore`.
+        let saved = doc.cost.take().unwrap();
+        assert_eq!(after.cost.as_mut().unwrap().restore(saved), 1);
+        let r = crate::checkpoint::restore(doc, &mut after, &mut AlertStates::default());
+        assert_eq!(r.functions, 1);
+        let feed_after = after.cost.as_mut().unwrap();
+        assert!(feed_after.provisioned.contains_key("env-1"));
+        let got = feed_after.evaluate(now);
+        let (w, g) = (&want.functions[0].cost, &got.functions[0].cost);
+        assert_eq!(got.functions[0].key, k);
+        assert_eq!(g.cost_usd_total, w.cost_usd_total);
+        assert_eq!(g.today_usd, w.today_usd);
+        assert_eq!(g.projected_30d_usd, w.projected_30d_usd);
+        assert_eq!((g.arch, g.memory_mb), (Arch::Arm64, 1024));
+
+        // The control: the same evaluation without the checkpoint knows nothing.
+        let mut control = fresh();
+        assert!(
+            control
+                .cost
+                .as_mut()
+                .unwrap()
+                .evaluate(now)
+                .functions
+                .is_empty()
+        );
+        // A checkpoint written without the cost stage still restores (the field is optional).
+        let mut no_cost = fresh();
+        no_cost.cost = None;
+        let json = crate::checkpoint::to_json(&no_cost, "t", now, &[], None).unwrap();
+        assert!(!String::from_utf8_lossy(&json).contains("\"cost\""));
+        let doc = crate::checkpoint::decode(&crate::checkpoint::gzip(&json).unwrap()).unwrap();
+        assert!(doc.cost.is_none());
     }
 
     #[test]

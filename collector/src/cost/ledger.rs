@@ -19,7 +19,7 @@ use super::prices::{Arch, FreeTier, RegionPrices};
 pub const DAYS_KEPT: usize = 32;
 const DAY: u64 = 86_400;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Day {
     /// Unix day number; `u64::MAX` = empty.
     day: u64,
@@ -28,7 +28,8 @@ struct Day {
     provisioned_ms: u64,
 }
 
-#[derive(Debug, Clone)]
+/// Serialisable for checkpoints (`crate::checkpoint`, through `cost::feed`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CostLedger {
     function: String,
     arch: Arch,

@@ -108,6 +108,17 @@ impl FunctionCost {
     }
 }
 
+/// What a checkpoint keeps of one function: the usage ledger and the list-price counter, so the
+/// 30-day projection and `lambdawatch_cost_usd_total` continue across a restart. The surprise
+/// detector and the retry tracker start afresh (see `cost::feed`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedFunctionCost<K> {
+    pub key: K,
+    pub region: String,
+    pub ledger: CostLedger,
+    pub list_cost: Money,
+}
+
 /// Owner of all functions' cost state.
 #[derive(Debug)]
 pub struct CostStage<K: Ord + Clone> {
@@ -206,6 +217,46 @@ impl<K: Ord + Clone> CostStage<K> {
             f.retry.observe(inv.t_s, id);
         }
         true
+    }
+
+    /// The per-function state a checkpoint keeps (keys in order).
+    pub fn saved(&self) -> Vec<SavedFunctionCost<&K>> {
+        self.functions
+            .iter()
+            .map(|(k, f)| SavedFunctionCost {
+                key: k,
+                region: f.region.clone(),
+                ledger: f.ledger.clone(),
+                list_cost: f.list_cost,
+            })
+            .collect()
+    }
+
+    /// Restores checkpointed functions into a fresh stage (functions it already has keep their
+    /// state; none beyond `max_functions`; a region the price table lacks is skipped). Returns
+    /// how many were restored.
+    pub fn restore(&mut self, saved: Vec<SavedFunctionCost<K>>) -> usize {
+        let mut n = 0;
+        for s in saved {
+            if self.functions.len() >= self.cfg.max_functions {
+                break;
+            }
+            if self.functions.contains_key(&s.key) || self.prices.region(&s.region).is_err() {
+                continue;
+            }
+            self.functions.insert(
+                s.key,
+                FunctionCostState {
+                    region: s.region,
+                    ledger: s.ledger,
+                    list_cost: s.list_cost,
+                    surprise: SurpriseDetector::new(self.cfg.surprise.clone()),
+                    retry: RetryTracker::new(self.cfg.retry.clone()),
+                },
+            );
+            n += 1;
+        }
+        n
     }
 
     /// Evaluates every function at `now`.
