@@ -75,6 +75,8 @@ pub struct CostReport {
     pub free_tier: bool,
     /// Days of history the 30-day projection extrapolates from.
     pub lookback_days: u64,
+    /// Retry fraction above which a retry storm fires.
+    pub retry_threshold: f64,
     /// Invocations not priced, by reason (every reason of [`DROP_REASONS`]).
     pub dropped: BTreeMap<&'static str, u64>,
     /// Sorted by function key.
@@ -277,6 +279,7 @@ impl CostFeed {
             prices_as_of: self.stage.prices().as_of.clone(),
             free_tier: self.stage.config().free_tier,
             lookback_days: self.stage.config().lookback_days,
+            retry_threshold: self.stage.config().retry.threshold,
             dropped: self.dropped(),
             functions,
         }
