@@ -62,6 +62,19 @@ fn demo_runs_the_pipeline_and_the_expected_alerts_fire() {
         let projected = after("30-day projection $");
         assert!(so_far > 0.0, "{line}");
         assert!(projected >= so_far, "{line}");
+        // orders' failed async events are retried with their request id: the retry tracker sees
+        // them (checkout has no async traffic).
+        let retries = line
+            .split(" retries ")
+            .nth(1)
+            .and_then(|r| r.split('%').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no retry fraction in {line:?}"));
+        if function == "orders:1" {
+            assert!(retries > 0.0, "{line}");
+        } else {
+            assert_eq!(retries, 0.0, "{line}");
+        }
     }
     // The healthy SLOs stay quiet: no alert on checkout's errors, nor on orders' cold starts.
     assert!(
