@@ -499,6 +499,57 @@ mod tests {
         assert!(doc.cost.is_none());
     }
 
+    /// What the cost part adds to a checkpoint: 1,000 functions with a day of traffic each.
+    #[test]
+    fn checkpoint_size_with_the_cost_ledgers() {
+        use crate::aggregate::{Aggregates, Batch, Group, Layout, Target};
+        let build = |with_cost: bool| {
+            let mut a = Aggregates::new(Layout::new(&[500.0], &[0.8]), 2000);
+            if with_cost {
+                a.cost = Some(feed());
+            }
+            for i in 0..1000u64 {
+                let events = (0..144u64)
+                    .map(|k| {
+                        inv(
+                            T0 + k * 600 + i % 600,
+                            Some(50.0 + k as f64),
+                            Some(512.0),
+                            &format!("{i}-{k}"),
+                        )
+                    })
+                    .collect();
+                a.apply(Batch {
+                    received_s: T0,
+                    groups: vec![Group {
+                        target: Target::Function {
+                            key: key(&format!("fn-{i:04}"), "eu-west-1"),
+                            tags: Vec::new(),
+                            instance: "i".into(),
+                        },
+                        events,
+                    }],
+                });
+            }
+            let json = crate::checkpoint::to_json(&a, "t", T0 + 86_400, &[], None).unwrap();
+            let gz = crate::checkpoint::gzip(&json).unwrap();
+            (json.len() / 1000, gz.len() / 1000)
+        };
+        let (json_without, gz_without) = build(false);
+        let (json_with, gz_with) = build(true);
+        eprintln!(
+            "checkpoint per function: {json_without} B JSON / {gz_without} B gzip without cost, \
+             {json_with} B / {gz_with} B with the cost ledgers"
+        );
+        // Documented in docs/cost.md: only used days are written, so a day of traffic adds
+        // ~350 B of JSON (serialised inside the aggregator) and a few bytes gzipped.
+        assert!(
+            json_with - json_without < 600,
+            "{json_with} vs {json_without}"
+        );
+        assert!(gz_with - gz_without < 100, "{gz_with} vs {gz_without}");
+    }
+
     #[test]
     fn drops_are_counted_by_reason_and_budgets_apply() {
         let mut f = CostFeed::new(
