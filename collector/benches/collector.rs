@@ -162,6 +162,7 @@ fn fleet(functions: usize) -> Aggregates {
                     memory_mb: Some(512.0),
                     max_memory_mb: Some(90.0),
                     timeout_ms: Some(3000.0),
+                    request_id: None,
                 })
             })
             .collect();

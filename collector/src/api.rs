@@ -1,7 +1,8 @@
 //! The admin listener (`:9464`): `/metrics` (Prometheus text, Contract 2), `/api/v1/slos` (JSON
-//! status of every SLO per function), `/healthz` (the process answers), `/readyz` (200 once the
+//! status of every SLO per function), `/api/v1/cost` (JSON cost of every function: list price so
+//! far, today, the 30-day projection, cost-surprise and retry-storm status), `/healthz` (the process answers), `/readyz` (200 once the
 //! listeners are up, 503 while shutting down) and `/` (a server-rendered status page: the SLO
-//! table with error-budget bars, no framework, no script).
+//! table with error-budget bars and the cost table, no framework, no script).
 //!
 //! `/metrics` asks the aggregator for the per-function text (one command through its bounded
 //! channel) and adds the latest evaluation's gauges and the pipeline's own counters.
@@ -27,6 +28,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/api/v1/slos", get(slos))
+        .route("/api/v1/cost", get(cost))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(shared)
@@ -55,6 +57,7 @@ async fn metrics(State(s): State<Shared>) -> Response {
     };
     let snap = s.snapshot.borrow().clone();
     prometheus::render_slos(&snap, &mut text);
+    prometheus::render_cost(&snap.cost, &mut text);
     prometheus::render_self(
         &s.ingest_stats,
         &s.aggregates.stats,
@@ -143,6 +146,12 @@ async fn slos(State(s): State<Shared>) -> Json<Value> {
     Json(slos_json(&snap))
 }
 
+/// `/api/v1/cost`: the latest cost evaluation (`crate::cost::CostReport`'s serde form).
+async fn cost(State(s): State<Shared>) -> Json<Value> {
+    let snap = s.snapshot.borrow().clone();
+    Json(serde_json::to_value(&*snap.cost).unwrap_or(Value::Null))
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -228,7 +237,9 @@ pub fn status_html(snap: &Snapshot) -> String {
             );
         }
     }
-    h.push_str("</table><h2>Recent notifications</h2><ul>");
+    h.push_str("</table>");
+    cost_html(&snap.cost, &mut h);
+    h.push_str("<h2>Recent notifications</h2><ul>");
     for n in snap.notifications.iter().rev().take(50) {
         let _ = write!(
             h,
@@ -243,7 +254,107 @@ pub fn status_html(snap: &Snapshot) -> String {
     h
 }
 
+/// The status page's cost table: one row per function of the latest cost evaluation.
+fn cost_html(cost: &crate::cost::CostReport, h: &mut String) {
+    let _ = write!(
+        h,
+        "<h2>Cost</h2><p>List price so far and today; 30-day projection{} (price table of {}).</p>\
+         <table><tr><th>function</th><th>version</th><th>region</th><th>arch</th><th>memory</th>\
+         <th>cost so far</th><th>today</th><th>30-day projection</th><th>retry fraction</th>\
+         <th>alert</th></tr>",
+        if cost.free_tier {
+            " with the free tier"
+        } else {
+            ""
+        },
+        html_escape(&cost.prices_as_of)
+    );
+    for r in &cost.functions {
+        let c = &r.cost;
+        let mut firing = Vec::new();
+        if c.retry.alert {
+            firing.push("retry storm");
+        }
+        if c.surprise.budget_alert {
+            firing.push("over budget");
+        }
+        if c.surprise.rate_alert {
+            firing.push("invocation rate");
+        }
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} MB</td><td>${:.6}</td>\
+             <td>${:.6}</td><td>${:.2}</td><td>{:.2}%</td><td class=\"firing\">{}</td></tr>",
+            html_escape(&r.key.function),
+            html_escape(&r.key.version),
+            html_escape(&r.key.region),
+            c.arch,
+            c.memory_mb,
+            c.cost_usd_total,
+            c.today_usd,
+            c.projected_30d_usd,
+            c.retry.retry_fraction * 100.0,
+            firing.join(", ")
+        );
+    }
+    h.push_str("</table>");
+}
+
 async fn status_page(State(s): State<Shared>) -> Html<String> {
     let snap = s.snapshot.borrow().clone();
     Html(status_html(&snap))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::aggregate::{Event, FunctionKey, Invocation, Outcome};
+    use crate::cost::{CostConfig, CostFeed, prices::PriceTable};
+    use std::collections::BTreeMap;
+
+    /// `/api/v1/cost` is the report's serde form; the status page lists the same functions.
+    #[test]
+    fn cost_document_and_status_page() {
+        let mut feed = CostFeed::new(
+            PriceTable::embedded().unwrap(),
+            CostConfig::default(),
+            BTreeMap::new(),
+        );
+        let key = FunctionKey {
+            function: "<orders>".into(),
+            version: "7".into(),
+            region: "us-east-1".into(),
+            account: "1".into(),
+        };
+        let t = 1_795_996_800;
+        feed.observe(
+            &key,
+            "i",
+            &BTreeMap::new(),
+            &Event::Invocation(Invocation {
+                t_s: t,
+                outcome: Outcome::Success,
+                duration_ms: 1000.0,
+                billed_ms: Some(1000.0),
+                memory_mb: Some(1024.0),
+                max_memory_mb: None,
+                timeout_ms: None,
+                request_id: Some("r".into()),
+            }),
+        );
+        let snap = Snapshot {
+            cost: std::sync::Arc::new(feed.evaluate(t + 10)),
+            ..Snapshot::default()
+        };
+        let doc = serde_json::to_value(&*snap.cost).unwrap();
+        let row = &doc["functions"][0];
+        assert_eq!(row["function"], "<orders>");
+        assert_eq!(row["version"], "7");
+        // 1 GB-s at $0.0000166667 plus one request at $0.20/M.
+        assert!((row["cost_usd_total"].as_f64().unwrap() - 0.0000168667).abs() < 1e-12);
+        let page = status_html(&snap);
+        assert!(page.contains("<h2>Cost</h2>"));
+        assert!(page.contains("<td>&lt;orders&gt;</td><td>7</td><td>us-east-1</td><td>x86_64</td><td>1024 MB</td><td>$0.000017</td>"), "{page}");
+    }
 }

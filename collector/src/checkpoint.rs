@@ -335,6 +335,9 @@ struct DocumentRef<'a> {
     latest_by_name: Vec<FunctionKey>,
     alerts: &'a [SavedAlert],
     ledger: Option<&'a Ledger>,
+    /// The cost stage's ledgers (`crate::cost::feed`), when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<crate::cost::feed::CostCheckpointRef<'a>>,
 }
 
 /// The document as read.
@@ -350,6 +353,10 @@ pub struct Document {
     pub latest_by_name: Vec<FunctionKey>,
     pub alerts: Vec<SavedAlert>,
     pub ledger: Option<Ledger>,
+    /// Absent in checkpoints written without the cost stage; restored by the caller
+    /// (`CostFeed::restore`).
+    #[serde(default)]
+    pub cost: Option<crate::cost::feed::CostCheckpoint>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -387,6 +394,7 @@ pub fn to_json(
         latest_by_name,
         alerts,
         ledger,
+        cost: agg.cost.as_ref().map(crate::cost::CostFeed::checkpoint),
     })
 }
 

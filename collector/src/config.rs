@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `LAMBDAWATCH_OTLP_GRPC_ADDR` | `0.0.0.0:4317` | OTLP/gRPC listen address (port 0 = any) |
 //! | `LAMBDAWATCH_OTLP_HTTP_ADDR` | `0.0.0.0:4318` | OTLP/HTTP listen address |
-//! | `LAMBDAWATCH_ADMIN_ADDR` | `0.0.0.0:9464` | `/metrics`, `/api/v1/slos`, `/healthz`, `/readyz`, `/` |
+//! | `LAMBDAWATCH_ADMIN_ADDR` | `0.0.0.0:9464` | `/metrics`, `/api/v1/slos`, `/api/v1/cost`, `/healthz`, `/readyz`, `/` |
 //! | `LAMBDAWATCH_AUTH_TOKEN` | unset | bearer token required on OTLP requests when set |
 //! | `LAMBDAWATCH_SLO_FILE` | unset | SLO spec file; unset = embedded default |
 //! | `LAMBDAWATCH_EVAL_INTERVAL` | `30s` | how often SLOs are evaluated and alerts delivered |
@@ -39,6 +39,12 @@
 //! | `LAMBDAWATCH_CHECKPOINT` | unset (in memory) | durable state: `dynamodb://TABLE` or `s3://BUCKET/PREFIX` |
 //! | `LAMBDAWATCH_CHECKPOINT_INTERVAL` | the eval interval | how often the checkpoint is written (the most a restart loses) |
 //! | `LAMBDAWATCH_TASK_ID` | ECS task id, else the hostname | this task's checkpoint key; a restarted task must keep it to restore |
+//! | `LAMBDAWATCH_COST_PRICES` | embedded table | Lambda price table file (`collector/prices/aws-lambda-prices.yaml` format) |
+//! | `LAMBDAWATCH_COST_FREE_TIER` | `true` | apply the monthly free tier to the 30-day projection |
+//! | `LAMBDAWATCH_COST_BUDGET_USD` | unset | monthly budget per function; a projection above it fires the budget cost surprise |
+//! | `LAMBDAWATCH_COST_BUDGETS` | empty | `function=usd,…`: per-function budgets overriding the default |
+//! | `LAMBDAWATCH_COST_MAX_FUNCTIONS` | `10000` | functions priced; invocations of further ones are dropped and counted |
+//! | `LAMBDAWATCH_COST_LOOKBACK_DAYS` | `7` | days of history the 30-day projection extrapolates from (1–31) |
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -89,6 +95,12 @@ pub const ENV_SNS_TOPIC_ARN: &str = "LAMBDAWATCH_SNS_TOPIC_ARN";
 pub const ENV_CHECKPOINT: &str = "LAMBDAWATCH_CHECKPOINT";
 pub const ENV_CHECKPOINT_INTERVAL: &str = "LAMBDAWATCH_CHECKPOINT_INTERVAL";
 pub const ENV_TASK_ID: &str = "LAMBDAWATCH_TASK_ID";
+pub const ENV_COST_PRICES: &str = "LAMBDAWATCH_COST_PRICES";
+pub const ENV_COST_FREE_TIER: &str = "LAMBDAWATCH_COST_FREE_TIER";
+pub const ENV_COST_BUDGET_USD: &str = "LAMBDAWATCH_COST_BUDGET_USD";
+pub const ENV_COST_BUDGETS: &str = "LAMBDAWATCH_COST_BUDGETS";
+pub const ENV_COST_MAX_FUNCTIONS: &str = "LAMBDAWATCH_COST_MAX_FUNCTIONS";
+pub const ENV_COST_LOOKBACK_DAYS: &str = "LAMBDAWATCH_COST_LOOKBACK_DAYS";
 /// Set by ECS (EC2 and Fargate) in every container: `http://169.254.170.2/v4/<task id>-<n>` on
 /// Fargate; the task id is read from its last path segment when it has that shape.
 pub const ENV_ECS_CONTAINER_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
@@ -173,6 +185,70 @@ impl Default for AwsConfig {
     }
 }
 
+/// The cost stage (`crate::cost::feed`), YAML key `cost`. Defaults are `CostConfig`'s:
+/// 10,000 functions, 7-day lookback, free tier on, no budget.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostSettings {
+    /// Price table file; `None` = the embedded table.
+    pub prices_file: Option<PathBuf>,
+    /// Function name → monthly budget (USD), overriding `surprise.budget_usd`.
+    pub budgets: BTreeMap<String, f64>,
+    pub free_tier: bool,
+    pub max_functions: usize,
+    pub lookback_days: u64,
+    /// Budget (`budget_usd`, the default for every function) and invocation-rate surprise.
+    pub surprise: crate::cost::surprise::SurpriseConfig,
+    pub retry: crate::cost::retry::RetryConfig,
+}
+
+impl Default for CostSettings {
+    fn default() -> Self {
+        let c = crate::cost::CostConfig::default();
+        Self {
+            prices_file: None,
+            budgets: BTreeMap::new(),
+            free_tier: c.free_tier,
+            max_functions: c.max_functions,
+            lookback_days: c.lookback_days,
+            surprise: c.surprise,
+            retry: c.retry,
+        }
+    }
+}
+
+impl CostSettings {
+    /// The stage's configuration.
+    pub fn stage_config(&self) -> crate::cost::CostConfig {
+        crate::cost::CostConfig {
+            max_functions: self.max_functions,
+            lookback_days: self.lookback_days,
+            free_tier: self.free_tier,
+            surprise: self.surprise.clone(),
+            retry: self.retry.clone(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let usd_ok = |v: f64| v.is_finite() && v >= 0.0;
+        if self.max_functions == 0 {
+            return Err("cost.max_functions must be at least 1".into());
+        }
+        if !(1..=31).contains(&self.lookback_days) {
+            return Err("cost.lookback_days must be between 1 and 31".into());
+        }
+        if self.surprise.budget_usd.is_some_and(|b| !usd_ok(b)) {
+            return Err("cost.surprise.budget_usd must be a non-negative number".into());
+        }
+        if let Some((f, _)) = self.budgets.iter().find(|(_, b)| !usd_ok(**b)) {
+            return Err(format!(
+                "cost.budgets: the budget of {f} must be a non-negative number"
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
@@ -239,6 +315,7 @@ pub struct Config {
     /// `None`: the ECS task id if `ECS_CONTAINER_METADATA_URI_V4` names one, else the hostname
     /// (resolved by `checkpoint::task_id`).
     pub task_id: Option<String>,
+    pub cost: CostSettings,
 }
 
 impl Default for Config {
@@ -268,6 +345,7 @@ impl Default for Config {
             checkpoint: None,
             checkpoint_interval: None,
             task_id: None,
+            cost: CostSettings::default(),
         }
     }
 }
@@ -307,6 +385,7 @@ struct FileConfig {
     checkpoint: Option<String>,
     checkpoint_interval: Option<String>,
     task_id: Option<String>,
+    cost: Option<CostSettings>,
 }
 
 /// Parses `5m`, `30s`, `1h`, `3d`, `250ms` (and a bare number of seconds).
@@ -395,7 +474,8 @@ impl Config {
             max_functions,
             dlq_queues,
             log,
-            aws
+            aws,
+            cost
         );
         macro_rules! set_opt {
             ($($field:ident),*) => { $( if f.$field.is_some() { self.$field = f.$field; } )* };
@@ -565,6 +645,41 @@ impl Config {
         if let Some(v) = get(ENV_CHECKPOINT_INTERVAL) {
             self.checkpoint_interval = Some(dur(ENV_CHECKPOINT_INTERVAL, v)?);
         }
+        let cost = &mut self.cost;
+        if let Some(v) = get(ENV_COST_PRICES) {
+            cost.prices_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get(ENV_COST_FREE_TIER) {
+            cost.free_tier = parsed(ENV_COST_FREE_TIER, v)?;
+        }
+        if let Some(v) = get(ENV_COST_BUDGET_USD) {
+            cost.surprise.budget_usd = Some(parsed(ENV_COST_BUDGET_USD, v)?);
+        }
+        if let Some(v) = get(ENV_COST_BUDGETS) {
+            let mut map = BTreeMap::new();
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let bad = |message: String| ConfigError::Env {
+                    var: ENV_COST_BUDGETS,
+                    value: v.clone(),
+                    message,
+                };
+                let (f, usd) = pair
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("`{pair}` is not function=usd")))?;
+                let usd: f64 = usd
+                    .trim()
+                    .parse()
+                    .map_err(|e| bad(format!("`{pair}`: {e}")))?;
+                map.insert(f.trim().to_owned(), usd);
+            }
+            cost.budgets = map;
+        }
+        if let Some(v) = get(ENV_COST_MAX_FUNCTIONS) {
+            cost.max_functions = parsed(ENV_COST_MAX_FUNCTIONS, v)?;
+        }
+        if let Some(v) = get(ENV_COST_LOOKBACK_DAYS) {
+            cost.lookback_days = parsed(ENV_COST_LOOKBACK_DAYS, v)?;
+        }
         if let Some(v) = get(ENV_TASK_ID) {
             self.task_id = Some(v.trim().to_owned());
         } else if self.task_id.is_none()
@@ -608,7 +723,7 @@ impl Config {
         if self.task_id.as_deref().is_some_and(str::is_empty) {
             return Err("task_id must not be empty".into());
         }
-        Ok(())
+        self.cost.check()
     }
 }
 
@@ -671,6 +786,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(ENV_EVAL_INTERVAL), "{err}");
+    }
+
+    #[test]
+    fn cost_settings_from_file_and_env() {
+        let mut c = Config::default();
+        assert!(c.cost.free_tier);
+        assert_eq!(c.cost.stage_config(), crate::cost::CostConfig::default());
+        c.apply_file(
+            std::path::Path::new("c.yaml"),
+            "cost:\n  lookback_days: 3\n  budgets:\n    orders: 25\n  surprise:\n    rate_multiple: 4\n",
+        )
+        .unwrap();
+        assert_eq!(c.cost.lookback_days, 3);
+        assert_eq!(c.cost.surprise.rate_multiple, 4.0);
+        assert_eq!(c.cost.budgets.get("orders"), Some(&25.0));
+        c.apply_env(|k| match k {
+            ENV_COST_FREE_TIER => Some("false".into()),
+            ENV_COST_BUDGET_USD => Some("100".into()),
+            ENV_COST_BUDGETS => Some("a=1.5, b=2".into()),
+            ENV_COST_MAX_FUNCTIONS => Some("5".into()),
+            ENV_COST_PRICES => Some("/etc/prices.yaml".into()),
+            _ => None,
+        })
+        .unwrap();
+        let s = c.cost.stage_config();
+        assert!(!s.free_tier);
+        assert_eq!(s.max_functions, 5);
+        assert_eq!(s.lookback_days, 3);
+        assert_eq!(s.surprise.budget_usd, Some(100.0));
+        assert_eq!(
+            c.cost.budgets,
+            BTreeMap::from([("a".to_owned(), 1.5), ("b".to_owned(), 2.0)])
+        );
+        assert_eq!(
+            c.cost.prices_file.as_deref(),
+            Some(std::path::Path::new("/etc/prices.yaml"))
+        );
+        for (var, value, needle) in [
+            (ENV_COST_BUDGETS, "a:1", "a:1"),
+            (ENV_COST_BUDGETS, "a=-1", "non-negative"),
+            (ENV_COST_LOOKBACK_DAYS, "40", "lookback_days"),
+            (ENV_COST_FREE_TIER, "maybe", ENV_COST_FREE_TIER),
+        ] {
+            let err = Config::default()
+                .apply_env(|k| (k == var).then(|| value.to_owned()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{var}={value}: {err}");
+        }
+        let err = Config::default()
+            .apply_file(std::path::Path::new("c.yaml"), "cost:\n  budget: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("budget"), "{err}");
     }
 
     #[test]

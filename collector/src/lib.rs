@@ -5,8 +5,10 @@
 //!    ──► aggregate (per function × time bucket, bounded memory)
 //!    ──► slo (SLIs, 30-day error budgets, multi-window burn rates)
 //!    ──► alerting (pending → firing → resolved, fingerprints) ──► sinks (Alertmanager, webhook, log)
+//!    └─► cost::feed (per invocation span; evaluated on the same tick) ──► cost surprise / retry storm
 //! sources::cloudwatch (throttles, DLQ) ──► aggregate
-//! export::prometheus (/metrics) · api (/api/v1/slos, /healthz, /readyz, status page) on :9464
+//! export::prometheus (/metrics) · api (/api/v1/slos, /api/v1/cost, /healthz, /readyz, status page)
+//! on :9464
 //! ```
 
 pub mod aggregate;

@@ -5,6 +5,7 @@
 //! OTLP gRPC ─┐                       ┌─ Command (queries) ◄── evaluator · /metrics · /api
 //! OTLP HTTP ─┴─► bounded ingest queue ─► aggregate owner
 //! evaluator (every eval_interval): evaluate → alert state machine → deliver → Snapshot (watch)
+//!            (the same query evaluates the cost stage the aggregator feeds: Snapshot::cost)
 //! ```
 //!
 //! With `LAMBDAWATCH_CHECKPOINT` set, the checkpoint is loaded and restored before any listener
@@ -38,6 +39,7 @@ use crate::{
         state::{AlertStates, Observed, Phase, Policy},
     },
     config::Config,
+    cost::{CostFeed, CostReport, prices::PriceTable},
     ingest::{self, Ingest, IngestStats},
     slo::{
         eval::{self, Evaluation},
@@ -62,6 +64,8 @@ pub struct Snapshot {
     pub alerts: Vec<AlertRow>,
     /// Every notification ever produced, newest last (bounded to the last 1,000).
     pub notifications: Vec<Alert>,
+    /// The cost stage's evaluation at the same `now` (`crate::cost::feed`).
+    pub cost: Arc<CostReport>,
 }
 
 /// Bound on the notification history kept for the status page and tests.
@@ -318,6 +322,165 @@ pub fn observe(spec: &SloSpec, runbook_base: &str, ev: &Evaluation) -> Vec<Obser
     out
 }
 
+/// `alertname` of the cost stage's cost-surprise notification (`slo` label `cost_surprise`,
+/// severity ticket, runbook `cost.md`).
+pub const COST_SURPRISE_ALERT_NAME: &str = "LambdawatchCostSurprise";
+pub const COST_SURPRISE_SLO: &str = "cost_surprise";
+/// `alertname` of the retry-storm notification (`slo` label `retry_storm`, severity ticket,
+/// runbook `retry-storm.md`).
+pub const RETRY_STORM_ALERT_NAME: &str = "LambdawatchRetryStorm";
+pub const RETRY_STORM_SLO: &str = "retry_storm";
+
+/// The cost stage's alerts as observed alerts for the same state machine (`for`, re-send,
+/// resolve) as the SLO alerts: per function one cost surprise (active while the budget or the
+/// rate surprise fires) and one retry storm, both tickets. They are not SLOs, so their
+/// [`alert::Evidence`] carries the observed value and its threshold in the SLO-shaped fields:
+/// - retry storm: `sli` = 1 − retry fraction, `objective` = 1 − threshold, `burn_rate_long` and
+///   `budget_consumed` = fraction / threshold, `good`/`total` = first attempts / invocations in
+///   the retry window (both windows = that window);
+/// - cost surprise: `sli` = the 30-day projection (USD), `objective` = the budget (0 without
+///   one), `burn_rate_long` = projection / budget, `burn_rate_short` = the invocation rate /
+///   its hour-of-week baseline, `total` = invocations in the surprise window.
+pub fn observe_cost(runbook_base: &str, report: &CostReport) -> Vec<Observed> {
+    let runbook = |page: alert::RunbookPage| {
+        format!(
+            "{}/{}.md",
+            runbook_base.trim_end_matches('/'),
+            page.as_str()
+        )
+    };
+    let mut out = Vec::with_capacity(report.functions.len() * 2);
+    for row in &report.functions {
+        let labels = labels_of(&row.key);
+        let label_map = |name: &str, slo: &str| {
+            let mut l = std::collections::BTreeMap::new();
+            l.insert("alertname".to_owned(), name.to_owned());
+            l.insert("slo".to_owned(), slo.to_owned());
+            l.insert("severity".to_owned(), Severity::Ticket.as_str().to_owned());
+            l.insert("function".to_owned(), labels.function.clone());
+            l.insert("version".to_owned(), labels.version.clone());
+            l.insert("region".to_owned(), labels.region.clone());
+            l.insert("account".to_owned(), labels.account.clone());
+            l
+        };
+        let r = &row.cost.retry;
+        let threshold = report.retry_threshold;
+        let window = Duration::from_secs(r.window_secs);
+        let ratio = if threshold > 0.0 {
+            r.retry_fraction / threshold
+        } else {
+            0.0
+        };
+        out.push(Observed {
+            alert: Alert {
+                fingerprint: alert::Fingerprint::compute(RETRY_STORM_SLO, &labels, Severity::Ticket),
+                status: AlertStatus::Firing,
+                starts_at: secs_to_time(report.evaluated_at_unix),
+                ends_at: None,
+                labels: label_map(RETRY_STORM_ALERT_NAME, RETRY_STORM_SLO),
+                summary: format!(
+                    "{} retry storm: {} of invocations are retries over {}",
+                    row.key.function,
+                    pct(r.retry_fraction),
+                    crate::config::format_duration(window)
+                ),
+                description: format!(
+                    "{:.0} repeated request ids in {:.0} invocations over {} (threshold {}, sampled share of ids {}).",
+                    r.retries,
+                    r.invocations,
+                    crate::config::format_duration(window),
+                    pct(threshold),
+                    pct(r.sample_rate)
+                ),
+                evidence: alert::Evidence {
+                    sli: 1.0 - r.retry_fraction,
+                    objective: 1.0 - threshold,
+                    burn_rate_long: Some(ratio),
+                    burn_rate_short: None,
+                    long_window: window,
+                    short_window: window,
+                    factor: 1.0,
+                    budget_consumed: ratio,
+                    time_to_exhaustion: None,
+                    good: (r.invocations - r.retries).max(0.0).round() as u64,
+                    total: r.invocations.max(0.0).round() as u64,
+                },
+                runbook_url: runbook(alert::RunbookPage::RetryStorm),
+            },
+            active: r.alert,
+        });
+        let sp = &row.cost.surprise;
+        let mut reasons = Vec::new();
+        if sp.budget_alert {
+            reasons.push(format!(
+                "30-day projection ${:.2} over the ${:.2} budget",
+                sp.projected_30d_usd.unwrap_or(0.0),
+                sp.budget_usd.unwrap_or(0.0)
+            ));
+        }
+        if sp.rate_alert {
+            reasons.push(format!(
+                "{:.0} invocations/h, {:.1}× the {:.0}/h of this hour of the week",
+                sp.invocations_per_hour,
+                sp.rate_ratio.unwrap_or(0.0),
+                sp.baseline_per_hour.unwrap_or(0.0)
+            ));
+        }
+        let budget = sp.budget_usd.unwrap_or(0.0);
+        let projected = sp.projected_30d_usd.unwrap_or(row.cost.projected_30d_usd);
+        out.push(Observed {
+            alert: Alert {
+                fingerprint: alert::Fingerprint::compute(
+                    COST_SURPRISE_SLO,
+                    &labels,
+                    Severity::Ticket,
+                ),
+                status: AlertStatus::Firing,
+                starts_at: secs_to_time(report.evaluated_at_unix),
+                ends_at: None,
+                labels: label_map(COST_SURPRISE_ALERT_NAME, COST_SURPRISE_SLO),
+                summary: format!(
+                    "{} cost surprise: {}",
+                    row.key.function,
+                    if reasons.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        reasons.join("; ")
+                    }
+                ),
+                description: format!(
+                    "30-day projection ${projected:.2}{}; {:.0} invocations in the last {} min ({:.0}/h){}.",
+                    sp.budget_usd
+                        .map(|b| format!(" against a ${b:.2} budget"))
+                        .unwrap_or_default(),
+                    sp.window_invocations,
+                    sp.window_minutes,
+                    sp.invocations_per_hour,
+                    sp.baseline_per_hour
+                        .map(|b| format!(", baseline {b:.0}/h for this hour of the week"))
+                        .unwrap_or_default()
+                ),
+                evidence: alert::Evidence {
+                    sli: projected,
+                    objective: budget,
+                    burn_rate_long: (budget > 0.0).then(|| projected / budget),
+                    burn_rate_short: sp.rate_ratio,
+                    long_window: Duration::from_secs(30 * 86_400),
+                    short_window: Duration::from_secs(u64::from(sp.window_minutes) * 60),
+                    factor: 1.0,
+                    budget_consumed: if budget > 0.0 { projected / budget } else { 0.0 },
+                    time_to_exhaustion: None,
+                    good: 0,
+                    total: sp.window_invocations,
+                },
+                runbook_url: runbook(alert::RunbookPage::Cost),
+            },
+            active: sp.budget_alert || sp.rate_alert,
+        });
+    }
+    out
+}
+
 /// The evaluator: owns the alert states; one [`Evaluator::round`] per interval.
 pub struct Evaluator {
     pub spec: Arc<SloSpec>,
@@ -328,9 +491,21 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// One round on an evaluation: transitions, notifications, the published snapshot.
+    /// One round on an SLO evaluation alone (no cost stage).
     pub fn round(&mut self, ev: Evaluation, now: SystemTime) -> (Vec<Alert>, Snapshot) {
-        let observed = observe(&self.spec, &self.runbook_base, &ev);
+        self.round_with_cost(ev, CostReport::default(), now)
+    }
+
+    /// One round on an evaluation and the cost evaluation of the same `now`: transitions,
+    /// notifications (SLO alerts, then cost surprises and retry storms), the published snapshot.
+    pub fn round_with_cost(
+        &mut self,
+        ev: Evaluation,
+        cost: CostReport,
+        now: SystemTime,
+    ) -> (Vec<Alert>, Snapshot) {
+        let mut observed = observe(&self.spec, &self.runbook_base, &ev);
+        observed.extend(observe_cost(&self.runbook_base, &cost));
         let notes = self.states.step(self.policy, now, observed.iter().cloned());
         let alerts = observed
             .iter()
@@ -362,6 +537,7 @@ impl Evaluator {
             evaluation: ev,
             alerts,
             notifications: self.history.clone(),
+            cost: Arc::new(cost),
         };
         (notes, snap)
     }
@@ -428,6 +604,7 @@ pub async fn run(
     let finish = CancellationToken::new();
     // Durable state: restored before anything is bound (see `crate::checkpoint`).
     let mut aggregates = Aggregates::new(layout, cfg.max_functions);
+    aggregates.cost = Some(cost_feed(&cfg)?);
     let mut alert_states = AlertStates::default();
     let (ledger_tx, ledger_rx) = watch::channel(lambdawatch_aws::cloudwatch::Ledger::default());
     let mut checkpointer = crate::checkpoint::Checkpointer::open(&cfg, &aws_stats).await;
@@ -441,6 +618,11 @@ pub async fn run(
         if let Some(l) = doc.ledger.clone() {
             ledger_tx.send_replace(l);
         }
+        let mut doc = doc;
+        let cost_functions = match (doc.cost.take(), aggregates.cost.as_mut()) {
+            (Some(saved), Some(feed)) => feed.restore(saved),
+            _ => 0,
+        };
         let r = crate::checkpoint::restore(doc, &mut aggregates, &mut alert_states);
         tracing::info!(
             key = c.key(),
@@ -449,6 +631,7 @@ pub async fn run(
             malformed = r.malformed,
             alerts = r.alerts,
             counts_restored = r.counts,
+            cost_functions,
             "checkpoint restored"
         );
         if !r.counts {
@@ -667,21 +850,41 @@ async fn evaluate_once(
     let now = SystemTime::now();
     let now_secs = now_s();
     let spec2 = spec.clone();
-    let Ok(ev) = handle
+    let Ok((ev, cost)) = handle
         .query(move |a| {
             a.refresh_percentiles(now_secs);
-            eval::evaluate(&spec2, a, now_secs)
+            let ev = eval::evaluate(&spec2, a, now_secs);
+            let cost = a
+                .cost
+                .as_mut()
+                .map(|c| c.evaluate(now_secs))
+                .unwrap_or_default();
+            (ev, cost)
         })
         .await
     else {
         tracing::warn!("aggregator gone; evaluation skipped");
         return;
     };
-    let (notes, snap) = evaluator.round(ev, now);
+    let (notes, snap) = evaluator.round_with_cost(ev, cost, now);
     for n in notes {
         deliver.deliver(n);
     }
     let _ = snap_tx.send(Arc::new(snap));
+}
+
+/// The cost stage `cfg` asks for: the configured price table (else the embedded one), the
+/// stage's bounds and budgets. A price file that does not load stops the start, with its error.
+pub fn cost_feed(cfg: &Config) -> anyhow::Result<CostFeed> {
+    let prices = match &cfg.cost.prices_file {
+        Some(path) => PriceTable::from_file(path)?,
+        None => PriceTable::embedded()?,
+    };
+    Ok(CostFeed::new(
+        prices,
+        cfg.cost.stage_config(),
+        cfg.cost.budgets.clone(),
+    ))
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.
@@ -719,4 +922,144 @@ pub fn deliverer(
     aws_stats: &Arc<crate::aws::AwsStats>,
 ) -> Result<Arc<dyn Deliver>, SinkConfigError> {
     Ok(Arc::new(Dispatch::from_config(cfg, aws_stats)?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::aggregate::{Event, Invocation, Outcome};
+    use crate::cost::CostConfig;
+    use std::collections::BTreeMap;
+
+    const T0: u64 = 1_795_996_800;
+
+    fn key(function: &str) -> FunctionKey {
+        FunctionKey {
+            function: function.into(),
+            version: "1".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    fn invocation(t_s: u64, id: String) -> Event {
+        Event::Invocation(Invocation {
+            t_s,
+            outcome: Outcome::Error,
+            duration_ms: 100.0,
+            billed_ms: Some(100.0),
+            memory_mb: Some(512.0),
+            max_memory_mb: None,
+            timeout_ms: None,
+            request_id: Some(id),
+        })
+    }
+
+    /// A retry storm and a budget surprise become ticket notifications through the same state
+    /// machine as the SLO alerts, with their runbooks; a quiet function raises nothing; the
+    /// storm resolves once its retries leave the window.
+    #[test]
+    fn cost_alerts_fire_and_resolve_through_the_alert_state_machine() {
+        let mut feed = CostFeed::new(
+            PriceTable::embedded().unwrap(),
+            CostConfig {
+                free_tier: false,
+                ..CostConfig::default()
+            },
+            BTreeMap::from([("spendy".to_owned(), 0.01)]),
+        );
+        let tags = BTreeMap::new();
+        // stormy: 100 events, 30 of them retried twice (async retries keep the request id).
+        for i in 0..100 {
+            feed.observe(&key("stormy"), "i", &tags, &invocation(T0, format!("s{i}")));
+        }
+        for i in 0..30 {
+            for d in [60, 180] {
+                feed.observe(
+                    &key("stormy"),
+                    "i",
+                    &tags,
+                    &invocation(T0 + d, format!("s{i}")),
+                );
+            }
+        }
+        // spendy: 1,000 invocations in a minute project far above its $0.01 budget.
+        for i in 0..1000 {
+            feed.observe(
+                &key("spendy"),
+                "i",
+                &tags,
+                &invocation(T0 + i % 60, format!("p{i}")),
+            );
+        }
+        // quiet: a few distinct ids.
+        for i in 0..5 {
+            feed.observe(&key("quiet"), "i", &tags, &invocation(T0, format!("q{i}")));
+        }
+        let mut ev = Evaluator {
+            spec: Arc::new(SloSpec::embedded_default()),
+            runbook_base: "https://runbooks.example/".into(),
+            policy: Policy {
+                for_: Duration::ZERO,
+                resend: Duration::from_secs(3600),
+            },
+            states: AlertStates::default(),
+            history: Vec::new(),
+        };
+        let now = T0 + 240;
+        let (notes, snap) =
+            ev.round_with_cost(Evaluation::default(), feed.evaluate(now), secs_to_time(now));
+        let fired: Vec<(String, String, String)> = notes
+            .iter()
+            .map(|n| {
+                (
+                    n.name().to_owned(),
+                    n.labels["function"].clone(),
+                    n.runbook_url.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                (
+                    COST_SURPRISE_ALERT_NAME.to_owned(),
+                    "spendy".to_owned(),
+                    "https://runbooks.example/cost.md".to_owned()
+                ),
+                (
+                    RETRY_STORM_ALERT_NAME.to_owned(),
+                    "stormy".to_owned(),
+                    "https://runbooks.example/retry-storm.md".to_owned()
+                ),
+            ]
+            .into_iter()
+            .collect::<Vec<_>>(),
+            "{notes:#?}"
+        );
+        let storm = notes
+            .iter()
+            .find(|n| n.name() == RETRY_STORM_ALERT_NAME)
+            .unwrap();
+        assert_eq!(storm.labels["severity"], "ticket");
+        assert_eq!(storm.labels["slo"], RETRY_STORM_SLO);
+        assert_eq!(storm.evidence.total, 160);
+        assert_eq!(storm.evidence.good, 100);
+        assert!(storm.summary.contains("37.500%"), "{}", storm.summary);
+        assert_eq!(snap.cost.functions.len(), 3);
+        // Later, the retries have left the 15-minute window: the storm resolves.
+        let later = now + 3600;
+        let (notes, _) = ev.round_with_cost(
+            Evaluation::default(),
+            feed.evaluate(later),
+            secs_to_time(later),
+        );
+        let resolved: Vec<_> = notes
+            .iter()
+            .filter(|n| n.status == AlertStatus::Resolved)
+            .map(|n| n.name().to_owned())
+            .collect();
+        assert_eq!(resolved, [RETRY_STORM_ALERT_NAME.to_owned()], "{notes:#?}");
+    }
 }

@@ -10,7 +10,8 @@
 //! It builds the binaries (same profile as itself), starts the collector on free loopback ports,
 //! runs a few minutes of traffic compressed into about a minute — cold starts, a slow-init version
 //! that breaks the cold-start SLO, errors, one timeout, throttles at the concurrency limit, an async
-//! event dead-lettered — then prints the SLO table and the alerts that fired, and exits 0.
+//! event dead-lettered — then prints the SLO table, the alerts that fired and each function's cost
+//! so far with its 30-day projection, and exits 0.
 //! `--serve` keeps the collector and its status page up until Ctrl-C.
 
 mod build;
@@ -40,6 +41,11 @@ fn main() -> anyhow::Result<()> {
         println!("{slos:#}");
     }
     report::print(&slos, &webhook.received());
+    let cost = http::get_json(&format!("http://{}/api/v1/cost", collector.admin))?;
+    if std::env::var_os("LAMBDAWATCH_DEMO_DUMP").is_some() {
+        println!("{cost:#}");
+    }
+    report::print_cost(&cost);
     if serve {
         println!(
             "\n--serve: collector stays up at http://{}/ (Ctrl-C to stop)",

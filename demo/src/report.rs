@@ -1,4 +1,5 @@
-//! Prints what the collector concluded: the SLO table and the alerts that reached the webhook.
+//! Prints what the collector concluded: the SLO table, the alerts that reached the webhook, and
+//! each function's cost (`/api/v1/cost`).
 
 use serde_json::Value;
 
@@ -129,6 +130,88 @@ pub fn print(slos: &Value, alerts: &[Value]) {
             if let Some(url) = a.get("runbook_url").and_then(Value::as_str) {
                 println!("      runbook: {url}");
             }
+        }
+    }
+}
+
+fn usd(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+/// One line per function from `/api/v1/cost`: list-price cost so far, today's cost, the 30-day
+/// projection, the retry fraction and any cost surprise or retry storm firing.
+pub fn print_cost(cost: &Value) {
+    println!(
+        "\nCost (price table of {}; cost so far and today at list price, the 30-day projection \
+         scales the traffic seen so far to 30 days{})\n",
+        cost.get("prices_as_of")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+        if cost.get("free_tier").and_then(Value::as_bool) == Some(true) {
+            " with the free tier"
+        } else {
+            ""
+        }
+    );
+    let empty = Vec::new();
+    let functions = cost
+        .get("functions")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    if functions.is_empty() {
+        println!("  no function priced yet");
+    }
+    for f in functions {
+        let name = format!(
+            "{}:{}",
+            f.get("function").and_then(Value::as_str).unwrap_or("?"),
+            f.get("version").and_then(Value::as_str).unwrap_or("?")
+        );
+        let money = |key: &str, places: usize| {
+            usd(f, key).map_or("-".to_owned(), |v| format!("${v:.places$}"))
+        };
+        let mut firing = Vec::new();
+        if f.pointer("/retry/alert").and_then(Value::as_bool) == Some(true) {
+            firing.push("retry storm".to_owned());
+        }
+        for (key, what) in [
+            ("rate_alert", "cost surprise (rate)"),
+            ("budget_alert", "cost surprise (budget)"),
+        ] {
+            if f.pointer(&format!("/surprise/{key}"))
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                firing.push(what.to_owned());
+            }
+        }
+        println!(
+            "  {:<22} {:<7} {:>5} MB  cost so far {}  today {}  30-day projection {}  retries {}  {}",
+            name,
+            f.get("arch").and_then(Value::as_str).unwrap_or("?"),
+            f.get("memory_mb").and_then(Value::as_u64).unwrap_or(0),
+            money("cost_usd_total", 6),
+            money("today_usd", 6),
+            money("projected_30d_usd", 2),
+            pct(f
+                .pointer("/retry/retry_fraction")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN)),
+            if firing.is_empty() {
+                "-".to_owned()
+            } else {
+                firing.join(", ")
+            }
+        );
+    }
+    if let Some(d) = cost.get("dropped").and_then(Value::as_object) {
+        let dropped: Vec<String> = d
+            .iter()
+            .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        if !dropped.is_empty() {
+            println!("  invocations not priced: {}", dropped.join(", "));
         }
     }
 }

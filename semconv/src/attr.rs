@@ -48,6 +48,9 @@ pub const AWS_LAMBDA_INIT_TYPE: &str = "aws.lambda.init_type";
 pub const AWS_LAMBDA_INIT_PHASE: &str = "aws.lambda.init_phase";
 /// `x86_64` | `arm64`, when the extension knows it (cost depends on it).
 pub const AWS_LAMBDA_ARCHITECTURE: &str = "aws.lambda.architecture";
+/// Configured ephemeral storage (`/tmp`) in MB, as a resource attribute: Lambda does not tell
+/// the extension, so users set it through `OTEL_RESOURCE_ATTRIBUTES` (cost only; default 512).
+pub const AWS_LAMBDA_EPHEMERAL_STORAGE_MB: &str = "aws.lambda.ephemeral_storage_mb";
 /// The platform phase name of a `phase` span (`responseLatency`, …).
 pub const AWS_LAMBDA_PHASE: &str = "aws.lambda.phase";
 /// Produced bytes of the response (`platform.runtimeDone.metrics.producedBytes`).

@@ -16,10 +16,16 @@
 //! Then, after Prometheus has scraped the final state at least twice, every dashboard target (with
 //! `$function` set to the driven function, `$__rate_interval` → `1m`) goes through
 //! `dashboards::queries_without_data`. Queries that legitimately have no data in this scenario are
-//! listed in [`EXPECTED_WITHOUT_DATA`] with the reason; the test asserts that exact set, so it fails
-//! both when another query loses its data and when one of those starts returning data (the list
-//! must then shrink). The collector's `/metrics` also passes `promtool check metrics`, whose output
-//! must be exactly the lint listed in [`EXPECTED_PROMTOOL_LINT`] (never a parse error).
+//! listed in [`EXPECTED_WITHOUT_DATA`] with the reason; the test asserts that exact set (now empty),
+//! so it fails both when another query loses its data and when one of those starts returning data
+//! (the list must then shrink). The collector's `/metrics` also passes `promtool check metrics`,
+//! whose output must be exactly the lint listed in [`EXPECTED_PROMTOOL_LINT`] (never a parse
+//! error).
+//!
+//! Cost: the list-price counter Prometheus scraped (`lambdawatch_cost_usd_total`) must equal what
+//! the price table says for the requests and billed GB-seconds the collector counted through its
+//! own, separate series (`lambdawatch_invocations_total`, `lambdawatch_billed_gigabyte_seconds_total`),
+//! and `/api/v1/cost` must report the same function with the architecture the extension sent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,43 +47,8 @@ const VERSION: &str = "3";
 const DLQ_QUEUE: &str = "dash-e2e-dlq";
 
 /// Dashboard targets (dashboard file stem, panel title, refId) that return no data in this
-/// scenario, each with the reason. The test asserts exactly this set.
-///
-/// The cost series: `collector/src/cost/stage.rs` renders `lambdawatch_cost_usd_total` and
-/// `lambdawatch_cost_projected_30d_usd`, but `serve` does not run the cost stage and `/metrics`
-/// (`collector/src/api.rs`) does not include it, so neither metric is exposed.
-const EXPECTED_WITHOUT_DATA: &[(&str, &str, &str, &str)] = &[
-    (
-        "fleet-slo-overview",
-        "Cost per day",
-        "A",
-        "lambdawatch_cost_usd_total not exposed by serve",
-    ),
-    (
-        "fleet-slo-overview",
-        "30-day cost projection",
-        "A",
-        "lambdawatch_cost_projected_30d_usd not exposed by serve",
-    ),
-    (
-        "function-drilldown",
-        "30-day cost projection",
-        "A",
-        "lambdawatch_cost_projected_30d_usd not exposed by serve",
-    ),
-    (
-        "function-drilldown",
-        "Cost per day",
-        "A",
-        "lambdawatch_cost_usd_total not exposed by serve",
-    ),
-    (
-        "function-drilldown",
-        "Cost per day",
-        "B",
-        "lambdawatch_cost_projected_30d_usd not exposed by serve",
-    ),
-];
+/// scenario, each with the reason. The test asserts exactly this set: every target has data.
+const EXPECTED_WITHOUT_DATA: &[(&str, &str, &str, &str)] = &[];
 
 /// The seeded workload (sandbox/README.md, "Workload YAML"). About 15 s of traffic.
 const WORKLOAD: &str = r#"seed: 61
@@ -428,6 +399,72 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
             .as_array()
             .is_some_and(|f| f.iter().any(|v| v == FUNCTION)),
         "label_values(lambdawatch_invocations_total, function) lacks {FUNCTION}: {functions}"
+    );
+
+    // Cost: the counter Prometheus has equals the price table's list price of the requests and
+    // billed GB-seconds counted by the aggregator's own series (eu-west-1, the extension's
+    // architecture), and /api/v1/cost agrees.
+    let cost_doc = http::get(
+        &format!("http://{admin}/api/v1/cost"),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+    .json();
+    let row = cost_doc["functions"]
+        .as_array()
+        .and_then(|f| {
+            f.iter()
+                .find(|r| r["function"] == FUNCTION && r["version"] == VERSION)
+        })
+        .unwrap_or_else(|| panic!("/api/v1/cost lacks {FUNCTION}: {cost_doc}"))
+        .clone();
+    assert_eq!(row["region"], "eu-west-1", "{row}");
+    assert_eq!(row["memory_mb"], 256, "{row}");
+    let arch = row["arch"].as_str().unwrap_or_default().to_owned();
+    let expected_arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "x86_64"
+    };
+    assert_eq!(arch, expected_arch, "the extension's architecture: {row}");
+    for reason in ["too_many_functions", "unknown_region", "no_memory_size"] {
+        assert_eq!(cost_doc["dropped"][reason], 0, "{cost_doc}");
+    }
+    // eu-west-1 first-tier duration prices and the request price (collector/prices).
+    let gb_second = if arch == "arm64" {
+        0.000_013_333_4
+    } else {
+        0.000_016_666_7
+    };
+    let sel = format!("{{function=\"{FUNCTION}\", version=\"{VERSION}\"}}");
+    let requests = prom_value(&base, &format!("sum(lambdawatch_invocations_total{sel})")).unwrap();
+    let gbs = prom_value(
+        &base,
+        &format!("sum(lambdawatch_billed_gigabyte_seconds_total{sel})"),
+    )
+    .unwrap();
+    let cost = prom_value(&base, &format!("sum(lambdawatch_cost_usd_total{sel})")).unwrap();
+    let want = requests * 0.20 / 1e6 + gbs * gb_second;
+    assert!(
+        requests >= 100.0 && (cost - want).abs() <= want * 1e-9,
+        "lambdawatch_cost_usd_total {cost} ≠ {requests} requests × $0.20/M + {gbs} GB-s × ${gb_second} = {want}"
+    );
+    let api_cost = row["cost_usd_total"].as_f64().unwrap();
+    assert!(
+        (api_cost - cost).abs() <= cost * 1e-9,
+        "/api/v1/cost says {api_cost}, Prometheus scraped {cost}"
+    );
+    let projected = row["projected_30d_usd"].as_f64().unwrap();
+    assert!(
+        projected.is_finite() && projected >= 0.0,
+        "projection {projected}: {row}"
+    );
+    // The retry tracker saw the async retries (each retried event repeats its request id).
+    let retried = n("/async/retried");
+    let tracked = row["retry"]["retries"].as_f64().unwrap_or(-1.0);
+    assert!(
+        retried == 0 || tracked > 0.0,
+        "the sandbox retried {retried} async events, the retry tracker saw {tracked}: {row}"
     );
 
     // Every dashboard target; for one without data, the metrics it selects that the collector's

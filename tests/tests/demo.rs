@@ -1,6 +1,6 @@
 //! README Quick start command 1, end to end: the demo runs the whole pipeline (sandbox, extension,
 //! collector with the embedded defaults) and the alerts its scenario is built to cause reach the
-//! webhook.
+//! webhook, and the cost report prices both functions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +36,45 @@ fn demo_runs_the_pipeline_and_the_expected_alerts_fire() {
             out.contains(expected),
             "demo output lacks {expected:?}:\n{out}"
         );
+    }
+    // The cost report: both functions priced (eu-west-1 list prices, their configured memory),
+    // a positive cost so far and a 30-day projection at least as large as it would be without
+    // growth: the traffic of about a minute scaled to 30 days exceeds what was spent so far.
+    for (function, memory) in [("orders:1", 256), ("checkout:2", 512)] {
+        let line = out
+            .lines()
+            .find(|l| {
+                l.trim_start().starts_with(&format!("{function} ")) && l.contains("cost so far $")
+            })
+            .unwrap_or_else(|| panic!("no cost line for {function}:\n{out}"));
+        let after = |label: &str| -> f64 {
+            let rest = line
+                .split(label)
+                .nth(1)
+                .unwrap_or_else(|| panic!("{label} in {line:?}"));
+            rest.split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no number after {label} in {line:?}"))
+        };
+        assert!(line.contains(&format!(" {memory} MB ")), "{line}");
+        let so_far = after("cost so far $");
+        let projected = after("30-day projection $");
+        assert!(so_far > 0.0, "{line}");
+        assert!(projected >= so_far, "{line}");
+        // orders' failed async events are retried with their request id: the retry tracker sees
+        // them (checkout has no async traffic).
+        let retries = line
+            .split(" retries ")
+            .nth(1)
+            .and_then(|r| r.split('%').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no retry fraction in {line:?}"));
+        if function == "orders:1" {
+            assert!(retries > 0.0, "{line}");
+        } else {
+            assert_eq!(retries, 0.0, "{line}");
+        }
     }
     // The healthy SLOs stay quiet: no alert on checkout's errors, nor on orders' cold starts.
     assert!(

@@ -144,6 +144,8 @@ pub struct Invocation {
     pub memory_mb: Option<f64>,
     pub max_memory_mb: Option<f64>,
     pub timeout_ms: Option<f64>,
+    /// `faas.invocation_id` (the Lambda request id): repeated ids are retries (`crate::cost`).
+    pub request_id: Option<String>,
 }
 
 impl FunctionState {

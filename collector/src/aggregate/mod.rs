@@ -285,6 +285,8 @@ pub struct Aggregates {
     latest: HashMap<(String, String, String), FunctionKey>,
     latest_by_name: HashMap<String, FunctionKey>,
     pub stats: Arc<AggregateStats>,
+    /// The cost stage, fed every event of a known function (`crate::cost::feed`); `None` = off.
+    pub cost: Option<crate::cost::CostFeed>,
 }
 
 impl Aggregates {
@@ -297,6 +299,7 @@ impl Aggregates {
             latest: HashMap::new(),
             latest_by_name: HashMap::new(),
             stats: Arc::new(AggregateStats::default()),
+            cost: None,
         }
     }
 
@@ -369,6 +372,9 @@ impl Aggregates {
             };
             let mut too_old = 0u64;
             for ev in &group.events {
+                if let Some(cost) = self.cost.as_mut() {
+                    cost.observe(&key, instance, &state.tags, ev);
+                }
                 let ok = match ev {
                     Event::Invocation(inv) => state.record_invocation(&self.layout, inv),
                     Event::Init {
@@ -640,6 +646,7 @@ pub(crate) mod tests {
             memory_mb: Some(512.0),
             max_memory_mb: Some(100.0),
             timeout_ms: Some(1000.0),
+            request_id: None,
         })
     }
 

@@ -19,7 +19,7 @@ use super::prices::{Arch, FreeTier, RegionPrices};
 pub const DAYS_KEPT: usize = 32;
 const DAY: u64 = 86_400;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Day {
     /// Unix day number; `u64::MAX` = empty.
     day: u64,
@@ -28,12 +28,47 @@ struct Day {
     provisioned_ms: u64,
 }
 
-#[derive(Debug, Clone)]
+const EMPTY_DAY: Day = Day {
+    day: u64::MAX,
+    requests: 0,
+    on_demand_ms: 0,
+    provisioned_ms: 0,
+};
+
+/// The day ring as the list of its used days (a ring of mostly empty days would triple a
+/// checkpoint's JSON); read back into their slots, the newer day winning a slot.
+mod kept_days {
+    use super::{DAYS_KEPT, Day, EMPTY_DAY};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(days: &[Day; DAYS_KEPT], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(days.iter().filter(|d| d.day != u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[Day; DAYS_KEPT], D::Error> {
+        let mut out = [EMPTY_DAY; DAYS_KEPT];
+        for day in Vec::<Day>::deserialize(d)? {
+            if day.day == u64::MAX {
+                continue;
+            }
+            let slot = &mut out[(day.day % DAYS_KEPT as u64) as usize];
+            if slot.day == u64::MAX || slot.day < day.day {
+                *slot = day;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Serialisable for checkpoints (`crate::checkpoint`, through `cost::feed`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CostLedger {
     function: String,
     arch: Arch,
     memory_mb: u32,
     ephemeral_storage_mb: u32,
+    /// Checkpoints list only the days that hold usage.
+    #[serde(with = "kept_days")]
     days: [Day; DAYS_KEPT],
     first_seen: Option<u64>,
     pub late_dropped: u64,
@@ -51,10 +86,7 @@ impl CostLedger {
             arch,
             memory_mb,
             ephemeral_storage_mb,
-            days: [Day {
-                day: u64::MAX,
-                ..Day::default()
-            }; DAYS_KEPT],
+            days: [EMPTY_DAY; DAYS_KEPT],
             first_seen: None,
             late_dropped: 0,
         }
@@ -66,6 +98,21 @@ impl CostLedger {
         self.arch = arch;
         self.memory_mb = memory_mb;
         self.ephemeral_storage_mb = ephemeral_storage_mb;
+    }
+
+    /// Architecture the usage is priced at (the latest invocation's).
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Memory the usage is priced at, MB (the latest invocation's).
+    pub fn memory_mb(&self) -> u32 {
+        self.memory_mb
+    }
+
+    /// Ephemeral storage the usage is priced at, MB (the latest invocation's).
+    pub fn ephemeral_storage_mb(&self) -> u32 {
+        self.ephemeral_storage_mb
     }
 
     /// Counts one invocation at `now`.

@@ -19,6 +19,7 @@
 //! `region`, `account`) are added by the exporter; samples carry only their extra labels.
 
 pub mod cli;
+pub mod feed;
 pub mod ledger;
 pub mod memory;
 pub mod model;
@@ -33,6 +34,7 @@ pub mod timeout;
 mod simulation_tests;
 
 pub use cli::{CostArgs, run_cost_cli};
+pub use feed::{CostFeed, CostReport, FunctionCostRow};
 pub use stage::{CostConfig, CostInvocation, CostStage, FunctionCost};
 
 /// One Prometheus sample a cost stage wants on `/metrics` (per-function labels added by the

@@ -28,7 +28,18 @@ use std::fmt;
 use super::prices::{Arch, FREE_EPHEMERAL_STORAGE_MB, FreeTier, Price, PriceItem, RegionPrices};
 
 /// Money in units of 10⁻²⁵ USD (exact for every product of picodollar prices and MB·ms).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Money(pub u128);
 
 /// [`Money`] units per US dollar.

@@ -81,7 +81,12 @@ struct FunctionCostState {
 /// One function's cost status at an evaluation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FunctionCost {
+    /// Also in the function's key, which the `/api/v1/cost` rows carry.
+    #[serde(skip)]
     pub region: String,
+    pub arch: Arch,
+    pub memory_mb: u32,
+    pub ephemeral_storage_mb: u32,
     /// List price of every invocation recorded (the `lambdawatch_cost_usd_total` counter).
     pub cost_usd_total: f64,
     pub today_usd: f64,
@@ -101,6 +106,17 @@ impl FunctionCost {
         out.extend(self.retry.samples());
         out
     }
+}
+
+/// What a checkpoint keeps of one function: the usage ledger and the list-price counter, so the
+/// 30-day projection and `lambdawatch_cost_usd_total` continue across a restart. The surprise
+/// detector and the retry tracker start afresh (see `cost::feed`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedFunctionCost<K> {
+    pub key: K,
+    pub region: String,
+    pub ledger: CostLedger,
+    pub list_cost: Money,
 }
 
 /// Owner of all functions' cost state.
@@ -124,6 +140,14 @@ impl<K: Ord + Clone> CostStage<K> {
 
     pub fn len(&self) -> usize {
         self.functions.len()
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
+    pub fn config(&self) -> &CostConfig {
+        &self.cfg
     }
 
     pub fn is_empty(&self) -> bool {
@@ -195,6 +219,46 @@ impl<K: Ord + Clone> CostStage<K> {
         true
     }
 
+    /// The per-function state a checkpoint keeps (keys in order).
+    pub fn saved(&self) -> Vec<SavedFunctionCost<&K>> {
+        self.functions
+            .iter()
+            .map(|(k, f)| SavedFunctionCost {
+                key: k,
+                region: f.region.clone(),
+                ledger: f.ledger.clone(),
+                list_cost: f.list_cost,
+            })
+            .collect()
+    }
+
+    /// Restores checkpointed functions into a fresh stage (functions it already has keep their
+    /// state; none beyond `max_functions`; a region the price table lacks is skipped). Returns
+    /// how many were restored.
+    pub fn restore(&mut self, saved: Vec<SavedFunctionCost<K>>) -> usize {
+        let mut n = 0;
+        for s in saved {
+            if self.functions.len() >= self.cfg.max_functions {
+                break;
+            }
+            if self.functions.contains_key(&s.key) || self.prices.region(&s.region).is_err() {
+                continue;
+            }
+            self.functions.insert(
+                s.key,
+                FunctionCostState {
+                    region: s.region,
+                    ledger: s.ledger,
+                    list_cost: s.list_cost,
+                    surprise: SurpriseDetector::new(self.cfg.surprise.clone()),
+                    retry: RetryTracker::new(self.cfg.retry.clone()),
+                },
+            );
+            n += 1;
+        }
+        n
+    }
+
     /// Evaluates every function at `now`.
     pub fn evaluate(&mut self, now: u64) -> Vec<(K, FunctionCost)> {
         // Projections, priced per region group.
@@ -237,6 +301,9 @@ impl<K: Ord + Clone> CostStage<K> {
                 k.clone(),
                 FunctionCost {
                     region: f.region.clone(),
+                    arch: f.ledger.arch(),
+                    memory_mb: f.ledger.memory_mb(),
+                    ephemeral_storage_mb: f.ledger.ephemeral_storage_mb(),
                     cost_usd_total: f.list_cost.usd(),
                     today_usd: today,
                     projected_30d_usd: p.unwrap_or(0.0),

@@ -3,9 +3,11 @@
 //! `region`, `account`. Histogram bounds are the defaults plus every SLO threshold, rendered like
 //! `slo::spec::prometheus_le` so generated rules select them by the same `le` string.
 //!
-//! Three producers, one text: per-function aggregates ([`render_functions`], run inside the
-//! aggregator task), the latest SLO evaluation and alert states ([`render_slos`]), and the
-//! pipeline's own counters ([`render_self`]). Each family is written once with its HELP/TYPE.
+//! Four producers, one text: per-function aggregates ([`render_functions`], run inside the
+//! aggregator task), the latest SLO evaluation and alert states ([`render_slos`]), the latest
+//! cost evaluation ([`render_cost`]: `crate::cost::names::ALL` and the cost stage's drops), and
+//! the pipeline's own counters ([`render_self`]). Each family is written once with its
+//! HELP/TYPE.
 //!
 //! Counters exist at 0 from a function's first report: all four outcomes, both `within` values,
 //! the platform counters, and the init types and DLQ queues of [`Aggregates::zero_series`].
@@ -20,6 +22,7 @@ use crate::{
         AggregateStats, Aggregates, FunctionKey, FunctionState, InitKind, Outcome, PlatformCounter,
         hist::Buckets,
     },
+    cost::{CostReport, feed::DROP_REASONS, names},
     ingest::{IngestStats, Protocol, Reject, Signal},
     serve::Snapshot,
 };
@@ -432,6 +435,47 @@ pub fn render_slos(snap: &Snapshot, out: &mut String) {
     }
 }
 
+/// The cost families of the latest cost evaluation, functions in the report's (key) order, each
+/// family once with its HELP/TYPE (a family no function has a sample of is left out), then the
+/// cost stage's drops by reason (every reason, from 0).
+pub fn render_cost(report: &CostReport, out: &mut String) {
+    let rows: Vec<(String, Vec<crate::cost::MetricSample>)> = report
+        .functions
+        .iter()
+        .map(|r| (fn_labels(&r.key), r.cost.samples()))
+        .collect();
+    for (name, help) in names::ALL {
+        let mut written = false;
+        for (l, samples) in &rows {
+            for m in samples.iter().filter(|m| m.name == *name) {
+                if !written {
+                    header(out, name, m.kind(), help);
+                    written = true;
+                }
+                let extra: String = m
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!(",{k}=\"{}\"", escape(v)))
+                    .collect();
+                let _ = writeln!(out, "{name}{{{l}{extra}}} {}", num(m.value));
+            }
+        }
+    }
+    header(
+        out,
+        "lambdawatch_cost_dropped_total",
+        "counter",
+        "Invocations the cost stage could not price, by reason.",
+    );
+    for reason in DROP_REASONS {
+        let _ = writeln!(
+            out,
+            "lambdawatch_cost_dropped_total{{reason=\"{reason}\"}} {}",
+            report.dropped.get(reason).copied().unwrap_or(0)
+        );
+    }
+}
+
 /// The pipeline's own counters.
 pub fn render_self(
     ingest: &IngestStats,
@@ -588,9 +632,100 @@ mod tests {
                     memory_mb: None,
                     max_memory_mb: None,
                     timeout_ms: None,
+                    request_id: None,
                 })],
             }],
         });
+    }
+
+    /// The cost families: each once with HELP/TYPE, per-function labels plus the sample's own,
+    /// and the drop counter with every reason from 0.
+    #[test]
+    fn cost_families_render_once_with_labels() {
+        use crate::cost::{CostConfig, CostFeed, prices::PriceTable};
+        let mut feed = CostFeed::new(
+            PriceTable::embedded().unwrap(),
+            CostConfig::default(),
+            BTreeMap::from([("a".to_owned(), 10.0)]),
+        );
+        let t = 1_795_996_800;
+        let tags = BTreeMap::new();
+        for (function, region, id) in [
+            ("a", "eu-west-1", "r1"),
+            ("b", "eu-west-1", "r2"),
+            ("b", "eu-west-1", "r2"),
+            ("c", "nowhere-1", "r3"),
+        ] {
+            let mut k = key(function);
+            k.region = region.to_owned();
+            feed.observe(
+                &k,
+                "i",
+                &tags,
+                &Event::Invocation(Invocation {
+                    t_s: t,
+                    outcome: Outcome::Success,
+                    duration_ms: 10.0,
+                    billed_ms: Some(100.0),
+                    memory_mb: Some(1024.0),
+                    max_memory_mb: None,
+                    timeout_ms: None,
+                    request_id: Some(id.to_owned()),
+                }),
+            );
+        }
+        let report = feed.evaluate(t + 30);
+        let mut text = String::new();
+        render_cost(&report, &mut text);
+        let a = r#"function="a",version="1",region="eu-west-1",account="123""#;
+        let b = r#"function="b",version="1",region="eu-west-1",account="123""#;
+        // 100 ms × 1 GB at $0.0000166667/GB-s + $0.20/M, twice for b.
+        let one = 0.1 * 0.000_016_666_7 + 0.2e-6;
+        let value = |prefix: String| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix}\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!((value(format!("lambdawatch_cost_usd_total{{{a}}} ")) - one).abs() < 1e-15);
+        assert!((value(format!("lambdawatch_cost_usd_total{{{b}}} ")) - 2.0 * one).abs() < 1e-15);
+        assert_eq!(value(format!("lambdawatch_cost_budget_usd{{{a}}} ")), 10.0);
+        assert_eq!(
+            value(format!(
+                r#"lambdawatch_cost_surprise{{{a},reason="budget"}} "#
+            )),
+            0.0
+        );
+        // b's request id came twice: one retry of two invocations.
+        assert_eq!(value(format!("lambdawatch_retry_fraction{{{b}}} ")), 0.5);
+        assert_eq!(value(format!("lambdawatch_retry_storm{{{b}}} ")), 0.0);
+        assert!(text.contains(&format!("lambdawatch_cost_projected_30d_usd{{{a}}} ")));
+        assert_eq!(
+            value(r#"lambdawatch_cost_dropped_total{reason="unknown_region"} "#.to_owned()),
+            1.0
+        );
+        assert_eq!(
+            value(r#"lambdawatch_cost_dropped_total{reason="too_many_functions"} "#.to_owned()),
+            0.0
+        );
+        assert!(!text.contains("function=\"c\""), "{text}");
+        // Each family's HELP/TYPE once, before its samples, with the right type.
+        for (name, _) in crate::cost::names::ALL {
+            let n = text.matches(&format!("# TYPE {name} ")).count();
+            assert!(n <= 1, "{name} typed {n} times");
+        }
+        assert!(text.contains("# TYPE lambdawatch_cost_usd_total counter"));
+        assert!(text.contains("# TYPE lambdawatch_cost_projected_30d_usd gauge"));
+        assert!(text.contains("# TYPE lambdawatch_cost_dropped_total counter"));
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = line.rsplit_once(' ').unwrap().0;
+            assert!(seen.insert(series.to_owned()), "{series} twice");
+        }
     }
 
     /// A counter born at its first event loses that event to `increase()`: every counter the

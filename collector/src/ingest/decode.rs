@@ -120,6 +120,7 @@ pub fn span_event(span: &Span, received_s: u64) -> Option<Event> {
                 memory_mb: otlp::get_f64(a, attr::AWS_LAMBDA_MEMORY_SIZE_MB),
                 max_memory_mb: otlp::get_f64(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB),
                 timeout_ms: otlp::get_f64(a, attr::AWS_LAMBDA_TIMEOUT_MS),
+                request_id: otlp::get_str(a, attr::FAAS_INVOCATION_ID).map(str::to_owned),
             }))
         }
         span_type::INIT => Some(Event::Init {

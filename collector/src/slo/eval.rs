@@ -635,6 +635,7 @@ mod tests {
             memory_mb: Some(128.0),
             max_memory_mb: None,
             timeout_ms: Some(1000.0),
+            request_id: None,
         })
     }
 

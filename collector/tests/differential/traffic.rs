@@ -134,6 +134,7 @@ impl Traffic {
                 memory_mb: Some(MEMORY_MB),
                 max_memory_mb: Some(120.0 + (duration_ms % 50.0)),
                 timeout_ms: Some(TIMEOUT_MS),
+                request_id: None,
             }),
         );
     }
