@@ -46,6 +46,11 @@ pub struct Record {
     /// The CloudWatch poller's cursor as of the holder's last renewal.
     #[serde(default)]
     pub ledger: Option<Ledger>,
+    /// Different on every write of one holder: S3's version is the ETag, the MD5 of the content,
+    /// so a renewal writing identical bytes would not change the version observers watch and
+    /// they would take over from a live holder.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// What to do after reading the record.
@@ -189,6 +194,7 @@ pub async fn read(store: &Store) -> Result<Option<(Record, String)>, LeaseError>
                 token: 0,
                 released: true,
                 ledger: None,
+                seq: 0,
             },
             version,
         ))),
@@ -222,6 +228,7 @@ mod tests {
             token,
             released: false,
             ledger: None,
+            seq: 0,
         }
     }
 

@@ -401,21 +401,27 @@ async fn exercise_store(store: &Store) {
 async fn exercise_lease(store: &Store) {
     use lambdawatch_aws::lease::{self, Record};
     assert_eq!(lease::read(store).await.unwrap(), None);
-    let rec = |holder: &str, token| Record {
+    let rec = |holder: &str, token, seq| Record {
         holder: holder.into(),
         token,
         released: false,
         ledger: None,
+        seq,
     };
-    let a = lease::write(store, &rec("a", 1), None).await.unwrap();
-    let b = lease::write(store, &rec("b", 1), None).await.unwrap();
+    let a = lease::write(store, &rec("a", 1, 0), None).await.unwrap();
+    let b = lease::write(store, &rec("b", 1, 0), None).await.unwrap();
     assert!(a.is_some() && b.is_none(), "{a:?} {b:?}");
     let (got, v) = lease::read(store).await.unwrap().unwrap();
-    assert_eq!(got, rec("a", 1));
-    let renewed = lease::write(store, &rec("a", 1), Some(&v)).await.unwrap();
-    assert!(renewed.is_some());
+    assert_eq!(got, rec("a", 1, 0));
+    // A renewal changes the version observers watch (S3: the ETag, so the content must differ).
+    let renewed = lease::write(store, &rec("a", 1, 1), Some(&v))
+        .await
+        .unwrap();
+    assert!(renewed.as_ref().is_some_and(|r| *r != v), "{renewed:?} {v}");
     assert_eq!(
-        lease::write(store, &rec("b", 2), Some(&v)).await.unwrap(),
+        lease::write(store, &rec("b", 2, 0), Some(&v))
+            .await
+            .unwrap(),
         None,
         "a takeover conditioned on a superseded version loses"
     );

@@ -862,11 +862,13 @@ pub async fn run_lease(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut token = 0;
+    let mut seq: u64 = 0;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        seq += 1;
         let start = now_ms();
         let current = match lease::read(&store).await {
             Ok(c) => c,
@@ -905,6 +907,7 @@ pub async fn run_lease(
             token: next,
             released: false,
             ledger,
+            seq,
         };
         match lease::write(&store, &record, expected.as_deref()).await {
             Ok(Some(v)) => {
@@ -946,6 +949,7 @@ pub async fn run_lease(
             token,
             released: true,
             ledger: stats.lease.ledger_for(token),
+            seq: seq + 1,
         };
         match lease::write(&store, &record, Some(&v)).await {
             Ok(Some(_)) => tracing::info!(token, "lease released"),

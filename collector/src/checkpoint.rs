@@ -14,7 +14,9 @@
 //! - **Consumes** the latest alert states and poller ledger (`watch` channels: the writer only
 //!   ever reads the newest value, nothing queues) and one aggregator query per checkpoint.
 //! - **Produces** one document per task under the key `task/<LAMBDAWATCH_TASK_ID>` (DynamoDB
-//!   `pk`; S3 `<PREFIX>task/<id>`).
+//!   `pk`; S3 `<PREFIX>task/<id>`): every interval, and at once when the evaluator asks
+//!   ([`Writer::run`]'s request channel, capacity 1) after an alert transition, before the
+//!   notifications are delivered — a kill right after a page must not page again.
 //! - **When slow or failing**: the evaluator never waits for it (it publishes into a `watch`);
 //!   a failed write is counted (`lambdawatch_checkpoint_writes_total{result="failure"}`), logged
 //!   once per failing streak, and the next interval writes the newer state. A lost conditional

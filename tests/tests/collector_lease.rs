@@ -27,7 +27,7 @@ struct Collector {
     admin: String,
 }
 
-fn start(moto: &str, topic: &str, task: &str) -> Collector {
+fn start(moto: &str, topic: &str, task: &str, store: &str) -> Collector {
     let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
     cmd.arg("serve")
         .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
@@ -37,7 +37,7 @@ fn start(moto: &str, topic: &str, task: &str) -> Collector {
         .env("LAMBDAWATCH_ALERT_FOR", "1s")
         .env("LAMBDAWATCH_ALERT_RESEND", "10m")
         .env("LAMBDAWATCH_TASK_ID", task)
-        .env("LAMBDAWATCH_CHECKPOINT", format!("dynamodb://{TABLE}"))
+        .env("LAMBDAWATCH_CHECKPOINT", store)
         .env("LAMBDAWATCH_LEASE_TTL", "3s")
         .env("LAMBDAWATCH_SNS_TOPIC_ARN", topic)
         .env("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s")
@@ -184,7 +184,27 @@ fn put_throttles(moto: &str, n: u32) {
 }
 
 #[test]
-fn two_collectors_poll_and_page_once_and_fail_over() {
+fn two_collectors_poll_and_page_once_and_fail_over_with_dynamodb() {
+    fail_over_case(
+        &format!("dynamodb://{TABLE}"),
+        &format!(
+            "it=boto3.client('dynamodb',**kw).get_item(TableName='{TABLE}', Key={{'pk':{{'S':'lease/leader'}}}})['Item']\n\
+             body=it['body']['B']"
+        ),
+    );
+}
+
+/// The same with the lease in S3 (conditional puts on the ETag; every renewal changes it).
+#[test]
+fn two_collectors_poll_and_page_once_and_fail_over_with_s3() {
+    fail_over_case(
+        "s3://lambdawatch-state/fleet/",
+        "body=boto3.client('s3',**kw).get_object(Bucket='lambdawatch-state', Key='fleet/lease/leader')['Body'].read()",
+    );
+}
+
+/// `read_body`: Python that sets `body` to the stored lease record.
+fn fail_over_case(store: &str, read_body: &str) {
     let m = lambdawatch_tests::moto::start();
     let moto = m.url.clone();
     let topic = boto3(
@@ -194,6 +214,7 @@ fn two_collectors_poll_and_page_once_and_fail_over() {
              d.create_table(TableName='{TABLE}', BillingMode='PAY_PER_REQUEST',\n\
              \x20   KeySchema=[{{'AttributeName':'pk','KeyType':'HASH'}}],\n\
              \x20   AttributeDefinitions=[{{'AttributeName':'pk','AttributeType':'S'}}])\n\
+             boto3.client('s3',**kw).create_bucket(Bucket='lambdawatch-state')\n\
              sns=boto3.client('sns',**kw); sqs=boto3.client('sqs',**kw)\n\
              t=sns.create_topic(Name='lambdawatch-alerts')['TopicArn']\n\
              q=sqs.create_queue(QueueName='oncall')['QueueUrl']\n\
@@ -208,8 +229,8 @@ fn two_collectors_poll_and_page_once_and_fail_over() {
         got: BTreeMap::new(),
     };
 
-    let a = start(&moto, &topic, "task-a");
-    let b = start(&moto, &topic, "task-b");
+    let a = start(&moto, &topic, "task-a", store);
+    let b = start(&moto, &topic, "task-b", store);
     for c in [&a, &b] {
         send_invocations(&c.otlp, "success", 5);
     }
@@ -343,13 +364,12 @@ fn two_collectors_poll_and_page_once_and_fail_over() {
         .filter(|(_, a)| a["labels"]["severity"] == "page")
         .count();
     assert_eq!(error_pages, 1);
-    // The record in DynamoDB names the new holder with token 2.
+    // The stored record names the new holder with token 2.
     let rec = boto3(
         &moto,
         &format!(
-            "d=boto3.client('dynamodb',**kw)\n\
-             it=d.get_item(TableName='{TABLE}', Key={{'pk':{{'S':'lease/leader'}}}})['Item']\n\
-             r=json.loads(it['body']['B'])\n\
+            "{read_body}\n\
+             r=json.loads(body)\n\
              print(json.dumps({{'holder': r['holder'], 'token': r['token']}}))"
         ),
     );
