@@ -567,11 +567,14 @@ pub fn emf_events(spec: &SloSpec, ev: &Evaluation, task_id: &str) -> Vec<logs::L
     out
 }
 
+/// One evaluation's EMF lines and where they go.
+pub type EmfBatch = (logs::Destination, Vec<logs::LogEvent>);
+
 /// The evaluator's side of the EMF path: never blocks (a full queue drops the evaluation's lines,
 /// counted as lost).
 #[derive(Debug)]
 pub struct Emf {
-    tx: mpsc::Sender<(logs::Destination, Vec<logs::LogEvent>)>,
+    tx: mpsc::Sender<EmfBatch>,
     dest: logs::Destination,
     task_id: String,
     stats: Arc<AwsStats>,
@@ -583,10 +586,7 @@ impl Emf {
         cfg: &AwsConfig,
         task_id: &str,
         stats: &Arc<AwsStats>,
-    ) -> Option<(
-        Self,
-        mpsc::Receiver<(logs::Destination, Vec<logs::LogEvent>)>,
-    )> {
+    ) -> Option<(Self, mpsc::Receiver<EmfBatch>)> {
         let group = cfg.emf_log_group()?;
         let (tx, rx) = mpsc::channel(EMF_CAPACITY);
         Some((
@@ -643,7 +643,7 @@ async fn ship_counted(
 pub async fn run_exporters(
     cfg: AwsConfig,
     rx: TapReceivers,
-    emf: Option<mpsc::Receiver<(logs::Destination, Vec<logs::LogEvent>)>>,
+    emf: Option<mpsc::Receiver<EmfBatch>>,
     stats: Arc<AwsStats>,
     cancel: CancellationToken,
 ) {
