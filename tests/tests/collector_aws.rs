@@ -273,9 +273,9 @@ fn aws_sources_and_sinks_through_the_collector() {
         let lines: Vec<String> = serde_json::from_str(&out).unwrap();
         lines
             .iter()
+            .rev()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|v| v["FunctionName"] == "orders" && v["SLO"] == slo_name)
-            .last()
+            .find(|v| v["FunctionName"] == "orders" && v["SLO"] == slo_name)
     };
     let throttles = wait_until("the throttles EMF line", Duration::from_secs(20), || {
         emf("throttles").filter(|v| v["Valid"] == 7.0)
