@@ -1094,3 +1094,138 @@ impl Sink for SnsSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::tests::{inv, key};
+    use crate::aggregate::{Aggregates, Batch, Event, Group, Outcome, PlatformCounter, Target};
+    use crate::slo::eval;
+
+    const T0: u64 = 1_800_000_000;
+
+    /// `orders`: 30 invocations in the last minute, 6 of them errors, and 3 throttles.
+    fn evaluation(spec: &SloSpec) -> Evaluation {
+        let mut agg = Aggregates::new(eval::layout_for(spec), 10);
+        let events = (0..30u64)
+            .map(|i| {
+                let outcome = if i < 6 {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                };
+                inv(T0 - 30 + i, outcome, 40.0)
+            })
+            .collect();
+        agg.apply(Batch {
+            received_s: T0,
+            groups: vec![
+                Group {
+                    target: Target::Function {
+                        key: key("orders"),
+                        tags: Vec::new(),
+                        instance: "i-1".into(),
+                    },
+                    events,
+                },
+                Group {
+                    target: Target::Platform {
+                        function: "orders".into(),
+                        region: "eu-west-1".into(),
+                        account: "123456789012".into(),
+                        qualifier: None,
+                    },
+                    events: vec![Event::Platform {
+                        t_s: T0 - 10,
+                        counter: PlatformCounter::Throttles,
+                        value: 3,
+                        queue: None,
+                    }],
+                },
+            ],
+        });
+        eval::evaluate(spec, &agg, T0)
+    }
+
+    #[test]
+    fn emf_lines_carry_each_slo_of_each_function() {
+        let spec = SloSpec::embedded_default();
+        let ev = evaluation(&spec);
+        let lines: Vec<serde_json::Value> = emf_events(&spec, &ev, "task-1")
+            .iter()
+            .map(|e| {
+                assert_eq!(e.timestamp_ms, T0 as i64 * 1000);
+                serde_json::from_str(&e.message).unwrap()
+            })
+            .collect();
+        assert_eq!(lines.len(), spec.slos.len(), "one line per SLO");
+        let line = |slo: &str| {
+            lines
+                .iter()
+                .find(|l| l["SLO"] == slo)
+                .unwrap_or_else(|| panic!("no {slo} line"))
+        };
+        let err = line("error_rate");
+        let cwm = &err["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cwm["Namespace"], EMF_NAMESPACE);
+        assert_eq!(
+            cwm["Dimensions"],
+            serde_json::json!([["FunctionName", "SLO"]])
+        );
+        assert_eq!(err["FunctionName"], "orders");
+        assert_eq!(
+            (err["Good"].as_f64(), err["Valid"].as_f64()),
+            (Some(24.0), Some(30.0))
+        );
+        assert!((err["SLI"].as_f64().unwrap() - 0.8).abs() < 1e-12, "{err}");
+        // 20 % errors against a 0.1 % budget: burning 200× over 5 minutes and over the hour.
+        assert!(
+            (err["BurnRate5m"].as_f64().unwrap() - 200.0).abs() < 1e-6,
+            "{err}"
+        );
+        assert!(
+            (err["BurnRate1h"].as_f64().unwrap() - 200.0).abs() < 1e-6,
+            "{err}"
+        );
+        assert_eq!(err["Version"], "$LATEST");
+        assert_eq!(err["TaskId"], "task-1");
+        let thr = line("throttles");
+        assert_eq!(thr["Valid"].as_f64(), Some(3.0));
+        assert!(thr.get("SLI").is_none(), "a count budget has no ratio");
+        assert!(
+            (thr["ErrorBudgetRemaining"].as_f64().unwrap() - 0.4).abs() < 1e-12,
+            "3 of 5 allowed: {thr}"
+        );
+        // Every metric named in the directive has a value on the line.
+        for l in &lines {
+            for m in l["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+            {
+                let name = m["Name"].as_str().unwrap();
+                assert!(l[name].is_number(), "{name} missing in {l}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_functions_no_lines_and_a_full_queue_counts_them_lost() {
+        let spec = SloSpec::embedded_default();
+        assert!(emf_events(&spec, &Evaluation::default(), "t").is_empty());
+        let stats = Arc::new(AwsStats::default());
+        let cfg = AwsConfig {
+            logs_group_prefix: Some("/fn/".into()),
+            ..AwsConfig::default()
+        };
+        let (emf, _rx) = Emf::new(&cfg, "t", &stats).unwrap();
+        let ev = evaluation(&spec);
+        for _ in 0..EMF_CAPACITY + 2 {
+            emf.publish(&spec, &ev);
+        }
+        assert_eq!(
+            stats.emf_lost.load(Ordering::Relaxed),
+            2 * spec.slos.len() as u64,
+            "the two evaluations beyond the queue's capacity"
+        );
+    }
+}
