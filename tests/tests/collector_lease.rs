@@ -5,7 +5,9 @@
 //! subscribed to the topic), while both ingest and evaluate OTLP. When the holder is SIGKILLed
 //! the other takes over after the ttl, continues the poller's cursor from the lease record (the
 //! old throttles are not counted again, new ones are) and pages through SNS with the next fencing
-//! token. Every peer is required; a missing one fails the test.
+//! token. A graceful stop (SIGTERM) of that holder releases the lease and a waiting third task
+//! takes it over with token 3. Both stores: DynamoDB and S3. Every peer is required; a missing one
+//! fails the test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -245,7 +247,7 @@ fn fail_over_case(store: &str, read_body: &str) {
             _ => None,
         }
     });
-    let (mut holder, other) = if a_holds { (a, b) } else { (b, a) };
+    let (mut holder, mut other) = if a_holds { (a, b) } else { (b, a) };
     wait_until("7 throttles at the holder", Duration::from_secs(30), || {
         (throttles(&holder.admin) == 7).then_some(())
     });
@@ -380,6 +382,42 @@ fn fail_over_case(store: &str, read_body: &str) {
             .as_str()
             .unwrap()
             .starts_with(other.child.name()),
+        "{rec}"
+    );
+
+    // A graceful stop (SIGTERM, as ECS does) releases the lease, and a third task that was
+    // waiting takes it over with the next token.
+    let c = start(&moto, &topic, "task-c", store);
+    wait_until("task-c waiting", Duration::from_secs(20), || {
+        (metric(&c.admin, "lambdawatch_cloudwatch_polls_skipped_total") >= 1.0).then_some(())
+    });
+    assert_eq!(metric(&c.admin, "lambdawatch_lease_held"), 0.0);
+    let status = other.child.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        other
+            .child
+            .lines()
+            .iter()
+            .any(|l| l.contains("lease released")),
+        "the holder released the lease on its way out"
+    );
+    wait_until("task-c takes over", Duration::from_secs(20), || {
+        (metric(&c.admin, "lambdawatch_lease_held") == 1.0).then_some(())
+    });
+    let rec = boto3(
+        &moto,
+        &format!(
+            "{read_body}\n\
+             r=json.loads(body)\n\
+             print(json.dumps({{'holder': r['holder'], 'token': r['token'], 'released': r['released']}}))"
+        ),
+    );
+    let rec: Value = serde_json::from_str(rec.trim()).unwrap();
+    assert_eq!(rec["token"], 3, "{rec}");
+    assert_eq!(rec["released"], false, "{rec}");
+    assert!(
+        rec["holder"].as_str().unwrap().starts_with("task-c/"),
         "{rec}"
     );
 }
