@@ -159,6 +159,8 @@ pub struct Poller {
     /// How far back each poll re-reads (late data is revised for a few minutes).
     pub lookback: Duration,
     pub ledger: Ledger,
+    /// `GetMetricData` calls the last [`Poller::poll`] made (chunks × pages).
+    pub last_calls: usize,
 }
 
 impl Poller {
@@ -172,6 +174,7 @@ impl Poller {
             period,
             lookback: Duration::from_secs(15 * 60),
             ledger: Ledger::default(),
+            last_calls: 0,
         }
     }
 
@@ -191,6 +194,7 @@ impl Poller {
         let start = ((now_s - self.lookback.as_secs() as i64) / p) * p;
         let specs = plan(target);
         let mut out = Vec::new();
+        self.last_calls = 0;
         for chunk in specs.chunks(MAX_QUERIES_PER_CALL) {
             let queries = chunk
                 .iter()
@@ -199,6 +203,7 @@ impl Poller {
                 .collect::<Vec<_>>();
             let mut token: Option<String> = None;
             loop {
+                self.last_calls += 1;
                 let resp = self
                     .client
                     .get_metric_data()

@@ -7,7 +7,8 @@
 //! sinks:    collector logs ──► logs::Batcher (10,000 events, 1 MiB, 24 h, sorted) ──► PutLogEvents
 //!           collector spans ─► xray::segments (≤ 64 KiB documents, 50 per call) ──────► PutTraceSegments
 //!           alerts ──────────► sns::Publisher (≤ 256 KiB, message attributes) ────────► Publish
-//! state:    checkpoint::{DynamoDbStore, S3Store} (conditional writes) ◄──► collector state
+//! state:    checkpoint::Store (DynamoDB / S3, conditional writes) ◄──► collector state
+//!           lease (one record in the same store) ──► which task polls and pages
 //! ```
 //!
 //! Credentials come from the standard chain (the Fargate task role in production); the endpoint is
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod cloudwatch;
 pub mod firehose;
+pub mod lease;
 pub mod logs;
 pub mod sns;
 pub mod xray;

@@ -5,7 +5,13 @@
 //! [`batches`] enforces every `PutLogEvents` limit in one pure function: at most 10,000 events and
 //! 1,048,576 bytes (UTF-8 message bytes + 26 per event) per call, chronological order, no batch
 //! spanning more than 24 hours, events older than 14 days or more than 2 hours in the future
-//! refused (counted, never sent), messages longer than an event may be truncated (counted).
+//! refused (counted, never sent), messages longer than an event may be truncated (counted), and
+//! empty messages refused (counted): `PutLogEvents` requires at least one character per message
+//! and rejects the whole call otherwise, so one empty log line would lose its whole batch. An
+//! empty line carries nothing worth a placeholder.
+//!
+//! What CloudWatch itself rejects inside an accepted call (`rejectedLogEventsInfo`: a prefix of
+//! too-old/expired events and a suffix of too-new ones) is counted by [`rejected_count`].
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -38,14 +44,46 @@ pub struct LogEvent {
 pub struct Refused {
     pub too_old: u64,
     pub too_new: u64,
+    /// Sent shortened (still delivered; not a drop).
     pub truncated: u64,
+    /// Empty messages, never sent.
+    pub empty: u64,
+    /// Rejected by CloudWatch inside an accepted call ([`rejected_count`]).
+    pub rejected: u64,
+}
+
+impl Refused {
+    /// Events not delivered (truncated ones were delivered, shortened).
+    pub fn dropped(&self) -> u64 {
+        self.too_old + self.too_new + self.empty + self.rejected
+    }
+}
+
+/// How many of a call's `n` events CloudWatch rejected, from its `rejectedLogEventsInfo`:
+/// events `[0, max(tooOldLogEventEndIndex, expiredLogEventEndIndex))` (exclusive ends) and
+/// `[tooNewLogEventStartIndex, n)` (inclusive start). Out-of-range indexes are clamped.
+pub fn rejected_count(
+    n: usize,
+    too_old_end: Option<i32>,
+    expired_end: Option<i32>,
+    too_new_start: Option<i32>,
+) -> usize {
+    let idx = |i: Option<i32>| i.map(|i| usize::try_from(i.max(0)).unwrap_or(0).min(n));
+    let head = idx(too_old_end)
+        .unwrap_or(0)
+        .max(idx(expired_end).unwrap_or(0));
+    let tail_start = idx(too_new_start).unwrap_or(n);
+    n - tail_start.saturating_sub(head)
 }
 
 /// Splits `events` into `PutLogEvents`-sized, chronological batches.
 pub fn batches(mut events: Vec<LogEvent>, now_ms: i64) -> (Vec<Vec<LogEvent>>, Refused) {
     let mut refused = Refused::default();
     events.retain(|e| {
-        if e.timestamp_ms < now_ms - MAX_AGE_MS {
+        if e.message.is_empty() {
+            refused.empty += 1;
+            false
+        } else if e.timestamp_ms < now_ms - MAX_AGE_MS {
             refused.too_old += 1;
             false
         } else if e.timestamp_ms > now_ms + MAX_FUTURE_MS {
@@ -187,13 +225,17 @@ fn any_to_json(v: &Value) -> serde_json::Value {
 }
 
 /// One Embedded Metric Format line: CloudWatch extracts `metrics` as metrics in `namespace`
-/// with `dimensions` when the line lands in CloudWatch Logs.
+/// with `dimensions` when the line lands in CloudWatch Logs; `properties` ride along as plain
+/// fields (searchable in Logs Insights, not dimensions: no extra metric cost). Non-finite values
+/// are left out (JSON has no NaN, and CloudWatch would reject the line).
 pub fn emf_line(
     timestamp_ms: i64,
     namespace: &str,
     dimensions: &[(&str, &str)],
     metrics: &[(&str, f64, &str)],
+    properties: &[(&str, &str)],
 ) -> String {
+    let metrics: Vec<_> = metrics.iter().filter(|(_, v, _)| v.is_finite()).collect();
     let mut obj = serde_json::Map::new();
     obj.insert(
         "_aws".into(),
@@ -206,7 +248,7 @@ pub fn emf_line(
             }]
         }),
     );
-    for (k, v) in dimensions {
+    for (k, v) in properties.iter().chain(dimensions) {
         obj.insert((*k).to_owned(), json!(v));
     }
     for (n, v, _) in metrics {
@@ -219,6 +261,17 @@ pub fn emf_line(
 pub enum LogsError {
     #[error("CloudWatch Logs {op} failed: {message}")]
     Call { op: &'static str, message: String },
+}
+
+/// What one [`LogsSink::ship`] did with its events: `sent + refused.dropped() + failed` is
+/// every event handed in.
+#[derive(Debug, Default)]
+pub struct Shipped {
+    pub sent: usize,
+    pub refused: Refused,
+    /// Not delivered because a call failed (after the SDK's retries).
+    pub failed: usize,
+    pub error: Option<LogsError>,
 }
 
 /// Ships batches with `PutLogEvents`, creating groups and streams on first use.
@@ -239,16 +292,26 @@ impl LogsSink {
         }
     }
 
-    /// Ships `events` to `dest`; returns how many were accepted and what was refused.
+    /// Ships `events` to `dest`. Stops at the first failed call: the events of that batch and
+    /// of the batches after it are [`Shipped::failed`], the ones before it stay counted as sent.
     pub async fn ship(
         &mut self,
         dest: &Destination,
         events: Vec<LogEvent>,
         now_ms: i64,
-    ) -> Result<(usize, Refused), LogsError> {
-        self.ensure(dest).await?;
-        let (batches, refused) = batches(events, now_ms);
-        let mut sent = 0;
+    ) -> Shipped {
+        let total = events.len();
+        if let Err(e) = self.ensure(dest).await {
+            return Shipped {
+                sent: 0,
+                refused: Refused::default(),
+                failed: total,
+                error: Some(e),
+            };
+        }
+        let (batches, mut refused) = batches(events, now_ms);
+        let mut out = Shipped::default();
+        let mut left: usize = batches.iter().map(Vec::len).sum();
         for b in batches {
             let n = b.len();
             let input: Vec<InputLogEvent> = b
@@ -261,7 +324,9 @@ impl LogsSink {
                         .ok()
                 })
                 .collect();
-            let resp = self
+            // A builder refusal (never for a timestamp and a non-empty message) is a rejection.
+            let unbuilt = n - input.len();
+            let resp = match self
                 .client
                 .put_log_events()
                 .log_group_name(&dest.group)
@@ -269,18 +334,32 @@ impl LogsSink {
                 .set_log_events(Some(input))
                 .send()
                 .await
-                .map_err(|e| LogsError::Call {
-                    op: "PutLogEvents",
-                    message: aws_sdk_cloudwatchlogs::error::DisplayErrorContext(e).to_string(),
-                })?;
-            let rejected = resp.rejected_log_events_info().map_or(0, |r| {
-                usize::from(r.too_old_log_event_end_index().is_some())
-                    + usize::from(r.too_new_log_event_start_index().is_some())
-                    + usize::from(r.expired_log_event_end_index().is_some())
-            });
-            sent += n.saturating_sub(rejected);
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    out.failed = left;
+                    out.error = Some(LogsError::Call {
+                        op: "PutLogEvents",
+                        message: aws_sdk_cloudwatchlogs::error::DisplayErrorContext(e).to_string(),
+                    });
+                    break;
+                }
+            };
+            let rejected = unbuilt
+                + resp.rejected_log_events_info().map_or(0, |r| {
+                    rejected_count(
+                        n - unbuilt,
+                        r.too_old_log_event_end_index(),
+                        r.expired_log_event_end_index(),
+                        r.too_new_log_event_start_index(),
+                    )
+                });
+            refused.rejected += rejected as u64;
+            out.sent += n - rejected;
+            left -= n;
         }
-        Ok((sent, refused))
+        out.refused = refused;
+        out
     }
 
     async fn ensure(&mut self, dest: &Destination) -> Result<(), LogsError> {
@@ -402,10 +481,42 @@ mod tests {
             Refused {
                 too_old: 1,
                 too_new: 1,
-                truncated: 1
+                truncated: 1,
+                ..Refused::default()
             }
         );
         assert_eq!(b[0][0].message.len(), MAX_EVENT_BYTES);
+    }
+
+    #[test]
+    fn empty_messages_are_refused_and_counted_the_rest_kept() {
+        let (b, r) = batches(vec![ev(NOW - 2, 0), ev(NOW - 1, 3), ev(NOW, 0)], NOW);
+        assert_eq!(r.empty, 2);
+        assert_eq!(r.dropped(), 2);
+        assert_eq!(b, vec![vec![ev(NOW - 1, 3)]]);
+    }
+
+    #[test]
+    fn rejected_events_are_counted_from_the_indexes() {
+        // Table: (n, tooOldEnd, expiredEnd, tooNewStart) -> rejected.
+        for (n, old, expired, new, want) in [
+            (10, None, None, None, 0),
+            (10, Some(3), None, None, 3),
+            (10, None, Some(4), None, 4),
+            (10, Some(2), Some(5), None, 5),
+            (10, None, None, Some(7), 3),
+            (10, Some(2), None, Some(7), 5),
+            (10, None, None, Some(0), 10),
+            (10, Some(10), None, None, 10),
+            (10, Some(50), None, Some(-1), 10),
+            (0, None, None, Some(0), 0),
+        ] {
+            assert_eq!(
+                rejected_count(n, old, expired, new),
+                want,
+                "{n} {old:?} {expired:?} {new:?}"
+            );
+        }
     }
 
     #[test]
@@ -414,7 +525,8 @@ mod tests {
             NOW,
             "Lambdawatch/SLO",
             &[("FunctionName", "orders"), ("SLO", "error_rate")],
-            &[("BurnRate1h", 14.4, "None")],
+            &[("BurnRate1h", 14.4, "None"), ("SLI", f64::NAN, "None")],
+            &[("TaskId", "t-1")],
         );
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(
@@ -427,5 +539,15 @@ mod tests {
         );
         assert_eq!(v["BurnRate1h"], 14.4);
         assert_eq!(v["FunctionName"], "orders");
+        assert_eq!(v["TaskId"], "t-1");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "the NaN metric is left out"
+        );
+        assert!(v.get("SLI").is_none());
     }
 }

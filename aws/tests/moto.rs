@@ -98,24 +98,37 @@ async fn logs_are_readable_with_get_log_events() {
     let grouped = logs::from_otlp(&req, logs::DEFAULT_GROUP_PREFIX);
     let mut sink = LogsSink::new(&s, &counters).await;
     for (dest, events) in grouped {
-        let (sent, refused) = sink.ship(&dest, events, now_ms()).await.unwrap();
-        assert_eq!((sent, refused), (2, logs::Refused::default()));
+        let shipped = sink.ship(&dest, events, now_ms()).await;
+        assert!(shipped.error.is_none(), "{:?}", shipped.error);
+        assert_eq!(
+            (shipped.sent, shipped.refused, shipped.failed),
+            (2, logs::Refused::default(), 0)
+        );
     }
     // A second ship to the same stream must not fail on the existing group/stream.
     let dest = logs::Destination {
         group: "/lambdawatch/functions/orders".into(),
         stream: "2026/11/29/[1]abc".into(),
     };
-    sink.ship(
-        &dest,
-        vec![logs::LogEvent {
-            timestamp_ms: now_ms() + 5,
-            message: "third".into(),
-        }],
-        now_ms(),
-    )
-    .await
-    .unwrap();
+    // ... and an empty message is refused (counted) without losing the rest of the batch.
+    let shipped = sink
+        .ship(
+            &dest,
+            vec![
+                logs::LogEvent {
+                    timestamp_ms: now_ms() + 5,
+                    message: "third".into(),
+                },
+                logs::LogEvent {
+                    timestamp_ms: now_ms() + 6,
+                    message: String::new(),
+                },
+            ],
+            now_ms(),
+        )
+        .await;
+    assert!(shipped.error.is_none(), "{:?}", shipped.error);
+    assert_eq!((shipped.sent, shipped.refused.empty), (1, 1));
 
     let sdk = s.load().await;
     let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
@@ -383,6 +396,37 @@ async fn exercise_store(store: &Store) {
     );
 }
 
+/// Two contenders for the lease record: exactly one conditional write wins; the holder's renewal
+/// conditioned on its own version succeeds, the loser's stale write does not.
+async fn exercise_lease(store: &Store) {
+    use lambdawatch_aws::lease::{self, Record};
+    assert_eq!(lease::read(store).await.unwrap(), None);
+    let rec = |holder: &str, token, seq| Record {
+        holder: holder.into(),
+        token,
+        released: false,
+        ledger: None,
+        seq,
+    };
+    let a = lease::write(store, &rec("a", 1, 0), None).await.unwrap();
+    let b = lease::write(store, &rec("b", 1, 0), None).await.unwrap();
+    assert!(a.is_some() && b.is_none(), "{a:?} {b:?}");
+    let (got, v) = lease::read(store).await.unwrap().unwrap();
+    assert_eq!(got, rec("a", 1, 0));
+    // A renewal changes the version observers watch (S3: the ETag, so the content must differ).
+    let renewed = lease::write(store, &rec("a", 1, 1), Some(&v))
+        .await
+        .unwrap();
+    assert!(renewed.as_ref().is_some_and(|r| *r != v), "{renewed:?} {v}");
+    assert_eq!(
+        lease::write(store, &rec("b", 2, 0), Some(&v))
+            .await
+            .unwrap(),
+        None,
+        "a takeover conditioned on a superseded version loses"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_checkpoints_use_conditional_writes() {
     let m = moto();
@@ -393,7 +437,9 @@ async fn dynamodb_checkpoints_use_conditional_writes() {
          d.create_table(TableName='ckpt', KeySchema=[{'AttributeName':'pk','KeyType':'HASH'}], \
          AttributeDefinitions=[{'AttributeName':'pk','AttributeType':'S'}], BillingMode='PAY_PER_REQUEST')",
     );
-    exercise_store(&Store::dynamodb(&s, &AwsCounters::default(), "ckpt".into()).await).await;
+    let store = Store::dynamodb(&s, &AwsCounters::default(), "ckpt".into()).await;
+    exercise_store(&store).await;
+    exercise_lease(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,14 +450,13 @@ async fn s3_checkpoints_use_conditional_puts() {
         &m,
         "boto3.client('s3',**kw).create_bucket(Bucket='ckpt-bucket')",
     );
-    exercise_store(
-        &Store::s3(
-            &s,
-            &AwsCounters::default(),
-            "ckpt-bucket".into(),
-            "lambdawatch/".into(),
-        )
-        .await,
+    let store = Store::s3(
+        &s,
+        &AwsCounters::default(),
+        "ckpt-bucket".into(),
+        "lambdawatch/".into(),
     )
     .await;
+    exercise_store(&store).await;
+    exercise_lease(&store).await;
 }

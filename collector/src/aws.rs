@@ -7,7 +7,17 @@
 //! sinks:   ingest ─► Tap (bounded; drop newest, counted) ─► CloudWatch Logs (PutLogEvents)
 //!                                                      └─► X-Ray (PutTraceSegments)
 //!          alerting::Dispatcher ─► SnsSink (Publish with message attributes)
+//!          evaluator ─► Emf (bounded; drop newest, counted) ─► CloudWatch Logs (EMF lines)
+//! lease:   run_lease (every ttl / 3: read + conditional write of `lease/leader`) ─► LeaseCell
+//!          ─► gates run_poller and SnsSink: only the holder polls and publishes
 //! ```
+//!
+//! **Several tasks** (`LAMBDAWATCH_LEASE_TTL`, see `lambdawatch_aws::lease` for the protocol):
+//! only the lease holder polls CloudWatch (so throttles and DLQ counts enter the fleet once) and
+//! publishes to SNS (so a page goes out once). The poller's cursor travels in the lease record,
+//! so a new holder continues where the old one stopped. Every task keeps ingesting OTLP and
+//! evaluating its own share of it; SNS pages come from the holder's evaluation. Without a lease
+//! every task polls and pages (right for one task).
 //!
 //! Everything here is off unless configured (`config::AwsConfig`); the embedded default needs no
 //! AWS account. A dead AWS endpoint never blocks ingest: the tap's queues are bounded and a full
@@ -27,15 +37,18 @@ use axum::{
     routing::post,
 };
 use lambdawatch_aws::{
+    checkpoint::Store,
     client::{AwsCounters, AwsSettings},
-    cloudwatch::{self, Period, Poller, Target},
-    firehose, logs, sns, xray,
+    cloudwatch::{self, Ledger, Period, Poller, Target},
+    firehose,
+    lease::{self, LeasePolicy, Record, Step},
+    logs, sns, xray,
 };
 use lambdawatch_semconv::cloudwatch::{PlatformCount, StreamOrigin};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate;
@@ -46,6 +59,7 @@ use crate::alerting::{
 use crate::config::AwsConfig;
 use crate::export::prometheus::PipelineSample;
 use crate::ingest::Ingest;
+use crate::slo::{eval::Evaluation, spec::SloSpec};
 
 /// Requests waiting for each exporter; beyond it a request is dropped (`reason="queue_full"`).
 pub const TAP_CAPACITY: usize = 256;
@@ -74,6 +88,105 @@ pub struct AwsStats {
     pub checkpoint_conflicts: AtomicU64,
     pub checkpoint_failed: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
+    /// `GetMetricData` calls (one per ≤ 500 queries and page).
+    pub poll_calls: AtomicU64,
+    /// EMF lines delivered / not delivered (refused, failed or dropped from a full queue).
+    pub emf_sent: AtomicU64,
+    pub emf_lost: AtomicU64,
+    /// Lease acquisitions (creations and takeovers) and failed lease calls.
+    pub lease_acquired: AtomicU64,
+    pub lease_errors: AtomicU64,
+    /// Alerts not published to SNS because this task does not hold the lease.
+    pub sns_suppressed: AtomicU64,
+    /// Polls skipped because this task does not hold the lease.
+    pub poll_skipped: AtomicU64,
+    /// This task's view of the lease (always the holder when no lease is configured).
+    pub lease: LeaseCell,
+}
+
+/// This task's view of the lease, shared by the lease task (writer), the poller and the SNS sink.
+#[derive(Debug)]
+pub struct LeaseCell {
+    state: watch::Sender<LeaseState>,
+    /// The poller's ledger and the token it was built under (written to the lease record).
+    ledger: watch::Sender<Option<(u64, Arc<Ledger>)>>,
+}
+
+/// What the lease task last decided.
+#[derive(Debug, Clone, Default)]
+pub enum LeaseState {
+    /// No lease configured: this task acts alone.
+    #[default]
+    Alone,
+    /// A lease is configured; `until`: holding it (fencing `token`) until then.
+    Lease {
+        until: Option<tokio::time::Instant>,
+        token: u64,
+        /// The ledger the previous holder left in the record, handed to our poller once.
+        handover: Option<Arc<Ledger>>,
+    },
+}
+
+impl Default for LeaseCell {
+    fn default() -> Self {
+        Self {
+            state: watch::channel(LeaseState::Alone).0,
+            ledger: watch::channel(None).0,
+        }
+    }
+}
+
+impl LeaseCell {
+    /// The fencing token while this task may poll and page (0 without a lease), else `None`.
+    pub fn holding(&self) -> Option<u64> {
+        match &*self.state.borrow() {
+            LeaseState::Alone => Some(0),
+            LeaseState::Lease { until, token, .. } => until
+                .filter(|u| tokio::time::Instant::now() < *u)
+                .map(|_| *token),
+        }
+    }
+
+    pub fn configured(&self) -> bool {
+        matches!(&*self.state.borrow(), LeaseState::Lease { .. })
+    }
+
+    fn set(&self, s: LeaseState) {
+        self.state.send_replace(s);
+    }
+
+    /// A lease is configured and not (yet) held: nothing polls or publishes until
+    /// [`run_lease`] acquires it. Called before the poller starts.
+    pub fn contend(&self) {
+        self.set(LeaseState::Lease {
+            until: None,
+            token: 0,
+            handover: None,
+        });
+    }
+
+    /// The previous holder's ledger, when we hold the lease under `token`.
+    fn handover(&self, token: u64) -> Option<Arc<Ledger>> {
+        match &*self.state.borrow() {
+            LeaseState::Lease {
+                token: t, handover, ..
+            } if *t == token => handover.clone(),
+            _ => None,
+        }
+    }
+
+    fn publish_ledger(&self, token: u64, ledger: &Ledger) {
+        self.ledger
+            .send_replace(Some((token, Arc::new(ledger.clone()))));
+    }
+
+    /// The poller's ledger if it was built under `token`.
+    fn ledger_for(&self, token: u64) -> Option<Ledger> {
+        match &*self.ledger.borrow() {
+            Some((t, l)) if *t == token => Some((**l).clone()),
+            _ => None,
+        }
+    }
 }
 
 impl AwsStats {
@@ -245,6 +358,66 @@ impl AwsStats {
                 &[],
                 g(&self.sns_truncated),
             ),
+            s(
+                "lambdawatch_sns_suppressed_total",
+                "Alerts not published to SNS because another task holds the lease.",
+                "counter",
+                &[],
+                g(&self.sns_suppressed),
+            ),
+            s(
+                "lambdawatch_cloudwatch_calls_total",
+                "GetMetricData calls (at most 500 queries each, pages followed).",
+                "counter",
+                &[],
+                g(&self.poll_calls),
+            ),
+            s(
+                "lambdawatch_cloudwatch_polls_skipped_total",
+                "CloudWatch polls skipped because another task holds the lease.",
+                "counter",
+                &[],
+                g(&self.poll_skipped),
+            ),
+            s(
+                "lambdawatch_emf_lines_total",
+                "SLO metric lines (Embedded Metric Format) written to CloudWatch Logs, by result.",
+                "counter",
+                &[("result", "success")],
+                g(&self.emf_sent),
+            ),
+            s(
+                "lambdawatch_emf_lines_total",
+                "SLO metric lines (Embedded Metric Format) written to CloudWatch Logs, by result.",
+                "counter",
+                &[("result", "lost")],
+                g(&self.emf_lost),
+            ),
+            s(
+                "lambdawatch_lease_held",
+                "1 while this task holds the lease (polls CloudWatch, publishes to SNS).",
+                "gauge",
+                &[],
+                if self.lease.holding().is_some() {
+                    1.0
+                } else {
+                    0.0
+                },
+            ),
+            s(
+                "lambdawatch_lease_acquired_total",
+                "Times this task acquired the lease (created or took it over).",
+                "counter",
+                &[],
+                g(&self.lease_acquired),
+            ),
+            s(
+                "lambdawatch_lease_errors_total",
+                "Lease reads or writes that failed (the holder stops acting when its lease runs out).",
+                "counter",
+                &[],
+                g(&self.lease_errors),
+            ),
         ]
     }
 }
@@ -326,37 +499,179 @@ pub fn tap(cfg: &AwsConfig, stats: &Arc<AwsStats>) -> Option<(Tap, TapReceivers)
     ))
 }
 
-/// Runs the CloudWatch Logs and X-Ray exporters until their queues close (ingest stopped) —
-/// draining what is queued — or `cancel` fires.
+/// EMF lines waiting for the CloudWatch Logs exporter (one evaluation per item).
+pub const EMF_CAPACITY: usize = 4;
+/// The CloudWatch namespace of the SLO metrics.
+pub const EMF_NAMESPACE: &str = "Lambdawatch/SLO";
+/// Burn-rate windows written as EMF metrics: the fast pair of the default page rule.
+const EMF_BURN_WINDOWS: [(&str, &str); 2] = [("5m", "BurnRate5m"), ("1h", "BurnRate1h")];
+
+/// The SLO metrics of one evaluation as Embedded Metric Format lines: one line per function and
+/// SLO, dimensions `FunctionName` × `SLO` in [`EMF_NAMESPACE`], metrics `Good` and `Valid`
+/// (events over the SLO window; for a count budget such as `throttles`, `Valid` is the count),
+/// `SLI` (good / valid; ratio SLOs only), `ErrorBudgetRemaining` (1 = untouched) and the burn
+/// rates over 5 m and 1 h. `Version`, `Region`, `Account` and `TaskId` are plain properties.
+///
+/// Several tasks each write their own share's values under the same dimensions (CloudWatch keeps
+/// them as separate samples of one metric); the fleet-wide SLI comes from the Prometheus rules.
+pub fn emf_events(spec: &SloSpec, ev: &Evaluation, task_id: &str) -> Vec<logs::LogEvent> {
+    let ts = i64::try_from(ev.now_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1000);
+    let mut out = Vec::new();
+    for f in &ev.functions {
+        for st in &f.slos {
+            let count_budget = spec
+                .slos
+                .get(st.slo_index)
+                .is_some_and(|d| d.sli.is_count_budget());
+            let mut metrics = vec![
+                ("Good", st.budget.good as f64, "Count"),
+                ("Valid", st.budget.valid as f64, "Count"),
+                ("ErrorBudgetRemaining", st.budget_remaining, "None"),
+            ];
+            if !count_budget && st.budget.valid > 0 {
+                metrics.push((
+                    "SLI",
+                    st.budget.good as f64 / st.budget.valid as f64,
+                    "None",
+                ));
+            }
+            for (window, name) in EMF_BURN_WINDOWS {
+                if let Some(b) = st
+                    .windows
+                    .iter()
+                    .find(|w| w.window == window)
+                    .and_then(|w| w.burn_rate)
+                {
+                    metrics.push((name, b, "None"));
+                }
+            }
+            out.push(logs::LogEvent {
+                timestamp_ms: ts,
+                message: logs::emf_line(
+                    ts,
+                    EMF_NAMESPACE,
+                    &[("FunctionName", &f.key.function), ("SLO", &st.name)],
+                    &metrics,
+                    &[
+                        ("Version", &f.key.version),
+                        ("Region", &f.key.region),
+                        ("Account", &f.key.account),
+                        ("TaskId", task_id),
+                    ],
+                ),
+            });
+        }
+    }
+    out
+}
+
+/// One evaluation's EMF lines and where they go.
+pub type EmfBatch = (logs::Destination, Vec<logs::LogEvent>);
+
+/// The evaluator's side of the EMF path: never blocks (a full queue drops the evaluation's lines,
+/// counted as lost).
+#[derive(Debug)]
+pub struct Emf {
+    tx: mpsc::Sender<EmfBatch>,
+    dest: logs::Destination,
+    task_id: String,
+    stats: Arc<AwsStats>,
+}
+
+impl Emf {
+    /// The EMF path when `cfg` exports logs (stream: this task's id).
+    pub fn new(
+        cfg: &AwsConfig,
+        task_id: &str,
+        stats: &Arc<AwsStats>,
+    ) -> Option<(Self, mpsc::Receiver<EmfBatch>)> {
+        let group = cfg.emf_log_group()?;
+        let (tx, rx) = mpsc::channel(EMF_CAPACITY);
+        Some((
+            Self {
+                tx,
+                dest: logs::Destination {
+                    group,
+                    stream: task_id.to_owned(),
+                },
+                task_id: task_id.to_owned(),
+                stats: stats.clone(),
+            },
+            rx,
+        ))
+    }
+
+    pub fn publish(&self, spec: &SloSpec, ev: &Evaluation) {
+        let events = emf_events(spec, ev, &self.task_id);
+        if events.is_empty() {
+            return;
+        }
+        let n = events.len() as u64;
+        if self.tx.try_send((self.dest.clone(), events)).is_err() {
+            AwsStats::add(&self.stats.emf_lost, n);
+        }
+    }
+}
+
+/// Ships one destination's events and counts the outcome (`emf`: into the EMF counters).
+async fn ship_counted(
+    sink: &mut logs::LogsSink,
+    stats: &AwsStats,
+    dest: &logs::Destination,
+    events: Vec<logs::LogEvent>,
+    emf: bool,
+) {
+    let shipped = sink.ship(dest, events, now_secs() * 1000).await;
+    let lost = shipped.refused.dropped() + shipped.failed as u64;
+    if emf {
+        AwsStats::add(&stats.emf_sent, shipped.sent as u64);
+        AwsStats::add(&stats.emf_lost, lost);
+    } else {
+        AwsStats::add(&stats.logs_exported, shipped.sent as u64);
+        AwsStats::add(&stats.logs_refused, shipped.refused.dropped());
+        AwsStats::add(&stats.logs_failed, shipped.failed as u64);
+    }
+    if let Some(e) = shipped.error {
+        tracing::warn!(error = %e, group = %dest.group, "CloudWatch Logs export failed");
+    }
+}
+
+/// Runs the CloudWatch Logs and X-Ray exporters until their queues close (ingest stopped, the
+/// evaluator's EMF sender dropped) — draining what is queued — or `cancel` fires.
 pub async fn run_exporters(
     cfg: AwsConfig,
     rx: TapReceivers,
+    emf: Option<mpsc::Receiver<EmfBatch>>,
     stats: Arc<AwsStats>,
     cancel: CancellationToken,
 ) {
     let s = settings(&cfg);
     let logs_task = rx.logs.map(|mut rx| {
         let (s, stats, cancel, prefix) = (s.clone(), stats.clone(), cancel.clone(), cfg.logs_group_prefix.clone().unwrap_or_default());
+        let mut emf = emf;
         async move {
             let mut sink = logs::LogsSink::new(&s, &stats.calls).await;
+            let mut logs_open = true;
             loop {
-                let req = tokio::select! {
-                    r = rx.recv() => match r { Some(r) => r, None => break },
+                if !logs_open && emf.is_none() {
+                    break;
+                }
+                tokio::select! {
                     () = cancel.cancelled() => break,
-                };
-                let now_ms = now_secs() * 1000;
-                for (dest, events) in logs::from_otlp(&req, &prefix) {
-                    let n = events.len() as u64;
-                    match sink.ship(&dest, events, now_ms).await {
-                        Ok((sent, refused)) => {
-                            AwsStats::add(&stats.logs_exported, sent as u64);
-                            AwsStats::add(&stats.logs_refused, refused.too_old + refused.too_new);
+                    r = rx.recv(), if logs_open => match r {
+                        Some(req) => {
+                            for (dest, events) in logs::from_otlp(&req, &prefix) {
+                                ship_counted(&mut sink, &stats, &dest, events, false).await;
+                            }
                         }
-                        Err(e) => {
-                            AwsStats::add(&stats.logs_failed, n);
-                            tracing::warn!(error = %e, group = %dest.group, "CloudWatch Logs export failed");
-                        }
-                    }
+                        None => logs_open = false,
+                    },
+                    e = async { emf.as_mut()?.recv().await }, if emf.is_some() => match e {
+                        Some((dest, events)) => ship_counted(&mut sink, &stats, &dest, events, true).await,
+                        None => emf = None,
+                    },
                 }
             }
         }
@@ -436,10 +751,25 @@ pub async fn run_poller(
     };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The lease token whose handed-over ledger the poller has adopted.
+    let mut adopted: Option<u64> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // Only the lease holder polls (always true without a lease).
+        let Some(token) = stats.lease.holding() else {
+            AwsStats::add(&stats.poll_skipped, 1);
+            adopted = None;
+            continue;
+        };
+        if adopted != Some(token) {
+            // A new holder continues the previous holder's cursor (none: keep our own).
+            if let Some(l) = stats.lease.handover(token) {
+                poller.ledger = (*l).clone();
+            }
+            adopted = Some(token);
         }
         let mut target = Target {
             functions: cfg.cloudwatch_functions.iter().cloned().collect(),
@@ -464,7 +794,9 @@ pub async fn run_poller(
         // What had been emitted before this poll: restored if the ingest queue refuses the
         // poll's counts, so the next poll re-emits exactly those and nothing already counted.
         let before = poller.ledger.clone();
-        match poller.poll(&target, SystemTime::now()).await {
+        let result = poller.poll(&target, SystemTime::now()).await;
+        AwsStats::add(&stats.poll_calls, poller.last_calls as u64);
+        match result {
             Ok(counts) => {
                 AwsStats::add(&stats.poll_ok, 1);
                 let points: Vec<_> = counts.into_iter().map(|c| (origin.clone(), c)).collect();
@@ -482,6 +814,150 @@ pub async fn run_poller(
             }
         }
         ledger.send_replace(poller.ledger.clone());
+        stats.lease.publish_ledger(token, &poller.ledger);
+    }
+}
+
+/// This instance's lease identity: the task id plus a per-process nonce, so a restarted process
+/// with the same task id is a new contender (it waits out the dead one's ttl) and two live
+/// processes sharing a task id never both hold the lease.
+pub fn lease_identity(task_id: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{task_id}/{}-{nanos:x}", std::process::id())
+}
+
+/// Holds (or waits for) the lease in `store` until `cancel`, publishing this task's view into
+/// `stats.lease`; a holder releases the record on the way out so another task takes over at
+/// once. The policy is `lambdawatch_aws::lease::LeasePolicy` (pure, tested with injected time);
+/// this loop only does the I/O and reads the monotonic clock.
+pub async fn run_lease(
+    store: Store,
+    me: String,
+    ttl: std::time::Duration,
+    stats: Arc<AwsStats>,
+    cancel: CancellationToken,
+) {
+    let base = tokio::time::Instant::now();
+    let now_ms = || u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut policy = LeasePolicy::new(
+        me.clone(),
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+    );
+    let every = std::time::Duration::from_millis(policy.renew_every_ms());
+    let mut version: Option<String> = None;
+    let mut handover: Option<Arc<Ledger>> = None;
+    let mut failing = false;
+    let publish = |policy: &LeasePolicy, handover: &Option<Arc<Ledger>>, token: u64| {
+        stats.lease.set(LeaseState::Lease {
+            until: policy
+                .held_until()
+                .map(|ms| base + std::time::Duration::from_millis(ms)),
+            token,
+            handover: handover.clone(),
+        });
+    };
+    publish(&policy, &None, 0);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut token = 0;
+    let mut seq: u64 = 0;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        seq += 1;
+        let start = now_ms();
+        let current = match lease::read(&store).await {
+            Ok(c) => c,
+            Err(e) => {
+                AwsStats::add(&stats.lease_errors, 1);
+                if !failing {
+                    tracing::warn!(error = %e, "lease unreadable; a holder stops acting when its lease runs out");
+                }
+                failing = true;
+                publish(&policy, &handover, token);
+                continue;
+            }
+        };
+        let step = policy.step(start, current.as_ref().map(|(r, v)| (r, v.as_str())));
+        let carried = current.and_then(|(r, _)| r.ledger).map(Arc::new);
+        let (next, expected, takeover) = match step {
+            Step::Wait => {
+                publish(&policy, &handover, token);
+                continue;
+            }
+            Step::Create { token } => (token, None, true),
+            Step::Write {
+                expected,
+                token,
+                takeover,
+            } => (token, Some(expected), takeover),
+        };
+        // The record carries the poller's ledger once it was built under this token; until
+        // then (just after a takeover) the ledger the previous holder left.
+        let ledger = stats
+            .lease
+            .ledger_for(next)
+            .or_else(|| carried.as_deref().cloned());
+        let record = Record {
+            holder: me.clone(),
+            token: next,
+            released: false,
+            ledger,
+            seq,
+        };
+        match lease::write(&store, &record, expected.as_deref()).await {
+            Ok(Some(v)) => {
+                policy.written(start, next, Ok(true));
+                version = Some(v);
+                failing = false;
+                if takeover {
+                    AwsStats::add(&stats.lease_acquired, 1);
+                    handover = carried;
+                    tracing::info!(token = next, holder = %me, "lease acquired: this task polls CloudWatch and publishes to SNS");
+                }
+                token = next;
+            }
+            Ok(None) => {
+                if policy.held_until().is_some() {
+                    tracing::warn!(holder = %me, "lease lost to another task");
+                }
+                policy.written(start, next, Ok(false));
+            }
+            Err(e) => {
+                policy.written(start, next, Err(()));
+                AwsStats::add(&stats.lease_errors, 1);
+                if !failing {
+                    tracing::warn!(error = %e, "lease write failed; a holder stops acting when its lease runs out");
+                }
+                failing = true;
+            }
+        }
+        publish(&policy, &handover, token);
+    }
+    // Let go so another task takes over without waiting for the ttl.
+    if policy.holding(now_ms()).is_some()
+        && let Some(v) = version
+    {
+        policy.released();
+        publish(&policy, &None, token);
+        let record = Record {
+            holder: me.clone(),
+            token,
+            released: true,
+            ledger: stats.lease.ledger_for(token),
+            seq: seq + 1,
+        };
+        match lease::write(&store, &record, Some(&v)).await {
+            Ok(Some(_)) => tracing::info!(token, "lease released"),
+            Ok(None) => tracing::warn!("lease already taken over at release"),
+            Err(e) => {
+                tracing::warn!(error = %e, "lease release failed; another task takes over after the ttl")
+            }
+        }
     }
 }
 
@@ -543,7 +1019,8 @@ async fn firehose(State(s): State<FirehoseState>, headers: HeaderMap, body: Byte
 }
 
 /// SNS as an alert sink: one `Publish` per alert, message attributes `severity`, `slo`,
-/// `function`, `status`, `alertname` for subscription filters.
+/// `function`, `status`, `alertname` (and `lease_token`) for subscription filters. With a lease,
+/// only the holder publishes; the others count the alert as suppressed.
 pub struct SnsSink {
     topic_arn: String,
     settings: AwsSettings,
@@ -562,12 +1039,16 @@ impl SnsSink {
     }
 }
 
-/// The SNS form of an alert.
-pub fn sns_alert(a: &Alert) -> sns::SnsAlert {
+/// The SNS form of an alert; `lease_token` (with a lease) becomes the `lease_token` attribute, so
+/// a subscriber can discard a message from a holder older than one it has already seen.
+pub fn sns_alert(a: &Alert, lease_token: Option<u64>) -> sns::SnsAlert {
     let label = |k: &str| a.labels.get(k).cloned().unwrap_or_default();
     let mut attributes = std::collections::BTreeMap::new();
     for k in ["severity", "slo", "function", "alertname"] {
         attributes.insert(k.to_owned(), label(k));
+    }
+    if let Some(t) = lease_token {
+        attributes.insert("lease_token".to_owned(), t.to_string());
     }
     attributes.insert("status".to_owned(), a.status.as_str().to_owned());
     sns::SnsAlert {
@@ -588,6 +1069,13 @@ impl Sink for SnsSink {
     }
 
     async fn deliver(&self, alerts: &[Alert]) -> Result<(), DeliveryError> {
+        // Checked at delivery, not at dispatch: a task that lost the lease while the alert
+        // waited in the queue does not publish it.
+        let Some(token) = self.stats.lease.holding() else {
+            AwsStats::add(&self.stats.sns_suppressed, alerts.len() as u64);
+            return Ok(());
+        };
+        let token = self.stats.lease.configured().then_some(token);
         let p = self
             .publisher
             .get_or_init(|| {
@@ -596,7 +1084,7 @@ impl Sink for SnsSink {
             .await;
         for a in alerts {
             let (_, truncated) = p
-                .publish(&sns_alert(a))
+                .publish(&sns_alert(a, token))
                 .await
                 .map_err(|e| DeliveryError::retryable(e.to_string()))?;
             if truncated {
@@ -604,5 +1092,140 @@ impl Sink for SnsSink {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::tests::{inv, key};
+    use crate::aggregate::{Aggregates, Batch, Event, Group, Outcome, PlatformCounter, Target};
+    use crate::slo::eval;
+
+    const T0: u64 = 1_800_000_000;
+
+    /// `orders`: 30 invocations in the last minute, 6 of them errors, and 3 throttles.
+    fn evaluation(spec: &SloSpec) -> Evaluation {
+        let mut agg = Aggregates::new(eval::layout_for(spec), 10);
+        let events = (0..30u64)
+            .map(|i| {
+                let outcome = if i < 6 {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                };
+                inv(T0 - 30 + i, outcome, 40.0)
+            })
+            .collect();
+        agg.apply(Batch {
+            received_s: T0,
+            groups: vec![
+                Group {
+                    target: Target::Function {
+                        key: key("orders"),
+                        tags: Vec::new(),
+                        instance: "i-1".into(),
+                    },
+                    events,
+                },
+                Group {
+                    target: Target::Platform {
+                        function: "orders".into(),
+                        region: "eu-west-1".into(),
+                        account: "123456789012".into(),
+                        qualifier: None,
+                    },
+                    events: vec![Event::Platform {
+                        t_s: T0 - 10,
+                        counter: PlatformCounter::Throttles,
+                        value: 3,
+                        queue: None,
+                    }],
+                },
+            ],
+        });
+        eval::evaluate(spec, &agg, T0)
+    }
+
+    #[test]
+    fn emf_lines_carry_each_slo_of_each_function() {
+        let spec = SloSpec::embedded_default();
+        let ev = evaluation(&spec);
+        let lines: Vec<serde_json::Value> = emf_events(&spec, &ev, "task-1")
+            .iter()
+            .map(|e| {
+                assert_eq!(e.timestamp_ms, T0 as i64 * 1000);
+                serde_json::from_str(&e.message).unwrap()
+            })
+            .collect();
+        assert_eq!(lines.len(), spec.slos.len(), "one line per SLO");
+        let line = |slo: &str| {
+            lines
+                .iter()
+                .find(|l| l["SLO"] == slo)
+                .unwrap_or_else(|| panic!("no {slo} line"))
+        };
+        let err = line("error_rate");
+        let cwm = &err["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cwm["Namespace"], EMF_NAMESPACE);
+        assert_eq!(
+            cwm["Dimensions"],
+            serde_json::json!([["FunctionName", "SLO"]])
+        );
+        assert_eq!(err["FunctionName"], "orders");
+        assert_eq!(
+            (err["Good"].as_f64(), err["Valid"].as_f64()),
+            (Some(24.0), Some(30.0))
+        );
+        assert!((err["SLI"].as_f64().unwrap() - 0.8).abs() < 1e-12, "{err}");
+        // 20 % errors against a 0.1 % budget: burning 200× over 5 minutes and over the hour.
+        assert!(
+            (err["BurnRate5m"].as_f64().unwrap() - 200.0).abs() < 1e-6,
+            "{err}"
+        );
+        assert!(
+            (err["BurnRate1h"].as_f64().unwrap() - 200.0).abs() < 1e-6,
+            "{err}"
+        );
+        assert_eq!(err["Version"], "$LATEST");
+        assert_eq!(err["TaskId"], "task-1");
+        let thr = line("throttles");
+        assert_eq!(thr["Valid"].as_f64(), Some(3.0));
+        assert!(thr.get("SLI").is_none(), "a count budget has no ratio");
+        assert!(
+            (thr["ErrorBudgetRemaining"].as_f64().unwrap() - 0.4).abs() < 1e-12,
+            "3 of 5 allowed: {thr}"
+        );
+        // Every metric named in the directive has a value on the line.
+        for l in &lines {
+            for m in l["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+            {
+                let name = m["Name"].as_str().unwrap();
+                assert!(l[name].is_number(), "{name} missing in {l}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_functions_no_lines_and_a_full_queue_counts_them_lost() {
+        let spec = SloSpec::embedded_default();
+        assert!(emf_events(&spec, &Evaluation::default(), "t").is_empty());
+        let stats = Arc::new(AwsStats::default());
+        let cfg = AwsConfig {
+            logs_group_prefix: Some("/fn/".into()),
+            ..AwsConfig::default()
+        };
+        let (emf, _rx) = Emf::new(&cfg, "t", &stats).unwrap();
+        let ev = evaluation(&spec);
+        for _ in 0..EMF_CAPACITY + 2 {
+            emf.publish(&spec, &ev);
+        }
+        assert_eq!(
+            stats.emf_lost.load(Ordering::Relaxed),
+            2 * spec.slos.len() as u64,
+            "the two evaluations beyond the queue's capacity"
+        );
     }
 }

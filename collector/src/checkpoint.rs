@@ -14,7 +14,9 @@
 //! - **Consumes** the latest alert states and poller ledger (`watch` channels: the writer only
 //!   ever reads the newest value, nothing queues) and one aggregator query per checkpoint.
 //! - **Produces** one document per task under the key `task/<LAMBDAWATCH_TASK_ID>` (DynamoDB
-//!   `pk`; S3 `<PREFIX>task/<id>`).
+//!   `pk`; S3 `<PREFIX>task/<id>`): every interval, and at once when the evaluator asks
+//!   ([`Writer::run`]'s request channel, capacity 1) after an alert transition, before the
+//!   notifications are delivered — a kill right after a page must not page again.
 //! - **When slow or failing**: the evaluator never waits for it (it publishes into a `watch`);
 //!   a failed write is counted (`lambdawatch_checkpoint_writes_total{result="failure"}`), logged
 //!   once per failing streak, and the next interval writes the newer state. A lost conditional
@@ -478,6 +480,20 @@ pub fn task_id(cfg: &Config) -> String {
         .unwrap_or_else(|| "collector".to_owned())
 }
 
+/// A client of the configured store (`None`: no `LAMBDAWATCH_CHECKPOINT`); the lease
+/// (`crate::aws::run_lease`) lives in the same store.
+pub async fn store(cfg: &Config, stats: &Arc<AwsStats>) -> Option<Store> {
+    let settings = crate::aws::settings(&cfg.aws);
+    Some(match cfg.checkpoint.as_ref()? {
+        CheckpointLocation::DynamoDb { table } => {
+            Store::dynamodb(&settings, &stats.calls, table.clone()).await
+        }
+        CheckpointLocation::S3 { bucket, prefix } => {
+            Store::s3(&settings, &stats.calls, bucket.clone(), prefix.clone()).await
+        }
+    })
+}
+
 /// The store, this task's key and the version last written or read.
 pub struct Checkpointer {
     store: Store,
@@ -501,16 +517,7 @@ impl std::fmt::Debug for Checkpointer {
 impl Checkpointer {
     /// The configured store (`None`: state stays in memory).
     pub async fn open(cfg: &Config, stats: &Arc<AwsStats>) -> Option<Self> {
-        let loc = cfg.checkpoint.as_ref()?;
-        let settings = crate::aws::settings(&cfg.aws);
-        let store = match loc {
-            CheckpointLocation::DynamoDb { table } => {
-                Store::dynamodb(&settings, &stats.calls, table.clone()).await
-            }
-            CheckpointLocation::S3 { bucket, prefix } => {
-                Store::s3(&settings, &stats.calls, bucket.clone(), prefix.clone()).await
-            }
-        };
+        let store = store(cfg, stats).await?;
         Some(Self {
             store,
             key: format!("{KEY_PREFIX}{}", task_id(cfg)),
@@ -724,14 +731,25 @@ impl Writer {
         self.checkpointer.save(body).await
     }
 
-    /// Saves every `interval` until `stop` fires; returns itself for the final save.
-    pub async fn run(mut self, interval: Duration, stop: CancellationToken) -> Self {
+    /// Saves every `interval` until `stop` fires, and at once on each request of `now` (the
+    /// evaluator's, right after an alert transition: the answer says whether it was saved);
+    /// returns itself for the final save.
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        stop: CancellationToken,
+        mut now: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<bool>>,
+    ) -> Self {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return self,
                 _ = tick.tick() => { self.save_once().await; }
+                Some(reply) = now.recv() => {
+                    let ok = self.save_once().await;
+                    let _ = reply.send(ok);
+                }
             }
         }
     }

@@ -38,6 +38,8 @@
 //! | `LAMBDAWATCH_SNS_TOPIC_ARN` | unset | also deliver alerts to this SNS topic |
 //! | `LAMBDAWATCH_CHECKPOINT` | unset (in memory) | durable state: `dynamodb://TABLE` or `s3://BUCKET/PREFIX` |
 //! | `LAMBDAWATCH_CHECKPOINT_INTERVAL` | the eval interval | how often the checkpoint is written (the most a restart loses) |
+//! | `LAMBDAWATCH_CLOUDWATCH_EMF_LOG_GROUP` | `/lambdawatch/slo-metrics` when logs export is on | log group of the SLO metrics as Embedded Metric Format lines; `off` disables |
+//! | `LAMBDAWATCH_LEASE_TTL` | unset (off) | with `LAMBDAWATCH_CHECKPOINT`: only the holder of a lease in that store polls CloudWatch and publishes to SNS (several tasks) |
 //! | `LAMBDAWATCH_TASK_ID` | ECS task id, else the hostname | this task's checkpoint key; a restarted task must keep it to restore |
 //! | `LAMBDAWATCH_COST_PRICES` | embedded table | Lambda price table file (`collector/prices/aws-lambda-prices.yaml` format) |
 //! | `LAMBDAWATCH_COST_FREE_TIER` | `true` | apply the monthly free tier to the 30-day projection |
@@ -101,6 +103,12 @@ pub const ENV_COST_BUDGET_USD: &str = "LAMBDAWATCH_COST_BUDGET_USD";
 pub const ENV_COST_BUDGETS: &str = "LAMBDAWATCH_COST_BUDGETS";
 pub const ENV_COST_MAX_FUNCTIONS: &str = "LAMBDAWATCH_COST_MAX_FUNCTIONS";
 pub const ENV_COST_LOOKBACK_DAYS: &str = "LAMBDAWATCH_COST_LOOKBACK_DAYS";
+pub const ENV_CLOUDWATCH_EMF_LOG_GROUP: &str = "LAMBDAWATCH_CLOUDWATCH_EMF_LOG_GROUP";
+/// The EMF log group when CloudWatch Logs export is on and no group is configured.
+pub const DEFAULT_CLOUDWATCH_EMF_LOG_GROUP: &str = "/lambdawatch/slo-metrics";
+pub const ENV_LEASE_TTL: &str = "LAMBDAWATCH_LEASE_TTL";
+/// Shortest lease ttl accepted (renewals every ttl / 3 must outpace the store's latency).
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 /// Set by ECS (EC2 and Fargate) in every container: `http://169.254.170.2/v4/<task id>-<n>` on
 /// Fargate; the task id is read from its last path segment when it has that shape.
 pub const ENV_ECS_CONTAINER_METADATA_URI_V4: &str = "ECS_CONTAINER_METADATA_URI_V4";
@@ -166,6 +174,21 @@ pub struct AwsConfig {
     pub logs_group_prefix: Option<String>,
     pub xray: bool,
     pub sns_topic_arn: Option<String>,
+    /// EMF log group; `None`: [`DEFAULT_CLOUDWATCH_EMF_LOG_GROUP`] when logs export is on;
+    /// `off`: no EMF (see [`AwsConfig::emf_log_group`]).
+    pub emf_log_group: Option<String>,
+}
+
+impl AwsConfig {
+    /// Where the SLO metrics go as EMF lines, if anywhere: only with CloudWatch Logs export on.
+    pub fn emf_log_group(&self) -> Option<String> {
+        self.logs_group_prefix.as_ref()?;
+        match self.emf_log_group.as_deref() {
+            Some("off") => None,
+            Some(g) => Some(g.to_owned()),
+            None => Some(DEFAULT_CLOUDWATCH_EMF_LOG_GROUP.to_owned()),
+        }
+    }
 }
 
 impl Default for AwsConfig {
@@ -181,6 +204,7 @@ impl Default for AwsConfig {
             logs_group_prefix: None,
             xray: false,
             sns_topic_arn: None,
+            emf_log_group: None,
         }
     }
 }
@@ -316,6 +340,8 @@ pub struct Config {
     /// (resolved by `checkpoint::task_id`).
     pub task_id: Option<String>,
     pub cost: CostSettings,
+    /// `None`: no lease, every task polls and pages (one task).
+    pub lease_ttl: Option<Duration>,
 }
 
 impl Default for Config {
@@ -346,6 +372,7 @@ impl Default for Config {
             checkpoint_interval: None,
             task_id: None,
             cost: CostSettings::default(),
+            lease_ttl: None,
         }
     }
 }
@@ -386,6 +413,7 @@ struct FileConfig {
     checkpoint_interval: Option<String>,
     task_id: Option<String>,
     cost: Option<CostSettings>,
+    lease_ttl: Option<String>,
 }
 
 /// Parses `5m`, `30s`, `1h`, `3d`, `250ms` (and a bare number of seconds).
@@ -515,6 +543,9 @@ impl Config {
         if f.task_id.is_some() {
             self.task_id = f.task_id;
         }
+        if let Some(d) = dur(f.lease_ttl, "lease_ttl")? {
+            self.lease_ttl = Some(d);
+        }
         self.check().map_err(|m| perr(m, None))
     }
 
@@ -617,6 +648,7 @@ impl Config {
             (ENV_FIREHOSE_ACCESS_KEY, &mut aws.firehose_access_key),
             (ENV_CLOUDWATCH_LOGS_GROUP_PREFIX, &mut aws.logs_group_prefix),
             (ENV_SNS_TOPIC_ARN, &mut aws.sns_topic_arn),
+            (ENV_CLOUDWATCH_EMF_LOG_GROUP, &mut aws.emf_log_group),
         ] {
             if let Some(v) = get(var).filter(|v| !v.is_empty()) {
                 *slot = Some(v);
@@ -680,6 +712,9 @@ impl Config {
         if let Some(v) = get(ENV_COST_LOOKBACK_DAYS) {
             cost.lookback_days = parsed(ENV_COST_LOOKBACK_DAYS, v)?;
         }
+        if let Some(v) = get(ENV_LEASE_TTL) {
+            self.lease_ttl = Some(dur(ENV_LEASE_TTL, v)?);
+        }
         if let Some(v) = get(ENV_TASK_ID) {
             self.task_id = Some(v.trim().to_owned());
         } else if self.task_id.is_none()
@@ -719,6 +754,14 @@ impl Config {
         }
         if self.checkpoint_interval.is_some_and(|d| d.is_zero()) {
             return Err("checkpoint_interval must be positive".into());
+        }
+        if let Some(ttl) = self.lease_ttl {
+            if self.checkpoint.is_none() {
+                return Err("lease_ttl needs a checkpoint store (the lease lives there)".into());
+            }
+            if ttl < MIN_LEASE_TTL {
+                return Err("lease_ttl must be at least 1s".into());
+            }
         }
         if self.task_id.as_deref().is_some_and(str::is_empty) {
             return Err("task_id must not be empty".into());
@@ -840,6 +883,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("budget"), "{err}");
+    }
+
+    #[test]
+    fn lease_needs_a_store_and_emf_needs_logs_export() {
+        let mut c = Config::default();
+        let err = c
+            .apply_env(|k| (k == ENV_LEASE_TTL).then(|| "30s".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checkpoint store"), "{err}");
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            ENV_LEASE_TTL => Some("30s".into()),
+            ENV_CHECKPOINT => Some("dynamodb://t".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.lease_ttl, Some(Duration::from_secs(30)));
+        assert_eq!(c.aws.emf_log_group(), None, "no logs export, no EMF");
+        c.aws.logs_group_prefix = Some("/fn/".into());
+        assert_eq!(
+            c.aws.emf_log_group().as_deref(),
+            Some(DEFAULT_CLOUDWATCH_EMF_LOG_GROUP)
+        );
+        c.apply_env(|k| (k == ENV_CLOUDWATCH_EMF_LOG_GROUP).then(|| "off".to_owned()))
+            .unwrap();
+        assert_eq!(c.aws.emf_log_group(), None);
     }
 
     #[test]

@@ -9,7 +9,13 @@
 //! ```
 //!
 //! With `LAMBDAWATCH_CHECKPOINT` set, the checkpoint is loaded and restored before any listener
-//! is bound, and `checkpoint::Writer` saves every checkpoint interval (see `crate::checkpoint`).
+//! is bound, and `checkpoint::Writer` saves every checkpoint interval (see `crate::checkpoint`)
+//! and, before the notifications of an evaluation with alert transitions are handed to the
+//! sinks, once more (waiting at most [`SAVE_ON_TRANSITION_TIMEOUT`]): a kill right after a page
+//! restores the page's state and does not page again. With `LAMBDAWATCH_LEASE_TTL` the lease task
+//! (`crate::aws::run_lease`) decides which task polls CloudWatch and publishes to SNS. With
+//! CloudWatch Logs export on, every evaluation's SLO metrics go out as EMF lines
+//! (`crate::aws::Emf`).
 //!
 //! Shutdown (SIGTERM/SIGINT or the `shutdown` token), staged under `shutdown_timeout` (25 s):
 //! 1. `stopping` fires: `/readyz` turns 503, receivers answer 503 / UNAVAILABLE, listeners stop
@@ -67,6 +73,10 @@ pub struct Snapshot {
     /// The cost stage's evaluation at the same `now` (`crate::cost::feed`).
     pub cost: Arc<CostReport>,
 }
+
+/// How long an evaluation with alert transitions waits for its checkpoint before delivering
+/// anyway (a page late is better than a page lost; a kill in that gap may page twice).
+pub const SAVE_ON_TRANSITION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bound on the notification history kept for the status page and tests.
 pub const NOTIFICATION_HISTORY: usize = 1000;
@@ -639,6 +649,20 @@ pub async fn run(
         }
     }
     aggregates.zero_series = eval::zero_series(&spec, &cfg.dlq_queues);
+    // The lease (several tasks): nothing polls or publishes to SNS until it is held.
+    let lease_cancel = CancellationToken::new();
+    if let Some(ttl) = cfg.lease_ttl
+        && let Some(store) = crate::checkpoint::store(&cfg, &aws_stats).await
+    {
+        aws_stats.lease.contend();
+        tracker.spawn(crate::aws::run_lease(
+            store,
+            crate::aws::lease_identity(&crate::checkpoint::task_id(&cfg)),
+            ttl,
+            aws_stats.clone(),
+            lease_cancel.clone(),
+        ));
+    }
     let (handle, ingest_tx, owner, drained) = aggregate::owner(
         aggregates,
         cfg.queue_capacity,
@@ -695,10 +719,16 @@ pub async fn run(
     // AWS sources and exporters (off unless configured). The exporters end when ingest stops
     // (their queues close with the decoder) after draining, or at the final cancel.
     let aws_cancel = CancellationToken::new();
+    let (emf, emf_rx) =
+        match crate::aws::Emf::new(&cfg.aws, &crate::checkpoint::task_id(&cfg), &aws_stats) {
+            Some((e, r)) => (Some(e), Some(r)),
+            None => (None, None),
+        };
     if let Some((_, rx)) = tap {
         tracker.spawn(crate::aws::run_exporters(
             cfg.aws.clone(),
             rx,
+            emf_rx,
             aws_stats.clone(),
             aws_cancel.clone(),
         ));
@@ -758,6 +788,7 @@ pub async fn run(
     let (alerts_tx, alerts_rx) =
         watch::channel(Arc::new(crate::checkpoint::saved_alerts(&evaluator.states)));
     let checkpoint_stop = CancellationToken::new();
+    let (save_now, save_rx) = tokio::sync::mpsc::channel(1);
     let writer = checkpointer.map(|checkpointer| {
         let w = crate::checkpoint::Writer {
             checkpointer,
@@ -765,8 +796,28 @@ pub async fn run(
             alerts: alerts_rx,
             ledger: cfg.aws.cloudwatch_poll_interval.map(|_| ledger_rx),
         };
-        tracker.spawn(w.run(checkpoint_interval, checkpoint_stop.clone()))
+        tracker.spawn(w.run(checkpoint_interval, checkpoint_stop.clone(), save_rx))
     });
+    // Saves the alert states of a transition before its notifications go out.
+    let save_transition = || async {
+        if writer.is_none() {
+            return;
+        }
+        let (reply, saved) = tokio::sync::oneshot::channel();
+        if save_now.try_send(reply).is_ok()
+            && !matches!(
+                tokio::time::timeout(SAVE_ON_TRANSITION_TIMEOUT, saved).await,
+                Ok(Ok(true))
+            )
+        {
+            tracing::warn!("alert transition not checkpointed; delivering anyway");
+        }
+    };
+    let emit_emf = |snap: &watch::Sender<Arc<Snapshot>>| {
+        if let Some(e) = &emf {
+            e.publish(&spec, &snap.borrow().evaluation);
+        }
+    };
     let publish = |e: &Evaluator| {
         if writer.is_some() {
             alerts_tx.send_replace(Arc::new(crate::checkpoint::saved_alerts(&e.states)));
@@ -782,8 +833,15 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                evaluate_once(&handle, &spec, &mut evaluator, &snap_tx, deliver.as_ref()).await;
+                let notes = evaluate_once(&handle, &spec, &mut evaluator, &snap_tx).await;
                 publish(&evaluator);
+                emit_emf(&snap_tx);
+                if !notes.is_empty() {
+                    save_transition().await;
+                }
+                for n in notes {
+                    deliver.deliver(n);
+                }
             }
         }
     }
@@ -809,14 +867,19 @@ pub async fn run(
         Ok(Ok(d)) => tracing::info!(batches = d.batches, "ingest queue drained"),
         _ => tracing::warn!("ingest queue not drained before the deadline"),
     }
-    let final_round = evaluate_once(&handle, &spec, &mut evaluator, &snap_tx, deliver.as_ref());
-    if tokio::time::timeout(left(started), final_round)
-        .await
-        .is_err()
-    {
-        tracing::warn!("final evaluation did not finish before the deadline");
+    let final_round = evaluate_once(&handle, &spec, &mut evaluator, &snap_tx);
+    match tokio::time::timeout(left(started), final_round).await {
+        Ok(notes) => {
+            for n in notes {
+                deliver.deliver(n);
+            }
+        }
+        Err(_) => tracing::warn!("final evaluation did not finish before the deadline"),
     }
     publish(&evaluator);
+    emit_emf(&snap_tx);
+    // The EMF queue closes: the logs exporter drains it and ends.
+    drop(emf);
     checkpoint_stop.cancel();
     if let Some(w) = writer {
         let last = async {
@@ -832,6 +895,7 @@ pub async fn run(
     tracing::info!("final evaluation delivered; exiting");
     admin_stop.cancel();
     aws_cancel.cancel();
+    lease_cancel.cancel();
     finish.cancel();
     drop(shared);
     drop(handle);
@@ -840,13 +904,13 @@ pub async fn run(
     Ok(())
 }
 
+/// One evaluation round; returns its notifications (the caller checkpoints, then delivers).
 async fn evaluate_once(
     handle: &aggregate::Handle,
     spec: &Arc<SloSpec>,
     evaluator: &mut Evaluator,
     snap_tx: &watch::Sender<Arc<Snapshot>>,
-    deliver: &dyn Deliver,
-) {
+) -> Vec<Alert> {
     let now = SystemTime::now();
     let now_secs = now_s();
     let spec2 = spec.clone();
@@ -864,13 +928,11 @@ async fn evaluate_once(
         .await
     else {
         tracing::warn!("aggregator gone; evaluation skipped");
-        return;
+        return Vec::new();
     };
     let (notes, snap) = evaluator.round_with_cost(ev, cost, now);
-    for n in notes {
-        deliver.deliver(n);
-    }
     let _ = snap_tx.send(Arc::new(snap));
+    notes
 }
 
 /// The cost stage `cfg` asks for: the configured price table (else the embedded one), the

@@ -62,6 +62,7 @@ fn aws_sources_and_sinks_through_the_collector() {
         )
         .env("LAMBDAWATCH_XRAY_EXPORT", "true")
         .env("LAMBDAWATCH_SNS_TOPIC_ARN", &topic)
+        .env("LAMBDAWATCH_TASK_ID", "aws-e2e")
         .env("LAMBDAWATCH_FIREHOSE_ACCESS_KEY", "fh-secret");
     let collector = Child::spawn("collector", &mut cmd);
     let line = collector.wait_for_line("listening line", Duration::from_secs(30), |l| {
@@ -257,6 +258,73 @@ fn aws_sources_and_sinks_through_the_collector() {
     assert_eq!(doc["name"], "orders");
     assert_eq!(doc["annotations"]["invocation_id"], "req-1");
 
+    // The SLO metrics as Embedded Metric Format lines in the EMF log group (stream: the task
+    // id), one line per function and SLO per evaluation, with what was ingested.
+    let emf = |slo_name: &str| -> Option<Value> {
+        let out = boto3(
+            &moto,
+            "l=boto3.client('logs',**kw)\n\
+             try:\n\
+             \x20   r=l.get_log_events(logGroupName='/lambdawatch/slo-metrics', logStreamName='aws-e2e', startFromHead=True)\n\
+             \x20   print(json.dumps([e['message'] for e in r['events']]))\n\
+             except l.exceptions.ResourceNotFoundException:\n\
+             \x20   print('[]')",
+        );
+        let lines: Vec<String> = serde_json::from_str(&out).unwrap();
+        lines
+            .iter()
+            .rev()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["FunctionName"] == "orders" && v["SLO"] == slo_name)
+    };
+    let throttles = wait_until("the throttles EMF line", Duration::from_secs(20), || {
+        emf("throttles").filter(|v| v["Valid"] == 7.0)
+    });
+    let cwm = &throttles["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(cwm["Namespace"], "Lambdawatch/SLO");
+    assert_eq!(cwm["Dimensions"], json!([["FunctionName", "SLO"]]));
+    let names: Vec<&str> = cwm["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    for n in ["Good", "Valid", "ErrorBudgetRemaining"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert!(
+        !names.contains(&"SLI"),
+        "a count budget has no ratio: {names:?}"
+    );
+    // 7 throttles of a budget of 5: 40 % over.
+    assert!(
+        (throttles["ErrorBudgetRemaining"].as_f64().unwrap() + 0.4).abs() < 1e-9,
+        "{throttles}"
+    );
+    assert_eq!(throttles["TaskId"], "aws-e2e");
+    assert!(throttles["_aws"]["Timestamp"].as_i64().unwrap() > 1_700_000_000_000);
+    let dlq = emf("dlq_ratio").unwrap();
+    assert_eq!(
+        (dlq["Good"].as_f64(), dlq["Valid"].as_f64()),
+        (Some(90.0), Some(100.0))
+    );
+    assert!((dlq["SLI"].as_f64().unwrap() - 0.9).abs() < 1e-9, "{dlq}");
+    let errors = emf("error_rate").unwrap();
+    assert_eq!(
+        (errors["Good"].as_f64(), errors["Valid"].as_f64()),
+        (Some(1.0), Some(1.0))
+    );
+    assert_eq!(errors["SLI"], 1.0);
+    assert_eq!(errors["BurnRate5m"], 0.0);
+    let em = errors["_aws"]["CloudWatchMetrics"][0]["Metrics"].clone();
+    assert!(
+        em.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Name"] == "SLI" && m["Unit"] == "None"),
+        "{em}"
+    );
+
     // The pipeline observed itself.
     let metrics = http::get(&format!("http://{admin}/metrics"), T)
         .unwrap()
@@ -268,10 +336,118 @@ fn aws_sources_and_sinks_through_the_collector() {
         "lambdawatch_export_items_total{exporter=\"cloudwatch_logs\",result=\"success\"} 2",
         "lambdawatch_export_items_total{exporter=\"xray\",result=\"success\"} 1",
         "lambdawatch_cloudwatch_projected_cost_usd",
+        "lambdawatch_emf_lines_total{result=\"lost\"} 0",
     ] {
         assert!(
             metrics.contains(needle),
             "/metrics lacks {needle}:\n{metrics}"
         );
     }
+}
+
+/// The poll loop itself (not only the poller's functions): 100 filler functions plus `orders`
+/// make 506 `GetMetricData` queries, so each poll is two calls (≤ 500 queries each) and `orders`
+/// and its DLQ queue sit in the second one; the period is 300 s. The polled `AsyncEventsReceived`
+/// and the DLQ queue's `NumberOfMessagesSent` drive the DLQ SLO, the polled `Throttles` the
+/// throttle SLO, with no OTLP platform counts at all.
+#[test]
+fn polled_dlq_and_throttles_over_two_calls_with_five_minute_periods() {
+    let moto_server = lambdawatch_tests::moto::start();
+    let moto = moto_server.url.clone();
+    boto3(
+        &moto,
+        "cw=boto3.client('cloudwatch',**kw)\n\
+         cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[\n\
+         \x20   {'MetricName':'AsyncEventsReceived','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':50,'Unit':'Count'},\n\
+         \x20   {'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':3,'Unit':'Count'}])\n\
+         cw.put_metric_data(Namespace='AWS/SQS', MetricData=[{'MetricName':'NumberOfMessagesSent','Dimensions':[{'Name':'QueueName','Value':'orders-dlq'}],'Value':4,'Unit':'Count'}])",
+    );
+    let mut functions: Vec<String> = (0..100).map(|i| format!("f{i:04}")).collect();
+    functions.push("orders".into());
+    let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.arg("serve")
+        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_AWS_REGION", "us-east-1")
+        .env("LAMBDAWATCH_AWS_ACCOUNT_ID", "123456789012")
+        .env("LAMBDAWATCH_AWS_ENDPOINT_URL", &moto)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_CLOUDWATCH_PERIOD", "300s")
+        .env("LAMBDAWATCH_CLOUDWATCH_FUNCTIONS", functions.join(","))
+        .env("LAMBDAWATCH_DLQ_QUEUES", "orders-dlq=orders");
+    let collector = Child::spawn("collector", &mut cmd);
+    let line = collector.wait_for_line("listening line", Duration::from_secs(30), |l| {
+        l.contains("listening otlp_grpc=")
+    });
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("admin="))
+        .unwrap()
+        .to_owned();
+    let slo = |doc: &Value, name: &str| -> Value {
+        doc["functions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["function"] == "orders")
+            .flat_map(|f| f["slos"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["slo"] == name)
+            .map_or(Value::Null, |s| s["budget"].clone())
+    };
+    let doc = wait_until(
+        "polled DLQ and throttle counts in /api/v1/slos",
+        Duration::from_secs(40),
+        || {
+            let d = http::get(&format!("http://{admin}/api/v1/slos"), T)
+                .ok()?
+                .json();
+            (slo(&d, "dlq_ratio")["valid"] == 50 && slo(&d, "throttles")["valid"] == 3).then_some(d)
+        },
+    );
+    assert_eq!(slo(&doc, "dlq_ratio"), json!({"good": 46, "valid": 50}));
+    // Later polls re-read the same 300 s period and add nothing.
+    let scrape = || {
+        http::get(&format!("http://{admin}/metrics"), T)
+            .unwrap()
+            .text()
+    };
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metric = |name: &str| value(&scrape(), name);
+    let polls = metric("lambdawatch_cloudwatch_requests_total{result=\"success\"}");
+    wait_until("two more polls", Duration::from_secs(20), || {
+        (metric("lambdawatch_cloudwatch_requests_total{result=\"success\"}") >= polls + 2.0)
+            .then_some(())
+    });
+    let d = http::get(&format!("http://{admin}/api/v1/slos"), T)
+        .unwrap()
+        .json();
+    assert_eq!(slo(&d, "dlq_ratio"), json!({"good": 46, "valid": 50}));
+    assert_eq!(slo(&d, "throttles")["valid"], 3);
+    // Two GetMetricData calls per poll (506 queries), every poll a success.
+    let text = scrape();
+    let (calls, ok, failed) = (
+        value(&text, "lambdawatch_cloudwatch_calls_total"),
+        value(
+            &text,
+            "lambdawatch_cloudwatch_requests_total{result=\"success\"}",
+        ),
+        value(
+            &text,
+            "lambdawatch_cloudwatch_requests_total{result=\"failure\"}",
+        ),
+    );
+    assert_eq!(failed, 0.0);
+    assert!(
+        calls == 2.0 * ok || calls == 2.0 * (ok + 1.0),
+        "calls {calls}, polls {ok} (one poll may be in flight)"
+    );
 }

@@ -538,3 +538,37 @@ fn adopt_case(moto: &str, store: &str) {
         "{store:?}: one page, no second: {notes:?}"
     );
 }
+
+/// A kill right after a page, long before the next periodic checkpoint (the interval is an
+/// hour here): the evaluation that fired checkpointed the alert state before handing the page to
+/// the sinks, so the restarted collector restores it and does not page again. Without that save
+/// there would be no checkpoint at all and the restart would page a second time (the in-memory
+/// control, `restart_without_checkpoint_pages_again`, shows that path).
+#[test]
+fn a_kill_right_after_a_page_does_not_page_again() {
+    let m = moto();
+    create_table(&m.url);
+    let (hook, got) = webhook_receiver();
+    let store = Some("dynamodb://lambdawatch-checkpoints");
+    let env = [("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1h")];
+    let mut a = start_collector_with(store, &m.url, &hook, &env);
+    send_invocations(&a.otlp, "error", 200);
+    let page = wait_until("the page", Duration::from_secs(30), || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .find(|x| x["status"] == "firing" && x["labels"]["severity"] == "page")
+            .map(|x| x["fingerprint"].as_str().unwrap().to_owned())
+    });
+    // No wait for a periodic checkpoint: kill at once.
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+
+    let b = start_collector_with(store, &m.url, &hook, &env);
+    b.child
+        .wait_for_text("checkpoint restored", Duration::from_secs(10));
+    send_invocations(&b.otlp, "error", 200);
+    std::thread::sleep(Duration::from_secs(6));
+    let notes = firing(&got);
+    assert_eq!(notes.get(&page), Some(&1), "one page: {notes:?}");
+}
