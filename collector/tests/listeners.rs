@@ -529,7 +529,35 @@ async fn metrics_pass_promtool_and_slos_are_reported() {
     assert_eq!(tb["budget"]["good"], 50, "900 ms > 0.8 × 1000 ms");
 
     let text = metrics_text(&c).await;
-    assert!(text.contains("lambdawatch_init_duration_seconds_bucket{function=\"checkout\",version=\"3\",region=\"eu-west-1\",account=\"123456789012\",init_type=\"on-demand\",le=\"0.5\"} 1"), "{text}");
+    // Exact values the input implies: init spans of 350 ms and 700 ms; 51 invocations of
+    // 256 MB with 80 MB used and a 1000 ms timeout.
+    const FN: &str =
+        "function=\"checkout\",version=\"3\",region=\"eu-west-1\",account=\"123456789012\"";
+    let init = |suffix: &str| {
+        format!("lambdawatch_init_duration_seconds{suffix}{{{FN},init_type=\"on-demand\"")
+    };
+    for (series, want) in [
+        (format!("{},le=\"0.25\"}} ", init("_bucket")), 0.0),
+        (format!("{},le=\"0.5\"}} ", init("_bucket")), 1.0),
+        (format!("{},le=\"+Inf\"}} ", init("_bucket")), 2.0),
+        (format!("{}}} ", init("_count")), 2.0),
+        (format!("{}}} ", init("_sum")), 1.05),
+        (
+            format!("lambdawatch_max_memory_used_bytes{{{FN}}} "),
+            80.0 * 1024.0 * 1024.0,
+        ),
+        (
+            format!("lambdawatch_memory_size_bytes{{{FN}}} "),
+            256.0 * 1024.0 * 1024.0,
+        ),
+        (format!("lambdawatch_timeout_seconds{{{FN}}} "), 1.0),
+    ] {
+        let got = metric_value(&text, &series);
+        assert!(
+            got.is_some_and(|v| (v - want).abs() < 1e-9),
+            "{series}: {got:?}, want {want}\n{text}"
+        );
+    }
     assert!(text.contains("lambdawatch_slo_burn_rate{function=\"checkout\""));
     assert!(text.contains("lambdawatch_slo_error_budget_remaining_ratio{"));
     let dir = tempfile::tempdir().unwrap();
