@@ -379,7 +379,9 @@ impl Aggregates {
                 // `faas.version`): no longer a placeholder.
                 self.placeholders.remove(&key);
             }
-            if !self.functions.contains_key(&key) && !(reporting && self.adopt_placeholder(&key)) {
+            let known =
+                self.functions.contains_key(&key) || (reporting && self.adopt_placeholder(&key));
+            if !known {
                 if self.functions.len() >= self.max_functions {
                     self.stats
                         .too_many_functions
