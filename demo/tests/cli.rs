@@ -168,7 +168,7 @@ fn serve_keeps_the_collector_up_after_the_report_until_ctrl_c() {
         .spawn()
         .unwrap();
     let pgid = child.id();
-    let (tx, rx) = mpsc::channel::<String>();
+    let (tx, rx) = mpsc::sync_channel::<String>(1024);
     let stdout = child.stdout.take().unwrap();
     let stderr_pipe = child.stderr.take().unwrap();
     let tx2 = tx.clone();
