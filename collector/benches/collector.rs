@@ -1,9 +1,14 @@
 //! Collector hot paths (`docs/BENCHMARKS.md`, section "Collector"):
 //!
-//! - `ingest/decode_only` vs `ingest/decode_aggregate`: the same OTLP/HTTP protobuf payloads of
-//!   invocation spans, decoded only (prost) vs decoded, turned into events (`ingest::decode`) and
-//!   aggregated (`Aggregates::apply`, the owner task's work). Target: aggregate ≥ 0.5 × decode-only
-//!   throughput, ≥ 200,000 spans/s on one core.
+//! - `ingest/decode_only` vs `ingest/decode_aggregate` vs `ingest/http_gzip_aggregate`: the same
+//!   OTLP/HTTP protobuf payloads of invocation spans, decoded only (prost: the floor) vs decoded,
+//!   turned into events (`ingest::decode`) and aggregated (`Aggregates::apply`, the owner task's
+//!   work) vs the whole receiver: gzip-encoded requests through the real axum handler
+//!   (`ingest::http::router`, in process: headers, capped body read, capped gunzip, decode,
+//!   `Ingest::submit` into the bounded queue) and the aggregation of what the queue holds.
+//!   Target: ingest ≥ 0.5 × decode-only throughput, ≥ 200,000 spans/s on one core. Before
+//!   criterion's figures, interleaved rounds of the floor and of the HTTP+gzip path print their
+//!   on-CPU ratio (the machine is shared: ratios of one run, not absolutes).
 //! - `evaluate/10k_functions_x_5_slos`: one SLO evaluation of 10,000 functions against the
 //!   embedded default spec (5 SLOs). Target ≤ 100 ms.
 //! - Memory per function, measured with a counting allocator, printed before the benches run.
@@ -13,13 +18,22 @@
 use std::{
     alloc::{GlobalAlloc, Layout as AllocLayout, System},
     hint::black_box,
-    sync::atomic::{AtomicUsize, Ordering},
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::Service;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lambdawatch_collector::{
     aggregate::{Aggregates, Batch, Event, Group, InitKind, Invocation, Outcome, Target},
-    ingest::decode::Decoder,
+    ingest::{Ingest, IngestStats, decode::Decoder, http},
     slo::{eval, spec::SloSpec},
 };
 use lambdawatch_semconv::{
@@ -114,13 +128,121 @@ fn payloads(requests: usize, spans_per_request: usize, functions: usize) -> Vec<
         .collect()
 }
 
+/// On-CPU time of this thread (ns) from the scheduler: unlike wall time, it does not grow when
+/// other processes compete for the cores.
+fn thread_on_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+}
+
+fn gzip(data: &[u8]) -> Bytes {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    Bytes::from(e.finish().unwrap())
+}
+
+/// The OTLP/HTTP receiver in process: its router, and the other end of its bounded queue
+/// (drained into `agg` after every request, as the owner task would).
+struct HttpIngest {
+    router: axum::Router,
+    queue: mpsc::Receiver<Batch>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl HttpIngest {
+    fn new() -> Self {
+        let (tx, queue) = mpsc::channel(8);
+        let ingest = Ingest {
+            auth_token: None,
+            max_body_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+            queue: tx,
+            stats: Arc::new(IngestStats::default()),
+            decoder: Arc::new(Decoder::default()),
+            stopping: CancellationToken::new(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        Self {
+            router: http::router(ingest),
+            queue,
+            rt,
+        }
+    }
+
+    /// POSTs every gzip payload to `/v1/traces` and aggregates what was enqueued.
+    fn run(&mut self, gz: &[Bytes], agg: &mut Aggregates) {
+        let (router, queue) = (&mut self.router, &mut self.queue);
+        self.rt.block_on(async {
+            for body in gz {
+                let req = axum::http::Request::post("/v1/traces")
+                    .header("content-type", "application/x-protobuf")
+                    .header("content-encoding", "gzip")
+                    .header("content-length", body.len())
+                    .body(axum::body::Body::from(body.clone()))
+                    .unwrap();
+                let resp = Service::call(router, req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                while let Ok(batch) = queue.try_recv() {
+                    agg.apply(batch);
+                }
+            }
+        });
+    }
+}
+
 fn ingest(c: &mut Criterion) {
     let spans_per_request = 500;
     let data = payloads(40, spans_per_request, 20);
     let total = (data.len() * spans_per_request) as u64;
+    let gz: Vec<Bytes> = data.iter().map(|p| gzip(p)).collect();
     let spec = SloSpec::embedded_default();
     let layout = eval::layout_for(&spec);
     let decoder = Decoder::default();
+    let floor = |data: &[Vec<u8>]| {
+        for p in data {
+            black_box(ExportTraceServiceRequest::decode(p.as_slice()).ok());
+        }
+    };
+
+    // The ratio, same run: 10 interleaved rounds of each, on-CPU time summed per side.
+    let mut http_ingest = HttpIngest::new();
+    let mut agg = Aggregates::new(layout.clone(), 100_000);
+    http_ingest.run(&gz, &mut agg); // warm-up: the functions exist from here on
+    let (mut floor_ns, mut http_ns) = (0u64, 0u64);
+    let (mut floor_wall, mut http_wall) = (0f64, 0f64);
+    for _ in 0..10 {
+        let (c0, w0) = (thread_on_cpu_ns(), std::time::Instant::now());
+        floor(&data);
+        let (c1, w1) = (thread_on_cpu_ns(), std::time::Instant::now());
+        http_ingest.run(&gz, &mut agg);
+        let (c2, w2) = (thread_on_cpu_ns(), std::time::Instant::now());
+        floor_wall += (w1 - w0).as_secs_f64();
+        http_wall += (w2 - w1).as_secs_f64();
+        if let (Some(c0), Some(c1), Some(c2)) = (c0, c1, c2) {
+            floor_ns += c1 - c0;
+            http_ns += c2 - c1;
+        }
+    }
+    let rate = |secs: f64| 10.0 * total as f64 / secs / 1e3;
+    let gz_bytes: usize = gz.iter().map(Bytes::len).sum();
+    let raw_bytes: usize = data.iter().map(Vec::len).sum();
+    println!(
+        "ingest, {total} spans in {} requests ({raw_bytes} B protobuf, {gz_bytes} B gzip), 10 \
+         interleaved rounds: floor decode-only {:.0} k spans/s on-CPU ({:.0} k wall); OTLP/HTTP \
+         gzip through the axum handler + aggregation {:.0} k spans/s on-CPU ({:.0} k wall); \
+         ratio http_gzip_aggregate / decode_only = {:.2} on-CPU ({:.2} wall)",
+        data.len(),
+        rate(floor_ns as f64 / 1e9),
+        rate(floor_wall),
+        rate(http_ns as f64 / 1e9),
+        rate(http_wall),
+        floor_ns as f64 / (http_ns as f64).max(1.0),
+        floor_wall / http_wall.max(1e-9),
+    );
+
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(total));
     g.bench_function("decode_only", |b| {
@@ -130,7 +252,7 @@ fn ingest(c: &mut Criterion) {
             }
         })
     });
-    let mut agg = Aggregates::new(layout, 100_000);
+    let mut agg = Aggregates::new(layout.clone(), 100_000);
     g.bench_function("decode_aggregate", |b| {
         b.iter(|| {
             for p in &data {
@@ -139,6 +261,10 @@ fn ingest(c: &mut Criterion) {
                 }
             }
         })
+    });
+    let mut agg = Aggregates::new(layout, 100_000);
+    g.bench_function("http_gzip_aggregate", |b| {
+        b.iter(|| http_ingest.run(&gz, &mut agg))
     });
     g.finish();
 }

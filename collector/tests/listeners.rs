@@ -25,7 +25,10 @@ use lambdawatch_semconv::{
     span_type,
 };
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_client::TraceServiceClient,
+    },
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span},
 };
@@ -376,6 +379,15 @@ async fn body_limit_and_gzip_bomb_get_413() {
         .collect();
     let err = client.export(huge).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    let text = metrics_text(&c).await;
+    assert_eq!(
+        metric_value(
+            &text,
+            "lambdawatch_ingest_rejected_total{reason=\"too_large\"}"
+        ),
+        Some(3.0),
+        "the gRPC refusal is counted with the HTTP ones"
+    );
     c.stop().await;
 }
 
@@ -406,6 +418,17 @@ async fn full_queue_answers_429_and_resource_exhausted() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // Temporary: RetryInfo of 1 s in the details and where the Python SDK reads it.
+    assert!(!err.details().is_empty());
+    assert_eq!(
+        err.metadata()
+            .get_bin("google.rpc.retryinfo-bin")
+            .expect("retryinfo-bin metadata")
+            .to_bytes()
+            .unwrap()
+            .as_ref(),
+        &[0x0a, 0x02, 0x08, 0x01]
+    );
     release_tx.send(()).unwrap();
     parked.await.unwrap().unwrap();
     let text = wait_for_metric(&c, SUCCESS, 1.0).await;
@@ -529,7 +552,35 @@ async fn metrics_pass_promtool_and_slos_are_reported() {
     assert_eq!(tb["budget"]["good"], 50, "900 ms > 0.8 × 1000 ms");
 
     let text = metrics_text(&c).await;
-    assert!(text.contains("lambdawatch_init_duration_seconds_bucket{function=\"checkout\",version=\"3\",region=\"eu-west-1\",account=\"123456789012\",init_type=\"on-demand\",le=\"0.5\"} 1"), "{text}");
+    // Exact values the input implies: init spans of 350 ms and 700 ms; 51 invocations of
+    // 256 MB with 80 MB used and a 1000 ms timeout.
+    const FN: &str =
+        "function=\"checkout\",version=\"3\",region=\"eu-west-1\",account=\"123456789012\"";
+    let init = |suffix: &str| {
+        format!("lambdawatch_init_duration_seconds{suffix}{{{FN},init_type=\"on-demand\"")
+    };
+    for (series, want) in [
+        (format!("{},le=\"0.25\"}} ", init("_bucket")), 0.0),
+        (format!("{},le=\"0.5\"}} ", init("_bucket")), 1.0),
+        (format!("{},le=\"+Inf\"}} ", init("_bucket")), 2.0),
+        (format!("{}}} ", init("_count")), 2.0),
+        (format!("{}}} ", init("_sum")), 1.05),
+        (
+            format!("lambdawatch_max_memory_used_bytes{{{FN}}} "),
+            80.0 * 1024.0 * 1024.0,
+        ),
+        (
+            format!("lambdawatch_memory_size_bytes{{{FN}}} "),
+            256.0 * 1024.0 * 1024.0,
+        ),
+        (format!("lambdawatch_timeout_seconds{{{FN}}} "), 1.0),
+    ] {
+        let got = metric_value(&text, &series);
+        assert!(
+            got.is_some_and(|v| (v - want).abs() < 1e-9),
+            "{series}: {got:?}, want {want}\n{text}"
+        );
+    }
     assert!(text.contains("lambdawatch_slo_burn_rate{function=\"checkout\""));
     assert!(text.contains("lambdawatch_slo_error_budget_remaining_ratio{"));
     let dir = tempfile::tempdir().unwrap();
@@ -557,5 +608,235 @@ async fn metrics_pass_promtool_and_slos_are_reported() {
     assert!(html.contains("<td>checkout</td>") && html.contains("class=\"bar\""));
     assert_eq!(get(&c.admin("/healthz")).await.status, 200);
     assert_eq!(get(&c.admin("/readyz")).await.status, 200);
+    c.stop().await;
+}
+
+/// Sends any bytes as the request message (a malformed one included); decodes the response as
+/// OTLP's trace response.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct TraceResponseDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = TraceResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> TraceResponseDecoder {
+        TraceResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for TraceResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+async fn grpc_raw(
+    url: &str,
+    body: Vec<u8>,
+    gzip: bool,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ),
+        RawCodec,
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn counter(text: &str, series: &str) -> f64 {
+    metric_value(text, &format!("{series} "))
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+/// A malformed or oversize gRPC request is refused by tonic's decoder before our handler runs:
+/// it must still get OTLP's codes (INVALID_ARGUMENT; RESOURCE_EXHAUSTED without RetryInfo, not
+/// the retryable OUT_OF_RANGE) and be counted like OTLP/HTTP's refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_refusals_get_otlp_codes_and_are_counted() {
+    let c = Collector::start(|cfg| {
+        cfg.max_body_bytes = 64 * 1024;
+        cfg.max_decompressed_bytes = 256 * 1024;
+    })
+    .await;
+    let url = format!("http://{}", c.running.bound.otlp_grpc);
+
+    let err = grpc_raw(&url, vec![0xff, 0xff, 0xff, 0x01], false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("malformed OTLP request"), "{err}");
+    let err = grpc_raw(&url, vec![0x0a, 0x05, 0x01], true)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "gzip, truncated: {err}"
+    );
+
+    // Oversize, uncompressed (tonic: OUT_OF_RANGE from the frame header) and gzip (tonic:
+    // RESOURCE_EXHAUSTED while inflating): both permanent, so no RetryInfo anywhere.
+    let mut huge = request("checkout", vec![]);
+    huge.resource_spans[0].scope_spans[0].spans =
+        (0..2_000).map(|_| span("success", 1.0, now_ns())).collect();
+    assert!(huge.encoded_len() > 256 * 1024);
+    for gz in [false, true] {
+        let err = grpc_raw(&url, huge.encode_to_vec(), gz).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            tonic::Code::ResourceExhausted,
+            "gzip {gz}: {err}"
+        );
+        assert!(err.message().contains("262144-byte limit"), "{err}");
+        assert!(
+            err.details().is_empty(),
+            "no RetryInfo on a permanent refusal"
+        );
+        assert!(
+            err.metadata().get_bin("google.rpc.retryinfo-bin").is_none(),
+            "no RetryInfo on a permanent refusal"
+        );
+    }
+
+    // A healthy client on the same listener is unaffected.
+    let mut client = TraceServiceClient::connect(url.clone()).await.unwrap();
+    client
+        .export(request("checkout", vec![span("success", 1.0, now_ns())]))
+        .await
+        .expect("healthy export");
+    let text = wait_for_metric(&c, SUCCESS, 1.0).await;
+    for (series, want) in [
+        (
+            "lambdawatch_ingest_rejected_total{reason=\"malformed\"}",
+            2.0,
+        ),
+        (
+            "lambdawatch_ingest_rejected_total{reason=\"too_large\"}",
+            2.0,
+        ),
+        (
+            "lambdawatch_ingest_requests_total{protocol=\"grpc\",signal=\"traces\",result=\"malformed\"}",
+            2.0,
+        ),
+        (
+            "lambdawatch_ingest_requests_total{protocol=\"grpc\",signal=\"traces\",result=\"too_large\"}",
+            2.0,
+        ),
+        (
+            "lambdawatch_ingest_requests_total{protocol=\"grpc\",signal=\"traces\",result=\"ok\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(counter(&text, series), want, "{series}");
+    }
+    c.stop().await;
+}
+
+/// Bad records next to good ones: the good ones are aggregated, the bad ones named in
+/// `partial_success` and counted by reason, on both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_success_keeps_the_good_records_on_both_protocols() {
+    let c = Collector::start(|_| {}).await;
+    let t = now_ns();
+    let mut nan = span("success", 5.0, t);
+    nan.attributes
+        .push(kv_f64(attr::AWS_LAMBDA_DURATION_MS, f64::NAN));
+    nan.attributes.remove(3); // the valid duration: NaN is the only one left
+    let mut req = request(
+        "checkout",
+        vec![span("success", 10.0, t), nan, span("error", 20.0, t)],
+    );
+    // A second resource without faas.name: its invocation span names no function.
+    let mut anonymous = req.resource_spans[0].clone();
+    anonymous.resource = Some(Resource::default());
+    anonymous.scope_spans[0].spans = vec![span("success", 1.0, t)];
+    req.resource_spans.push(anonymous);
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", c.running.bound.otlp_grpc))
+        .await
+        .unwrap();
+    let resp = client.export(req.clone()).await.unwrap().into_inner();
+    let partial = resp.partial_success.expect("partial_success");
+    assert_eq!(partial.rejected_spans, 2);
+    assert!(
+        partial.error_message.starts_with(
+            "2 of 4 spans rejected; first: span `checkout`: aws.lambda.duration_ms = NaN"
+        ),
+        "{}",
+        partial.error_message
+    );
+
+    let r = post(&c.http("/v1/traces"), &[PB], req.encode_to_vec()).await;
+    assert_eq!(r.status, 200);
+    let resp = ExportTraceServiceResponse::decode(r.body).unwrap();
+    assert_eq!(resp.partial_success.map(|p| p.rejected_spans), Some(2));
+    // A clean request has no partial_success.
+    let clean = request("checkout", vec![span("success", 10.0, t)]);
+    let resp = client.export(clean).await.unwrap().into_inner();
+    assert_eq!(resp.partial_success, None);
+
+    // One success per request that had them: two partial requests and the clean one.
+    let text = wait_for_metric(&c, SUCCESS, 3.0).await;
+    let error = SUCCESS.replace("outcome=\"success\"", "outcome=\"error\"");
+    for (series, want) in [
+        (error.as_str(), 2.0),
+        (
+            "lambdawatch_ingest_rejected_items_total{signal=\"traces\",reason=\"invalid_value\"}",
+            2.0,
+        ),
+        (
+            "lambdawatch_ingest_rejected_items_total{signal=\"traces\",reason=\"no_function\"}",
+            2.0,
+        ),
+        ("lambdawatch_ingest_items_total{signal=\"traces\"}", 5.0),
+        (
+            "lambdawatch_ingest_rejected_total{reason=\"malformed\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(counter(&text, series), want, "{series}");
+    }
     c.stop().await;
 }

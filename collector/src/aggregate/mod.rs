@@ -35,7 +35,7 @@ pub mod hist;
 pub mod series;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -165,8 +165,8 @@ pub enum Target {
         instance: String,
     },
     /// From a platform count that names only the function (and maybe a qualifier): attached to
-    /// the most recently reporting version of that function in that region/account, else to
-    /// version `""`.
+    /// the most recently reporting version of that function in that region/account, else to a
+    /// placeholder of version `""` that the function's first reporting version takes over.
     Platform {
         function: String,
         region: String,
@@ -284,6 +284,10 @@ pub struct Aggregates {
     /// `(function, region, account)` and `function` → the most recently reporting key.
     latest: HashMap<(String, String, String), FunctionKey>,
     latest_by_name: HashMap<String, FunctionKey>,
+    /// Keys of version `""` created by platform counts that arrived before any span of their
+    /// function: placeholders, renamed to the function's real key when it first reports (see
+    /// [`Aggregates::adopt_placeholder`]), so a function never shows a second, version-less series.
+    placeholders: HashSet<FunctionKey>,
     pub stats: Arc<AggregateStats>,
     /// The cost stage, fed every event of a known function (`crate::cost::feed`); `None` = off.
     pub cost: Option<crate::cost::CostFeed>,
@@ -298,9 +302,36 @@ impl Aggregates {
             max_functions,
             latest: HashMap::new(),
             latest_by_name: HashMap::new(),
+            placeholders: HashSet::new(),
             stats: Arc::new(AggregateStats::default()),
             cost: None,
         }
+    }
+
+    /// A function reports under `key` for the first time: if platform counts already created a
+    /// placeholder for it (version `""`, same region/account, or none when the counts carried
+    /// no origin), that state becomes `key`'s, counts and all. Returns whether one was adopted.
+    fn adopt_placeholder(&mut self, key: &FunctionKey) -> bool {
+        if self.placeholders.is_empty() || key.version.is_empty() {
+            return false;
+        }
+        let candidates = [(key.region.as_str(), key.account.as_str()), ("", "")];
+        for (region, account) in candidates {
+            let placeholder = FunctionKey {
+                function: key.function.clone(),
+                version: String::new(),
+                region: region.to_owned(),
+                account: account.to_owned(),
+            };
+            if !self.placeholders.remove(&placeholder) {
+                continue;
+            }
+            if let Some(state) = self.functions.remove(&placeholder) {
+                self.functions.insert(key.clone(), state);
+                return true;
+            }
+        }
+        false
     }
 
     fn resolve(&self, target: &Target) -> FunctionKey {
@@ -345,7 +376,15 @@ impl Aggregates {
                 continue;
             }
             let key = self.resolve(&group.target);
-            if !self.functions.contains_key(&key) {
+            let reporting = matches!(group.target, Target::Function { .. });
+            if reporting {
+                // A version-less series is real when a span reports it (an SDK without
+                // `faas.version`): no longer a placeholder.
+                self.placeholders.remove(&key);
+            }
+            let known =
+                self.functions.contains_key(&key) || (reporting && self.adopt_placeholder(&key));
+            if !known {
                 if self.functions.len() >= self.max_functions {
                     self.stats
                         .too_many_functions
@@ -356,6 +395,9 @@ impl Aggregates {
                     key.clone(),
                     FunctionState::new(&self.layout, batch.received_s),
                 );
+                if !reporting && key.version.is_empty() {
+                    self.placeholders.insert(key.clone());
+                }
                 self.stats
                     .functions
                     .store(self.functions.len() as u64, Ordering::Relaxed);
@@ -363,12 +405,12 @@ impl Aggregates {
             let Some(state) = self.functions.get_mut(&key) else {
                 continue;
             };
-            let (instance, reporting) = match &group.target {
+            let instance = match &group.target {
                 Target::Function { tags, instance, .. } => {
                     state.set_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    (instance.as_str(), true)
+                    instance.as_str()
                 }
-                Target::Platform { .. } => ("", false),
+                Target::Platform { .. } => "",
             };
             let mut too_old = 0u64;
             for ev in &group.events {
@@ -449,6 +491,19 @@ impl Aggregates {
         for k in latest_by_name {
             self.latest_by_name.insert(k.function.clone(), k);
         }
+        // Placeholders are not checkpointed: a version-less key no span ever reported (none of
+        // the "latest" indexes points to it) is one.
+        let reported: HashSet<&FunctionKey> = self
+            .latest
+            .values()
+            .chain(self.latest_by_name.values())
+            .collect();
+        self.placeholders = self
+            .functions
+            .keys()
+            .filter(|k| k.version.is_empty() && !reported.contains(k))
+            .cloned()
+            .collect();
         self.stats
             .functions
             .store(self.functions.len() as u64, Ordering::Relaxed);
@@ -716,6 +771,103 @@ pub(crate) mod tests {
         assert_eq!(f.platform.as_ref().unwrap().sum(w, t, 0), 3);
         assert_eq!(f.tags.get("team").map(String::as_str), Some("payments"));
         assert!((f.billed_gb_seconds - (0.5 * 0.1 + 0.5 * 0.9)).abs() < 1e-9);
+    }
+
+    fn throttles(region: &str, account: &str, t: u64, value: u64) -> Group {
+        Group {
+            target: Target::Platform {
+                function: "checkout".into(),
+                region: region.into(),
+                account: account.into(),
+                qualifier: None,
+            },
+            events: vec![Event::Platform {
+                t_s: t,
+                counter: PlatformCounter::Throttles,
+                value,
+                queue: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn platform_counts_before_the_first_span_join_the_real_version() {
+        let t = 1_700_000_000;
+        let w = series::Window::resolve(3600, t).unwrap();
+        // With the origin of a Metric Stream, then without one (the poller's name-only counts).
+        for (region, account) in [("eu-west-1", "123456789012"), ("", "")] {
+            let mut a = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
+            a.apply(Batch {
+                received_s: t,
+                groups: vec![throttles(region, account, t, 3)],
+            });
+            assert_eq!(a.functions.len(), 1);
+            assert!(a.functions.keys().all(|k| k.version.is_empty()));
+            // The first span of the function, then more platform counts.
+            a.apply(Batch {
+                received_s: t,
+                groups: vec![
+                    group("checkout", vec![inv(t, Outcome::Success, 100.0)]),
+                    throttles(region, account, t, 2),
+                ],
+            });
+            let keys: Vec<_> = a.functions.keys().cloned().collect();
+            assert_eq!(
+                keys,
+                vec![key("checkout")],
+                "origin ({region:?}, {account:?})"
+            );
+            let f = &a.functions[&key("checkout")];
+            assert_eq!(f.platform.as_ref().unwrap().sum(w, t, 0), 5);
+            assert_eq!(&f.invocation_counts(w, t)[..1], &[1]);
+            // A second real version gets its own series; the first keeps the counts.
+            let mut v2 = key("checkout");
+            v2.version = "2".into();
+            a.apply(Batch {
+                received_s: t,
+                groups: vec![Group {
+                    target: Target::Function {
+                        key: v2.clone(),
+                        tags: vec![],
+                        instance: "i-2".into(),
+                    },
+                    events: vec![inv(t, Outcome::Success, 50.0)],
+                }],
+            });
+            assert_eq!(a.functions.len(), 2);
+            assert!(a.functions[&v2].platform.is_none());
+        }
+    }
+
+    #[test]
+    fn a_version_less_function_that_reports_is_not_a_placeholder() {
+        let t = 1_700_000_000;
+        let mut a = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
+        let mut bare = key("checkout");
+        bare.version = String::new();
+        let sdk = |events| Group {
+            target: Target::Function {
+                key: bare.clone(),
+                tags: vec![],
+                instance: String::new(),
+            },
+            events,
+        };
+        a.apply(Batch {
+            received_s: t,
+            groups: vec![throttles("eu-west-1", "123456789012", t, 1)],
+        });
+        // An SDK without faas.version reports the same key: it is that function's real series.
+        a.apply(Batch {
+            received_s: t,
+            groups: vec![sdk(vec![inv(t, Outcome::Success, 10.0)])],
+        });
+        a.apply(Batch {
+            received_s: t,
+            groups: vec![group("checkout", vec![inv(t, Outcome::Success, 10.0)])],
+        });
+        assert_eq!(a.functions.len(), 2, "{:?}", a.functions.keys());
+        assert!(a.functions.contains_key(&bare));
     }
 
     #[test]

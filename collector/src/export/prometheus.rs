@@ -23,7 +23,7 @@ use crate::{
         hist::Buckets,
     },
     cost::{CostReport, feed::DROP_REASONS, names},
-    ingest::{IngestStats, Protocol, Reject, Signal},
+    ingest::{IngestStats, ItemReject, Protocol, Reject, Signal},
     serve::Snapshot,
 };
 
@@ -532,6 +532,23 @@ pub fn render_self(
             r.label(),
             ingest.rejections(r)
         );
+    }
+    header(
+        out,
+        "lambdawatch_ingest_rejected_items_total",
+        "counter",
+        "Records left out of accepted requests (OTLP partial success), by reason.",
+    );
+    for s in Signal::ALL {
+        for r in ItemReject::ALL {
+            let _ = writeln!(
+                out,
+                "lambdawatch_ingest_rejected_items_total{{signal=\"{}\",reason=\"{}\"}} {}",
+                s.label(),
+                r.label(),
+                ingest.items_rejected(s, r)
+            );
+        }
     }
     header(
         out,

@@ -12,6 +12,11 @@
 //! - The extension's own `lambdawatch.extension.dropped{reason}` and `.retries` Sum points
 //!   (delta or cumulative) feed `lambdawatch_extension_*_total`.
 //! - Log records are accepted and counted.
+//! - A record that claims to be ours but cannot be aggregated is left out and counted in
+//!   [`Decoded::rejected`] with its reason (the rest of the request is kept; the receivers answer
+//!   with `partial_success`): an invocation/init span or an extension self-metric whose resource
+//!   has no `faas.name`; a duration, memory, timeout or count that is negative or not a number;
+//!   an `aws.lambda.outcome` outside Contract 1's four values.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +31,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, status::StatusCode},
 };
 
+use super::{ItemReject, Partial, Signal};
 use crate::aggregate::{
     Batch, Event, FunctionKey, Group, InitKind, Invocation, Outcome, PlatformCounter, Target,
 };
@@ -39,8 +45,49 @@ pub struct Decoded {
     pub batch: Batch,
     /// Spans, data points or log records in the request.
     pub items: u64,
-    /// Of those, how many fed no aggregate.
+    /// Of those, how many fed no aggregate because they are not ours (accepted).
     pub foreign: u64,
+    /// Of those, how many claimed to be ours but were left out, and why.
+    pub rejected: Rejected,
+}
+
+/// Records of one request left out, by [`ItemReject`], with the first reason in words.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rejected {
+    counts: [u64; ItemReject::ALL.len()],
+    first: Option<String>,
+}
+
+impl Rejected {
+    pub fn add(&mut self, reason: ItemReject, why: impl FnOnce() -> String) {
+        self.counts[reason as usize] += 1;
+        if self.first.is_none() {
+            self.first = Some(why());
+        }
+    }
+
+    pub fn count(&self, reason: ItemReject) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `partial_success` to answer with, when anything was left out of `items`.
+    pub fn partial(&self, items: u64, signal: Signal) -> Option<Partial> {
+        let n = self.total();
+        let first = self.first.as_deref().filter(|_| n > 0)?;
+        let unit = match signal {
+            Signal::Traces => "spans",
+            Signal::Metrics => "data points",
+            Signal::Logs => "log records",
+        };
+        Some(Partial {
+            rejected: n,
+            message: format!("{n} of {items} {unit} rejected; first: {first}"),
+        })
+    }
 }
 
 /// Decoding settings.
@@ -85,41 +132,72 @@ fn resource_target(attrs: &[KeyValue]) -> Option<Target> {
     })
 }
 
-fn span_duration_ms(span: &Span) -> f64 {
-    otlp::get_f64(&span.attributes, attr::AWS_LAMBDA_DURATION_MS).unwrap_or_else(|| {
-        span.end_time_unix_nano
-            .saturating_sub(span.start_time_unix_nano) as f64
-            / 1e6
-    })
+/// `v` when it is a valid amount (finite, not negative), else why not.
+fn amount(key: &str, v: f64) -> Result<f64, String> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{key} = {v} is not a non-negative number"))
+    }
 }
 
-/// One of our spans → an event; `None` for spans that feed no aggregate.
-pub fn span_event(span: &Span, received_s: u64) -> Option<Event> {
+/// The optional attribute `key`, checked by [`amount`].
+fn opt_amount(a: &[KeyValue], key: &str) -> Result<Option<f64>, String> {
+    otlp::get_f64(a, key).map(|v| amount(key, v)).transpose()
+}
+
+fn span_duration_ms(span: &Span) -> Result<f64, String> {
+    match otlp::get_f64(&span.attributes, attr::AWS_LAMBDA_DURATION_MS) {
+        Some(ms) => amount(attr::AWS_LAMBDA_DURATION_MS, ms),
+        None => Ok(span
+            .end_time_unix_nano
+            .saturating_sub(span.start_time_unix_nano) as f64
+            / 1e6),
+    }
+}
+
+/// One of our spans → an event; `Ok(None)` for spans that feed no aggregate (not ours); `Err`
+/// with the reason for one of ours whose values are invalid.
+pub fn span_event(span: &Span, received_s: u64) -> Result<Option<Event>, String> {
+    span_event_inner(span, received_s).map_err(|why| format!("span `{}`: {why}", span.name))
+}
+
+fn span_event_inner(span: &Span, received_s: u64) -> Result<Option<Event>, String> {
     let a = &span.attributes;
     let t_s = time_s(span.end_time_unix_nano, received_s);
-    match otlp::get_str(a, attr::LAMBDAWATCH_SPAN_TYPE)? {
+    let Some(kind) = otlp::get_str(a, attr::LAMBDAWATCH_SPAN_TYPE) else {
+        return Ok(None);
+    };
+    Ok(match kind {
         span_type::INVOCATION => {
-            let outcome = otlp::get_str(a, attr::AWS_LAMBDA_OUTCOME)
-                .and_then(Outcome::parse)
-                .unwrap_or_else(|| {
-                    let error = span
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.code == StatusCode::Error as i32);
-                    if error {
-                        Outcome::Error
-                    } else {
-                        Outcome::Success
-                    }
-                });
+            let outcome = match otlp::get_str(a, attr::AWS_LAMBDA_OUTCOME) {
+                Some(s) => Some(Outcome::parse(s).ok_or_else(|| {
+                    format!(
+                        "{} = `{s}` is not success, error, timeout or failure",
+                        attr::AWS_LAMBDA_OUTCOME
+                    )
+                })?),
+                None => None,
+            };
+            let outcome = outcome.unwrap_or_else(|| {
+                let error = span
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.code == StatusCode::Error as i32);
+                if error {
+                    Outcome::Error
+                } else {
+                    Outcome::Success
+                }
+            });
             Some(Event::Invocation(Invocation {
                 t_s,
                 outcome,
-                duration_ms: span_duration_ms(span),
-                billed_ms: otlp::get_f64(a, attr::AWS_LAMBDA_BILLED_DURATION_MS),
-                memory_mb: otlp::get_f64(a, attr::AWS_LAMBDA_MEMORY_SIZE_MB),
-                max_memory_mb: otlp::get_f64(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB),
-                timeout_ms: otlp::get_f64(a, attr::AWS_LAMBDA_TIMEOUT_MS),
+                duration_ms: span_duration_ms(span)?,
+                billed_ms: opt_amount(a, attr::AWS_LAMBDA_BILLED_DURATION_MS)?,
+                memory_mb: opt_amount(a, attr::AWS_LAMBDA_MEMORY_SIZE_MB)?,
+                max_memory_mb: opt_amount(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB)?,
+                timeout_ms: opt_amount(a, attr::AWS_LAMBDA_TIMEOUT_MS)?,
                 request_id: otlp::get_str(a, attr::FAAS_INVOCATION_ID).map(str::to_owned),
             }))
         }
@@ -127,10 +205,10 @@ pub fn span_event(span: &Span, received_s: u64) -> Option<Event> {
             t_s,
             kind: otlp::get_str(a, attr::AWS_LAMBDA_INIT_TYPE)
                 .map_or(InitKind::OnDemand, InitKind::parse),
-            duration_ms: span_duration_ms(span),
+            duration_ms: span_duration_ms(span)?,
         }),
         _ => None,
-    }
+    })
 }
 
 impl Decoder {
@@ -156,8 +234,16 @@ impl Decoder {
                 for span in &ss.spans {
                     d.items += 1;
                     match (&target, span_event(span, received_s)) {
-                        (Some(_), Some(ev)) => events.push(ev),
-                        _ => d.foreign += 1,
+                        (Some(_), Ok(Some(ev))) => events.push(ev),
+                        (None, Ok(Some(_))) => d.rejected.add(ItemReject::NoFunction, || {
+                            format!(
+                                "span `{}`: its resource has no {}",
+                                span.name,
+                                attr::FAAS_NAME
+                            )
+                        }),
+                        (_, Ok(None)) => d.foreign += 1,
+                        (_, Err(why)) => d.rejected.add(ItemReject::InvalidValue, || why),
                     }
                 }
             }
@@ -177,8 +263,17 @@ impl Decoder {
             ..Default::default()
         };
         // Platform counts in the Metric Streams shape.
-        let (platform, mut used) = self.platform_batch(&cw::parse_request(req), received_s);
-        d.batch.groups = platform.groups;
+        let mut used = 0u64;
+        for (origin, p) in &cw::parse_request(req) {
+            match self.platform_group(origin, p, received_s) {
+                Some(Ok(group)) => {
+                    used += 1;
+                    d.batch.groups.push(group);
+                }
+                Some(Err(why)) => d.rejected.add(ItemReject::InvalidValue, || why),
+                None => {}
+            }
+        }
         // The extension's self-metrics, and the item count of everything.
         for rm in &req.resource_metrics {
             let attrs = rm
@@ -204,8 +299,21 @@ impl Decoder {
                         let value = match dp.value {
                             Some(number_data_point::Value::AsInt(i)) => i as f64,
                             Some(number_data_point::Value::AsDouble(f)) => f,
-                            None => continue,
+                            None => f64::NAN,
                         };
+                        let value = match amount(&metric.name, value) {
+                            Ok(v) => v,
+                            Err(why) => {
+                                d.rejected.add(ItemReject::InvalidValue, || why);
+                                continue;
+                            }
+                        };
+                        if target.is_none() {
+                            d.rejected.add(ItemReject::NoFunction, || {
+                                format!("{}: its resource has no {}", metric.name, attr::FAAS_NAME)
+                            });
+                            continue;
+                        }
                         used += 1;
                         events.push(Event::Extension {
                             retries,
@@ -218,12 +326,11 @@ impl Decoder {
                     }
                 }
             }
-            match target {
-                Some(target) if !events.is_empty() => d.batch.groups.push(Group { target, events }),
-                _ => used -= events.len() as u64,
+            if let (Some(target), false) = (target, events.is_empty()) {
+                d.batch.groups.push(Group { target, events });
             }
         }
-        d.foreign = d.items.saturating_sub(used);
+        d.foreign = d.items.saturating_sub(used + d.rejected.total());
         d
     }
 
@@ -237,18 +344,19 @@ impl Decoder {
     ) -> (Batch, u64) {
         let groups: Vec<Group> = points
             .iter()
-            .filter_map(|(origin, p)| self.platform_group(origin, p, received_s))
+            .filter_map(|(origin, p)| self.platform_group(origin, p, received_s)?.ok())
             .collect();
         let used = groups.len() as u64;
         (Batch { received_s, groups }, used)
     }
 
+    /// `None` for points that are not ours; `Some(Err)` for ours with an invalid count.
     fn platform_group(
         &self,
         origin: &cw::StreamOrigin,
         p: &cw::PlatformCount,
         received_s: u64,
-    ) -> Option<Group> {
+    ) -> Option<Result<Group, String>> {
         let (function, counter, queue) = match p.namespace.as_str() {
             cw::NAMESPACE_LAMBDA => {
                 let counter = PlatformCounter::from_lambda_metric(&p.metric_name)?;
@@ -272,15 +380,15 @@ impl Decoder {
             }
             _ => return None,
         };
-        if !p.sum.is_finite() || p.sum < 0.0 {
-            return None;
+        if let Err(why) = amount(&format!("{}/{}", p.namespace, p.metric_name), p.sum) {
+            return Some(Err(format!("{function}: {why}")));
         }
         let ns = if p.start_unix_nano > 0 {
             p.start_unix_nano
         } else {
             p.end_unix_nano
         };
-        Some(Group {
+        Some(Ok(Group {
             target: Target::Platform {
                 function,
                 region: origin.region.clone(),
@@ -293,7 +401,7 @@ impl Decoder {
                 value: p.sum.round() as u64,
                 queue,
             }],
-        })
+        }))
     }
 
     pub fn logs(&self, req: &ExportLogsServiceRequest, received_s: u64) -> Decoded {
@@ -313,6 +421,7 @@ impl Decoder {
             },
             items,
             foreign: items,
+            rejected: Rejected::default(),
         }
     }
 }

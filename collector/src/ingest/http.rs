@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::{
 use prost::Message;
 
 use super::{
-    Ingest, Protocol, Reject, Signal,
+    ExportResponse, Ingest, Protocol, Reject, Signal,
     body::{BodyError, decode_content, read_limited},
     decode::Decoded,
     now_s,
@@ -97,7 +97,7 @@ async fn handle<Req, Resp>(
 ) -> Response
 where
     Req: Message + Default + serde::de::DeserializeOwned,
-    Resp: Message + Default + serde::Serialize,
+    Resp: Message + ExportResponse + serde::Serialize,
 {
     let headers = req.headers();
     let ctype = headers
@@ -180,20 +180,16 @@ where
         Err(msg) => return reject(&ingest, signal, format, Reject::Malformed, &msg),
     };
     let decoded = decode(&ingest, &request, now_s());
-    let items = decoded.items;
-    ingest
-        .stats
-        .foreign_items
-        .fetch_add(decoded.foreign, std::sync::atomic::Ordering::Relaxed);
-    if let Err(r) = ingest.enqueue(decoded.batch) {
-        let msg = match r {
-            Reject::QueueFull => "ingest queue full; retry later",
-            _ => "shutting down",
-        };
-        return reject(&ingest, signal, format, r, msg);
-    }
-    ingest.stats.accepted(Protocol::Http, signal, items);
-    let resp = Resp::default();
+    let resp = match ingest.submit(Protocol::Http, signal, decoded) {
+        Ok(partial) => Resp::accepted(partial),
+        Err(r) => {
+            let msg = match r {
+                Reject::QueueFull => "ingest queue full; retry later",
+                _ => "shutting down",
+            };
+            return reject(&ingest, signal, format, r, msg);
+        }
+    };
     let (ct, body) = match format {
         Format::Protobuf => (
             HeaderValue::from_static(PROTOBUF),
