@@ -124,14 +124,14 @@ pub mod pairs {
 }
 
 /// Serde helper for counter rings, which are mostly zeros: a list of integers where a value
-/// `v ≥ 0` is one counter and `v < 0` is a run of `-v` zero counters. An idle ring of 1,374
-/// counters becomes `[-1374]`; the JSON (and the time the aggregator spends writing it) shrinks
+/// `v ≥ 0` is one counter and `v < 0` is a run of `-v` zero counters. An idle ring of 2,160
+/// counters becomes `[-2160]`; the JSON (and the time the aggregator spends writing it) shrinks
 /// with the traffic instead of the ring size.
 pub mod zero_runs {
     use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
 
-    /// Largest ring a checkpoint may describe (4 rings of ≤ 72 buckets × a stride far above any
-    /// real layout): a guard against a corrupt document asking for gigabytes of zeros.
+    /// Largest ring a checkpoint may describe (≤ 360 buckets × a stride far above any real
+    /// layout): a guard against a corrupt document asking for gigabytes of zeros.
     pub const MAX_LEN: usize = 1 << 20;
 
     pub fn serialize<S: Serializer>(data: &[u32], s: S) -> Result<S::Ok, S::Error> {
