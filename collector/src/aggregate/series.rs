@@ -744,7 +744,6 @@ mod tests {
         assert!(s.sum(w6h, now, 1).abs_diff(fresh.sum(w6h, now, 1)) <= 2);
         // The converted series keeps counting with consistent totals.
         let mut s = s;
-        let mut fresh = fresh;
         for i in 1..500u64 {
             s.add(now + i * 60, 0, 1);
             fresh.add(now + i * 60, 0, 1);
