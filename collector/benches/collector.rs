@@ -367,7 +367,7 @@ fn evaluate(c: &mut Criterion) {
     let (floor_cpu, floor_wall) = time(1000, &mut || {
         black_box(floor(&a));
     });
-    // Breakdown: the window sums alone (every function's rings walked once for all windows).
+    // Breakdown: the window sums alone (every function's windows from its running totals).
     let plan = eval::WindowPlan::for_spec(&spec, NOW);
     let mut buf = Vec::new();
     let (sums_cpu, sums_wall) = time(10, &mut || {

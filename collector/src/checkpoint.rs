@@ -91,8 +91,13 @@ use crate::{
 
 /// `format` of every checkpoint document.
 pub const FORMAT: &str = "lambdawatch-checkpoint";
-/// Bumped on any change a previous reader would misread.
-pub const VERSION: u32 = 1;
+/// Bumped on any change a previous reader would misread. 2: the `6h` window's ring of 10-minute
+/// buckets became a ring of 1-minute buckets (`aggregate::series`).
+pub const VERSION: u32 = 2;
+/// Older versions this collector still reads, converting them ([`restore`] says how many
+/// functions were converted): 1 (its rings are converted by `Series`'s deserialisation; the
+/// `1h`, `3d` and `30d` counts are kept exactly).
+pub const READS_VERSIONS: [u32; 2] = [1, VERSION];
 /// Largest decompressed document accepted (a guard against a corrupt or hostile object).
 pub const MAX_DECOMPRESSED_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -121,14 +126,14 @@ pub mod pairs {
 }
 
 /// Serde helper for counter rings, which are mostly zeros: a list of integers where a value
-/// `v ≥ 0` is one counter and `v < 0` is a run of `-v` zero counters. An idle ring of 1,374
-/// counters becomes `[-1374]`; the JSON (and the time the aggregator spends writing it) shrinks
+/// `v ≥ 0` is one counter and `v < 0` is a run of `-v` zero counters. An idle ring of 2,160
+/// counters becomes `[-2160]`; the JSON (and the time the aggregator spends writing it) shrinks
 /// with the traffic instead of the ring size.
 pub mod zero_runs {
     use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
 
-    /// Largest ring a checkpoint may describe (4 rings of ≤ 72 buckets × a stride far above any
-    /// real layout): a guard against a corrupt document asking for gigabytes of zeros.
+    /// Largest ring a checkpoint may describe (≤ 360 buckets × a stride far above any real
+    /// layout): a guard against a corrupt document asking for gigabytes of zeros.
     pub const MAX_LEN: usize = 1 << 20;
 
     pub fn serialize<S: Serializer>(data: &[u32], s: S) -> Result<S::Ok, S::Error> {
@@ -420,7 +425,7 @@ pub fn decode(body: &[u8]) -> Result<Document, DecodeError> {
         return Err(DecodeError::Gzip("too large".into()));
     }
     let h: Header = serde_json::from_slice(&json).map_err(|e| DecodeError::Json(e.to_string()))?;
-    if h.format != FORMAT || h.version != VERSION {
+    if h.format != FORMAT || !READS_VERSIONS.contains(&h.version) {
         return Err(DecodeError::Incompatible {
             format: h.format,
             version: h.version,
@@ -441,12 +446,19 @@ pub struct Restored {
     pub alerts: usize,
     /// False when the layout differed (the SLO thresholds changed): counts were not restored.
     pub counts: bool,
+    /// The document's format version.
+    pub version: u32,
+    /// Functions whose counter rings were converted from an older format (version 1).
+    pub converted: usize,
 }
 
 /// Applies `doc` to a fresh state. Counts are restored only if they were counted against the
 /// same [`Layout`]; alert states always (a firing alert must not page twice).
 pub fn restore(doc: Document, agg: &mut Aggregates, states: &mut AlertStates) -> Restored {
-    let mut r = Restored::default();
+    let mut r = Restored {
+        version: doc.version,
+        ..Restored::default()
+    };
     if doc.layout == agg.layout {
         let layout = agg.layout.clone();
         let (ok, bad): (Vec<_>, Vec<_>) = doc
@@ -454,6 +466,16 @@ pub fn restore(doc: Document, agg: &mut Aggregates, states: &mut AlertStates) ->
             .into_iter()
             .partition(|(_, s)| s.is_well_formed(&layout));
         r.malformed = bad.len();
+        r.converted = ok.iter().filter(|(_, s)| s.converted_rings()).count();
+        if r.converted > 0 {
+            tracing::info!(
+                from_version = doc.version,
+                to_version = VERSION,
+                functions = r.converted,
+                "checkpoint counts converted: 1h, 3d and 30d windows exact; the 6h window's \
+                 10-minute counts spread over their minutes until 6 h of new traffic replace them"
+            );
+        }
         r.functions = agg.restore(ok, doc.latest, doc.latest_by_name);
         r.counts = true;
     }
@@ -902,7 +924,9 @@ mod tests {
                 functions: 3,
                 malformed: 0,
                 alerts: all_alerts.len(),
-                counts: true
+                counts: true,
+                version: VERSION,
+                converted: 0,
             }
         );
         assert_eq!(saved_alerts(&ev_b.states), {
@@ -965,10 +989,17 @@ mod tests {
         let agg = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
         let json = to_json(&agg, "t", 0, &[], None).unwrap();
         let text = String::from_utf8(json).unwrap();
-        let future = text.replace("\"version\":1", "\"version\":2");
+        let current = format!("\"version\":{VERSION}");
+        assert!(text.contains(&current));
+        let future = text.replace(&current, "\"version\":3");
         assert!(matches!(
             decode(&gzip(future.as_bytes()).unwrap()),
-            Err(DecodeError::Incompatible { version: 2, .. })
+            Err(DecodeError::Incompatible { version: 3, .. })
+        ));
+        let past = text.replace(&current, "\"version\":0");
+        assert!(matches!(
+            decode(&gzip(past.as_bytes()).unwrap()),
+            Err(DecodeError::Incompatible { version: 0, .. })
         ));
         assert!(matches!(decode(b"not gzip"), Err(DecodeError::Gzip(_))));
         let tomb = serde_json::to_vec(&Tombstone {
@@ -1009,6 +1040,157 @@ mod tests {
         let r = restore(doc, &mut dst, &mut AlertStates::default());
         assert!(!r.counts);
         assert!(dst.functions.is_empty());
+    }
+
+    /// Rewrites a current document the way checkpoint format 1 stored the same counts: four
+    /// rings per series, the minute ring holding the last hour and a ring of 10-minute buckets
+    /// for 6 h (both derived from the current 1-minute ring, which holds every minute they
+    /// cover), the 1-hour and 12-hour rings unchanged.
+    fn as_format_1(doc: &mut serde_json::Value) {
+        use serde_json::{Value, json};
+        fn expand(v: &Value) -> Vec<u64> {
+            let mut out = Vec::new();
+            for x in v.as_array().unwrap() {
+                let x = x.as_i64().unwrap();
+                if x < 0 {
+                    out.resize(out.len() + x.unsigned_abs() as usize, 0);
+                } else {
+                    out.push(x as u64);
+                }
+            }
+            out
+        }
+        fn walk(v: &mut Value) {
+            match v {
+                Value::Object(o) if o.contains_key("stride") && o.contains_key("rings") => {
+                    let stride = o["stride"].as_u64().unwrap() as usize;
+                    let rings = o["rings"].as_array().unwrap().clone();
+                    assert_eq!(rings.len(), 3);
+                    let m = &rings[0];
+                    let data = expand(&m["data"]);
+                    let (m1, m10) = match m["head"].as_u64() {
+                        None => (
+                            json!({"width": 60, "len": 60, "head": null, "data": []}),
+                            json!({"width": 600, "len": 36, "head": null, "data": []}),
+                        ),
+                        Some(head) => {
+                            let minute = |i: u64, s: usize| -> u64 {
+                                if i + 360 > head && i <= head && !data.is_empty() {
+                                    data[(i % 360) as usize * stride + s]
+                                } else {
+                                    0
+                                }
+                            };
+                            let mut d1 = vec![0u64; 60 * stride];
+                            for i in head - 59..=head {
+                                for s in 0..stride {
+                                    d1[(i % 60) as usize * stride + s] = minute(i, s);
+                                }
+                            }
+                            let h10 = head / 10;
+                            let mut d10 = vec![0u64; 36 * stride];
+                            for b in h10 - 35..=h10 {
+                                for s in 0..stride {
+                                    d10[(b % 36) as usize * stride + s] =
+                                        (b * 10..b * 10 + 10).map(|i| minute(i, s)).sum();
+                                }
+                            }
+                            (
+                                json!({"width": 60, "len": 60, "head": head, "data": d1}),
+                                json!({"width": 600, "len": 36, "head": h10, "data": d10}),
+                            )
+                        }
+                    };
+                    o.insert(
+                        "rings".into(),
+                        json!([m1, m10, rings[1].clone(), rings[2].clone()]),
+                    );
+                }
+                Value::Object(o) => o.values_mut().for_each(walk),
+                Value::Array(a) => a.iter_mut().for_each(walk),
+                _ => {}
+            }
+        }
+        doc["version"] = json!(1);
+        walk(doc);
+    }
+
+    /// Upgrading: a format-1 checkpoint is read and converted, not dropped. The 30-day budgets
+    /// (and every other window, for traffic even within 10-minute buckets, as here) evaluate
+    /// exactly as in the collector that wrote it, and the restored rings keep counting.
+    #[test]
+    fn format_1_checkpoint_is_converted_keeping_the_budgets() {
+        let spec = SloSpec::embedded_default();
+        let layout = eval::layout_for(&spec);
+        let mut agg = Aggregates::new(layout.clone(), 100);
+        // Ten days ago: errors that only the 30-day budget still sees.
+        agg.apply(Batch {
+            received_s: T0 - 10 * 86_400,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: key("ok"),
+                    tags: vec![],
+                    instance: "i-1".into(),
+                },
+                events: (0..30u64)
+                    .map(|i| inv(T0 - 10 * 86_400 + i, Outcome::Error, 40.0))
+                    .collect(),
+            }],
+        });
+        traffic(&mut agg);
+        let json = to_json(&agg, "task-1", T0, &[], None).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        as_format_1(&mut doc);
+        let v1 = serde_json::to_vec(&doc).unwrap();
+        assert!(String::from_utf8_lossy(&v1).contains("\"width\":600"));
+        let decoded = decode(&gzip(&v1).unwrap()).expect("format 1 is still read");
+        assert_eq!(decoded.version, 1);
+        let mut agg_b = Aggregates::new(layout, 100);
+        let r = restore(decoded, &mut agg_b, &mut AlertStates::default());
+        assert_eq!((r.version, r.functions, r.converted), (1, 3, 3), "{r:?}");
+        assert!(r.counts && r.malformed == 0);
+        let ok = |ev: &eval::Evaluation| {
+            let f = ev.functions.iter().find(|f| f.key == key("ok")).unwrap();
+            f.slos
+                .iter()
+                .find(|s| s.name == "error_rate")
+                .unwrap()
+                .budget
+        };
+        for k in 0..400u64 {
+            let now = T0 + k * 60;
+            if k % 30 == 0 {
+                let more: Vec<Event> = (0..3u64)
+                    .map(|i| inv(now + i, Outcome::Success, 40.0))
+                    .collect();
+                for a in [&mut agg, &mut agg_b] {
+                    a.apply(Batch {
+                        received_s: now,
+                        groups: vec![Group {
+                            target: Target::Function {
+                                key: key("slow"),
+                                tags: vec![("team".into(), "slow".into())],
+                                instance: "i-1".into(),
+                            },
+                            events: more.clone(),
+                        }],
+                    });
+                }
+            }
+            let (a, b) = (
+                eval::evaluate(&spec, &agg, now),
+                eval::evaluate(&spec, &agg_b, now),
+            );
+            assert_eq!(ok(&b).bad(), 30, "the 30-day budget keeps the old errors");
+            assert_eq!(without_percentiles(a), without_percentiles(b), "+{k} min");
+        }
+        // Written again, it is a current document.
+        let again = to_json(&agg_b, "task-1", T0, &[], None).unwrap();
+        let d = decode(&gzip(&again).unwrap()).unwrap();
+        assert_eq!(d.version, VERSION);
+        let mut agg_c = Aggregates::new(eval::layout_for(&spec), 100);
+        let r = restore(d, &mut agg_c, &mut AlertStates::default());
+        assert_eq!((r.functions, r.converted), (3, 0));
     }
 
     #[test]

@@ -304,7 +304,8 @@ fn restart_restores_state_from_dynamodb_and_pages_once() {
         ),
     );
     assert_eq!(h["format"], "lambdawatch-checkpoint");
-    assert_eq!(h["version"], 1);
+    // `collector/src/checkpoint.rs` VERSION (2: 1-minute buckets for the 6 h window).
+    assert_eq!(h["version"], 2);
     assert_eq!(h["task_id"], TASK_ID);
     assert_eq!(h["functions"], json!(["orders"]));
     assert!(

@@ -372,6 +372,14 @@ impl FunctionState {
             && self.cold.windows(2).all(|w| w[0].0 < w[1].0)
     }
 
+    /// Whether any of this state's series was converted from checkpoint format 1 when read
+    /// ([`Series::converted`]).
+    pub fn converted_rings(&self) -> bool {
+        self.invocations.converted()
+            || self.platform.as_ref().is_some_and(Series::converted)
+            || self.cold.iter().any(|(_, c)| c.series.converted())
+    }
+
     /// The cold starts of one init type, if any were seen.
     pub fn cold_starts(&self, kind: InitKind) -> Option<&ColdStarts> {
         self.cold.iter().find(|(k, _)| *k == kind).map(|(_, c)| c)

@@ -16,19 +16,21 @@
 //!
 //! ## Memory bound per function
 //! With `K` distinct cold-start thresholds, `F` timeout-budget fractions and `I` init types seen:
-//! - counts: `229 buckets × 4 B × ((5 + F) + I × (1 + K) + 5 if platform counts arrive)`;
+//! - counts (`series`): `(493 buckets × 4 B + 6 running totals × 8 B) × S + 240 B` per series,
+//!   with `S = (5 + F) + I × (1 + K) + 5 if platform counts arrive` counters in all;
 //! - Prometheus buckets: `(17 + K) × 8 B × (1 + I)`;
 //! - HdrHistograms: ≤ 2 slots × (1 + I) × 7.2 KiB (2 significant figures, 1 ms unit, resized to
 //!   the largest value seen: 2 KiB per slot below 1 s, 7.2 KiB at Lambda's 15-minute maximum);
 //! - tags ≤ 64 × (2 × 256 B + 48 B); side maps (DLQ queues, drop reasons) ≤ 32 entries each;
 //! - the inline state and its share of the function table (≈ 1 KiB).
 //!
-//! For the default spec (K = 1, F = 1) and one init type that is ≤ 38 KiB worst case; measured:
-//! 18.8 KiB per function with a counting allocator over 10,000 functions with a day of traffic
-//! each (`cargo bench --bench collector`, `docs/BENCHMARKS.md`), and the `heap_bytes` accounting
-//! checked against the bound by `memory_per_function_is_bounded` (10,000 functions). The number of
-//! functions is capped by `LAMBDAWATCH_MAX_FUNCTIONS` (default 20,000 → ≤ 0.8 GB worst case,
-//! ≈ 0.4 GB typical).
+//! For the default spec (K = 1, F = 1) and one init type that is ≤ 47 KiB worst case (the counts
+//! 16.6 KiB of it: 1-minute buckets over 6 h since checkpoint format 2, for a `6h` window exact
+//! to the minute; 7.3 KiB before, with 10-minute buckets); measured with a counting allocator
+//! over 10,000 functions with a day of traffic each (`cargo bench --bench collector`,
+//! `docs/BENCHMARKS.md`), and the `heap_bytes` accounting checked against the bound by
+//! `memory_per_function_is_bounded` (10,000 functions). The number of functions is capped by
+//! `LAMBDAWATCH_MAX_FUNCTIONS` (default 20,000 → ≤ 1 GB worst case, ≈ 0.55 GB typical).
 
 pub mod function;
 pub mod hist;
@@ -905,7 +907,7 @@ pub(crate) mod tests {
         for i in 0..10_000u64 {
             let name = format!("fn-{i:05}");
             let mut events = Vec::new();
-            // One invocation every 10 minutes over 24 h touches every bucket of rings 0–2.
+            // One invocation every 10 minutes over 24 h touches every ring.
             for k in 0..144u64 {
                 let t = t0 + k * 600 + (i % 600);
                 events.push(inv(t, Outcome::Success, 50.0 + (k % 900) as f64));
@@ -922,13 +924,15 @@ pub(crate) mod tests {
         }
         assert_eq!(a.functions.len(), 10_000);
         let per_fn = a.heap_bytes() / 10_000;
-        // Stated bound for K = 1, F = 1, I = 1: counts 229×4×(6+2) = 7.3 KiB, Prometheus buckets
-        // < 1 KiB, HdrHistograms ≤ 4 × 7.2 KiB worst case, fixed parts < 1 KiB.
-        let bound = 229 * 4 * (6 + 2) + 2 * 18 * 8 + 4 * 7_400 + 1_500;
+        // Stated bound for K = 1, F = 1, I = 1: counts (493×4 + 6×8)×(6+2) + 2×240 = 16.6 KiB,
+        // Prometheus buckets < 1 KiB, HdrHistograms ≤ 4 × 7.2 KiB worst case, fixed parts
+        // < 1.5 KiB.
+        let counts = (series::BUCKETS * 4 + series::TRACKED_WINDOWS * 8) * (6 + 2) + 2 * 240;
+        let bound = counts + 2 * 18 * 8 + 4 * 7_400 + 1_500;
         assert!(per_fn <= bound, "{per_fn} B per function > bound {bound} B");
         // And the accounting sees at least the dense counters every ring holds.
         assert!(
-            per_fn >= 229 * 4 * 8,
+            per_fn >= series::BUCKETS * 4 * 8,
             "{per_fn} B is less than the counters alone"
         );
         eprintln!("memory per function: {per_fn} B (bound {bound} B)");

@@ -111,8 +111,9 @@ impl Counts {
 }
 
 /// The windows one evaluation reads (the report windows, every SLO window, every burn-rule
-/// window, the no-data lookback), resolved once per evaluation and grouped by ring so that each
-/// function's rings are walked once for all of them ([`Series::sum_windows_into`]).
+/// window, the no-data lookback), resolved once per evaluation and grouped by ring. Each
+/// function's windows are then read from its series' running totals
+/// ([`Series::sum_windows_into`]: O(buckets since its last report) per window, not O(window)).
 ///
 /// [`Series::sum_windows_into`]: crate::aggregate::series::Series::sum_windows_into
 #[derive(Debug, Clone)]
@@ -169,14 +170,21 @@ impl WindowPlan {
         Self::new(windows, now_s)
     }
 
+    /// The sum block of `window` (`None`: not in the plan, or longer than the series keep).
+    fn block_of(&self, window: Duration) -> Option<usize> {
+        let secs = window.as_secs();
+        let i = self.secs.iter().position(|s| *s == secs)?;
+        self.block.get(i).copied().flatten()
+    }
+
     fn blocks(&self) -> usize {
         self.rings.iter().map(Vec::len).sum()
     }
 }
 
 /// Per-window sums of one function at one `now`: every series (invocations, each cold-start
-/// series, platform) summed over every window of a [`WindowPlan`], computed up front in one walk
-/// per ring into a buffer reused from function to function.
+/// series, platform) summed over every window of a [`WindowPlan`], computed up front into a
+/// buffer reused from function to function.
 #[derive(Debug)]
 pub struct Sums<'a> {
     layout: &'a Layout,
@@ -232,21 +240,23 @@ impl<'a> Sums<'a> {
         }
     }
 
-    /// The counters over `window` (`None` when the plan does not hold it or the series keep
+    /// The counters of block `b` (`None`: the plan does not hold the window or the series keep
     /// no such window: all zero).
-    fn get(&self, window: Duration) -> Option<&[u64]> {
-        let secs = window.as_secs();
-        let i = self.plan.secs.iter().position(|s| *s == secs)?;
-        let b = self.plan.block[i]?;
+    fn block(&self, b: Option<usize>) -> Option<&[u64]> {
+        let b = b?;
         self.buf.get(b * self.width..(b + 1) * self.width)
     }
 
     /// The counts of `sli` over `window`.
     pub fn counts(&self, sli: &Sli, window: Duration) -> Counts {
-        let layout = self.layout;
+        self.counts_at(SliIndex::new(sli, self.layout), self.plan.block_of(window))
+    }
+
+    /// The counts of a resolved SLI over the window of block `b` (see [`WindowPlan::block_of`]).
+    fn counts_at(&self, sli: SliIndex<'_>, b: Option<usize>) -> Counts {
         let state = self.state;
         let stride = state.invocations.stride();
-        let Some(counters) = self.get(window) else {
+        let Some(counters) = self.block(b) else {
             return Counts::default();
         };
         let plat_at = self.width - PlatformCounter::COUNT;
@@ -258,16 +268,13 @@ impl<'a> Sums<'a> {
                 0
             }
         };
-        match sli {
-            Sli::ColdStart {
-                threshold,
-                init_types,
-            } => {
-                let Some(idx) = layout.cold_index(threshold.as_secs_f64() * 1000.0) else {
+        match sli.sli {
+            Sli::ColdStart { init_types, .. } => {
+                let Some(idx) = sli.slot else {
                     return Counts::default();
                 };
                 let mut c = Counts::default();
-                let cold = layout.cold_stride();
+                let cold = self.layout.cold_stride();
                 for (i, (kind, _)) in state.cold.iter().enumerate() {
                     if init_types.iter().any(|t| init_kind(*t) == *kind) {
                         let base = stride + i * cold;
@@ -281,7 +288,7 @@ impl<'a> Sums<'a> {
                 good: inv(0),
                 valid: (0..4).map(inv).sum(),
             },
-            Sli::TimeoutBudget { fraction } => match layout.fraction_index(*fraction) {
+            Sli::TimeoutBudget { .. } => match sli.slot {
                 Some(idx) => Counts {
                     good: inv(INV_TB_GOOD + idx),
                     valid: inv(INV_TB_TOTAL),
@@ -289,10 +296,10 @@ impl<'a> Sums<'a> {
                 None => Counts::default(),
             },
             Sli::DlqRatio => {
-                let v = platform;
-                let valid = v[PlatformCounter::AsyncEventsReceived as usize];
-                let bad = v[PlatformCounter::AsyncEventsDropped as usize]
-                    .max(v[PlatformCounter::DlqMessagesSent as usize]);
+                let at = |c: PlatformCounter| platform.get(c as usize).copied().unwrap_or(0);
+                let valid = at(PlatformCounter::AsyncEventsReceived);
+                let bad = at(PlatformCounter::AsyncEventsDropped)
+                    .max(at(PlatformCounter::DlqMessagesSent));
                 Counts {
                     good: valid.saturating_sub(bad),
                     valid: valid.max(bad),
@@ -302,6 +309,56 @@ impl<'a> Sums<'a> {
                 good: 0,
                 valid: v_throttles(platform),
             },
+        }
+    }
+}
+
+/// An SLI with its [`Layout`] slot resolved once per evaluation (the cold-start threshold's or
+/// the timeout-budget fraction's index; `None` for the others, or when the layout lacks it).
+#[derive(Debug, Clone, Copy)]
+struct SliIndex<'s> {
+    sli: &'s Sli,
+    slot: Option<usize>,
+}
+
+impl<'s> SliIndex<'s> {
+    fn new(sli: &'s Sli, layout: &Layout) -> Self {
+        let slot = match sli {
+            Sli::ColdStart { threshold, .. } => layout.cold_index(threshold.as_secs_f64() * 1000.0),
+            Sli::TimeoutBudget { fraction } => layout.fraction_index(*fraction),
+            _ => None,
+        };
+        Self { sli, slot }
+    }
+}
+
+/// One SLO's windows resolved to [`WindowPlan`] blocks, once per evaluation.
+#[derive(Debug, Clone)]
+struct SloPlan<'s> {
+    sli: SliIndex<'s>,
+    report: [Option<usize>; REPORT_WINDOWS.len()],
+    budget: Option<usize>,
+    /// `(long, short, low-traffic guard)` per burn rule.
+    rules: Vec<(Option<usize>, Option<usize>, u64)>,
+}
+
+impl<'s> SloPlan<'s> {
+    fn new(slo: &'s SloDef, defaults: &Defaults, layout: &Layout, plan: &WindowPlan) -> Self {
+        Self {
+            sli: SliIndex::new(&slo.sli, layout),
+            report: REPORT_WINDOWS.map(|w| plan.block_of(w)),
+            budget: plan.block_of(slo.window),
+            rules: defaults
+                .burn_rules
+                .iter()
+                .map(|r| {
+                    (
+                        plan.block_of(r.long),
+                        plan.block_of(r.short),
+                        defaults.min_events_for(r.long),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -355,7 +412,8 @@ pub struct SloStatus {
     pub name: String,
     pub objective: f64,
     pub window: Duration,
-    pub windows: Vec<WindowStatus>,
+    /// One per [`REPORT_WINDOWS`], in that order.
+    pub windows: [WindowStatus; REPORT_WINDOWS.len()],
     /// Over the SLO window.
     pub budget: Counts,
     pub budget_consumed: f64,
@@ -386,27 +444,29 @@ fn burn(slo: &SloDef, c: Counts) -> Option<f64> {
     slo.burn_rate(c.bad(), c.valid)
 }
 
-fn evaluate_slo(slo_index: usize, slo: &SloDef, defaults: &Defaults, sums: &Sums<'_>) -> SloStatus {
+fn evaluate_slo(
+    slo_index: usize,
+    slo: &SloDef,
+    defaults: &Defaults,
+    plan: &SloPlan<'_>,
+    sums: &Sums<'_>,
+) -> SloStatus {
     let count_budget = slo.sli.is_count_budget();
-    let windows = REPORT_WINDOWS
-        .iter()
-        .zip(REPORT_WINDOW_LABELS)
-        .map(|(w, label)| {
-            let c = sums.counts(&slo.sli, *w);
-            WindowStatus {
-                window: label,
-                good: c.good,
-                valid: c.valid,
-                sli: if count_budget {
-                    Some(c.valid as f64)
-                } else {
-                    c.ratio()
-                },
-                burn_rate: burn(slo, c),
-            }
-        })
-        .collect();
-    let budget = sums.counts(&slo.sli, slo.window);
+    let windows = std::array::from_fn(|i| {
+        let c = sums.counts_at(plan.sli, plan.report[i]);
+        WindowStatus {
+            window: REPORT_WINDOW_LABELS[i],
+            good: c.good,
+            valid: c.valid,
+            sli: if count_budget {
+                Some(c.valid as f64)
+            } else {
+                c.ratio()
+            },
+            burn_rate: burn(slo, c),
+        }
+    });
+    let budget = sums.counts_at(plan.sli, plan.budget);
     let consumed = if count_budget {
         if slo.objective > 0.0 {
             budget.valid as f64 / slo.objective
@@ -443,11 +503,11 @@ fn evaluate_slo(slo_index: usize, slo: &SloDef, defaults: &Defaults, sums: &Sums
             },
         });
     } else {
-        for rule in &defaults.burn_rules {
-            let long = sums.counts(&slo.sli, rule.long);
-            let short = sums.counts(&slo.sli, rule.short);
+        for (rule, (long_b, short_b, min_events)) in defaults.burn_rules.iter().zip(&plan.rules) {
+            let long = sums.counts_at(plan.sli, *long_b);
+            let short = sums.counts_at(plan.sli, *short_b);
             let (bl, bs) = (burn(slo, long), burn(slo, short));
-            let guard_passed = long.valid >= defaults.min_events_for(rule.long);
+            let guard_passed = long.valid >= *min_events;
             let active = guard_passed
                 && bl.is_some_and(|b| b >= rule.factor)
                 && bs.is_some_and(|b| b >= rule.factor);
@@ -491,7 +551,15 @@ pub fn no_data(defaults: &Defaults, sums: &Sums<'_>) -> Option<Condition> {
     let (state, now_s) = (sums.state, sums.now_s);
     let silent = now_s.saturating_sub(state.last_seen_s);
     let lookback = NO_DATA_LOOKBACK.as_secs();
-    let recent = sums.counts(&Sli::ErrorRate, NO_DATA_LOOKBACK).valid;
+    let recent = sums
+        .counts_at(
+            SliIndex {
+                sli: &Sli::ErrorRate,
+                slot: None,
+            },
+            sums.plan.block_of(NO_DATA_LOOKBACK),
+        )
+        .valid;
     let expected = lookback / after.as_secs().max(1);
     let was_reporting = recent >= expected.max(1);
     let active =
@@ -534,6 +602,8 @@ pub struct Evaluator<'a> {
     spec: &'a SloSpec,
     layout: &'a Layout,
     plan: WindowPlan,
+    /// Per SLO of the spec: its windows' blocks and resolved SLI.
+    slo_plans: Vec<SloPlan<'a>>,
     selects_all: Vec<bool>,
     now_s: u64,
     buf: Vec<u64>,
@@ -541,10 +611,16 @@ pub struct Evaluator<'a> {
 
 impl<'a> Evaluator<'a> {
     pub fn new(spec: &'a SloSpec, layout: &'a Layout, now_s: u64) -> Self {
+        let plan = WindowPlan::for_spec(spec, now_s);
         Self {
             spec,
             layout,
-            plan: WindowPlan::for_spec(spec, now_s),
+            slo_plans: spec
+                .slos
+                .iter()
+                .map(|s| SloPlan::new(s, &spec.defaults, layout, &plan))
+                .collect(),
+            plan,
             selects_all: spec.slos.iter().map(selects_all).collect(),
             now_s,
             buf: Vec::new(),
@@ -556,7 +632,7 @@ impl<'a> Evaluator<'a> {
         let (spec, now_s) = (self.spec, self.now_s);
         let sums = Sums::new(self.layout, &self.plan, state, now_s, &mut self.buf);
         let mut slos = Vec::with_capacity(spec.slos.len());
-        for (i, s) in spec.slos.iter().enumerate() {
+        for (i, (s, plan)) in spec.slos.iter().zip(&self.slo_plans).enumerate() {
             let selected = self.selects_all.get(i).copied().unwrap_or(false)
                 || s.selector.matches(
                     &key.function,
@@ -566,7 +642,7 @@ impl<'a> Evaluator<'a> {
                     &state.tags,
                 );
             if selected {
-                slos.push(evaluate_slo(i, s, &spec.defaults, &sums));
+                slos.push(evaluate_slo(i, s, &spec.defaults, plan, &sums));
             }
         }
         // Percentiles come from the cache the owner refreshes (`Aggregates::refresh_percentiles`)
@@ -825,6 +901,70 @@ mod tests {
         assert!(!nd(last + after - 60).active);
         assert!(nd(last + after).active);
         assert!(!nd(last + 4 * 86_400).active, "retired after 3 days");
+    }
+
+    /// Every report window is kept as a running total by the series (`series::TRACKED`), so
+    /// the default spec's evaluation never walks more than the buckets since a function's last
+    /// report.
+    #[test]
+    fn report_windows_are_tracked_by_the_series() {
+        use crate::aggregate::series::TRACKED;
+        for w in REPORT_WINDOWS {
+            let r = Window::resolve(w.as_secs(), T0).unwrap();
+            assert!(TRACKED[r.ring].contains(&r.buckets), "{w:?} is not tracked");
+        }
+        let spec = SloSpec::embedded_default();
+        let plan = WindowPlan::for_spec(&spec, T0);
+        let tracked: usize = TRACKED.iter().map(|t| t.len()).sum();
+        assert_eq!(
+            plan.blocks(),
+            tracked,
+            "the default spec reads only tracked windows"
+        );
+    }
+
+    /// A spec with windows the series do not track (a 2 h / 10 m page rule, a 28-day budget)
+    /// evaluates them exactly (from the nearest tracked total or by walking).
+    #[test]
+    fn untracked_windows_are_exact() {
+        let mut spec = SloSpec::embedded_default();
+        spec.defaults.burn_rules[0].long = Duration::from_secs(7200);
+        spec.defaults.burn_rules[0].short = Duration::from_secs(600);
+        for s in &mut spec.slos {
+            s.window = Duration::from_secs(28 * 86_400);
+        }
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        // One error every 7 minutes for 35 days, one success every minute.
+        let start = T0 - 35 * 86_400;
+        let events: Vec<Event> = (0..35 * 1440u64)
+            .map(|m| inv(start + m * 60, Outcome::Success))
+            .chain((0..35 * 1440u64 / 7).map(|k| inv(start + k * 420 + 5, Outcome::Error)))
+            .collect();
+        feed(&mut a, events);
+        for now in [T0 - 1, T0 + 59, T0 + 3 * 60 + 7, T0 + 4000] {
+            let ev = evaluate(&spec, &a, now);
+            let s = error_rate(&ev);
+            let count = |secs: u64, width: u64| {
+                // Whole buckets of `width`, the current one included (series semantics).
+                let last = now / width;
+                let first = (last + 1).saturating_sub(secs / width);
+                let in_w = |t: u64| (first..=last).contains(&(t / width)) && t <= now;
+                let ok = (0..35 * 1440u64).filter(|m| in_w(start + m * 60)).count() as u64;
+                let bad = (0..35 * 1440u64 / 7)
+                    .filter(|k| in_w(start + k * 420 + 5))
+                    .count() as u64;
+                (ok, ok + bad)
+            };
+            let (good, valid) = count(7200, 60);
+            let long = &s.conditions[0].evidence;
+            assert_eq!((long.good, long.total), (good, valid), "2 h at {now}");
+            let (good, valid) = count(28 * 86_400, 43_200);
+            assert_eq!(
+                (s.budget.good, s.budget.valid),
+                (good, valid),
+                "28 d at {now}"
+            );
+        }
     }
 
     #[test]
