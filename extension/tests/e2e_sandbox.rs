@@ -59,6 +59,8 @@ struct Setup<'a> {
     extension: bool,
     probe: bool,
     env: Vec<(&'a str, String)>,
+    /// `account_id` in the function config (the sandbox's default otherwise).
+    account: Option<&'a str>,
 }
 
 impl Sandbox {
@@ -93,8 +95,12 @@ impl Sandbox {
             .unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        let account = s
+            .account
+            .map(|a| format!("account_id: '{a}'\n"))
+            .unwrap_or_default();
         let mut yaml = format!(
-            "name: checkout\nmemory_mb: 256\ntimeout_ms: 2000\nhandler: ['{}']\nextensions_dir: '{}'\nenvironment:\n",
+            "name: checkout\n{account}memory_mb: 256\ntimeout_ms: 2000\nhandler: ['{}']\nextensions_dir: '{}'\nenvironment:\n",
             function.display(),
             ext_dir.display()
         );
@@ -287,6 +293,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The function's account in the sandbox config; not the sandbox's default `123456789012`.
+const ACCOUNT: &str = "210987654321";
+
 #[test]
 fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
     let _serial = serial();
@@ -297,6 +306,7 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
             extension: true,
             probe: true,
             env: collector_env(&cap.base()),
+            account: Some(ACCOUNT),
         },
     );
     let payloads = [
@@ -496,7 +506,17 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
         init_spans as i64, cold_records,
         "one init span per initialisation"
     );
-    // Resource.
+    // Resource; the account (not the sandbox's default) reaches every exported resource.
+    let resources = cap.resources();
+    assert!(resources.iter().any(|(p, _)| p == "/v1/logs"));
+    assert!(resources.iter().any(|(p, _)| p == "/v1/metrics"));
+    for (path, r) in &resources {
+        assert_eq!(
+            get_str(&r.attributes, attr::CLOUD_ACCOUNT_ID),
+            Some(ACCOUNT),
+            "{path}"
+        );
+    }
     let (res, _) = &cap.spans()[0];
     assert_eq!(get_str(&res.attributes, attr::FAAS_NAME), Some("checkout"));
     assert_eq!(
@@ -573,6 +593,7 @@ fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
             extension: true,
             probe: false,
             env: collector_env(&cap.base()),
+            account: None,
         },
     );
     let (warm, _, _) = sb.invoke(r#"{"log_lines": 1}"#);

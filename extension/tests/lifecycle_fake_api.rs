@@ -31,6 +31,8 @@ struct Script {
     reject_invoke: bool,
     reject_latest_schema: bool,
     telemetry_not_supported: bool,
+    /// The register answer carries no `accountId` (the account is then only in the ARN).
+    omit_account: bool,
 }
 
 #[derive(Default)]
@@ -88,11 +90,11 @@ async fn fake_api(script: Script, cap: Capture) -> FakeApi {
                                         json!({"errorType": "Extension.InvalidEventType", "errorMessage": "INVOKE not supported"}),
                                     )
                                 } else {
-                                    (
-                                        200,
-                                        vec![("Lambda-Extension-Identifier", "ext-1")],
-                                        json!({"functionName": "fake-fn", "functionVersion": "7", "handler": "h", "accountId": "111122223333"}),
-                                    )
+                                    let mut ans = json!({"functionName": "fake-fn", "functionVersion": "7", "handler": "h", "accountId": "111122223333"});
+                                    if script.omit_account {
+                                        ans.as_object_mut().unwrap().remove("accountId");
+                                    }
+                                    (200, vec![("Lambda-Extension-Identifier", "ext-1")], ans)
                                 }
                             }
                             "/2022-07-01/telemetry" => {
@@ -913,12 +915,20 @@ async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_th
 
 /// The real process, default (adaptive) flush, rare invocations: each invocation's log lines
 /// have reached the collector before the extension asks `/event/next`, and the invocation span
-/// (complete at its late `platform.report`) before the `/next` that follows it. The exported
-/// resource carries `cloud.account.id` from the register answer / invoked ARN.
+/// (complete at its late `platform.report`) before the `/next` that follows it. The register
+/// answer carries no account here, so `cloud.account.id` on every exported resource (spans,
+/// metrics, logs) comes from the INVOKE's `invokedFunctionArn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource() {
     let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(Script::default(), cap.clone()).await;
+    let api = fake_api(
+        Script {
+            omit_account: true,
+            ..Script::default()
+        },
+        cap.clone(),
+    )
+    .await;
     let proc = Process::start(api.addr, &cap.base(), &[]);
     let seen = api.seen.clone();
     wait_until(
@@ -979,13 +989,16 @@ async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource
         prev = Some(rid);
     }
     proc.spindown(&api, 1500, Duration::from_secs(5)).await;
-    let spans = cap.spans();
     assert_eq!(invocation_ids(&cap), ids.to_vec());
-    for (res, _) in &spans {
+    let resources = cap.resources();
+    for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
+        assert!(resources.iter().any(|(p, _)| p == signal), "{signal}");
+    }
+    for (path, res) in &resources {
         assert_eq!(
             get_str(&res.attributes, attr::CLOUD_ACCOUNT_ID),
             Some("111122223333"),
-            "account on every exported resource"
+            "account on every exported resource ({path})"
         );
     }
 }
