@@ -194,6 +194,28 @@ impl Sandbox {
     }
 }
 
+/// A test that panics before `stop` must not leave a sandbox (and its extensions) running to
+/// load the machine for the next test: SIGTERM, a bounded wait, then SIGKILL.
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn collector_env(base: &str) -> Vec<(&'static str, String)> {
     vec![("OTEL_EXPORTER_OTLP_ENDPOINT", base.to_owned())]
 }
