@@ -818,10 +818,10 @@ fn body_text(r: &opentelemetry_proto::tonic::logs::v1::LogRecord) -> String {
 }
 
 /// The real process with `LAMBDAWATCH_BUFFER_MAX_ITEMS=5` and a collector that refuses
-/// connections: 20 log lines of one invocation arrive, the 15 oldest are dropped, the function's
-/// `/next` is not held by the dead collector, a clear line says the export failed. When the
-/// collector comes back, exactly the 5 newest lines arrive, and the first self-metrics it
-/// receives say `dropped{reason=buffer_full}` = 15; peak RSS stays small.
+/// connections: 2,000 log lines of one invocation arrive in one POST, the 1,995 oldest are
+/// dropped, the function's `/next` is not held by the dead collector, a clear line says the
+/// export failed. When the collector comes back, exactly the 5 newest lines arrive, and the first
+/// self-metrics it receives say `dropped{reason=buffer_full}` = 1,995; peak RSS stays small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_the_function() {
     let port = dead_port();
@@ -850,10 +850,11 @@ async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_th
     let a = "a0a0a0a0-0000-4000-8000-000000000001";
     api.events.send(invoke(a)).await.unwrap();
     let mut batch = vec![ev("platform.start", json!({"requestId": a}))];
-    for i in 0..20 {
+    const LINES: usize = 2_000;
+    for i in 0..LINES {
         batch.push(ev(
             "function",
-            json!(format!("2024-05-01T10:00:00.000Z\t{a}\tINFO\tline {i:02}")),
+            json!(format!("2024-05-01T10:00:00.000Z\t{a}\tINFO\tline {i:04}")),
         ));
     }
     batch.push(ev(
@@ -907,10 +908,14 @@ async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_th
         .iter()
         .map(|r| body_text(r).rsplit('\t').next().unwrap().to_owned())
         .collect();
-    let want: Vec<String> = (15..20).map(|i| format!("line {i:02}")).collect();
+    let want: Vec<String> = (LINES - 5..LINES).map(|i| format!("line {i:04}")).collect();
     assert_eq!(bodies, want, "the oldest were dropped, the newest kept");
     let first = dropped_per_request(&cap, "buffer_full")[0];
-    assert_eq!(first, Some(15), "20 lines into 5 slots: {err}");
+    assert_eq!(
+        first,
+        Some(LINES as i64 - 5),
+        "{LINES} lines into 5 slots: {err}"
+    );
 }
 
 /// The real process, default (adaptive) flush, rare invocations: each invocation's log lines
