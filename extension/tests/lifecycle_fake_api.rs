@@ -824,6 +824,20 @@ fn body_text(r: &opentelemetry_proto::tonic::logs::v1::LogRecord) -> String {
 /// self-metrics it receives say `dropped{reason=buffer_full}` = 1,995; peak RSS stays small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_the_function() {
+    dead_collector_run(("LAMBDAWATCH_BUFFER_MAX_ITEMS", "5"), Some(5)).await;
+}
+
+/// The same with the byte limit (`LAMBDAWATCH_BUFFER_MAX_BYTES=1024`, its minimum): some of the
+/// newest lines survive (how many depends on their encoded size), they are the newest ones in
+/// order, and the drop counter is exactly the input minus what arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_dead_collector_byte_limit_drops_oldest_and_counts_the_rest() {
+    dead_collector_run(("LAMBDAWATCH_BUFFER_MAX_BYTES", "1024"), None).await;
+}
+
+/// 2,000 lines of one invocation into a buffer limited by `limit` while the collector refuses
+/// connections; `kept` is how many must survive when known.
+async fn dead_collector_run(limit: (&str, &str), kept: Option<usize>) {
     let port = dead_port();
     // The fake API's own capture is unused here (the collector is the dead port).
     let unused = Capture::start(Behaviour::Accept);
@@ -831,10 +845,7 @@ async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_th
     let proc = Process::start(
         api.addr,
         &format!("http://127.0.0.1:{port}"),
-        &[
-            ("LAMBDAWATCH_BUFFER_MAX_ITEMS", "5"),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
-        ],
+        &[limit, ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")],
     );
     let seen = api.seen.clone();
     wait_until(
@@ -908,13 +919,18 @@ async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_th
         .iter()
         .map(|r| body_text(r).rsplit('\t').next().unwrap().to_owned())
         .collect();
-    let want: Vec<String> = (LINES - 5..LINES).map(|i| format!("line {i:04}")).collect();
+    let n = bodies.len();
+    if let Some(k) = kept {
+        assert_eq!(n, k, "{limit:?}: {bodies:?}");
+    }
+    assert!((1..LINES).contains(&n), "{limit:?}: {n} lines kept");
+    let want: Vec<String> = (LINES - n..LINES).map(|i| format!("line {i:04}")).collect();
     assert_eq!(bodies, want, "the oldest were dropped, the newest kept");
     let first = dropped_per_request(&cap, "buffer_full")[0];
     assert_eq!(
         first,
-        Some(LINES as i64 - 5),
-        "{LINES} lines into 5 slots: {err}"
+        Some((LINES - n) as i64),
+        "{LINES} lines, {n} kept under {limit:?}: {err}"
     );
 }
 
