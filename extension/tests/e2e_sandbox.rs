@@ -696,6 +696,14 @@ fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
             .any(|b| (b * 1000.0 - rec["billedDurationMs"].as_f64().unwrap()).abs() < 1e-6),
         "the timed-out invocation's billed duration: {billed:?} vs {rec}"
     );
+    let durations = hist_sums(&metrics, metric::FAAS_INVOKE_DURATION);
+    assert_eq!(durations.len(), 3);
+    assert!(
+        durations.iter().any(|x| (x * 1000.0 - d).abs() < 0.01),
+        "the timed-out invocation's duration: {durations:?} vs {d} ms"
+    );
+    let mem = hist_sums(&metrics, metric::FAAS_MEM_USAGE);
+    assert_eq!(mem.len(), 3);
     assert_eq!(last_cumulative(&metrics, metric::EXT_DROPPED, None), 0);
 }
 
