@@ -328,7 +328,7 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
             extension: true,
             probe: true,
             env: collector_env(&cap.base()),
-            account: Some(ACCOUNT),
+            account: None,
         },
     );
     let payloads = [
@@ -528,17 +528,7 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
         init_spans as i64, cold_records,
         "one init span per initialisation"
     );
-    // Resource; the account (not the sandbox's default) reaches every exported resource.
-    let resources = cap.resources();
-    assert!(resources.iter().any(|(p, _)| p == "/v1/logs"));
-    assert!(resources.iter().any(|(p, _)| p == "/v1/metrics"));
-    for (path, r) in &resources {
-        assert_eq!(
-            get_str(&r.attributes, attr::CLOUD_ACCOUNT_ID),
-            Some(ACCOUNT),
-            "{path}"
-        );
-    }
+    // Resource.
     let (res, _) = &cap.spans()[0];
     assert_eq!(get_str(&res.attributes, attr::FAAS_NAME), Some("checkout"));
     assert_eq!(
@@ -604,7 +594,8 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
 /// the next invoke. At the collector: the invocation span has outcome `timeout`, status ERROR
 /// with the error type, the timeout budget and the report's duration, billed duration and
 /// memory; `faas.timeouts` counts it once and `faas.errors` not at all; the invocation after it
-/// is a normal span.
+/// is a normal span. The function's account (a non-default `account_id` in the sandbox config)
+/// is `cloud.account.id` on every exported resource: traces, metrics and logs.
 #[test]
 fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
     let _serial = serial();
@@ -615,7 +606,7 @@ fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
             extension: true,
             probe: false,
             env: collector_env(&cap.base()),
-            account: None,
+            account: Some(ACCOUNT),
         },
     );
     let (warm, _, _) = sb.invoke(r#"{"log_lines": 1}"#);
@@ -705,6 +696,18 @@ fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
     let mem = hist_sums(&metrics, metric::FAAS_MEM_USAGE);
     assert_eq!(mem.len(), 3);
     assert_eq!(last_cumulative(&metrics, metric::EXT_DROPPED, None), 0);
+    // The account (not the sandbox's default) reaches every exported resource.
+    let resources = cap.resources();
+    for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
+        assert!(resources.iter().any(|(p, _)| p == signal), "{signal}");
+    }
+    for (path, r) in &resources {
+        assert_eq!(
+            get_str(&r.attributes, attr::CLOUD_ACCOUNT_ID),
+            Some(ACCOUNT),
+            "{path}"
+        );
+    }
 }
 
 const WARMUP: usize = 6;
