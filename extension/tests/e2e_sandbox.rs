@@ -59,6 +59,8 @@ struct Setup<'a> {
     extension: bool,
     probe: bool,
     env: Vec<(&'a str, String)>,
+    /// `account_id` in the function config (the sandbox's default otherwise).
+    account: Option<&'a str>,
 }
 
 impl Sandbox {
@@ -93,8 +95,12 @@ impl Sandbox {
             .unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
+        let account = s
+            .account
+            .map(|a| format!("account_id: '{a}'\n"))
+            .unwrap_or_default();
         let mut yaml = format!(
-            "name: checkout\nmemory_mb: 256\ntimeout_ms: 2000\nhandler: ['{}']\nextensions_dir: '{}'\nenvironment:\n",
+            "name: checkout\n{account}memory_mb: 256\ntimeout_ms: 2000\nhandler: ['{}']\nextensions_dir: '{}'\nenvironment:\n",
             function.display(),
             ext_dir.display()
         );
@@ -188,6 +194,28 @@ impl Sandbox {
     }
 }
 
+/// A test that panics before `stop` must not leave a sandbox (and its extensions) running to
+/// load the machine for the next test: SIGTERM, a bounded wait, then SIGKILL.
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn collector_env(base: &str) -> Vec<(&'static str, String)> {
     vec![("OTEL_EXPORTER_OTLP_ENDPOINT", base.to_owned())]
 }
@@ -245,6 +273,36 @@ fn last_cumulative(metrics: &[Metric], name: &str, reason: Option<&str>) -> i64 
         .unwrap_or(0)
 }
 
+/// The sum of every histogram point of `name` (each invocation or init writes one point with
+/// count 1), sorted.
+fn hist_sums(metrics: &[Metric], name: &str) -> Vec<f64> {
+    let mut v: Vec<f64> = metrics
+        .iter()
+        .filter(|m| m.name == name)
+        .flat_map(|m| match &m.data {
+            Some(Data::Histogram(h)) => h
+                .data_points
+                .iter()
+                .map(|p| {
+                    assert_eq!(p.count, 1, "{name}: one point per event");
+                    p.sum.unwrap()
+                })
+                .collect::<Vec<_>>(),
+            _ => vec![],
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// Element-wise within `tol` (absolute).
+fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= tol, "{what}: {got:?} vs {want:?}");
+    }
+}
+
 /// One sandbox at a time: latency comparisons on a shared 2-core machine need quiet.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -257,6 +315,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The function's account in the sandbox config; not the sandbox's default `123456789012`.
+const ACCOUNT: &str = "210987654321";
+
 #[test]
 fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
     let _serial = serial();
@@ -267,6 +328,7 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
             extension: true,
             probe: true,
             env: collector_env(&cap.base()),
+            account: None,
         },
     );
     let payloads = [
@@ -368,6 +430,10 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
             rec["coldStart"] == true,
             "{rid}: init duration only on cold starts"
         );
+        if let Some(init) = get_f64(a, attr::AWS_LAMBDA_INIT_DURATION_MS) {
+            let want = rec["initDurationMs"].as_f64().unwrap();
+            assert!((init - want).abs() < 0.01, "{rid}: init {init} vs {want}");
+        }
         let _ = i;
         if rec["status"] == "error" {
             assert_eq!(s.status.as_ref().unwrap().code, 2);
@@ -417,6 +483,40 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
         })
         .sum();
     assert_eq!(hist_count, n as u64);
+    // The report's values as metrics (one histogram point per invocation / init; points carry
+    // no request id, so the sorted values are compared with the sandbox's records).
+    let from_records = |key: &str, scale: f64| -> Vec<f64> {
+        let mut v: Vec<f64> = records
+            .values()
+            .filter_map(|r| r[key].as_f64())
+            .map(|x| x * scale)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    assert_close(
+        &hist_sums(&metrics, metric::AWS_LAMBDA_BILLED_DURATION),
+        &from_records("billedDurationMs", 1e-3),
+        1e-9,
+        "billed duration (s)",
+    );
+    assert_close(
+        &hist_sums(&metrics, metric::FAAS_MEM_USAGE),
+        &from_records("maxMemoryUsedMb", 1_048_576.0),
+        0.0,
+        "max memory used (bytes)",
+    );
+    assert_close(
+        &hist_sums(&metrics, metric::FAAS_INIT_DURATION),
+        &from_records("initDurationMs", 1e-3),
+        // The platform event carries milliseconds to two decimals; the record is unrounded.
+        0.005e-3 + 1e-12,
+        "init duration (s)",
+    );
+    assert_eq!(
+        hist_sums(&metrics, metric::FAAS_INIT_DURATION).len() as i64,
+        cold_records
+    );
     let init_spans = cap
         .spans()
         .into_iter()
@@ -487,6 +587,127 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
     assert_eq!(e.severity_number, 17);
     // Nothing dropped on a healthy path.
     assert_eq!(last_cumulative(&metrics, metric::EXT_DROPPED, None), 0);
+}
+
+/// A function that sleeps past its 2 s timeout in the real sandbox: the sandbox answers
+/// `Sandbox.Timedout`, resets the environment (SHUTDOWN reason `timeout`) and re-initialises on
+/// the next invoke. At the collector: the invocation span has outcome `timeout`, status ERROR
+/// with the error type, the timeout budget and the report's duration, billed duration and
+/// memory; `faas.timeouts` counts it once and `faas.errors` not at all; the invocation after it
+/// is a normal span. The function's account (a non-default `account_id` in the sandbox config)
+/// is `cloud.account.id` on every exported resource: traces, metrics and logs.
+#[test]
+fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
+    let _serial = serial();
+    let cap = Capture::start(Behaviour::Accept);
+    let sb = Sandbox::start(
+        "timeout",
+        Setup {
+            extension: true,
+            probe: false,
+            env: collector_env(&cap.base()),
+            account: Some(ACCOUNT),
+        },
+    );
+    let (warm, _, _) = sb.invoke(r#"{"log_lines": 1}"#);
+    let (slow, took, body) = sb.invoke(r#"{"sleep_ms": 3000}"#);
+    assert_eq!(body["errorType"], "Sandbox.Timedout", "{body}");
+    assert!(
+        took < Duration::from_millis(2900),
+        "answered at the timeout: {took:?}"
+    );
+    let (after, _, _) = sb.invoke("{}");
+    let (report, dir) = sb.stop();
+    assert!(
+        cap.wait_for(Duration::from_secs(5), |c| invocation_spans(c).len() >= 3),
+        "expected 3 invocation spans, got {}; logs in {}",
+        invocation_spans(&cap).len(),
+        dir.display()
+    );
+    let spans = invocation_spans(&cap);
+    assert_eq!(spans.len(), 3, "one span per invocation");
+    let records: HashMap<String, Value> = report["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["requestId"].as_str().unwrap().to_owned(), r.clone()))
+        .collect();
+    let span = |rid: &str| {
+        spans
+            .iter()
+            .find(|s| get_str(&s.attributes, attr::FAAS_INVOCATION_ID) == Some(rid))
+            .unwrap_or_else(|| panic!("no span for {rid}"))
+    };
+    let rec = &records[&slow];
+    assert_eq!(rec["status"], "timeout", "{rec}");
+    let s = span(&slow);
+    let a = &s.attributes;
+    assert_eq!(get_str(a, attr::AWS_LAMBDA_OUTCOME), Some("timeout"));
+    assert_eq!(
+        get_str(a, attr::AWS_LAMBDA_ERROR_TYPE),
+        Some("Sandbox.Timedout")
+    );
+    let status = s.status.as_ref().unwrap();
+    assert_eq!(status.code, 2, "ERROR");
+    assert_eq!(status.message, "Sandbox.Timedout");
+    let timeout = get_i64(a, attr::AWS_LAMBDA_TIMEOUT_MS).unwrap();
+    assert!((1900..=2000).contains(&timeout), "timeout budget {timeout}");
+    let d = get_f64(a, attr::AWS_LAMBDA_DURATION_MS).unwrap();
+    assert!(
+        (d - rec["durationMs"].as_f64().unwrap()).abs() < 0.01,
+        "{d} vs {rec}"
+    );
+    assert!(d >= 1900.0, "ran until the timeout: {d}");
+    assert_eq!(
+        get_i64(a, attr::AWS_LAMBDA_BILLED_DURATION_MS),
+        rec["billedDurationMs"].as_i64()
+    );
+    assert_eq!(
+        get_i64(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB),
+        rec["maxMemoryUsedMb"].as_i64()
+    );
+    for rid in [&warm, &after] {
+        let s = span(rid);
+        assert_eq!(
+            get_str(&s.attributes, attr::AWS_LAMBDA_OUTCOME),
+            records[rid]["status"].as_str(),
+            "{rid}"
+        );
+        assert_ne!(s.status.as_ref().map_or(0, |st| st.code), 2, "{rid}");
+    }
+    let metrics = cap.metrics();
+    assert_eq!(sum_of(&metrics, metric::FAAS_INVOCATIONS, |_| true), 3);
+    assert_eq!(sum_of(&metrics, metric::FAAS_TIMEOUTS, |_| true), 1);
+    assert_eq!(sum_of(&metrics, metric::FAAS_ERRORS, |_| true), 0);
+    let billed = hist_sums(&metrics, metric::AWS_LAMBDA_BILLED_DURATION);
+    assert_eq!(billed.len(), 3);
+    assert!(
+        billed
+            .iter()
+            .any(|b| (b * 1000.0 - rec["billedDurationMs"].as_f64().unwrap()).abs() < 1e-6),
+        "the timed-out invocation's billed duration: {billed:?} vs {rec}"
+    );
+    let durations = hist_sums(&metrics, metric::FAAS_INVOKE_DURATION);
+    assert_eq!(durations.len(), 3);
+    assert!(
+        durations.iter().any(|x| (x * 1000.0 - d).abs() < 0.01),
+        "the timed-out invocation's duration: {durations:?} vs {d} ms"
+    );
+    let mem = hist_sums(&metrics, metric::FAAS_MEM_USAGE);
+    assert_eq!(mem.len(), 3);
+    assert_eq!(last_cumulative(&metrics, metric::EXT_DROPPED, None), 0);
+    // The account (not the sandbox's default) reaches every exported resource.
+    let resources = cap.resources();
+    for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
+        assert!(resources.iter().any(|(p, _)| p == signal), "{signal}");
+    }
+    for (path, r) in &resources {
+        assert_eq!(
+            get_str(&r.attributes, attr::CLOUD_ACCOUNT_ID),
+            Some(ACCOUNT),
+            "{path}"
+        );
+    }
 }
 
 const WARMUP: usize = 6;

@@ -1,6 +1,9 @@
 //! The lifecycle loop against a scripted Extensions/Telemetry API: registration fallbacks
 //! (Managed Instances 403, schema refusal, `Telemetry.NotSupported`), "never `/next` before
 //! `platform.runtimeDone` when flushing at the end", and SHUTDOWN waiting for the late report.
+//! The `process_*` tests run the real `lambdawatch-extension` binary against the same fake API:
+//! drops counted and memory bounded with a dead collector, the adaptive flush before `/next`,
+//! the account id on the exported resource, and the `Telemetry.NotSupported` line said once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +31,8 @@ struct Script {
     reject_invoke: bool,
     reject_latest_schema: bool,
     telemetry_not_supported: bool,
+    /// The register answer carries no `accountId` (the account is then only in the ARN).
+    omit_account: bool,
 }
 
 #[derive(Default)]
@@ -36,6 +41,8 @@ struct Seen {
     subscriptions: Vec<Value>,
     /// When each `/event/next` call arrived, and how many log records the collector had then.
     next_calls: Vec<(Instant, usize)>,
+    /// How many invocation spans the collector had when each `/event/next` call arrived.
+    next_spans: Vec<usize>,
 }
 
 struct FakeApi {
@@ -83,11 +90,11 @@ async fn fake_api(script: Script, cap: Capture) -> FakeApi {
                                         json!({"errorType": "Extension.InvalidEventType", "errorMessage": "INVOKE not supported"}),
                                     )
                                 } else {
-                                    (
-                                        200,
-                                        vec![("Lambda-Extension-Identifier", "ext-1")],
-                                        json!({"functionName": "fake-fn", "functionVersion": "7", "handler": "h", "accountId": "111122223333"}),
-                                    )
+                                    let mut ans = json!({"functionName": "fake-fn", "functionVersion": "7", "handler": "h", "accountId": "111122223333"});
+                                    if script.omit_account {
+                                        ans.as_object_mut().unwrap().remove("accountId");
+                                    }
+                                    (200, vec![("Lambda-Extension-Identifier", "ext-1")], ans)
                                 }
                             }
                             "/2022-07-01/telemetry" => {
@@ -108,7 +115,12 @@ async fn fake_api(script: Script, cap: Capture) -> FakeApi {
                             }
                             "/2020-01-01/extension/event/next" => {
                                 let logs = cap.logs().len();
-                                seen.lock().unwrap().next_calls.push((Instant::now(), logs));
+                                let spans = invocation_ids(&cap).len();
+                                {
+                                    let mut g = seen.lock().unwrap();
+                                    g.next_calls.push((Instant::now(), logs));
+                                    g.next_spans.push(spans);
+                                }
                                 let ev = rx.lock().await.recv().await.unwrap_or(Value::Null);
                                 (200, vec![], ev)
                             }
@@ -683,4 +695,373 @@ async fn resource_attributes_from_the_environment() {
             1
         );
     }
+}
+
+/// The real `lambdawatch-extension` binary, started against the fake API with a clean
+/// environment (only what is given), stderr kept for assertions. Killed when dropped.
+struct Process {
+    child: std::process::Child,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Process {
+    fn start(api: SocketAddr, otlp: &str, extra: &[(&str, &str)]) -> Process {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lambdawatch-extension"));
+        cmd.env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+            .env("LAMBDAWATCH_TELEMETRY_LISTENER", "127.0.0.1:0")
+            .env("AWS_LAMBDA_FUNCTION_NAME", "fake-fn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr.reopen().unwrap());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Process {
+            child: cmd.spawn().expect("start lambdawatch-extension"),
+            stderr,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap()
+    }
+
+    /// Peak resident set (`VmHWM`, bytes) of the running process.
+    fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .expect("VmHWM in /proc status")
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Sends a `spindown` SHUTDOWN and waits (bounded) for a clean exit.
+    async fn spindown(mut self, api: &FakeApi, budget_ms: u64, wait: Duration) -> String {
+        api.events
+            .send(json!({"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": now_ms() + budget_ms}))
+            .await
+            .unwrap();
+        let end = Instant::now() + wait;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "extension exit {st:?}: {}", self.stderr());
+                return self.stderr();
+            }
+            assert!(
+                Instant::now() < end,
+                "extension did not exit after SHUTDOWN: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local port with nothing listening on it (a dead collector until a capture binds it).
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The `dropped{reason}` self counter as carried by each metrics request, in arrival order.
+fn dropped_per_request(cap: &Capture, reason: &str) -> Vec<Option<i64>> {
+    use lambdawatch_semconv::metric;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value as N};
+    use prost::Message;
+    cap.requests()
+        .iter()
+        .filter(|r| r.path == "/v1/metrics")
+        .map(|r| {
+            let req = ExportMetricsServiceRequest::decode(r.body.as_slice()).unwrap();
+            req.resource_metrics
+                .into_iter()
+                .flat_map(|rm| rm.scope_metrics)
+                .flat_map(|sm| sm.metrics)
+                .filter(|m| m.name == metric::EXT_DROPPED)
+                .filter_map(|m| match m.data {
+                    Some(Data::Sum(s)) => Some(s.data_points),
+                    _ => None,
+                })
+                .flatten()
+                .filter(|p| get_str(&p.attributes, attr::LAMBDAWATCH_REASON) == Some(reason))
+                .find_map(|p| match p.value {
+                    Some(N::AsInt(i)) => Some(i),
+                    _ => None,
+                })
+        })
+        .collect()
+}
+
+fn body_text(r: &opentelemetry_proto::tonic::logs::v1::LogRecord) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as A;
+    match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+        Some(A::StringValue(s)) => s.clone(),
+        other => panic!("log body is not a string: {other:?}"),
+    }
+}
+
+/// The real process with `LAMBDAWATCH_BUFFER_MAX_ITEMS=5` and a collector that refuses
+/// connections: 2,000 log lines of one invocation arrive in one POST, the 1,995 oldest are
+/// dropped, the function's `/next` is not held by the dead collector, a clear line says the
+/// export failed. When the collector comes back, exactly the 5 newest lines arrive, and the first
+/// self-metrics it receives say `dropped{reason=buffer_full}` = 1,995; peak RSS stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_dead_collector_drops_oldest_counts_exactly_and_does_not_hold_the_function() {
+    dead_collector_run(("LAMBDAWATCH_BUFFER_MAX_ITEMS", "5"), Some(5)).await;
+}
+
+/// The same with the byte limit (`LAMBDAWATCH_BUFFER_MAX_BYTES=1024`, its minimum): some of the
+/// newest lines survive (how many depends on their encoded size), they are the newest ones in
+/// order, and the drop counter is exactly the input minus what arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_dead_collector_byte_limit_drops_oldest_and_counts_the_rest() {
+    dead_collector_run(("LAMBDAWATCH_BUFFER_MAX_BYTES", "1024"), None).await;
+}
+
+/// 2,000 lines of one invocation into a buffer limited by `limit` while the collector refuses
+/// connections; `kept` is how many must survive when known.
+async fn dead_collector_run(limit: (&str, &str), kept: Option<usize>) {
+    let port = dead_port();
+    // The fake API's own capture is unused here (the collector is the dead port).
+    let unused = Capture::start(Behaviour::Accept);
+    let api = fake_api(Script::default(), unused.clone()).await;
+    let proc = Process::start(
+        api.addr,
+        &format!("http://127.0.0.1:{port}"),
+        &[limit, ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")],
+    );
+    let seen = api.seen.clone();
+    wait_until(
+        "subscription and first /next",
+        Duration::from_secs(10),
+        || {
+            let s = seen.lock().unwrap();
+            !s.subscriptions.is_empty() && s.next_calls.len() == 1
+        },
+    )
+    .await;
+    let listener = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    let a = "a0a0a0a0-0000-4000-8000-000000000001";
+    api.events.send(invoke(a)).await.unwrap();
+    let mut batch = vec![ev("platform.start", json!({"requestId": a}))];
+    const LINES: usize = 2_000;
+    for i in 0..LINES {
+        batch.push(ev(
+            "function",
+            json!(format!("2024-05-01T10:00:00.000Z\t{a}\tINFO\tline {i:04}")),
+        ));
+    }
+    batch.push(ev(
+        "platform.runtimeDone",
+        json!({"requestId": a, "status": "success"}),
+    ));
+    let posted = Instant::now();
+    post_telemetry(listener, Value::Array(batch)).await;
+    wait_until("/next after runtimeDone", Duration::from_secs(5), || {
+        seen.lock().unwrap().next_calls.len() == 2
+    })
+    .await;
+    let held = seen.lock().unwrap().next_calls[1].0 - posted;
+    assert!(
+        held < Duration::from_millis(800),
+        "a refusing collector held /next for {held:?}"
+    );
+    // The export goes on retrying in the background until its timeout, then says so.
+    wait_until("the export-failed line", Duration::from_secs(5), || {
+        proc.stderr().contains("export failed")
+    })
+    .await;
+    assert!(unused.requests().is_empty());
+    // The collector comes back; the next invocation's flush carries what survived.
+    let cap = Capture::start_on(port, Behaviour::Accept);
+    let b = "b0b0b0b0-0000-4000-8000-000000000002";
+    api.events.send(invoke(b)).await.unwrap();
+    post_telemetry(
+        listener,
+        json!([
+            ev("platform.start", json!({"requestId": b})),
+            ev(
+                "platform.runtimeDone",
+                json!({"requestId": b, "status": "success"})
+            ),
+        ]),
+    )
+    .await;
+    assert!(
+        cap.wait_for(Duration::from_secs(10), |c| !c.logs().is_empty()
+            && !dropped_per_request(c, "buffer_full").is_empty()),
+        "nothing arrived after the collector came back: {}",
+        proc.stderr()
+    );
+    let rss = proc.peak_rss();
+    assert!(rss < 32 * 1024 * 1024, "peak RSS {rss} bytes");
+    let err = proc.spindown(&api, 1500, Duration::from_secs(5)).await;
+    // The body is the whole line; its message is after the last tab.
+    let bodies: Vec<String> = cap
+        .logs()
+        .iter()
+        .map(|r| body_text(r).rsplit('\t').next().unwrap().to_owned())
+        .collect();
+    let n = bodies.len();
+    if let Some(k) = kept {
+        assert_eq!(n, k, "{limit:?}: {bodies:?}");
+    }
+    assert!((1..LINES).contains(&n), "{limit:?}: {n} lines kept");
+    let want: Vec<String> = (LINES - n..LINES).map(|i| format!("line {i:04}")).collect();
+    assert_eq!(bodies, want, "the oldest were dropped, the newest kept");
+    let first = dropped_per_request(&cap, "buffer_full")[0];
+    assert_eq!(
+        first,
+        Some((LINES - n) as i64),
+        "{LINES} lines, {n} kept under {limit:?}: {err}"
+    );
+}
+
+/// The real process, default (adaptive) flush, rare invocations: each invocation's log lines
+/// have reached the collector before the extension asks `/event/next`, and the invocation span
+/// (complete at its late `platform.report`) before the `/next` that follows it. The register
+/// answer carries no account here, so `cloud.account.id` on every exported resource (spans,
+/// metrics, logs) comes from the INVOKE's `invokedFunctionArn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource() {
+    let cap = Capture::start(Behaviour::Accept);
+    let api = fake_api(
+        Script {
+            omit_account: true,
+            ..Script::default()
+        },
+        cap.clone(),
+    )
+    .await;
+    let proc = Process::start(api.addr, &cap.base(), &[]);
+    let seen = api.seen.clone();
+    wait_until(
+        "subscription and first /next",
+        Duration::from_secs(10),
+        || {
+            let s = seen.lock().unwrap();
+            !s.subscriptions.is_empty() && s.next_calls.len() == 1
+        },
+    )
+    .await;
+    let listener = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    let ids = [
+        "c0c0c0c0-0000-4000-8000-000000000003",
+        "d0d0d0d0-0000-4000-8000-000000000004",
+    ];
+    let mut prev: Option<&str> = None;
+    for (n, rid) in ids.iter().enumerate() {
+        api.events.send(invoke(rid)).await.unwrap();
+        let mut batch = Vec::new();
+        if let Some(p) = prev {
+            batch.push(ev(
+                "platform.report",
+                json!({"requestId": p, "status": "success", "metrics": {"durationMs": 4.0, "billedDurationMs": 5, "memorySizeMB": 128, "maxMemoryUsedMB": 40}}),
+            ));
+        }
+        batch.push(ev("platform.start", json!({"requestId": rid})));
+        for i in 0..3 {
+            batch.push(ev(
+                "function",
+                json!(format!(
+                    "2024-05-01T10:00:00.000Z\t{rid}\tINFO\tinv {n} line {i}"
+                )),
+            ));
+        }
+        batch.push(ev(
+            "platform.runtimeDone",
+            json!({"requestId": rid, "status": "success"}),
+        ));
+        post_telemetry(listener, Value::Array(batch)).await;
+        wait_until("/next after runtimeDone", Duration::from_secs(5), || {
+            seen.lock().unwrap().next_calls.len() == n + 2
+        })
+        .await;
+        let (logs, spans) = {
+            let s = seen.lock().unwrap();
+            (s.next_calls[n + 1].1, s.next_spans[n + 1])
+        };
+        assert_eq!(
+            logs,
+            3 * (n + 1),
+            "invocation {n}: logs exported before /next"
+        );
+        assert_eq!(
+            spans, n,
+            "invocation {n}: the previous invocation's span exported before /next"
+        );
+        prev = Some(rid);
+    }
+    proc.spindown(&api, 1500, Duration::from_secs(5)).await;
+    assert_eq!(invocation_ids(&cap), ids.to_vec());
+    let resources = cap.resources();
+    for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
+        assert!(resources.iter().any(|(p, _)| p == signal), "{signal}");
+    }
+    for (path, res) in &resources {
+        assert_eq!(
+            get_str(&res.attributes, attr::CLOUD_ACCOUNT_ID),
+            Some("111122223333"),
+            "account on every exported resource ({path})"
+        );
+    }
+}
+
+/// The real process against an API answering `Telemetry.NotSupported` (the RIE's classic mode):
+/// it says so exactly once on stderr, keeps going on lifecycle events, and exports one span per
+/// INVOKE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_telemetry_not_supported_is_said_once() {
+    let cap = Capture::start(Behaviour::Accept);
+    let api = fake_api(
+        Script {
+            telemetry_not_supported: true,
+            ..Script::default()
+        },
+        cap.clone(),
+    )
+    .await;
+    let proc = Process::start(api.addr, &cap.base(), &[]);
+    let seen = api.seen.clone();
+    wait_until("first /next", Duration::from_secs(10), || {
+        seen.lock().unwrap().next_calls.len() == 1
+    })
+    .await;
+    let ids = [
+        "e0e0e0e0-0000-4000-8000-000000000005",
+        "f0f0f0f0-0000-4000-8000-000000000006",
+        "a1a1a1a1-0000-4000-8000-000000000007",
+    ];
+    for (n, rid) in ids.iter().enumerate() {
+        api.events.send(invoke(rid)).await.unwrap();
+        wait_until("/next", Duration::from_secs(5), || {
+            seen.lock().unwrap().next_calls.len() == n + 2
+        })
+        .await;
+    }
+    let err = proc.spindown(&api, 1500, Duration::from_secs(5)).await;
+    let said = err
+        .lines()
+        .filter(|l| l.contains("Telemetry API not supported here"))
+        .count();
+    assert_eq!(said, 1, "said once: {err}");
+    assert_eq!(seen.lock().unwrap().subscriptions.len(), 1);
+    assert_eq!(invocation_ids(&cap), ids.to_vec());
 }

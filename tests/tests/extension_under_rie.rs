@@ -409,6 +409,13 @@ fn extension_under_rie_classic_emits_one_span_per_invoke() {
         "no Telemetry API, no log records: {:?}",
         cap.logs()
     );
+    // The extension says so once, not once per invocation.
+    let said = run
+        .out
+        .lines()
+        .filter(|l| l.contains("Telemetry API not supported here"))
+        .count();
+    assert_eq!(said, 1, "the NotSupported line, once:\n{}", run.out);
 }
 
 #[test]

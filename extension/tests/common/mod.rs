@@ -293,6 +293,41 @@ impl Capture {
         out
     }
 
+    /// The resource of every resource-level entry of every request (traces, metrics, logs),
+    /// with the request's path.
+    pub fn resources(&self) -> Vec<(String, Resource)> {
+        let mut out = Vec::new();
+        for r in self.requests() {
+            let b = r.body.as_slice();
+            let rs: Vec<Option<Resource>> = match r.path.as_str() {
+                "/v1/traces" => ExportTraceServiceRequest::decode(b)
+                    .unwrap()
+                    .resource_spans
+                    .into_iter()
+                    .map(|x| x.resource)
+                    .collect(),
+                "/v1/metrics" => ExportMetricsServiceRequest::decode(b)
+                    .unwrap()
+                    .resource_metrics
+                    .into_iter()
+                    .map(|x| x.resource)
+                    .collect(),
+                "/v1/logs" => ExportLogsServiceRequest::decode(b)
+                    .unwrap()
+                    .resource_logs
+                    .into_iter()
+                    .map(|x| x.resource)
+                    .collect(),
+                other => panic!("unexpected OTLP path {other}"),
+            };
+            out.extend(
+                rs.into_iter()
+                    .map(|x| (r.path.clone(), x.unwrap_or_default())),
+            );
+        }
+        out
+    }
+
     /// Polls until `f` holds or `timeout` passes (waiting on a peer process, not on a policy).
     pub fn wait_for(&self, timeout: Duration, f: impl Fn(&Capture) -> bool) -> bool {
         let end = Instant::now() + timeout;
