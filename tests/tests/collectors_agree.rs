@@ -422,6 +422,7 @@ fn two_collectors_sharing_the_traffic_agree_with_one_through_the_rules() {
     );
 
     let mut compared = 0;
+    let mut worst = 0.0f64;
     let mut disagreements = Vec::new();
     for name in &names {
         let ab = series(&prom_ab.base, name, false);
@@ -434,11 +435,15 @@ fn two_collectors_sharing_the_traffic_agree_with_one_through_the_rules() {
         for (key, (_, v_ab)) in &ab {
             let v_c = c[key].1;
             compared += 1;
+            if v_ab.is_finite() && v_c.is_finite() && v_c.abs() > 1e-9 {
+                worst = worst.max((v_ab - v_c).abs() / v_c.abs());
+            }
             if !close(*v_ab, v_c) {
                 disagreements.push(format!("{name}{{{key}}}: A+B {v_ab} vs C {v_c}"));
             }
         }
     }
+    eprintln!("{compared} recorded series compared; worst relative difference {worst:.4}");
     assert!(
         disagreements.is_empty(),
         "the rules over A + B disagree with C on {} of {compared} series:\n{}",
