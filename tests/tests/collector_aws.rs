@@ -359,7 +359,10 @@ fn polled_dlq_and_throttles_over_two_calls_with_five_minute_periods() {
         "cw=boto3.client('cloudwatch',**kw)\n\
          cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[\n\
          \x20   {'MetricName':'AsyncEventsReceived','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':50,'Unit':'Count'},\n\
-         \x20   {'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':3,'Unit':'Count'}])\n\
+         \x20   {'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':3,'Unit':'Count'},\n\
+         \x20   {'MetricName':'AsyncEventsDropped','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':3,'Unit':'Count'},\n\
+         \x20   {'MetricName':'DeadLetterErrors','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':2,'Unit':'Count'},\n\
+         \x20   {'MetricName':'DestinationDeliveryFailures','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':5,'Unit':'Count'}])\n\
          cw.put_metric_data(Namespace='AWS/SQS', MetricData=[{'MetricName':'NumberOfMessagesSent','Dimensions':[{'Name':'QueueName','Value':'orders-dlq'}],'Value':4,'Unit':'Count'}])",
     );
     let mut functions: Vec<String> = (0..100).map(|i| format!("f{i:04}")).collect();
@@ -449,5 +452,46 @@ fn polled_dlq_and_throttles_over_two_calls_with_five_minute_periods() {
     assert!(
         calls == 2.0 * ok || calls == 2.0 * (ok + 1.0),
         "calls {calls}, polls {ok} (one poll may be in flight)"
+    );
+
+    // Every polled Lambda metric lands on /metrics, per function (AsyncEventsDropped 3 < the 4
+    // DLQ sends, so the DLQ SLO above stays 46 good of 50).
+    let orders = |name: &str| -> Option<f64> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("function=\"orders\""))
+            .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+    };
+    for (name, want) in [
+        ("lambdawatch_throttles_total", 3.0),
+        ("lambdawatch_async_events_received_total", 50.0),
+        ("lambdawatch_async_events_dropped_total", 3.0),
+        ("lambdawatch_dead_letter_errors_total", 2.0),
+        ("lambdawatch_destination_delivery_failures_total", 5.0),
+    ] {
+        assert_eq!(orders(name), Some(want), "{name} for orders:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {name} counter")),
+            "{name}: no TYPE line"
+        );
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name}: no HELP line"
+        );
+    }
+
+    // The projected spend, from the queries each poll makes: five AWS/Lambda metrics per
+    // function (Throttles, DeadLetterErrors, AsyncEventsReceived, AsyncEventsDropped,
+    // DestinationDeliveryFailures) plus one AWS/SQS metric per DLQ queue = 506, split into the
+    // two calls counted above (≤ 500 queries each); polled every second for 30 days at the
+    // GetMetricData list price of $0.01 per 1,000 metrics.
+    let queries = functions.len() * 5 + 1;
+    assert_eq!(queries, 506);
+    assert_eq!(queries.div_ceil(500), 2, "calls per poll");
+    let polls_per_month = 30.0 * 86_400.0 / 1.0;
+    let want = queries as f64 * polls_per_month / 1000.0 * 0.01;
+    let got = value(&text, "lambdawatch_cloudwatch_projected_cost_usd");
+    assert!(
+        (got - want).abs() < 0.001,
+        "projected CloudWatch spend {got} USD/month, {queries} queries per 1 s poll make {want}"
     );
 }

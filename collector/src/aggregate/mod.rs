@@ -139,10 +139,13 @@ pub enum PlatformCounter {
     AsyncEventsReceived = 2,
     AsyncEventsDropped = 3,
     DlqMessagesSent = 4,
+    /// `DestinationDeliveryFailures`: async events Lambda could not send to their on-failure
+    /// destination (no SLO reads it; exposed so a failing destination is visible).
+    DestinationDeliveryFailures = 5,
 }
 
 impl PlatformCounter {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// From a Lambda metric name (the SQS one is mapped by queue, not by name).
     pub fn from_lambda_metric(name: &str) -> Option<Self> {
@@ -152,6 +155,7 @@ impl PlatformCounter {
             cw::DEAD_LETTER_ERRORS => Some(Self::DeadLetterErrors),
             cw::ASYNC_EVENTS_RECEIVED => Some(Self::AsyncEventsReceived),
             cw::ASYNC_EVENTS_DROPPED => Some(Self::AsyncEventsDropped),
+            cw::DESTINATION_DELIVERY_FAILURES => Some(Self::DestinationDeliveryFailures),
             _ => None,
         }
     }
@@ -684,6 +688,24 @@ async fn run(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Every Lambda metric the poller asks CloudWatch for lands in its own counter: none is
+    /// polled (and paid for) then thrown away.
+    #[test]
+    fn every_polled_lambda_metric_has_a_distinct_counter() {
+        let counters: Vec<PlatformCounter> = lambdawatch_aws::cloudwatch::LAMBDA_METRICS
+            .iter()
+            .map(|m| {
+                PlatformCounter::from_lambda_metric(m)
+                    .unwrap_or_else(|| panic!("polled metric {m} has no counter"))
+            })
+            .collect();
+        let distinct: std::collections::BTreeSet<usize> =
+            counters.iter().map(|c| *c as usize).collect();
+        assert_eq!(distinct.len(), counters.len(), "{counters:?}");
+        assert!(distinct.iter().all(|i| *i < PlatformCounter::COUNT));
+        assert_eq!(PlatformCounter::from_lambda_metric("Invocations"), None);
+    }
 
     pub(crate) fn key(name: &str) -> FunctionKey {
         FunctionKey {

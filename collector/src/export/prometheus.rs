@@ -271,6 +271,11 @@ pub fn render_functions(agg: &Aggregates, now_s: u64, out: &mut String) {
             PlatformCounter::AsyncEventsDropped,
             "AsyncEventsDropped (platform counts).",
         ),
+        (
+            "lambdawatch_destination_delivery_failures_total",
+            PlatformCounter::DestinationDeliveryFailures,
+            "DestinationDeliveryFailures (platform counts): async events not delivered to their on-failure destination.",
+        ),
     ] {
         header(out, name, "counter", help);
         each(out, &mut |out, l, s| {
@@ -767,6 +772,7 @@ mod tests {
                 format!("lambdawatch_dead_letter_errors_total{{{l}}} 0"),
                 format!("lambdawatch_async_events_received_total{{{l}}} 0"),
                 format!("lambdawatch_async_events_dropped_total{{{l}}} 0"),
+                format!("lambdawatch_destination_delivery_failures_total{{{l}}} 0"),
                 format!(r#"lambdawatch_cold_starts_total{{{l},init_type="on-demand"}} 0"#),
                 format!(
                     r#"lambdawatch_cold_starts_total{{{l},init_type="provisioned-concurrency"}} 0"#
