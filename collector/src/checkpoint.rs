@@ -464,6 +464,10 @@ pub fn restore(doc: Document, agg: &mut Aggregates, states: &mut AlertStates) ->
         let (ok, bad): (Vec<_>, Vec<_>) = doc
             .functions
             .into_iter()
+            .map(|(k, mut s)| {
+                s.upgrade();
+                (k, s)
+            })
             .partition(|(_, s)| s.is_well_formed(&layout));
         r.malformed = bad.len();
         r.converted = ok.iter().filter(|(_, s)| s.converted_rings()).count();
@@ -1118,6 +1122,80 @@ mod tests {
     /// Upgrading: a format-1 checkpoint is read and converted, not dropped. The 30-day budgets
     /// (and every other window, for traffic even within 10-minute buckets, as here) evaluate
     /// exactly as in the collector that wrote it, and the restored rings keep counting.
+    /// A checkpoint written before `DestinationDeliveryFailures` was appended to the platform
+    /// counters (5 per bucket, 5 totals) restores with its counts intact and the new counter at 0.
+    #[test]
+    fn checkpoint_with_fewer_platform_counters_is_widened() {
+        use serde_json::Value;
+        let spec = SloSpec::embedded_default();
+        let layout = eval::layout_for(&spec);
+        let mut agg = Aggregates::new(layout.clone(), 100);
+        traffic(&mut agg);
+        let json = to_json(&agg, "task-1", T0, &[], None).unwrap();
+        let mut doc: Value = serde_json::from_slice(&json).unwrap();
+        fn narrow(v: &mut Value, seen: &mut usize) {
+            match v {
+                Value::Object(o) if o.contains_key("platform_totals") => {
+                    let totals = o["platform_totals"].as_array_mut().unwrap();
+                    assert_eq!(totals.len(), PlatformCounter::COUNT);
+                    totals.truncate(PlatformCounter::COUNT - 1);
+                    if let Some(p) = o.get_mut("platform").filter(|p| !p.is_null()) {
+                        *seen += 1;
+                        let old = p["stride"].as_u64().unwrap() as usize;
+                        assert_eq!(old, PlatformCounter::COUNT);
+                        p["stride"] = (old - 1).into();
+                        for ring in p["rings"].as_array_mut().unwrap() {
+                            let mut data = Vec::new();
+                            for x in ring["data"].as_array().unwrap() {
+                                let x = x.as_i64().unwrap();
+                                if x < 0 {
+                                    data.resize(data.len() + x.unsigned_abs() as usize, 0);
+                                } else {
+                                    data.push(x);
+                                }
+                            }
+                            let narrowed: Vec<i64> = data
+                                .chunks(old)
+                                .flat_map(|c| c[..old - 1].to_vec())
+                                .collect();
+                            ring["data"] = narrowed.into();
+                        }
+                    }
+                }
+                Value::Object(o) => o.values_mut().for_each(|v| narrow(v, seen)),
+                Value::Array(a) => a.iter_mut().for_each(|v| narrow(v, seen)),
+                _ => {}
+            }
+        }
+        let mut seen = 0;
+        narrow(&mut doc, &mut seen);
+        assert!(seen > 0, "the traffic has platform counts");
+        let old = serde_json::to_vec(&doc).unwrap();
+        let decoded = decode(&gzip(&old).unwrap()).expect("the older checkpoint is read");
+        let mut agg_b = Aggregates::new(layout, 100);
+        let r = restore(decoded, &mut agg_b, &mut AlertStates::default());
+        assert!(r.counts && r.malformed == 0, "{r:?}");
+        assert_eq!(r.functions, 3, "{r:?}");
+        let now = T0 + 60;
+        assert_eq!(
+            without_percentiles(eval::evaluate(&spec, &agg, now)),
+            without_percentiles(eval::evaluate(&spec, &agg_b, now))
+        );
+        let ok = &agg_b.functions[&key("ok")];
+        assert_eq!(
+            ok.platform_totals,
+            agg.functions[&key("ok")].platform_totals
+        );
+        assert!(ok.platform_totals[PlatformCounter::Throttles as usize] > 0);
+        assert_eq!(
+            ok.platform_totals[PlatformCounter::DestinationDeliveryFailures as usize],
+            0
+        );
+        let p = ok.platform.as_ref().unwrap();
+        assert_eq!(p.stride(), PlatformCounter::COUNT);
+        assert!(p.is_well_formed(PlatformCounter::COUNT));
+    }
+
     #[test]
     fn format_1_checkpoint_is_converted_keeping_the_budgets() {
         let spec = SloSpec::embedded_default();

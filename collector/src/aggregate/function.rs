@@ -112,6 +112,7 @@ pub struct FunctionState {
     pub outcome_totals: [u64; 4],
     pub timeout_budget_totals: [u64; 2],
     pub billed_gb_seconds: f64,
+    #[serde(deserialize_with = "platform_totals")]
     pub platform_totals: [u64; PlatformCounter::COUNT],
     pub dlq_by_queue: BTreeMap<String, u64>,
     pub duration_buckets: Buckets,
@@ -354,6 +355,14 @@ impl FunctionState {
         }
     }
 
+    /// Brings a state restored from an older checkpoint up to today's counters: the platform
+    /// series gains the counters appended since (at zero). Called before [`Self::is_well_formed`].
+    pub fn upgrade(&mut self) {
+        if let Some(p) = &mut self.platform {
+            p.widen(PlatformCounter::COUNT);
+        }
+    }
+
     /// Whether a restored state has the shapes `layout` gives a fresh one (series strides,
     /// bucket counts), so nothing indexes out of bounds after a restore.
     pub fn is_well_formed(&self, layout: &Layout) -> bool {
@@ -437,4 +446,23 @@ impl FunctionState {
                 .sum::<usize>()
             + std::mem::size_of::<Self>()
     }
+}
+
+/// Reads `platform_totals` written with fewer counters (before some were appended), the missing
+/// ones at zero; more counters than known is an error.
+fn platform_totals<'de, D>(d: D) -> Result<[u64; PlatformCounter::COUNT], D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let v = Vec::<u64>::deserialize(d)?;
+    if v.len() > PlatformCounter::COUNT {
+        return Err(serde::de::Error::invalid_length(
+            v.len(),
+            &"at most PlatformCounter::COUNT platform totals",
+        ));
+    }
+    let mut out = [0; PlatformCounter::COUNT];
+    out[..v.len()].copy_from_slice(&v);
+    Ok(out)
 }

@@ -496,6 +496,36 @@ impl Series {
 
     /// Whether a restored series has the shape [`Series::new`]`(stride)` builds: the rings of
     /// [`RINGS`], each empty or `len × stride` counters (so no index can go out of bounds).
+    /// Widens a restored series to `stride` counters per bucket, the new counters at zero (a
+    /// checkpoint written before counters were appended, e.g. the platform series before
+    /// `DestinationDeliveryFailures`). Counters are only ever appended, so the old ones keep
+    /// their positions. A series already that wide, or wider, is left alone.
+    pub fn widen(&mut self, stride: usize) {
+        let old = self.stride;
+        if old >= stride {
+            return;
+        }
+        for ring in &mut self.rings {
+            if ring.data.len() != ring.len * old {
+                continue; // empty, or malformed: `is_well_formed` decides
+            }
+            let mut data = vec![0; ring.len * stride];
+            for (to, from) in data
+                .chunks_exact_mut(stride)
+                .zip(ring.data.chunks_exact(old))
+            {
+                to[..old].copy_from_slice(from);
+            }
+            ring.data = data;
+        }
+        self.stride = stride;
+        if shaped(&self.rings, &RINGS, stride) {
+            for (ring, tracked) in self.rings.iter_mut().zip(TRACKED) {
+                ring.rebuild_totals(tracked, stride);
+            }
+        }
+    }
+
     pub fn is_well_formed(&self, stride: usize) -> bool {
         self.stride == stride && shaped(&self.rings, &RINGS, stride)
     }
