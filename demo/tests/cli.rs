@@ -18,6 +18,29 @@ use std::{
 const DEMO: &str = env!("CARGO_BIN_EXE_lambdawatch-demo");
 const NO_BUILD: &str = "LAMBDAWATCH_DEMO_NO_BUILD";
 
+/// Held while this test process writes an executable or forks. Otherwise a fork in one test
+/// can inherit another test's still-open write descriptor of its fake `cargo` or demo copy, and
+/// executing that file fails with ETXTBSY ("Text file busy") until the child has exec'd.
+static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_lock() -> std::sync::MutexGuard<'static, ()> {
+    FORK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `cmd.output()`, forking under [`FORK`].
+fn output(cmd: &mut Command) -> Output {
+    let child = {
+        let _g = fork_lock();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    child.wait_with_output().unwrap()
+}
+
 /// A copy of the demo in `<tmp>/<profile>/` (nothing else beside it) and a fake `cargo` that
 /// records its arguments and exits with `exit`.
 struct Isolated {
@@ -29,6 +52,7 @@ struct Isolated {
 
 impl Isolated {
     fn new(profile: &str, exit: i32) -> Self {
+        let _g = fork_lock();
         let dir = tempfile::tempdir().unwrap();
         let bin_dir = dir.path().join(profile);
         std::fs::create_dir(&bin_dir).unwrap();
@@ -59,7 +83,7 @@ impl Isolated {
         if no_build {
             cmd.env(NO_BUILD, "1");
         }
-        cmd.output().unwrap()
+        output(&mut cmd)
     }
 
     fn cargo_args(&self) -> Option<String> {
@@ -122,11 +146,11 @@ fn a_failed_build_stops_the_demo_and_no_build_skips_it() {
 #[test]
 fn unknown_arguments_are_refused_before_building() {
     let iso = Isolated::new("debug", 0);
-    let out = Command::new(&iso.demo)
-        .arg("--serv")
-        .env("CARGO", &iso.cargo)
-        .output()
-        .unwrap();
+    let out = output(
+        Command::new(&iso.demo)
+            .arg("--serv")
+            .env("CARGO", &iso.cargo),
+    );
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("usage: lambdawatch-demo [--serve]"),
@@ -159,14 +183,17 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
 /// (SIGINT to the process group, as a terminal sends it) stops both.
 #[test]
 fn serve_keeps_the_collector_up_after_the_report_until_ctrl_c() {
-    let mut child = Command::new(DEMO)
-        .arg("--serve")
-        .env_remove(NO_BUILD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = {
+        let _g = fork_lock();
+        Command::new(DEMO)
+            .arg("--serve")
+            .env_remove(NO_BUILD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
     let pgid = child.id();
     let (tx, rx) = mpsc::sync_channel::<String>(1024);
     let stdout = child.stdout.take().unwrap();
@@ -183,6 +210,7 @@ fn serve_keeps_the_collector_up_after_the_report_until_ctrl_c() {
         }
     });
     let interrupt = || {
+        let _g = fork_lock();
         let _ = Command::new("kill")
             .args(["-INT", "--", &format!("-{pgid}")])
             .status();
