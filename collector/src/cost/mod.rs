@@ -18,6 +18,7 @@
 //! Prometheus samples through [`MetricSample`]. The per-function labels (`function`, `version`,
 //! `region`, `account`) are added by the exporter; samples carry only their extra labels.
 
+pub mod advice;
 pub mod cli;
 pub mod feed;
 pub mod ledger;
@@ -103,6 +104,8 @@ pub mod names {
     pub const MEMORY_RECOMMENDATION_MB: &str = "lambdawatch_memory_recommendation_mb";
     /// gauge: P99 max memory used plus headroom: no recommendation goes below it, MB.
     pub const MEMORY_FLOOR_MB: &str = "lambdawatch_memory_floor_mb";
+    /// gauge: largest max memory used observed over every memory size, MB.
+    pub const MEMORY_OBSERVED_MAX_MB: &str = "lambdawatch_memory_observed_max_mb";
     /// gauge: P99 duration / timeout.
     pub const TIMEOUT_BUDGET_RATIO: &str = "lambdawatch_timeout_budget_ratio";
     /// gauge, label `downstream`: 1 while timeouts rise with this downstream's latency.
@@ -157,6 +160,10 @@ pub mod names {
             "Recommended memory for the strategy, MB.",
         ),
         (MEMORY_FLOOR_MB, "P99 max memory used plus headroom, MB."),
+        (
+            MEMORY_OBSERVED_MAX_MB,
+            "Largest max memory used observed over every memory size, MB.",
+        ),
         (TIMEOUT_BUDGET_RATIO, "P99 duration / configured timeout."),
         (
             TIMEOUT_CASCADE,
@@ -202,7 +209,7 @@ pub mod names {
                 );
                 assert!(!help.is_empty() && seen.insert(*name), "{name}");
             }
-            assert_eq!(seen.len(), 19);
+            assert_eq!(seen.len(), 20);
         }
     }
 }
