@@ -30,7 +30,9 @@
 //!   published (`lambdawatch_cold_start_ratio`).
 
 use super::MetricSample;
-use super::memory::{self, MemoryAdvice, MemoryAdviceConfig, MemoryObservation, Strategy};
+use super::memory::{
+    self, BYTES_PER_MB, MemoryAdvice, MemoryAdviceConfig, MemoryObservation, Strategy,
+};
 use super::names;
 use super::prices::{Arch, RegionPrices};
 use super::timeout::{self, TimeoutBudget};
@@ -176,18 +178,21 @@ impl FunctionAdvice {
             .iter()
             .map(|r| {
                 MetricSample::new(
-                    names::MEMORY_RECOMMENDATION_MB,
-                    f64::from(r.recommendation_mb),
+                    names::MEMORY_RECOMMENDATION_BYTES,
+                    f64::from(r.recommendation_mb) * BYTES_PER_MB,
                 )
                 .label("strategy", r.strategy.as_str())
             })
             .collect();
         out.push(MetricSample::new(
-            names::MEMORY_FLOOR_MB,
-            f64::from(self.memory.floor_mb),
+            names::MEMORY_FLOOR_BYTES,
+            f64::from(self.memory.floor_mb) * BYTES_PER_MB,
         ));
         if let Some(m) = self.memory.observed_max_memory_used_mb {
-            out.push(MetricSample::new(names::MEMORY_OBSERVED_MAX_MB, m));
+            out.push(MetricSample::new(
+                names::MEMORY_OBSERVED_MAX_BYTES,
+                m * BYTES_PER_MB,
+            ));
         }
         if let TimeoutDoc::Within(b) | TimeoutDoc::Exceeded(b) = &self.timeout
             && b.ratio.is_finite()
@@ -479,14 +484,17 @@ mod tests {
         let samples = row.samples();
         for s in ["cost", "speed", "balanced"] {
             assert_eq!(
-                sample(&samples, names::MEMORY_RECOMMENDATION_MB, Some(s)),
-                Some(1024.0)
+                sample(&samples, names::MEMORY_RECOMMENDATION_BYTES, Some(s)),
+                Some(1024.0 * BYTES_PER_MB)
             );
         }
-        assert_eq!(sample(&samples, names::MEMORY_FLOOR_MB, None), Some(360.0));
         assert_eq!(
-            sample(&samples, names::MEMORY_OBSERVED_MAX_MB, None),
-            Some(300.0)
+            sample(&samples, names::MEMORY_FLOOR_BYTES, None),
+            Some(360.0 * BYTES_PER_MB)
+        );
+        assert_eq!(
+            sample(&samples, names::MEMORY_OBSERVED_MAX_BYTES, None),
+            Some(300.0 * BYTES_PER_MB)
         );
         assert!((sample(&samples, names::TIMEOUT_BUDGET_RATIO, None).unwrap() - 0.5).abs() < 0.01);
         assert!(
@@ -538,7 +546,10 @@ mod tests {
         assert!(matches!(adv.timeout, TimeoutDoc::Unknown { .. }));
         let samples = bare.samples();
         assert_eq!(sample(&samples, names::TIMEOUT_BUDGET_RATIO, None), None);
-        assert_eq!(sample(&samples, names::MEMORY_OBSERVED_MAX_MB, None), None);
+        assert_eq!(
+            sample(&samples, names::MEMORY_OBSERVED_MAX_BYTES, None),
+            None
+        );
         // Without the aggregator's state there is no advice at all.
         let plain = a.cost.as_mut().unwrap().evaluate(T0 + 60);
         assert!(plain.functions.iter().all(|r| r.advice.is_none()));
