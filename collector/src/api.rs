@@ -1,6 +1,7 @@
 //! The admin listener (`:9464`): `/metrics` (Prometheus text, Contract 2), `/api/v1/slos` (JSON
 //! status of every SLO per function), `/api/v1/cost` (JSON cost of every function: list price so
-//! far, today, the 30-day projection, cost-surprise and retry-storm status), `/healthz` (the process answers), `/readyz` (200 once the
+//! far, today, the 30-day projection, cost-surprise and retry-storm status, each function's
+//! `advice`: memory, timeout budget, cold starts; `crate::cost::advice`), `/healthz` (the process answers), `/readyz` (200 once the
 //! listeners are up, 503 while shutting down) and `/` (a server-rendered status page: the SLO
 //! table with error-budget bars and the cost table, no framework, no script).
 //!

@@ -918,10 +918,13 @@ async fn evaluate_once(
         .query(move |a| {
             a.refresh_percentiles(now_secs);
             let ev = eval::evaluate(&spec2, a, now_secs);
+            // The advisors read the aggregator's state (percentiles refreshed above) with the
+            // same `now`; O(memory sizes) per function, so they run on every tick.
+            let functions = &a.functions;
             let cost = a
                 .cost
                 .as_mut()
-                .map(|c| c.evaluate(now_secs))
+                .map(|c| c.evaluate_with_advice(now_secs, functions))
                 .unwrap_or_default();
             (ev, cost)
         })

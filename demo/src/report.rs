@@ -204,6 +204,9 @@ pub fn print_cost(cost: &Value) {
             }
         );
     }
+    for f in functions {
+        print_advice(f);
+    }
     if let Some(d) = cost.get("dropped").and_then(Value::as_object) {
         let dropped: Vec<String> = d
             .iter()
@@ -214,4 +217,73 @@ pub fn print_cost(cost: &Value) {
             println!("  invocations not priced: {}", dropped.join(", "));
         }
     }
+}
+
+/// One advice line per function from `/api/v1/cost`'s `advice` (`cost::advice`): the memory
+/// recommendation per strategy with its floor and the max memory used observed, the timeout
+/// budget, the cold-start ratio and P99 init, and the advisors whose inputs are unknown.
+fn print_advice(f: &Value) {
+    let Some(a) = f.get("advice") else {
+        return;
+    };
+    let name = format!(
+        "{}:{}",
+        f.get("function").and_then(Value::as_str).unwrap_or("?"),
+        f.get("version").and_then(Value::as_str).unwrap_or("?")
+    );
+    let recs: Vec<String> = a
+        .pointer("/memory/recommendations")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    format!(
+                        "{} {} MB",
+                        r.get("strategy").and_then(Value::as_str).unwrap_or("?"),
+                        r.get("recommendation_mb")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let max_used = a
+        .pointer("/memory/observed_max_memory_used_mb")
+        .and_then(Value::as_f64)
+        .map_or("unknown".to_owned(), |m| format!("{m} MB"));
+    let timeout = match a.pointer("/timeout/status").and_then(Value::as_str) {
+        Some(status @ ("within" | "exceeded")) => format!(
+            "{:.2} ({status})",
+            a.pointer("/timeout/ratio")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN)
+        ),
+        _ => "unknown".to_owned(),
+    };
+    let init = a
+        .pointer("/cold_starts/p99_init_ms")
+        .and_then(Value::as_f64)
+        .map_or("-".to_owned(), |ms| format!("{ms:.0} ms"));
+    println!(
+        "  advice {:<15} memory {}  floor {} MB  max used {}  timeout ratio {}  cold starts {}  P99 init {}  cascade {}  provisioned concurrency {}",
+        name,
+        recs.join(", "),
+        a.pointer("/memory/floor_mb")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        max_used,
+        timeout,
+        pct(a
+            .pointer("/cold_starts/cold_start_ratio")
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN)),
+        init,
+        a.pointer("/cascade/status")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+        a.pointer("/provisioned_concurrency/status")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+    );
 }

@@ -466,6 +466,68 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         retried == 0 || tracked > 0.0,
         "the sandbox retried {retried} async events, the retry tracker saw {tracked}: {row}"
     );
+    // The advisors ran on the evaluation tick: every strategy's scraped memory recommendation is
+    // at least the observed max memory used plus the 20 % headroom (the floor), and
+    // /api/v1/cost's advice says the same; the timeout budget ratio is P99 / the 1 s timeout.
+    // Lambda's MB are MiB; the gauges are in bytes.
+    const MIB: f64 = 1_048_576.0;
+    let observed = prom_value(
+        &base,
+        &format!("max(lambdawatch_memory_observed_max_used_bytes{sel})"),
+    )
+    .expect("lambdawatch_memory_observed_max_used_bytes scraped")
+        / MIB;
+    assert!(
+        observed > 0.0 && observed <= 256.0,
+        "observed max {observed} MB"
+    );
+    // The advisor's per-size maximum and the aggregator's last-hour maximum come from the same
+    // reports through separate state: in a run shorter than an hour they agree.
+    let last_hour = prom_value(
+        &base,
+        &format!("max(lambdawatch_max_memory_used_bytes{sel})"),
+    )
+    .unwrap()
+        / MIB;
+    assert_eq!(
+        observed, last_hour,
+        "advisor's max used vs lambdawatch_max_memory_used_bytes"
+    );
+    let floor =
+        prom_value(&base, &format!("max(lambdawatch_memory_floor_bytes{sel})")).unwrap() / MIB;
+    assert!(
+        floor >= (observed * 1.2).ceil() && floor >= 128.0,
+        "floor {floor} MB, observed {observed} MB"
+    );
+    assert_eq!(
+        row["advice"]["memory"]["floor_mb"].as_f64(),
+        Some(floor),
+        "{row}"
+    );
+    for strategy in ["cost", "speed", "balanced"] {
+        let rec = prom_value(
+            &base,
+            &format!(
+                "max(lambdawatch_memory_recommendation_bytes{{function=\"{FUNCTION}\", version=\"{VERSION}\", strategy=\"{strategy}\"}})"
+            ),
+        )
+        .unwrap_or_else(|| panic!("no {strategy} memory recommendation scraped"))
+            / MIB;
+        assert!(
+            rec >= observed * 1.2 && rec >= floor,
+            "{strategy} recommends {rec} MB < observed max {observed} MB + 20 % (floor {floor} MB)"
+        );
+    }
+    let ratio = prom_value(
+        &base,
+        &format!("max(lambdawatch_timeout_budget_ratio{sel})"),
+    )
+    .expect("lambdawatch_timeout_budget_ratio scraped");
+    assert!(
+        ratio > 0.0 && ratio.is_finite(),
+        "timeout budget ratio {ratio}"
+    );
+    assert_eq!(row["advice"]["cascade"]["status"], "unknown", "{row}");
 
     // Every dashboard target; for one without data, the metrics it selects that the collector's
     // /metrics does not have.

@@ -76,6 +76,46 @@ fn demo_runs_the_pipeline_and_the_expected_alerts_fire() {
             assert_eq!(retries, 0.0, "{line}");
         }
     }
+    // The advice lines (`cost::advice` run on the evaluation tick): every strategy's memory
+    // recommendation is at least the floor, the floor at least the max memory used observed +
+    // 20 % headroom (and Lambda's 128 MB); checkout (10 s timeout, ~0.8 s invocations) is within
+    // its timeout budget; checkout's slow cold starts show as a positive cold-start ratio.
+    for (function, memory) in [("orders:1", 256u64), ("checkout:2", 512)] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("advice {function} ")))
+            .unwrap_or_else(|| panic!("no advice line for {function}:\n{out}"));
+        let after = |label: &str| -> &str {
+            line.split(label)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or_else(|| panic!("{label} in {line:?}"))
+        };
+        let num = |label: &str| -> f64 {
+            after(label)
+                .trim_end_matches(',')
+                .trim_end_matches('%')
+                .parse()
+                .unwrap_or_else(|_| panic!("no number after {label} in {line:?}"))
+        };
+        let floor = num(" floor ");
+        let used = num(" max used ");
+        assert!(used > 0.0 && used <= memory as f64, "{line}");
+        assert!(floor >= (used * 1.2).ceil() && floor >= 128.0, "{line}");
+        for strategy in ["cost", "speed", "balanced"] {
+            let rec = num(&format!(" {strategy} "));
+            assert!(rec >= floor, "{strategy} below the floor: {line}");
+        }
+        let ratio = num(" timeout ratio ");
+        assert!(ratio > 0.0, "{line}");
+        let cold = num(" cold starts ");
+        assert!((0.0..=100.0).contains(&cold), "{line}");
+        if function == "checkout:2" {
+            assert!(ratio <= 0.8 && line.contains("(within)"), "{line}");
+            assert!(cold > 0.0 && after(" P99 init ") != "-", "{line}");
+        }
+        assert!(line.contains(" cascade unknown "), "{line}");
+    }
     // The healthy SLOs stay quiet: no alert on checkout's errors, nor on orders' cold starts.
     assert!(
         !out.contains("LambdawatchErrorBudgetBurn checkout"),

@@ -45,11 +45,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::advice::{self, FunctionAdvice, SizeTable};
+use super::memory::MemoryAdviceConfig;
+
 use lambdawatch_semconv::attr;
 
 use super::prices::{Arch, FREE_EPHEMERAL_STORAGE_MB, PriceTable};
 use super::stage::{CostConfig, CostInvocation, CostStage, FunctionCost, SavedFunctionCost};
-use crate::aggregate::{Event, FunctionKey, InitKind, Invocation};
+use crate::aggregate::{Event, FunctionKey, FunctionState, InitKind, Invocation};
 
 /// Provisioned execution environments remembered (≈ 100 B each).
 pub const MAX_PC_INSTANCES: usize = 4096;
@@ -64,6 +67,21 @@ pub struct FunctionCostRow {
     pub key: FunctionKey,
     #[serde(flatten)]
     pub cost: FunctionCost,
+    /// The advisors' output (`cost::advice`); `None` when evaluated without the aggregator's
+    /// state ([`CostFeed::evaluate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<FunctionAdvice>,
+}
+
+impl FunctionCostRow {
+    /// Every `/metrics` sample of this row: the cost stage's, then the advisors'.
+    pub fn samples(&self) -> Vec<super::MetricSample> {
+        let mut out = self.cost.samples();
+        if let Some(a) = &self.advice {
+            out.extend(a.samples());
+        }
+        out
+    }
 }
 
 /// One evaluation of every function's cost (published with the SLO snapshot).
@@ -107,6 +125,10 @@ pub struct CostFeed {
     /// Provisioned environments: `faas.instance` → last seen (unix s).
     provisioned: HashMap<String, u64>,
     no_memory_size: u64,
+    /// Per-memory-size statistics of every priced function (the memory advisor's input; only
+    /// functions the stage accepted, so bounded by `max_functions` × [`advice::MAX_SIZES`]).
+    sizes: HashMap<FunctionKey, SizeTable>,
+    memory_cfg: MemoryAdviceConfig,
 }
 
 /// `aws.lambda.architecture`, else `host.arch` (`amd64`, `arm64`, …), else x86_64.
@@ -131,6 +153,8 @@ impl CostFeed {
             budgets,
             provisioned: HashMap::new(),
             no_memory_size: 0,
+            sizes: HashMap::new(),
+            memory_cfg: MemoryAdviceConfig::default(),
         }
     }
 
@@ -227,6 +251,13 @@ impl CostFeed {
                 request_id: inv.request_id.as_deref(),
             },
         );
+        if recorded {
+            self.sizes.entry(key.clone()).or_default().record(
+                memory_mb,
+                billed_ms,
+                inv.max_memory_mb,
+            );
+        }
         if recorded
             && self.stage.len() > known
             && let Some(budget) = self.budgets.get(&key.function)
@@ -266,13 +297,45 @@ impl CostFeed {
         n
     }
 
-    /// Evaluates every function at `now` (the evaluation tick's time).
+    /// Evaluates every function at `now` (the evaluation tick's time), without advice.
     pub fn evaluate(&mut self, now: u64) -> CostReport {
-        let functions = self
-            .stage
-            .evaluate(now)
+        self.evaluate_inner(now, None)
+    }
+
+    /// Evaluates every function at `now` and runs the advisors over `functions`, the
+    /// aggregator's state (its percentile cache refreshed at `now` by the caller). A function
+    /// the aggregator no longer holds gets no advice.
+    pub fn evaluate_with_advice(
+        &mut self,
+        now: u64,
+        functions: &HashMap<FunctionKey, FunctionState>,
+    ) -> CostReport {
+        self.evaluate_inner(now, Some(functions))
+    }
+
+    fn evaluate_inner(
+        &mut self,
+        now: u64,
+        functions: Option<&HashMap<FunctionKey, FunctionState>>,
+    ) -> CostReport {
+        let empty = SizeTable::default();
+        let rows = self.stage.evaluate(now);
+        let functions = rows
             .into_iter()
-            .map(|(key, cost)| FunctionCostRow { key, cost })
+            .map(|(key, cost)| {
+                let advice = functions.and_then(|f| f.get(&key)).and_then(|state| {
+                    let prices = self.stage.prices().region(&key.region).ok()?;
+                    Some(advice::advise_function(
+                        self.sizes.get(&key).unwrap_or(&empty),
+                        state,
+                        cost.memory_mb,
+                        prices,
+                        cost.arch,
+                        &self.memory_cfg,
+                    ))
+                });
+                FunctionCostRow { key, cost, advice }
+            })
             .collect();
         CostReport {
             evaluated_at_unix: now,

@@ -26,6 +26,8 @@ use super::prices::{Arch, RegionPrices};
 /// Lambda's memory limits, MB.
 pub const MIN_MEMORY_MB: u32 = 128;
 pub const MAX_MEMORY_MB: u32 = 10_240;
+/// Lambda's MB are MiB: the `/metrics` gauges are in bytes (Prometheus base units).
+pub const BYTES_PER_MB: f64 = 1_048_576.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,11 +194,14 @@ impl MemoryAdvice {
     pub fn samples(&self) -> Vec<MetricSample> {
         vec![
             MetricSample::new(
-                names::MEMORY_RECOMMENDATION_MB,
-                f64::from(self.recommendation_mb),
+                names::MEMORY_RECOMMENDATION_BYTES,
+                f64::from(self.recommendation_mb) * BYTES_PER_MB,
             )
             .label("strategy", self.strategy.as_str()),
-            MetricSample::new(names::MEMORY_FLOOR_MB, f64::from(self.floor_mb)),
+            MetricSample::new(
+                names::MEMORY_FLOOR_BYTES,
+                f64::from(self.floor_mb) * BYTES_PER_MB,
+            ),
         ]
     }
 }
@@ -324,8 +329,8 @@ mod tests {
             &MemoryAdviceConfig::default(),
         );
         let s = a.samples();
-        assert_eq!(s[0].name, "lambdawatch_memory_recommendation_mb");
+        assert_eq!(s[0].name, "lambdawatch_memory_recommendation_bytes");
         assert_eq!(s[0].labels, vec![("strategy", "balanced".to_string())]);
-        assert_eq!(s[0].value, 512.0);
+        assert_eq!(s[0].value, 512.0 * 1_048_576.0);
     }
 }

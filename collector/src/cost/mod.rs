@@ -18,6 +18,7 @@
 //! Prometheus samples through [`MetricSample`]. The per-function labels (`function`, `version`,
 //! `region`, `account`) are added by the exporter; samples carry only their extra labels.
 
+pub mod advice;
 pub mod cli;
 pub mod feed;
 pub mod ledger;
@@ -99,10 +100,12 @@ pub mod names {
     pub const RETRY_SAMPLE_RATE: &str = "lambdawatch_retry_sample_rate";
     /// gauge, label `queue`: DLQ messages sent minus received (redrive backlog).
     pub const DLQ_REDRIVE_BACKLOG: &str = "lambdawatch_dlq_redrive_backlog_messages";
-    /// gauge, label `strategy` (`cost`, `speed`, `balanced`): recommended memory, MB.
-    pub const MEMORY_RECOMMENDATION_MB: &str = "lambdawatch_memory_recommendation_mb";
-    /// gauge: P99 max memory used plus headroom: no recommendation goes below it, MB.
-    pub const MEMORY_FLOOR_MB: &str = "lambdawatch_memory_floor_mb";
+    /// gauge, label `strategy` (`cost`, `speed`, `balanced`): recommended memory, bytes (Lambda MB are MiB).
+    pub const MEMORY_RECOMMENDATION_BYTES: &str = "lambdawatch_memory_recommendation_bytes";
+    /// gauge: P99 max memory used plus headroom: no recommendation goes below it, bytes.
+    pub const MEMORY_FLOOR_BYTES: &str = "lambdawatch_memory_floor_bytes";
+    /// gauge: largest max memory used observed over every memory size, bytes.
+    pub const MEMORY_OBSERVED_MAX_BYTES: &str = "lambdawatch_memory_observed_max_used_bytes";
     /// gauge: P99 duration / timeout.
     pub const TIMEOUT_BUDGET_RATIO: &str = "lambdawatch_timeout_budget_ratio";
     /// gauge, label `downstream`: 1 while timeouts rise with this downstream's latency.
@@ -153,10 +156,17 @@ pub mod names {
         ),
         (DLQ_REDRIVE_BACKLOG, "DLQ messages sent minus received."),
         (
-            MEMORY_RECOMMENDATION_MB,
-            "Recommended memory for the strategy, MB.",
+            MEMORY_RECOMMENDATION_BYTES,
+            "Recommended memory for the strategy, bytes.",
         ),
-        (MEMORY_FLOOR_MB, "P99 max memory used plus headroom, MB."),
+        (
+            MEMORY_FLOOR_BYTES,
+            "Max memory used plus headroom: no recommendation goes below it, bytes.",
+        ),
+        (
+            MEMORY_OBSERVED_MAX_BYTES,
+            "Largest max memory used observed over every memory size, bytes.",
+        ),
         (TIMEOUT_BUDGET_RATIO, "P99 duration / configured timeout."),
         (
             TIMEOUT_CASCADE,
@@ -202,7 +212,7 @@ pub mod names {
                 );
                 assert!(!help.is_empty() && seen.insert(*name), "{name}");
             }
-            assert_eq!(seen.len(), 19);
+            assert_eq!(seen.len(), 20);
         }
     }
 }

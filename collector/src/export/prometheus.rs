@@ -447,7 +447,7 @@ pub fn render_cost(report: &CostReport, out: &mut String) {
     let rows: Vec<(String, Vec<crate::cost::MetricSample>)> = report
         .functions
         .iter()
-        .map(|r| (fn_labels(&r.key), r.cost.samples()))
+        .map(|r| (fn_labels(&r.key), r.samples()))
         .collect();
     for (name, help) in names::ALL {
         let mut written = false;
