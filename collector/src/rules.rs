@@ -15,7 +15,8 @@
 //! and one alert per severity: any of that severity's burn rules, each being
 //! `burn(long) ≥ factor and burn(short) ≥ factor and valid(long) ≥ min_events_per_hour × hours(long)`.
 //! `throttles` alerts when the count over the window reaches the budget (budget consumed ≥ 1),
-//! and one no-data alert covers every selected function. Every alert has `for: <alert_for>`, the
+//! one no-data alert covers every selected function, and one pipeline-drops alert watches the
+//! pipeline's own drop counters (see [`DROP_COUNTERS`]). Every alert has `for: <alert_for>`, the
 //! pending period of the built-in state machine (`LAMBDAWATCH_ALERT_FOR`, default
 //! [`DEFAULT_ALERT_FOR`](crate::config::DEFAULT_ALERT_FOR)): both sides hold a condition that long before it fires, so the value
 //! given to [`generate`] (`rules --for`) must equal the collector's. Annotations carry
@@ -28,7 +29,10 @@
 //! Selector tags (resource attributes) are not Prometheus labels, so a spec that uses them is
 //! refused rather than silently widened.
 
-use crate::alerting::alert::{NO_DATA_ALERT_NAME, NO_DATA_SLO, RunbookPage, alert_name};
+use crate::alerting::alert::{
+    NO_DATA_ALERT_NAME, NO_DATA_SLO, PIPELINE_DROPS_ALERT_NAME, PIPELINE_DROPS_SLO, RunbookPage,
+    alert_name,
+};
 use crate::slo::spec::NO_DATA_LOOKBACK;
 use crate::slo::spec::{
     BurnRule, Glob, Selector, Severity, Sli, SloDef, SloSpec, format_duration, prometheus_le,
@@ -85,6 +89,7 @@ pub fn generate(spec: &SloSpec, alert_for: Duration) -> Result<String, RulesErro
     if let Some(after) = spec.defaults.no_data_after {
         no_data_group(&mut out, spec, after, alert_for);
     }
+    pipeline_drops_group(&mut out, spec, alert_for);
     Ok(out)
 }
 
@@ -495,6 +500,114 @@ fn no_data_group(out: &mut String, spec: &SloSpec, after: Duration, alert_for: D
     );
 }
 
+/// One stage of the pipeline that counts what it loses: `(stage label, counter with its matchers,
+/// labels the sum keeps besides `reason`, label holding the reason)`.
+type DropCounter = (&'static str, &'static str, &'static str, &'static str);
+
+/// Every drop counter of Contract 2 the pipeline-drops alert watches. The cost stage's
+/// `lambdawatch_cost_dropped_total` is not here: unpriced invocations are still counted in every
+/// SLI (the cost runbook covers them).
+pub const DROP_COUNTERS: [DropCounter; 5] = [
+    // Records the extensions dropped before export (their own counters, per function).
+    (
+        "extension",
+        "lambdawatch_extension_dropped_total",
+        BY,
+        "reason",
+    ),
+    // Export requests the collector refused (queue full, too large, unauthenticated, malformed).
+    ("ingest", "lambdawatch_ingest_rejected_total", "", "reason"),
+    // Records left out of accepted requests (OTLP partial success).
+    (
+        "ingest_items",
+        "lambdawatch_ingest_rejected_items_total",
+        "signal",
+        "reason",
+    ),
+    // Accepted events not aggregated (too many functions, too old).
+    (
+        "aggregate",
+        "lambdawatch_aggregate_dropped_total",
+        "",
+        "reason",
+    ),
+    // Alerts given up on or dropped from a full sink queue.
+    (
+        "alert_delivery",
+        "lambdawatch_alert_deliveries_total{result=~\"failed|dropped\"}",
+        "sink",
+        "result",
+    ),
+];
+
+/// The window of the pipeline-drops condition: drops in the last `DROPS_WINDOW` **and** in the
+/// `DROPS_WINDOW` before it, so a single burst (which only ever lies in one of two adjacent
+/// windows) never fires, while loss that goes on for more than one window does.
+pub const DROPS_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// `sum by (<keep>, reason) (increase(<counter>[<window>] <offset>))`, the reason label copied
+/// from `reason_label` when the counter names it differently.
+fn drops_sum(counter: &DropCounter, offset: &str) -> String {
+    let (_, metric, keep, reason_label) = *counter;
+    let w = format_duration(DROPS_WINDOW);
+    let increase = format!("increase({metric}[{w}]{offset})");
+    let inner = if reason_label == "reason" {
+        increase
+    } else {
+        format!("label_replace({increase}, \"reason\", \"$1\", \"{reason_label}\", \"(.*)\")")
+    };
+    let by = if keep.is_empty() {
+        "reason".to_owned()
+    } else {
+        format!("{keep}, reason")
+    };
+    format!("sum by ({by}) ({inner})")
+}
+
+fn pipeline_drops_group(out: &mut String, spec: &SloSpec, alert_for: Duration) {
+    let w = format_duration(DROPS_WINDOW);
+    let expr = DROP_COUNTERS
+        .iter()
+        .map(|c| {
+            format!(
+                "label_replace(\n  {} > 0\n  and\n  {} > 0,\n  \"stage\", \"{}\", \"\", \"\"\n)",
+                drops_sum(c, ""),
+                drops_sum(c, &format!(" offset {w}")),
+                c.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\nor\n");
+    let _ = writeln!(out, "  - name: lambdawatch-pipeline-drops");
+    out.push_str("    rules:\n");
+    let summary =
+        "lambdawatch {{ $labels.stage }} dropping telemetry ({{ $labels.reason }})".to_owned();
+    let description = format!(
+        "{{{{ $value | humanize }}}} dropped by the {{{{ $labels.stage }}}} stage with reason \
+         {{{{ $labels.reason }}}} in the last {w}, and drops in the {w} before as well: the pipeline \
+         is losing telemetry (records, export requests or alert deliveries, depending on the \
+         stage), so every SLO reads low. Summed over every collector."
+    );
+    push_alert(
+        out,
+        PIPELINE_DROPS_ALERT_NAME,
+        &expr,
+        alert_for,
+        &[
+            ("slo".to_owned(), PIPELINE_DROPS_SLO.to_owned()),
+            ("severity".to_owned(), Severity::Ticket.as_str().to_owned()),
+        ],
+        &[
+            ("summary", summary),
+            ("description", description),
+            (
+                "runbook_url",
+                spec.defaults.runbook_url(RunbookPage::PipelineDrops),
+            ),
+        ],
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,10 +694,14 @@ mod tests {
         assert!(text.contains(
             "increase(lambdawatch_invocation_timeout_budget_total{within=\"false\"}[7d])"
         ));
-        // Guard off: no count condition; no ticket rules; no-data off.
+        // Guard off: no count condition; no ticket burn rules (the pipeline-drops ticket always
+        // comes last); no-data off.
         assert!(!text.contains(">= 0"));
         assert!(text.contains("        for: 1m\n"), "{text}");
-        assert!(!text.contains("severity: \"ticket\""));
+        let drops = text
+            .find("  - name: lambdawatch-pipeline-drops\n")
+            .unwrap_or_else(|| panic!("no pipeline-drops group:\n{text}"));
+        assert!(!text[..drops].contains("severity: \"ticket\""));
         assert!(!text.contains(NO_DATA_ALERT_NAME));
 
         let guarded = spec(
@@ -699,5 +816,58 @@ mod tests {
         assert!(!no_data.contains("a-.*"), "{no_data}");
         assert!(no_data.contains("increase(lambdawatch_invocations_total[1h])) == 0"));
         assert!(no_data.contains("increase(lambdawatch_invocations_total[3d])) >= 72"));
+    }
+
+    #[test]
+    fn pipeline_drops_watch_every_exported_drop_counter_in_two_windows() {
+        let exporter = include_str!("export/prometheus.rs");
+        for spec in [
+            SloSpec::embedded_default(),
+            spec(
+                "version: 1\ndefaults:\n  no_data_after: null\nslos:\n  - name: a\n    sli: {type: error_rate}\n    objective: 0.99\n",
+            ),
+        ] {
+            let text = generate(&spec, DEFAULT_ALERT_FOR).unwrap_or_default();
+            let group = &text[text
+                .find("  - name: lambdawatch-pipeline-drops\n")
+                .unwrap_or_else(|| panic!("no pipeline-drops group:\n{text}"))..];
+            assert_eq!(group.matches("\n      - alert: ").count(), 1, "{group}");
+            assert!(group.contains(&format!("      - alert: {PIPELINE_DROPS_ALERT_NAME}\n")));
+            assert!(group.contains("        for: 1m\n"), "{group}");
+            assert!(
+                group.contains("          severity: \"ticket\"\n"),
+                "{group}"
+            );
+            assert!(
+                group.contains("          slo: \"pipeline_drops\"\n"),
+                "{group}"
+            );
+            assert!(
+                group.contains("/docs/runbooks/pipeline-drops.md\"\n"),
+                "{group}"
+            );
+            // Summed across collectors: no per-task label survives any `sum by`.
+            for by in group.split("sum by (").skip(1) {
+                let by = &by[..by.find(')').unwrap_or(0)];
+                assert!(by.ends_with("reason"), "{by}");
+                assert!(!by.contains("instance") && !by.contains("job"), "{by}");
+            }
+            for (stage, metric, _, _) in DROP_COUNTERS {
+                let name = &metric[..metric.find('{').unwrap_or(metric.len())];
+                assert!(
+                    exporter.contains(&format!("\"{name}\",\n        \"counter\"")),
+                    "{name} is not a counter the collector exports"
+                );
+                assert!(
+                    group.contains(&format!("increase({metric}[5m])")),
+                    "{metric}"
+                );
+                assert!(
+                    group.contains(&format!("increase({metric}[5m] offset 5m)")),
+                    "{metric}"
+                );
+                assert!(group.contains(&format!("\"stage\", \"{stage}\", \"\", \"\"")));
+            }
+        }
     }
 }

@@ -7,10 +7,11 @@
 #      fails when the file drifts from the generator).
 #   2. `promtool test rules alerts/tests/*.yml`: fires on an outage (two collectors summed), does
 #      not fire on low traffic (one failure in six invocations an hour), resolves; cold start,
-#      throttle budget, DLQ ratio and no-data cases.
+#      throttle budget, DLQ ratio, no-data and pipeline-drops cases.
 #   3. Self-tests that the suite can fail: the low-traffic test must FAIL against a copy of the
 #      rules with the low-traffic guard removed, and the error-rate test (pending for `for: 1m`
-#      before paging) against a copy without `for:`.
+#      before paging) against a copy without `for:`, and the pipeline-drops test (a single burst
+#      never fires) against a copy whose earlier window is the same as the latest.
 #
 # promtool comes from Debian's `prometheus` package, installed with apt-get when missing.
 # Exits non-zero with a message on the first failure.
@@ -61,4 +62,12 @@ if (cd "$work/tests" && promtool test rules error_rate.yml >"$work/out.txt" 2>&1
   die "self-test: error_rate.yml passed against rules without \`for:\`"
 fi
 say "self-test: error_rate.yml fails without \`for:\`, as it must"
+# ... and pipeline drops need drops in two adjacent windows: with one window, one burst raises a ticket.
+sed 's/\] offset 5m)/])/' "$rules" >"$work/lambdawatch-rules.yml"
+cmp -s "$rules" "$work/lambdawatch-rules.yml" && die "self-test: no \`offset 5m\` drops window in $rules"
+cp "$root/alerts/tests/pipeline_drops.yml" "$work/tests/"
+if (cd "$work/tests" && promtool test rules pipeline_drops.yml >"$work/out.txt" 2>&1); then
+  die "self-test: pipeline_drops.yml passed against rules with a single drops window"
+fi
+say "self-test: pipeline_drops.yml fails with a single drops window, as it must"
 say "ok: check rules + ${#tests[@]} unit-test files"

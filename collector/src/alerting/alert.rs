@@ -20,6 +20,11 @@ use std::time::{Duration, SystemTime};
 pub const NO_DATA_ALERT_NAME: &str = "LambdawatchNoData";
 /// `slo` label of the no-data alert.
 pub const NO_DATA_SLO: &str = "no_data";
+/// `alertname` of the pipeline-drops alert (generated Prometheus rules only: the collector cannot
+/// page on its own losses reliably, Prometheus watches it from outside).
+pub const PIPELINE_DROPS_ALERT_NAME: &str = "LambdawatchPipelineDrops";
+/// `slo` label of the pipeline-drops alert.
+pub const PIPELINE_DROPS_SLO: &str = "pipeline_drops";
 
 /// The `alertname` for an SLI's alerts (burn rate, or budget consumed for throttles). The
 /// generated Prometheus rules use the same names.
