@@ -120,7 +120,10 @@ async fn documented_event_order_and_late_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_environment_stops_extension_timer() {
     let h = start("", &[], &[("probe", &[("PROBE_TICK_MS", "20")])], None).await;
-    assert_eq!(h.invoke("{}", false).await.status, 200);
+    // A first invocation of 300 ms keeps the environment thawed long enough for the probe's
+    // timer to tick before the freeze, even on a loaded machine (otherwise every tick can fall
+    // after the thaw and there is no gap to see).
+    assert_eq!(h.invoke(r#"{"sleep_ms": 300}"#, false).await.status, 200);
     let frozen_from = now_ms();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let frozen_to = now_ms();
@@ -133,6 +136,10 @@ async fn frozen_environment_stops_extension_timer() {
         .filter(|t| **t > frozen_from + 200 && **t < frozen_to - 100)
         .count();
     assert_eq!(inside, 0, "timer ticked while frozen: {ticks:?}");
+    assert!(
+        ticks.iter().any(|t| *t < frozen_from) && ticks.iter().any(|t| *t > frozen_to),
+        "ticks on both sides of the freeze: {ticks:?}"
+    );
     let max_gap = ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
     assert!(
         max_gap >= 600,
