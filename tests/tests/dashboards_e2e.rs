@@ -464,6 +464,13 @@ fn every_dashboard_target_is_declared_exactly_once() {
                 && p.contains("no declaration")),
         "{problems:?}"
     );
+    // ... and so is a declaration left behind when its panel goes.
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("SLO status (30 d)") && p.contains("which no dashboard has")),
+        "{problems:?}"
+    );
 }
 
 #[test]
