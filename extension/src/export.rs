@@ -53,6 +53,17 @@ pub mod reason {
     pub const MALFORMED: &str = "malformed";
     pub const UNKNOWN_TYPE: &str = "unknown_type";
     pub const BODY_TOO_LARGE: &str = "body_too_large";
+    /// Every reason, in the order `observe` exports them (each from 0).
+    pub const ALL: [&str; 8] = [
+        EXPORT_FAILED,
+        REJECTED,
+        PARTIAL_REJECTED,
+        UNSUPPORTED_ENDPOINT,
+        BUFFER_FULL,
+        MALFORMED,
+        UNKNOWN_TYPE,
+        BODY_TOO_LARGE,
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

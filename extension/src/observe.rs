@@ -10,7 +10,7 @@
 //!
 //! Owned by the `lifecycle` loop; fed from parse stats, the buffer and export reports; emitted as
 //! cumulative OTLP sums (start = process start) with every flush. Label sets are small and fixed
-//! (three signals, the reasons in [`crate::export::reason`]).
+//! (three signals, the reasons in [`crate::export::reason`]); every drop reason is exported from 0.
 
 use lambdawatch_semconv::{attr, metric, otlp};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, Metric};
@@ -111,12 +111,21 @@ impl SelfStats {
                 cum,
             ));
         }
-        for (why, n) in &self.dropped {
+        // Every known reason from 0, so a downstream Prometheus series is born at 0 and the first
+        // burst of drops shows in rate()/increase() (a series born at its first non-zero value
+        // hides that burst); then any reason outside the list.
+        let reasons = reason::ALL.iter().copied().chain(
+            self.dropped
+                .iter()
+                .map(|(why, _)| *why)
+                .filter(|why| !reason::ALL.contains(why)),
+        );
+        for why in reasons {
             out.push(sum_metric(
                 metric::EXT_DROPPED,
                 "{item}",
-                *n as i64,
-                vec![otlp::kv_str(attr::LAMBDAWATCH_REASON, *why)],
+                self.dropped(why) as i64,
+                vec![otlp::kv_str(attr::LAMBDAWATCH_REASON, why)],
                 start_ns,
                 now_ns,
                 cum,
@@ -147,5 +156,48 @@ impl SelfStats {
             cum,
         ));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+
+    /// `(reason, value)` of every `lambdawatch.extension.dropped` point.
+    fn dropped_points(stats: &SelfStats) -> Vec<(String, i64)> {
+        stats
+            .to_metrics(1, 2)
+            .into_iter()
+            .filter(|m| m.name == metric::EXT_DROPPED)
+            .flat_map(|m| match m.data {
+                Some(Data::Sum(s)) => s.data_points,
+                _ => Vec::new(),
+            })
+            .map(|p| {
+                let why = otlp::get_str(&p.attributes, attr::LAMBDAWATCH_REASON)
+                    .unwrap_or_default()
+                    .to_owned();
+                let n = match p.value {
+                    Some(Value::AsInt(i)) => i,
+                    _ => -1,
+                };
+                (why, n)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_drop_reason_is_exported_from_zero() {
+        let mut stats = SelfStats::default();
+        let zero: Vec<(String, i64)> = reason::ALL.iter().map(|r| ((*r).to_owned(), 0)).collect();
+        assert_eq!(dropped_points(&stats), zero);
+        stats.on_buffer(3);
+        stats.drop("unlisted_reason", 2);
+        let points = dropped_points(&stats);
+        assert_eq!(points.len(), reason::ALL.len() + 1);
+        assert!(points.contains(&(reason::BUFFER_FULL.to_owned(), 3)));
+        assert!(points.contains(&("unlisted_reason".to_owned(), 2)));
+        assert!(points.contains(&(reason::EXPORT_FAILED.to_owned(), 0)));
     }
 }

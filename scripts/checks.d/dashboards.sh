@@ -5,6 +5,8 @@
 #   1. tsc: every dashboards/*.json, as an object literal, against @grafana/schema's Dashboard
 #      type (dashboards/typecheck/). npm packages are installed once per package-lock into
 #      $LAMBDAWATCH_PEERS/npm (outside the clone) and symlinked into a throw-away work dir.
+#      Self-tests: copies of the dashboards with a string `gridPos.h`, a misspelt panel field and
+#      an out-of-enum value must each FAIL the type-check (this script re-run on each copy).
 #   2. amtool check-config on the example Alertmanager config, and amtool route tests
 #      (page -> pager, ticket -> tickets, anything else -> tickets).
 #   3. A real Alertmanager on 127.0.0.1 with that config (receivers pointed at a closed loopback
@@ -72,6 +74,45 @@ if ! "$work/tc/node_modules/.bin/tsc" -p "$work/tc/tsconfig.json" --noEmit --pre
   die "dashboards in $dashboards do not type-check against @grafana/schema (errors above; line numbers are in the generated .ts, same order as the JSON)"
 fi
 say "ok: $(ls "$work/tc/generated" | wc -l) dashboards type-check against @grafana/schema $(node -p "require('$modules/node_modules/@grafana/schema/package.json').version")"
+
+# Self-tests that the type-check can fail (only when checking the repository's own dashboards, so
+# the re-run below does not recurse): a copy of the dashboards with one mistake, checked by this
+# script through LAMBDAWATCH_DASHBOARDS_DIR, must fail tsc with the error the mistake causes.
+#   - gridPos.h as a string: a wrong field type;
+#   - `descripton` on a panel: a misspelt field no panel type has (an excess property);
+#   - a threshold step's colour mode `rainbow`: a value outside a string enum.
+if [ -z "${LAMBDAWATCH_DASHBOARDS_DIR:-}" ]; then
+  break_copy() { # break_copy NAME JS_MUTATION (the mutation gets `d`, the parsed pipeline-health.json)
+    mkdir -p "$work/broken-$1"
+    cp "$root"/dashboards/*.json "$work/broken-$1/"
+    node -e '
+      const fs = require("fs"); const [path, body] = process.argv.slice(1);
+      const d = JSON.parse(fs.readFileSync(path, "utf8"));
+      new Function("d", body)(d);
+      fs.writeFileSync(path, JSON.stringify(d, null, 2));
+    ' "$work/broken-$1/pipeline-health.json" "$2" || die "self-test $1: could not break a copy of pipeline-health.json"
+    cmp -s "$root/dashboards/pipeline-health.json" "$work/broken-$1/pipeline-health.json" &&
+      die "self-test $1: the copy of pipeline-health.json is unchanged"
+    return 0
+  }
+  must_fail() { # must_fail NAME EXPECTED_TSC_ERROR_REGEX
+    if LAMBDAWATCH_DASHBOARDS_DIR="$work/broken-$1" bash "${BASH_SOURCE[0]}" >"$work/self-$1.log" 2>&1; then
+      cat "$work/self-$1.log" >&2
+      die "self-test $1: the type-check passed a dashboard with that mistake"
+    fi
+    grep -Eq "generated/pipeline-health\.ts\([0-9]+,[0-9]+\): error TS[0-9]+: .*$2" "$work/self-$1.log" || {
+      cat "$work/self-$1.log" >&2
+      die "self-test $1: tsc failed, but not with an error matching /$2/ in pipeline-health"
+    }
+    say "self-test: $1 fails the type-check, as it must ($(grep -Eo 'error TS[0-9]+' "$work/self-$1.log" | head -1))"
+  }
+  break_copy string-gridpos-h 'd.panels[0].gridPos.h = "8";'
+  must_fail string-gridpos-h "Type 'string' is not assignable to type 'number'"
+  break_copy misspelt-field 'd.panels[1].descripton = d.panels[1].description;'
+  must_fail misspelt-field "'\"?descripton\"?' does not exist"
+  break_copy bad-enum 'd.panels[2].fieldConfig.defaults.thresholds.mode = "rainbow";'
+  must_fail bad-enum "'\"rainbow\"' is not assignable"
+fi
 
 # ---------------------------------------------------------------- 2. amtool
 apt_install prometheus-alertmanager amtool

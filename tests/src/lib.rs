@@ -12,6 +12,7 @@
 //!   captured (bounded) and that is killed, group and all, when dropped; [`process::Child::wait_for_line`].
 //! - [`net`]: [`free_port`], [`net::wait_for_port`].
 //! - [`http`]: a small blocking HTTP/1.1 client with a timeout on every request.
+//! - [`prometheus`]: a real Prometheus started from a scrape config, ready-waited, and its query API.
 //! - [`wait_until`]: poll a condition with a bounded timeout.
 //!
 //! Every wait takes an explicit timeout and panics with what it was waiting for when it runs out.
@@ -26,6 +27,7 @@ pub mod moto;
 pub mod net;
 pub mod peers;
 pub mod process;
+pub mod prometheus;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

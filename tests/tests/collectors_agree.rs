@@ -33,8 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambdawatch_semconv::otlp::{kv_f64, kv_str};
 use lambdawatch_semconv::{attr, span_type};
-use lambdawatch_tests::dashboards;
-use lambdawatch_tests::{Child, free_port, http, peers, repo_root, wait_until, workspace_bin};
+use lambdawatch_tests::prometheus::{self, Prometheus, query};
+use lambdawatch_tests::{Child, http, peers, repo_root, wait_until, workspace_bin};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     resource::v1::Resource,
@@ -198,69 +198,14 @@ fn start_collector(name: &str) -> Collector {
     }
 }
 
-struct Prometheus {
-    base: String,
-    _child: Child,
-    _dir: tempfile::TempDir,
-}
-
 /// A Prometheus scraping `targets` as job `lambdawatch` every 250 ms, evaluating the checked-in
 /// rules every second.
 fn start_prometheus(name: &str, targets: &[&str]) -> Prometheus {
-    let bin = peers::bin("prometheus");
-    let rules = repo_root().join("alerts/lambdawatch-rules.yml");
-    assert!(rules.is_file(), "{} missing", rules.display());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 250ms\n  scrape_timeout: 250ms\n  evaluation_interval: 1s\n\
-             rule_files:\n  - '{}'\n\
-             scrape_configs:\n  - job_name: lambdawatch\n    static_configs:\n      - targets: [{}]\n",
-            rules.display(),
-            targets.join(", ")
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Child::spawn(
-        name,
-        Command::new(&bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until(&format!("{name} ready"), Duration::from_secs(30), || {
-        http::get(&format!("{base}/-/ready"), Duration::from_secs(2))
-            .ok()
-            .filter(|r| r.status == 200)
-    });
-    Prometheus {
-        base,
-        _child: child,
-        _dir: dir,
-    }
-}
-
-/// `data.result` of an instant query; `None` until Prometheus answers `success`.
-fn query(base: &str, expr: &str) -> Option<Vec<Value>> {
-    let url = format!("{base}/api/v1/query?query={}", dashboards::url_encode(expr));
-    let r = http::get(&url, Duration::from_secs(5)).ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    let v: Value = serde_json::from_slice(&r.body).ok()?;
-    if v["status"] != "success" {
-        return None;
-    }
-    v.pointer("/data/result").and_then(Value::as_array).cloned()
+    let mut config = prometheus::Config::job("250ms", "lambdawatch", targets);
+    config
+        .rule_files
+        .push(repo_root().join("alerts/lambdawatch-rules.yml"));
+    prometheus::start(name, &config)
 }
 
 /// (timestamp, value) of each series of an instant query, keyed by its labels (`instance` and

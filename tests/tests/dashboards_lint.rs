@@ -658,6 +658,7 @@ fn every_runbook_exists_and_names_only_real_panels() {
 /// (the extension counters name `function` as an extra label instead).
 const PIPELINE_METRIC_PREFIXES: &[&str] = &[
     "lambdawatch_ingest_",
+    "lambdawatch_aggregate_",
     "lambdawatch_alert_deliveries_",
     "lambdawatch_cloudwatch_",
     "lambdawatch_extension_",
@@ -776,40 +777,21 @@ fn serve_contract_exposition(function: &'static str) -> u16 {
     port
 }
 
-/// Every dashboard target returns data from a real Prometheus that scraped series shaped exactly as
-/// Contract 2 describes them. This proves the queries match the contract's names, labels and label
+/// Every dashboard target returns data (at least one finite sample) from a real Prometheus that
+/// scraped series shaped exactly as Contract 2 describes them. This proves the queries match the contract's names, labels and label
 /// values (outcome, within, slo, window, ...); the end-to-end test does the same against the
 /// collector itself with `dashboards::queries_without_data`.
 #[test]
 fn every_dashboard_query_returns_data_from_prometheus_scraping_contract_shaped_metrics() {
     use std::time::Duration;
     const FUNCTION: &str = "orders";
-    let prometheus = lambdawatch_tests::peers::bin("prometheus");
     let target_port = serve_contract_exposition(FUNCTION);
-    let dir = std::env::temp_dir().join(format!("lambdawatch-dash-prom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: contract\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-        ),
-    )
-    .unwrap();
-    let port = lambdawatch_tests::free_port();
-    let _prom = lambdawatch_tests::Child::spawn(
+    let target = format!("127.0.0.1:{target_port}");
+    let prometheus = lambdawatch_tests::prometheus::start(
         "prometheus",
-        std::process::Command::new(&prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn"),
+        &lambdawatch_tests::prometheus::Config::job("1s", "contract", &[&target]),
     );
-    let base = format!("http://127.0.0.1:{port}");
+    let base = prometheus.base.clone();
     // Enough scrapes for rate() over the 1m that $__rate_interval becomes.
     let enough = format!(
         "{base}/api/v1/query?query={}",
@@ -859,13 +841,92 @@ fn every_dashboard_query_returns_data_from_prometheus_scraping_contract_shaped_m
         }
     }
     assert!(queries.len() > 40, "only {} queries", queries.len());
-    let problems = dashboards::queries_without_data(&base, &queries);
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut problems = dashboards::queries_without_data(&base, &queries);
+    // Data, and a number: a query whose every sample is NaN (0/0, a quantile of empty buckets)
+    // draws nothing in Grafana either.
+    for q in &queries {
+        if let Ok(samples) = prometheus.samples(&q.expr)
+            && !samples.is_empty()
+            && !samples.iter().any(|s| s.value.is_finite())
+        {
+            problems.push(format!(
+                "{} › {:?} target {}: no finite sample for {}: {samples:?}",
+                q.dashboard, q.panel_title, q.ref_id, q.expr
+            ));
+        }
+    }
     assert!(
         problems.is_empty(),
         "{} of {} queries returned no data:\n{}",
         problems.len(),
         queries.len(),
         problems.join("\n")
+    );
+}
+
+/// The drop counters the `LambdawatchPipelineDrops` alert reads (its `stage` label: extension,
+/// ingest, ingest_items, aggregate, alert_delivery), from the checked-in rules.
+fn pipeline_drop_counters(rules_yaml: &str) -> BTreeSet<String> {
+    let start = rules_yaml
+        .find("- alert: LambdawatchPipelineDrops")
+        .expect("no LambdawatchPipelineDrops alert in the rules");
+    let rest = &rules_yaml[start..];
+    let expr_start = rest.find("expr: |-").expect("no block expr") + "expr: |-".len();
+    let expr_end = rest
+        .find("\n        for:")
+        .expect("no `for:` after the expr");
+    let expr = &rest[expr_start..expr_end];
+    selectors(expr)
+        .unwrap_or_else(|e| panic!("{e}: {expr}"))
+        .into_iter()
+        .map(|s| s.metric)
+        .collect()
+}
+
+/// Every stage the pipeline-drops alert pages on has a panel on the pipeline health dashboard
+/// (through `rate()` over `$__rate_interval`, as the lint requires of every counter), so the
+/// runbook's "confirm on the dashboards" step can be done for each.
+#[test]
+fn pipeline_health_has_a_panel_for_every_drop_stage_of_the_pipeline_drops_alert() {
+    let rules = std::fs::read_to_string(
+        lambdawatch_tests::repo_root().join("alerts/lambdawatch-rules.yml"),
+    )
+    .unwrap();
+    let counters = pipeline_drop_counters(&rules);
+    let expected: BTreeSet<String> = [
+        "lambdawatch_extension_dropped_total",
+        "lambdawatch_ingest_rejected_total",
+        "lambdawatch_ingest_rejected_items_total",
+        "lambdawatch_aggregate_dropped_total",
+        "lambdawatch_alert_deliveries_total",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(counters, expected, "the alert's drop stages changed");
+    let health = dashboards::load_all()
+        .into_iter()
+        .find(|d| d.name == "pipeline-health")
+        .expect("dashboards/pipeline-health.json");
+    let shown: BTreeSet<String> = targets(&health.json)
+        .iter()
+        .flat_map(|t| selectors(&t.expr).unwrap_or_default())
+        .filter(|s| s.function.as_deref() == Some("rate"))
+        .map(|s| s.metric)
+        .collect();
+    let missing: Vec<&String> = counters.difference(&shown).collect();
+    assert!(
+        missing.is_empty(),
+        "pipeline-health.json has no rate() panel for the drop counters {missing:?}"
+    );
+}
+
+#[test]
+fn pipeline_drop_counters_reads_the_alert_expression() {
+    let rules = "      - alert: Other\n        expr: |-\n          up\n        for: 1m\n\
+                 \x20     - alert: LambdawatchPipelineDrops\n        expr: |-\n          \
+                 sum(increase(a_total[5m])) > 0 or sum by (reason) (increase(b_total[5m] offset 5m))\n        for: 1m\n";
+    assert_eq!(
+        pipeline_drop_counters(rules),
+        ["a_total", "b_total"].map(str::to_owned).into()
     );
 }
