@@ -254,6 +254,17 @@ fn ev(kind: &str, record: Value) -> Value {
     json!({"time": iso(now_ms()), "type": kind, "record": record})
 }
 
+/// `/next` is held for a flush only once the collector has answered an export: waits until it
+/// has the start-up probe (the extension's self-metrics, sent before the first `/next`), then
+/// gives the answer time to reach the extension.
+async fn collector_proven(cap: &Capture) {
+    wait_until("the start-up health probe", Duration::from_secs(5), || {
+        cap.requests().iter().any(|r| r.path == "/v1/metrics")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
 fn invocation_ids(cap: &Capture) -> Vec<String> {
     cap.spans()
         .into_iter()
@@ -286,6 +297,7 @@ async fn end_flush_never_calls_next_before_runtime_done_and_shutdown_waits_for_t
         seen.lock().unwrap().next_calls.len() == 1
     })
     .await;
+    collector_proven(&cap).await;
 
     let rid = "aaaaaaaa-0000-4000-8000-000000000001";
     api.events.send(invoke(rid)).await.unwrap();
@@ -962,6 +974,7 @@ async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource
     )
     .await;
     let listener = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    collector_proven(&cap).await;
     let ids = [
         "c0c0c0c0-0000-4000-8000-000000000003",
         "d0d0d0d0-0000-4000-8000-000000000004",
@@ -1064,4 +1077,66 @@ async fn process_telemetry_not_supported_is_said_once() {
     assert_eq!(said, 1, "said once: {err}");
     assert_eq!(seen.lock().unwrap().subscriptions.len(), 1);
     assert_eq!(invocation_ids(&cap), ids.to_vec());
+}
+
+/// Fail open, first invocation included: against a collector that has never answered (one that
+/// refuses connections, one that accepts and never answers), with `LAMBDAWATCH_FLUSH=end` (the
+/// policy that holds the most), the extension goes back to `/next` right after each INVOKE,
+/// without waiting for `platform.runtimeDone` (which never comes here) or for an export; what
+/// it has goes out in the background. A policy that trusted the collector until proven wrong
+/// would hold the first invocation until its deadline (3 s) plus grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_collector_never_answered_never_holds_next_even_the_first_invocation() {
+    let black_hole = Capture::start(Behaviour::Hang);
+    for (what, otlp) in [
+        ("refusing", format!("http://127.0.0.1:{}", dead_port())),
+        ("black-holed", black_hole.base()),
+    ] {
+        let unused = Capture::start(Behaviour::Accept);
+        let api = fake_api(Script::default(), unused.clone()).await;
+        let proc = Process::start(api.addr, &otlp, &[("LAMBDAWATCH_FLUSH", "end")]);
+        let seen = api.seen.clone();
+        wait_until(
+            "subscription and first /next",
+            Duration::from_secs(10),
+            || {
+                let s = seen.lock().unwrap();
+                !s.subscriptions.is_empty() && s.next_calls.len() == 1
+            },
+        )
+        .await;
+        let listener = listener_port(&seen.lock().unwrap().subscriptions[0]);
+        let ids = [
+            "a2a2a2a2-0000-4000-8000-000000000008",
+            "b2b2b2b2-0000-4000-8000-000000000009",
+            "c2c2c2c2-0000-4000-8000-00000000000a",
+        ];
+        for (n, rid) in ids.iter().enumerate() {
+            let sent = Instant::now();
+            api.events.send(invoke(rid)).await.unwrap();
+            post_telemetry(
+                listener,
+                json!([
+                    ev("platform.start", json!({"requestId": rid})),
+                    ev(
+                        "function",
+                        json!(format!("2024-05-01T10:00:00.000Z\t{rid}\tINFO\tworking"))
+                    ),
+                ]),
+            )
+            .await;
+            wait_until("/next without runtimeDone", Duration::from_secs(1), || {
+                seen.lock().unwrap().next_calls.len() == n + 2
+            })
+            .await;
+            let held = seen.lock().unwrap().next_calls[n + 1].0 - sent;
+            assert!(
+                held < Duration::from_millis(500),
+                "{what} collector, invocation {n}: /next after {held:?}"
+            );
+        }
+        let err = proc.spindown(&api, 1500, Duration::from_secs(5)).await;
+        assert!(unused.requests().is_empty(), "{what}: {err}");
+    }
+    assert!(black_hole.requests().is_empty());
 }
