@@ -64,6 +64,42 @@ struct Setup<'a> {
     account: Option<&'a str>,
 }
 
+impl<'a> Setup<'a> {
+    /// The extension exporting to `endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`), with the probe
+    /// extension beside it (it records what the Telemetry API delivers, reports included).
+    fn extension(endpoint: impl Into<String>) -> Setup<'a> {
+        Setup {
+            extension: true,
+            probe: true,
+            env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.into())],
+            account: None,
+        }
+    }
+
+    /// No extension of ours; the probe extension only.
+    fn probe_only() -> Setup<'a> {
+        Setup {
+            probe: true,
+            ..Setup::default()
+        }
+    }
+
+    fn env(mut self, key: &'a str, value: impl Into<String>) -> Setup<'a> {
+        self.env.push((key, value.into()));
+        self
+    }
+
+    fn account(mut self, account: &'a str) -> Setup<'a> {
+        self.account = Some(account);
+        self
+    }
+
+    fn without_probe(mut self) -> Setup<'a> {
+        self.probe = false;
+        self
+    }
+}
+
 impl Sandbox {
     fn start(name: &str, s: Setup<'_>) -> Sandbox {
         let sandbox = target_bin("lambdawatch-sandbox");
@@ -217,10 +253,6 @@ impl Drop for Sandbox {
     }
 }
 
-fn collector_env(base: &str) -> Vec<(&'static str, String)> {
-    vec![("OTEL_EXPORTER_OTLP_ENDPOINT", base.to_owned())]
-}
-
 fn invocation_spans(cap: &Capture) -> Vec<Span> {
     cap.spans()
         .into_iter()
@@ -323,15 +355,7 @@ const ACCOUNT: &str = "210987654321";
 fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
     let _serial = serial();
     let cap = Capture::start(Behaviour::Accept);
-    let sb = Sandbox::start(
-        "values",
-        Setup {
-            extension: true,
-            probe: true,
-            env: collector_env(&cap.base()),
-            account: None,
-        },
-    );
+    let sb = Sandbox::start("values", Setup::extension(cap.base()));
     let payloads = [
         r#"{"log_lines": 2}"#,
         r#"{"log_lines": 2, "log_json": true}"#,
@@ -362,20 +386,8 @@ fn n_invocations_give_n_spans_metrics_and_logs_with_the_platform_values() {
         .map(|r| (r["requestId"].as_str().unwrap().to_owned(), r.clone()))
         .collect();
     // The probe saw platform.start with the X-Ray header of each request.
-    let mut probe = String::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("probe-")
-        {
-            probe.push_str(&std::fs::read_to_string(p).unwrap());
-        }
-    }
     let mut xray_of: HashMap<String, String> = HashMap::new();
-    for line in probe.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+    for v in probe_lines(&dir) {
         for e in v["telemetry"].as_array().into_iter().flatten() {
             if e["type"] == "platform.start" {
                 xray_of.insert(
@@ -603,12 +615,9 @@ fn timed_out_invocation_exports_a_timeout_span_and_the_report_metrics() {
     let cap = Capture::start(Behaviour::Accept);
     let sb = Sandbox::start(
         "timeout",
-        Setup {
-            extension: true,
-            probe: false,
-            env: collector_env(&cap.base()),
-            account: Some(ACCOUNT),
-        },
+        Setup::extension(cap.base())
+            .account(ACCOUNT)
+            .without_probe(),
     );
     let (warm, _, _) = sb.invoke(r#"{"log_lines": 1}"#);
     let (slow, took, body) = sb.invoke(r#"{"sleep_ms": 3000}"#);
@@ -786,13 +795,7 @@ fn latencies(sb: &Sandbox, n: usize) -> (Vec<String>, Vec<Duration>) {
 }
 
 fn baseline_median() -> Duration {
-    let sb = Sandbox::start(
-        "baseline",
-        Setup {
-            probe: true,
-            ..Setup::default()
-        },
-    );
+    let sb = Sandbox::start("baseline", Setup::probe_only());
     let (_, lat) = latencies(&sb, 20);
     sb.stop();
     median(lat)
@@ -868,19 +871,9 @@ fn collector_down_then_back_function_unharmed_and_outage_data_arrives() {
     let port = free_port();
     let sb = Sandbox::start(
         "down",
-        Setup {
-            extension: true,
-            probe: true,
-            env: vec![
-                (
-                    "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    format!("http://127.0.0.1:{port}"),
-                ),
-                // Retries end 200 ms after each export starts: the outage below outlasts them.
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "200".into()),
-            ],
-            ..Setup::default()
-        },
+        Setup::extension(format!("http://127.0.0.1:{port}"))
+            // Retries end 200 ms after each export starts: the outage below outlasts them.
+            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "200"),
     );
     let (rids, lat) = latencies(&sb, 20);
     assert_latency_unchanged(median(lat), baseline, "collector down");
@@ -935,15 +928,7 @@ fn collector_slow_function_unharmed_and_nothing_lost() {
     let cap = Capture::start(Behaviour::HangFirst(2));
     let sb = Sandbox::start(
         "slow",
-        Setup {
-            extension: true,
-            probe: true,
-            env: vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", cap.base()),
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "300".into()),
-            ],
-            ..Setup::default()
-        },
+        Setup::extension(cap.base()).env("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
     );
     let (rids, lat) = latencies(&sb, 20);
     assert_latency_unchanged(median(lat), baseline, "collector slow");
@@ -979,15 +964,7 @@ fn collector_black_holed_never_holds_next_in_any_environment() {
     let _serial = serial();
     let baseline = baseline_median();
     let cap = Capture::start(Behaviour::Hang);
-    let sb = Sandbox::start(
-        "blackhole",
-        Setup {
-            extension: true,
-            probe: true,
-            env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", cap.base())],
-            ..Setup::default()
-        },
-    );
+    let sb = Sandbox::start("blackhole", Setup::extension(cap.base()));
     let (_, lat) = latencies(&sb, 20);
     assert_latency_unchanged(median(lat), baseline, "collector black-holed");
     let (report, dir) = sb.stop();
@@ -1004,35 +981,28 @@ fn garbage_config_function_unharmed_data_still_flows() {
     let cap = Capture::start(Behaviour::Accept);
     let sb = Sandbox::start(
         "garbage",
-        Setup {
-            extension: true,
-            probe: true,
-            env: vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "::not a url::".into()),
-                (
-                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                    format!("{}/v1/traces", cap.base()),
-                ),
-                (
-                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-                    format!("{}/v1/metrics", cap.base()),
-                ),
-                (
-                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-                    format!("{}/v1/logs", cap.base()),
-                ),
-                ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd".into()),
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon".into()),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "novalue,=x".into()),
-                ("LAMBDAWATCH_FLUSH", "sometimes".into()),
-                ("LAMBDAWATCH_CAPTURE_LOGS", "maybe".into()),
-                ("LAMBDAWATCH_REDACT", "(unclosed".into()),
-                ("LAMBDAWATCH_BUFFER_MAX_ITEMS", "-1".into()),
-                ("LAMBDAWATCH_BUFFER_MAX_BYTES", "lots".into()),
-                ("LAMBDAWATCH_TELEMETRY_LISTENER", "nowhere".into()),
-            ],
-            ..Setup::default()
-        },
+        Setup::extension("::not a url::")
+            .env(
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                format!("{}/v1/traces", cap.base()),
+            )
+            .env(
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                format!("{}/v1/metrics", cap.base()),
+            )
+            .env(
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                format!("{}/v1/logs", cap.base()),
+            )
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")
+            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "novalue,=x")
+            .env("LAMBDAWATCH_FLUSH", "sometimes")
+            .env("LAMBDAWATCH_CAPTURE_LOGS", "maybe")
+            .env("LAMBDAWATCH_REDACT", "(unclosed")
+            .env("LAMBDAWATCH_BUFFER_MAX_ITEMS", "-1")
+            .env("LAMBDAWATCH_BUFFER_MAX_BYTES", "lots")
+            .env("LAMBDAWATCH_TELEMETRY_LISTENER", "nowhere"),
     );
     let (rids, _) = latencies(&sb, 20);
     let (report, dir) = sb.stop();
@@ -1071,17 +1041,12 @@ fn https_collector_trusted_via_ca_file_and_untrusted_fails_open() {
     let cap = Capture::start_tls(Behaviour::Accept, &pki);
     let sb = Sandbox::start(
         "tls",
-        Setup {
-            extension: true,
-            env: vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", cap.base()),
-                (
-                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
-                    ca.path().display().to_string(),
-                ),
-            ],
-            ..Setup::default()
-        },
+        Setup::extension(cap.base())
+            .env(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                ca.path().display().to_string(),
+            )
+            .without_probe(),
     );
     let (rids, _) = latencies(&sb, 5);
     let (_, dir) = sb.stop();
@@ -1102,15 +1067,7 @@ fn https_collector_trusted_via_ca_file_and_untrusted_fails_open() {
     assert!(cap.tls_failures().is_empty(), "{:?}", cap.tls_failures());
 
     let untrusted = Capture::start_tls(Behaviour::Accept, &pki);
-    let sb = Sandbox::start(
-        "tls-untrusted",
-        Setup {
-            extension: true,
-            probe: true,
-            env: vec![("OTEL_EXPORTER_OTLP_ENDPOINT", untrusted.base())],
-            ..Setup::default()
-        },
-    );
+    let sb = Sandbox::start("tls-untrusted", Setup::extension(untrusted.base()));
     let (_, lat) = latencies(&sb, 20);
     assert_latency_unchanged(median(lat), baseline, "untrusted TLS certificate");
     let (report, dir) = sb.stop();
