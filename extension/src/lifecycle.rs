@@ -537,12 +537,15 @@ impl Loop {
                 Ok(Ok(r)) => self.on_export_done(r),
                 _ => {
                     h.abort();
-                    self.stats.drop(reason::EXPORT_FAILED, self.in_flight_items);
-                    warn!(
-                        "shutdown-export",
-                        "in-flight export did not finish in time at shutdown; {} items dropped",
-                        self.in_flight_items
-                    );
+                    // A health probe carries no items: nothing lost, nothing to say.
+                    if self.in_flight_items > 0 {
+                        self.stats.drop(reason::EXPORT_FAILED, self.in_flight_items);
+                        warn!(
+                            "shutdown-export",
+                            "in-flight export did not finish in time at shutdown; {} items dropped",
+                            self.in_flight_items
+                        );
+                    }
                 }
             }
         }
