@@ -3,7 +3,9 @@
 //! `platform.runtimeDone` when flushing at the end", and SHUTDOWN waiting for the late report.
 //! The `process_*` tests run the real `lambdawatch-extension` binary against the same fake API:
 //! drops counted and memory bounded with a dead collector, the adaptive flush before `/next`,
-//! the account id on the exported resource, and the `Telemetry.NotSupported` line said once.
+//! the account id on the exported resource, the `Telemetry.NotSupported` line said once, and a
+//! collector that never answered (refusing or black-holed) never holding `/next`. Every test
+//! starts from one [`Setup`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
