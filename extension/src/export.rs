@@ -21,7 +21,8 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use opentelemetry_proto::tonic::{
     collector::{
-        logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+        logs::v1::ExportLogsServiceResponse,
+        metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
         trace::v1::ExportTraceServiceResponse,
     },
     common::v1::InstrumentationScope,
@@ -318,6 +319,41 @@ impl Exporter {
             if r.error.is_some() {
                 report.ok = false;
                 report.error = r.error;
+            }
+        }
+        report
+    }
+
+    /// One empty OTLP metrics request (no resource, no data points: valid OTLP, nothing for the
+    /// collector to store) to learn whether the collector answers, without retries, finishing by
+    /// `deadline`. `lifecycle` sends it when the collector's health is not proven and nothing is
+    /// buffered, so the decision to hold `/next` never rests on a guess.
+    pub async fn probe(&self, deadline: Instant) -> ExportReport {
+        let mut report = ExportReport::default();
+        let url = self.cfg.endpoints.metrics.as_str();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            report.error = Some(format!(
+                "metrics endpoint {url} is neither http:// nor https://"
+            ));
+            return report;
+        }
+        if left < MIN_ATTEMPT {
+            report.error = Some("health probe: no time left".to_owned());
+            return report;
+        }
+        let body = ExportMetricsServiceRequest::default().encode_to_vec();
+        let body = match self.cfg.compression {
+            Compression::Gzip => Bytes::from(gzip(&body)),
+            Compression::None => Bytes::from(body),
+        };
+        match self
+            .attempt(Signal::Metrics, url, body, self.cfg.timeout.min(left))
+            .await
+        {
+            Attempt::Ok { .. } => report.ok = true,
+            Attempt::Retry(e) | Attempt::Fatal(e) | Attempt::GiveUp(e) => {
+                report.error = Some(format!("health probe: {e}"));
             }
         }
         report

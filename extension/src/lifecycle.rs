@@ -14,8 +14,11 @@
 //! what is still open, let an in-flight export finish, and make the final flush before
 //! `deadlineMs` minus a safety margin.
 //!
-//! Fail open: nothing here panics; an export that outlives its budget keeps running in the
-//! background and marks the collector unhealthy, so the next invocations do not wait for it.
+//! Fail open: nothing here panics; `/next` waits for a flush only once the collector has
+//! answered (a health probe, an empty OTLP request, goes out in the background at start-up so
+//! the first invocation need not guess); an export that outlives its budget or fails an attempt
+//! keeps running in the background and marks the collector unhealthy, so the next invocations
+//! do not wait for it until a background export succeeds.
 //! What an export could not send for a passing reason (collector down, timeout, 429/503) goes
 //! back to the buffer and out with the next flush; only the final flush at SHUTDOWN counts it
 //! as `export_failed`.
@@ -40,8 +43,10 @@ use crate::telemetry_api::{self, Received, Subscription};
 use crate::translate::{Options, ResourceInfo, Translator};
 use crate::{info, warn};
 
-/// The longest `/next` is held back for a flush at the end of an invocation.
-pub const BEFORE_NEXT_BUDGET: Duration = Duration::from_millis(1000);
+/// The longest `/next` is held back for a flush at the end of an invocation (once
+/// `platform.runtimeDone` is in), and only when the collector answered the previous export.
+/// Past it the export goes on in the background and the collector counts as unhealthy.
+pub const BEFORE_NEXT_BUDGET: Duration = Duration::from_millis(250);
 /// After the deadline of an invocation whose `runtimeDone` never came, give up waiting.
 pub const RUNTIME_DONE_GRACE: Duration = Duration::from_millis(500);
 /// Kept free before the SHUTDOWN deadline.
@@ -252,6 +257,11 @@ impl Loop {
     }
 
     pub async fn run(mut self, api: ExtensionsApi) {
+        // Learn the collector's health off the critical path before the first INVOKE needs it.
+        if self.flush.probe_wanted() {
+            let now = Instant::now();
+            self.start_export(now, now + self.timeout);
+        }
         let mut next: Option<NextFut> = Some(Box::pin(api.clone().next()));
         let mut phase = Phase::Idle;
         let mut rx_open = true;
@@ -271,7 +281,7 @@ impl Loop {
                 }
                 _ = notified(&self.export_failed), if matches!(phase, Phase::FlushBeforeNext { .. }) => {
                     // The collector is failing: retries go on in the background, /next goes now.
-                    self.flush.on_flush_done(Instant::now(), false);
+                    self.flush.on_flush_done(false);
                     self.flush.in_flight = self.export_task.is_some();
                     phase = Phase::Idle;
                     next = Some(Box::pin(api.clone().next()));
@@ -315,7 +325,7 @@ impl Loop {
                         }
                         Phase::FlushBeforeNext { give_up } if now >= *give_up => {
                             // The collector is too slow: do not hold the function any longer.
-                            self.flush.on_flush_done(now, false);
+                            self.flush.on_flush_done(false);
                             self.flush.in_flight = self.export_task.is_some();
                             warn!("flush-budget", "flush did not finish within {BEFORE_NEXT_BUDGET:?}; continuing without waiting");
                             phase = Phase::Idle;
@@ -465,6 +475,11 @@ impl Loop {
         }
         self.stats.on_buffer(self.buffer.dropped());
         if self.buffer.is_empty() {
+            // Nothing to send: learn the collector's health instead, if the policy wants it.
+            self.flush.in_flight = false;
+            if self.flush.probe_wanted() {
+                self.start_probe(now, deadline);
+            }
             return;
         }
         let mut batch = self.buffer.drain();
@@ -486,12 +501,23 @@ impl Loop {
         }));
     }
 
+    /// An empty request to the collector, off the critical path, in the export slot (so at most
+    /// one is in flight and its answer is handled like an export's).
+    fn start_probe(&mut self, now: Instant, deadline: Instant) {
+        self.in_flight_items = 0;
+        self.in_flight_buffer_metrics = 0;
+        self.flush.on_flush_started(now);
+        self.export_failed = Arc::new(Notify::new());
+        let exporter = self.exporter.clone();
+        self.export_task = Some(tokio::spawn(async move { exporter.probe(deadline).await }));
+    }
+
     /// Counts the report and returns what failed for a passing reason to the buffer (without
     /// our own self-metrics, which are cumulative and rebuilt at every flush); it goes out at the
     /// next flush, and drop-oldest applies if the buffer overflows meanwhile.
     fn on_export_done(&mut self, mut r: ExportReport) {
         self.stats.on_export(&r);
-        self.flush.on_flush_done(Instant::now(), r.ok);
+        self.flush.on_flush_done(r.ok);
         if let Some(e) = &r.error {
             warn!("export-failed", "export failed: {e}");
         }
@@ -511,12 +537,15 @@ impl Loop {
                 Ok(Ok(r)) => self.on_export_done(r),
                 _ => {
                     h.abort();
-                    self.stats.drop(reason::EXPORT_FAILED, self.in_flight_items);
-                    warn!(
-                        "shutdown-export",
-                        "in-flight export did not finish in time at shutdown; {} items dropped",
-                        self.in_flight_items
-                    );
+                    // A health probe carries no items: nothing lost, nothing to say.
+                    if self.in_flight_items > 0 {
+                        self.stats.drop(reason::EXPORT_FAILED, self.in_flight_items);
+                        warn!(
+                            "shutdown-export",
+                            "in-flight export did not finish in time at shutdown; {} items dropped",
+                            self.in_flight_items
+                        );
+                    }
                 }
             }
         }

@@ -14,9 +14,11 @@ use lambdawatch_extension::export::{ExportConfig, Exporter, reason};
 use lambdawatch_extension::http::HttpClient;
 use lambdawatch_extension::translate::{ResourceInfo, counter};
 use lambdawatch_semconv::otlp::get_str;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
 
 fn endpoints(base: &str) -> Endpoints {
     Endpoints {
@@ -26,16 +28,52 @@ fn endpoints(base: &str) -> Endpoints {
     }
 }
 
-fn exporter(base: &str, compression: Compression, timeout: Duration) -> Exporter {
+/// The one way these tests make an exporter: `client` to `endpoints`, with `headers`.
+fn exporter_via(
+    client: HttpClient,
+    endpoints: Endpoints,
+    headers: &[(&str, &str)],
+    compression: Compression,
+    timeout: Duration,
+) -> Exporter {
     Exporter::new(
-        HttpClient::new(),
+        client,
         ExportConfig {
-            endpoints: endpoints(base),
-            headers: vec![("x-api-key".into(), "k1".into())],
+            endpoints,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             compression,
             timeout,
         },
     )
+}
+
+/// An exporter to `base` with an `x-api-key` header.
+fn exporter(base: &str, compression: Compression, timeout: Duration) -> Exporter {
+    exporter_via(
+        HttpClient::new(),
+        endpoints(base),
+        &[("x-api-key", "k1")],
+        compression,
+        timeout,
+    )
+}
+
+/// A local port nobody listens on (until a capture binds it), and an exporter to it.
+fn dead_collector() -> (u16, Exporter) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ex = exporter(
+        &format!("http://127.0.0.1:{port}"),
+        Compression::Gzip,
+        Duration::from_secs(5),
+    );
+    (port, ex)
 }
 
 fn batch() -> Batch {
@@ -166,17 +204,7 @@ async fn rejected_400_is_dropped_without_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_fails_fast_and_counts() {
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ex = exporter(
-        &format!("http://127.0.0.1:{port}"),
-        Compression::Gzip,
-        Duration::from_secs(5),
-    );
+    let (_, ex) = dead_collector();
     let t = Instant::now();
     let r = ex
         .export(
@@ -202,16 +230,7 @@ async fn collector_down_fails_fast_and_counts() {
 /// came in meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_of_a_failed_flush_arrive_after_the_collector_recovers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let ex = exporter(
-        &format!("http://127.0.0.1:{port}"),
-        Compression::Gzip,
-        Duration::from_secs(5),
-    );
+    let (port, ex) = dead_collector();
     let mut buf = Buffer::new(100, 1 << 20);
     let first = batch();
     for s in first.spans {
@@ -337,14 +356,12 @@ async fn https_endpoint_trusted_through_otel_certificate_receives_the_batch() {
     });
     assert!(warn.is_empty(), "{warn:?}");
     assert_eq!(cfg.extra_roots.len(), 1);
-    let ex = Exporter::new(
+    let ex = exporter_via(
         HttpClient::with_extra_roots(cfg.extra_roots.clone()),
-        ExportConfig {
-            endpoints: cfg.endpoints.clone(),
-            headers: vec![],
-            compression: cfg.compression,
-            timeout: cfg.timeout,
-        },
+        cfg.endpoints.clone(),
+        &[],
+        cfg.compression,
+        cfg.timeout,
     );
     let r = ex
         .export(
@@ -368,14 +385,12 @@ async fn https_endpoint_trusted_through_otel_certificate_receives_the_batch() {
     assert_eq!(cap.metrics()[0].name, "faas.invocations");
     // Plain http:// through the same client still works.
     let plain = Capture::start(Behaviour::Accept);
-    let ex = Exporter::new(
+    let ex = exporter_via(
         HttpClient::with_extra_roots(cfg.extra_roots.clone()),
-        ExportConfig {
-            endpoints: endpoints(&plain.base()),
-            headers: vec![],
-            compression: Compression::Gzip,
-            timeout: Duration::from_secs(5),
-        },
+        endpoints(&plain.base()),
+        &[],
+        Compression::Gzip,
+        Duration::from_secs(5),
     );
     let r = ex
         .export(
@@ -427,15 +442,13 @@ async fn certificate_for_another_name_is_refused() {
     let mut warn = Vec::new();
     let roots = config::load_roots(&pki.ca_file().path().display().to_string(), &mut warn);
     assert!(warn.is_empty(), "{warn:?}");
-    let ex = Exporter::new(
+    // The capture, but the certificate names collector.example only.
+    let ex = exporter_via(
         HttpClient::with_extra_roots(roots),
-        ExportConfig {
-            // The capture, but the certificate names collector.example only.
-            endpoints: endpoints(&cap.base()),
-            headers: vec![],
-            compression: Compression::Gzip,
-            timeout: Duration::from_secs(5),
-        },
+        endpoints(&cap.base()),
+        &[],
+        Compression::Gzip,
+        Duration::from_secs(5),
     );
     let r = ex
         .export(
@@ -450,4 +463,41 @@ async fn certificate_for_another_name_is_refused() {
     let err = r.error.unwrap();
     assert!(err.contains("not valid for name"), "{err}");
     assert!(cap.requests().is_empty());
+}
+
+/// The health probe `lifecycle` sends while the collector's health is unknown: one empty OTLP
+/// metrics request (valid, nothing to store), no retries; `ok` only when the collector answered
+/// 2xx; against a dead collector it fails at once, against one that never answers it returns by
+/// its deadline; nothing is ever counted as exported or dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probe_is_one_empty_request_bounded_by_its_deadline() {
+    let cap = Capture::start(Behaviour::Accept);
+    let ex = exporter(&cap.base(), Compression::Gzip, Duration::from_secs(5));
+    let r = ex.probe(Instant::now() + Duration::from_secs(5)).await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!((r.exported, r.retries), ([0, 0, 0], 0));
+    let reqs = cap.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].path, "/v1/metrics");
+    let req = ExportMetricsServiceRequest::decode(reqs[0].body.as_slice()).unwrap();
+    assert!(req.resource_metrics.is_empty(), "{req:?}");
+    assert!(cap.metrics().is_empty());
+
+    let (_, dead) = dead_collector();
+    let t = Instant::now();
+    let r = dead.probe(Instant::now() + Duration::from_secs(5)).await;
+    assert!(!r.ok && r.retries == 0 && r.dropped.is_empty(), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    let hang = Capture::start(Behaviour::Hang);
+    let ex = exporter(&hang.base(), Compression::Gzip, Duration::from_secs(5));
+    let t = Instant::now();
+    let r = ex.probe(Instant::now() + Duration::from_millis(300)).await;
+    let took = t.elapsed();
+    assert!(!r.ok && r.dropped.is_empty(), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(r.error.unwrap().contains("health probe"));
 }

@@ -3,7 +3,9 @@
 //! `platform.runtimeDone` when flushing at the end", and SHUTDOWN waiting for the late report.
 //! The `process_*` tests run the real `lambdawatch-extension` binary against the same fake API:
 //! drops counted and memory bounded with a dead collector, the adaptive flush before `/next`,
-//! the account id on the exported resource, and the `Telemetry.NotSupported` line said once.
+//! the account id on the exported resource, the `Telemetry.NotSupported` line said once, and a
+//! collector that never answered (refusing or black-holed) never holding `/next`. Every test
+//! starts from one [`Setup`].
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -254,6 +256,126 @@ fn ev(kind: &str, record: Value) -> Value {
     json!({"time": iso(now_ms()), "type": kind, "record": record})
 }
 
+/// `/next` is held for a flush only once the collector has answered an export: waits until it
+/// has the start-up probe (the extension's self-metrics, sent before the first `/next`), then
+/// gives the answer time to reach the extension.
+async fn collector_proven(cap: &Capture) {
+    wait_until("the start-up health probe", Duration::from_secs(5), || {
+        cap.requests().iter().any(|r| r.path == "/v1/metrics")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// How a test starts one extension against a fresh fake API: the collector's behaviour, the
+/// API's script, extra environment, and (for the real binary) an OTLP endpoint other than the
+/// capture. The one place the capture, the API and the extension are put together.
+#[derive(Clone)]
+struct Setup {
+    script: Script,
+    collector: Behaviour,
+    env: Vec<(String, String)>,
+    /// The process exports here instead of to the capture (a dead or black-holed collector).
+    otlp: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            script: Script::default(),
+            collector: Behaviour::Accept,
+            env: Vec::new(),
+            otlp: None,
+        }
+    }
+}
+
+/// A started extension's surroundings.
+struct Env {
+    cap: Capture,
+    api: FakeApi,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Setup {
+    fn script(mut self, script: Script) -> Self {
+        self.script = script;
+        self
+    }
+
+    fn collector(mut self, b: Behaviour) -> Self {
+        self.collector = b;
+        self
+    }
+
+    fn env(mut self, kv: &[(&str, &str)]) -> Self {
+        self.env
+            .extend(kv.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self
+    }
+
+    fn otlp(mut self, url: impl Into<String>) -> Self {
+        self.otlp = Some(url.into());
+        self
+    }
+
+    async fn env_only(&self) -> Env {
+        let cap = Capture::start(self.collector);
+        let api = fake_api(self.script, cap.clone()).await;
+        let seen = api.seen.clone();
+        Env { cap, api, seen }
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The lifecycle loop in this test process.
+    async fn in_process(self) -> (Env, tokio::task::JoinHandle<i32>) {
+        let e = self.env_only().await;
+        let cfg = config(e.api.addr, &e.cap, &self.pairs());
+        let run = tokio::spawn(lifecycle::run(cfg, vec![]));
+        (e, run)
+    }
+
+    /// The real `lambdawatch-extension` binary.
+    async fn process(self) -> (Env, Process) {
+        let e = self.env_only().await;
+        let otlp = self.otlp.clone().unwrap_or_else(|| e.cap.base());
+        let proc = Process::start(e.api.addr, &otlp, &self.pairs());
+        (e, proc)
+    }
+}
+
+impl Env {
+    /// Waits until `n` subscriptions arrived; the listener port of the last one.
+    async fn subscribed(&self, n: usize, timeout: Duration) -> u16 {
+        wait_until("subscription", timeout, || {
+            self.seen.lock().unwrap().subscriptions.len() >= n
+        })
+        .await;
+        listener_port(self.seen.lock().unwrap().subscriptions.last().unwrap())
+    }
+
+    /// Waits until `/event/next` was called `n` times.
+    async fn next_calls(&self, what: &str, n: usize, timeout: Duration) {
+        wait_until(what, timeout, || {
+            self.seen.lock().unwrap().next_calls.len() == n
+        })
+        .await;
+    }
+
+    /// The real binary's start: subscribed and waiting in its first `/next`; the listener port.
+    async fn ready(&self) -> u16 {
+        self.next_calls("subscription and first /next", 1, Duration::from_secs(10))
+            .await;
+        self.subscribed(1, Duration::from_secs(10)).await
+    }
+}
+
 fn invocation_ids(cap: &Capture) -> Vec<String> {
     cap.spans()
         .into_iter()
@@ -266,26 +388,20 @@ fn invocation_ids(cap: &Capture) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_flush_never_calls_next_before_runtime_done_and_shutdown_waits_for_the_report() {
-    let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(Script::default(), cap.clone()).await;
-    let cfg = config(api.addr, &cap, &[("LAMBDAWATCH_FLUSH", "end")]);
-    let run = tokio::spawn(lifecycle::run(cfg, vec![]));
-    let seen = api.seen.clone();
-    wait_until("subscription", Duration::from_secs(5), || {
-        !seen.lock().unwrap().subscriptions.is_empty()
-    })
-    .await;
+    let (e, run) = Setup::default()
+        .env(&[("LAMBDAWATCH_FLUSH", "end")])
+        .in_process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    let port = e.subscribed(1, Duration::from_secs(5)).await;
     let sub = seen.lock().unwrap().subscriptions[0].clone();
     assert_eq!(sub["schemaVersion"], "2025-01-29");
     assert_eq!(sub["buffering"]["timeoutMs"], 25);
     assert_eq!(sub["types"], json!(["platform", "function", "extension"]));
     let reg = seen.lock().unwrap().registers[0].clone();
     assert_eq!(reg["events"], json!(["INVOKE", "SHUTDOWN"]));
-    let port = listener_port(&sub);
-    wait_until("first /next", Duration::from_secs(5), || {
-        seen.lock().unwrap().next_calls.len() == 1
-    })
-    .await;
+    e.next_calls("first /next", 1, Duration::from_secs(5)).await;
+    collector_proven(cap).await;
 
     let rid = "aaaaaaaa-0000-4000-8000-000000000001";
     api.events.send(invoke(rid)).await.unwrap();
@@ -334,7 +450,7 @@ async fn end_flush_never_calls_next_before_runtime_done_and_shutdown_waits_for_t
         .unwrap();
     assert_eq!(code, 0);
     assert!(t.elapsed() < Duration::from_millis(1500));
-    assert_eq!(invocation_ids(&cap), vec![rid.to_owned()]);
+    assert_eq!(invocation_ids(cap), vec![rid.to_owned()]);
     let (res, span) = cap.spans().into_iter().find(|(_, s)| s.kind == 2).unwrap();
     assert_eq!(
         get_bool(&span.attributes, attr::LAMBDAWATCH_INCOMPLETE),
@@ -349,18 +465,12 @@ async fn end_flush_never_calls_next_before_runtime_done_and_shutdown_waits_for_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_without_the_report_still_exports_within_the_deadline() {
-    let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(Script::default(), cap.clone()).await;
-    let run = tokio::spawn(lifecycle::run(
-        config(api.addr, &cap, &[("LAMBDAWATCH_FLUSH", "periodic,60000")]),
-        vec![],
-    ));
-    let seen = api.seen.clone();
-    wait_until("subscription", Duration::from_secs(5), || {
-        !seen.lock().unwrap().subscriptions.is_empty()
-    })
-    .await;
-    let port = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    let (e, run) = Setup::default()
+        .env(&[("LAMBDAWATCH_FLUSH", "periodic,60000")])
+        .in_process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    let port = e.subscribed(1, Duration::from_secs(5)).await;
     let rid = "bbbbbbbb-0000-4000-8000-000000000002";
     api.events.send(invoke(rid)).await.unwrap();
     post_telemetry(
@@ -404,25 +514,17 @@ async fn shutdown_without_the_report_still_exports_within_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_instances_403_falls_back_to_shutdown_only_and_flushes_continuously() {
-    let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(
-        Script {
+    let (e, run) = Setup::default()
+        .script(Script {
             reject_invoke: true,
             reject_latest_schema: true,
             ..Script::default()
-        },
-        cap.clone(),
-    )
-    .await;
-    let run = tokio::spawn(lifecycle::run(
-        config(api.addr, &cap, &[("LAMBDAWATCH_FLUSH", "periodic,100")]),
-        vec![],
-    ));
-    let seen = api.seen.clone();
-    wait_until("subscription", Duration::from_secs(5), || {
-        seen.lock().unwrap().subscriptions.len() == 2
-    })
-    .await;
+        })
+        .env(&[("LAMBDAWATCH_FLUSH", "periodic,100")])
+        .in_process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    let port = e.subscribed(2, Duration::from_secs(5)).await;
     {
         let s = seen.lock().unwrap();
         assert_eq!(s.registers.len(), 2);
@@ -432,7 +534,6 @@ async fn managed_instances_403_falls_back_to_shutdown_only_and_flushes_continuou
             "fallback schema"
         );
     }
-    let port = listener_port(&seen.lock().unwrap().subscriptions[1]);
     // Two interleaved invocations, no runtimeDone, reports with durationMs only.
     let (a, b) = (
         "cccccccc-0000-4000-8000-000000000003",
@@ -446,26 +547,20 @@ async fn managed_instances_403_falls_back_to_shutdown_only_and_flushes_continuou
     ])).await;
     // No INVOKE will ever come: the periodic flush exports on its own.
     assert!(cap.wait_for(Duration::from_secs(3), |c| invocation_ids(c).len() == 2));
-    spindown(&api, run, 1000, Duration::from_secs(3)).await;
+    spindown(api, run, 1000, Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn telemetry_not_supported_keeps_going_on_lifecycle_events() {
-    let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(
-        Script {
+    let (e, run) = Setup::default()
+        .script(Script {
             telemetry_not_supported: true,
             ..Script::default()
-        },
-        cap.clone(),
-    )
-    .await;
-    let run = tokio::spawn(lifecycle::run(config(api.addr, &cap, &[]), vec![]));
-    let seen = api.seen.clone();
-    wait_until("first /next", Duration::from_secs(5), || {
-        seen.lock().unwrap().next_calls.len() == 1
-    })
-    .await;
+        })
+        .in_process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    e.next_calls("first /next", 1, Duration::from_secs(5)).await;
     assert_eq!(
         seen.lock().unwrap().subscriptions.len(),
         1,
@@ -481,8 +576,8 @@ async fn telemetry_not_supported_keeps_going_on_lifecycle_events() {
         seen.lock().unwrap().next_calls.len() == 3
     })
     .await;
-    spindown(&api, run, 1000, Duration::from_secs(3)).await;
-    let ids = invocation_ids(&cap);
+    spindown(api, run, 1000, Duration::from_secs(3)).await;
+    let ids = invocation_ids(cap);
     assert_eq!(ids.len(), 2, "{ids:?}");
     let (_, s) = cap.spans().into_iter().find(|(_, s)| s.kind == 2).unwrap();
     assert_eq!(
@@ -517,27 +612,18 @@ fn self_counter(cap: &Capture, name: &str, label: Option<(&str, &str)>) -> Optio
 /// ignored unknown fields and odd values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_instances_env_var_registers_shutdown_only_and_self_counters_are_exact() {
-    let cap = Capture::start(Behaviour::FailFirst(503, 1));
-    let api = fake_api(Script::default(), cap.clone()).await;
-    let run = tokio::spawn(lifecycle::run(
-        config(
-            api.addr,
-            &cap,
-            &[("AWS_LAMBDA_INITIALIZATION_TYPE", "lambda-managed-instances")],
-        ),
-        vec![],
-    ));
-    let seen = api.seen.clone();
-    wait_until("subscription", Duration::from_secs(5), || {
-        seen.lock().unwrap().subscriptions.len() == 1
-    })
-    .await;
+    let (e, run) = Setup::default()
+        .collector(Behaviour::FailFirst(503, 1))
+        .env(&[("AWS_LAMBDA_INITIALIZATION_TYPE", "lambda-managed-instances")])
+        .in_process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    let port = e.subscribed(1, Duration::from_secs(5)).await;
     {
         let s = seen.lock().unwrap();
         assert_eq!(s.registers.len(), 1, "no INVOKE attempt first");
         assert_eq!(s.registers[0]["events"], json!(["SHUTDOWN"]));
     }
-    let port = listener_port(&seen.lock().unwrap().subscriptions[0]);
     let (a, b) = (
         "eeeeeeee-0000-4000-8000-000000000005",
         "ffffffff-0000-4000-8000-000000000006",
@@ -574,9 +660,9 @@ async fn managed_instances_env_var_registers_shutdown_only_and_self_counters_are
         seen.lock().unwrap().next_calls.len() <= 1,
         "SHUTDOWN-only: /next waits"
     );
-    spindown(&api, run, 1500, Duration::from_secs(4)).await;
+    spindown(api, run, 1500, Duration::from_secs(4)).await;
     use lambdawatch_semconv::metric;
-    let c = |name, label| self_counter(&cap, name, label);
+    let c = |name, label| self_counter(cap, name, label);
     // Six elements arrived; the unknown type is received and dropped.
     assert_eq!(c(metric::EXT_RECEIVED, None), Some(6));
     assert_eq!(
@@ -629,8 +715,6 @@ async fn managed_instances_env_var_registers_shutdown_only_and_self_counters_are
 async fn resource_attributes_from_the_environment() {
     use lambdawatch_semconv::otlp::get_i64;
     for service in [Some("checkout-api"), None] {
-        let cap = Capture::start(Behaviour::Accept);
-        let api = fake_api(Script::default(), cap.clone()).await;
         let mut env = vec![
             ("AWS_LAMBDA_LOG_STREAM_NAME", "2024/05/01/[$LATEST]0123abcd"),
             ("AWS_REGION", "eu-west-1"),
@@ -643,13 +727,9 @@ async fn resource_attributes_from_the_environment() {
         if let Some(s) = service {
             env.push(("OTEL_SERVICE_NAME", s));
         }
-        let run = tokio::spawn(lifecycle::run(config(api.addr, &cap, &env), vec![]));
-        let seen = api.seen.clone();
-        wait_until("subscription", Duration::from_secs(5), || {
-            !seen.lock().unwrap().subscriptions.is_empty()
-        })
-        .await;
-        let port = listener_port(seen.lock().unwrap().subscriptions.last().unwrap());
+        let (e, run) = Setup::default().env(&env).in_process().await;
+        let (cap, api) = (&e.cap, &e.api);
+        let port = e.subscribed(1, Duration::from_secs(5)).await;
         let rid = "abababab-0000-4000-8000-000000000007";
         api.events.send(invoke(rid)).await.unwrap();
         post_telemetry(
@@ -667,7 +747,7 @@ async fn resource_attributes_from_the_environment() {
             ]),
         )
         .await;
-        spindown(&api, run, 1500, Duration::from_secs(4)).await;
+        spindown(api, run, 1500, Duration::from_secs(4)).await;
         let spans = cap.spans();
         let (res, _) = spans
             .iter()
@@ -840,24 +920,13 @@ async fn process_dead_collector_byte_limit_drops_oldest_and_counts_the_rest() {
 async fn dead_collector_run(limit: (&str, &str), kept: Option<usize>) {
     let port = dead_port();
     // The fake API's own capture is unused here (the collector is the dead port).
-    let unused = Capture::start(Behaviour::Accept);
-    let api = fake_api(Script::default(), unused.clone()).await;
-    let proc = Process::start(
-        api.addr,
-        &format!("http://127.0.0.1:{port}"),
-        &[limit, ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")],
-    );
-    let seen = api.seen.clone();
-    wait_until(
-        "subscription and first /next",
-        Duration::from_secs(10),
-        || {
-            let s = seen.lock().unwrap();
-            !s.subscriptions.is_empty() && s.next_calls.len() == 1
-        },
-    )
-    .await;
-    let listener = listener_port(&seen.lock().unwrap().subscriptions[0]);
+    let (e, proc) = Setup::default()
+        .otlp(format!("http://127.0.0.1:{port}"))
+        .env(&[limit, ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")])
+        .process()
+        .await;
+    let (unused, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    let listener = e.ready().await;
     let a = "a0a0a0a0-0000-4000-8000-000000000001";
     api.events.send(invoke(a)).await.unwrap();
     let mut batch = vec![ev("platform.start", json!({"requestId": a}))];
@@ -912,7 +981,7 @@ async fn dead_collector_run(limit: (&str, &str), kept: Option<usize>) {
     );
     let rss = proc.peak_rss();
     assert!(rss < 32 * 1024 * 1024, "peak RSS {rss} bytes");
-    let err = proc.spindown(&api, 1500, Duration::from_secs(5)).await;
+    let err = proc.spindown(api, 1500, Duration::from_secs(5)).await;
     // The body is the whole line; its message is after the last tab.
     let bodies: Vec<String> = cap
         .logs()
@@ -941,27 +1010,16 @@ async fn dead_collector_run(limit: (&str, &str), kept: Option<usize>) {
 /// metrics, logs) comes from the INVOKE's `invokedFunctionArn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource() {
-    let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(
-        Script {
+    let (e, proc) = Setup::default()
+        .script(Script {
             omit_account: true,
             ..Script::default()
-        },
-        cap.clone(),
-    )
-    .await;
-    let proc = Process::start(api.addr, &cap.base(), &[]);
-    let seen = api.seen.clone();
-    wait_until(
-        "subscription and first /next",
-        Duration::from_secs(10),
-        || {
-            let s = seen.lock().unwrap();
-            !s.subscriptions.is_empty() && s.next_calls.len() == 1
-        },
-    )
-    .await;
-    let listener = listener_port(&seen.lock().unwrap().subscriptions[0]);
+        })
+        .process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    let listener = e.ready().await;
+    collector_proven(cap).await;
     let ids = [
         "c0c0c0c0-0000-4000-8000-000000000003",
         "d0d0d0d0-0000-4000-8000-000000000004",
@@ -1009,8 +1067,8 @@ async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource
         );
         prev = Some(rid);
     }
-    proc.spindown(&api, 1500, Duration::from_secs(5)).await;
-    assert_eq!(invocation_ids(&cap), ids.to_vec());
+    proc.spindown(api, 1500, Duration::from_secs(5)).await;
+    assert_eq!(invocation_ids(cap), ids.to_vec());
     let resources = cap.resources();
     for signal in ["/v1/traces", "/v1/metrics", "/v1/logs"] {
         assert!(resources.iter().any(|(p, _)| p == signal), "{signal}");
@@ -1029,21 +1087,16 @@ async fn process_adaptive_flush_exports_before_next_with_account_on_the_resource
 /// INVOKE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_telemetry_not_supported_is_said_once() {
-    let cap = Capture::start(Behaviour::Accept);
-    let api = fake_api(
-        Script {
+    let (e, proc) = Setup::default()
+        .script(Script {
             telemetry_not_supported: true,
             ..Script::default()
-        },
-        cap.clone(),
-    )
-    .await;
-    let proc = Process::start(api.addr, &cap.base(), &[]);
-    let seen = api.seen.clone();
-    wait_until("first /next", Duration::from_secs(10), || {
-        seen.lock().unwrap().next_calls.len() == 1
-    })
-    .await;
+        })
+        .process()
+        .await;
+    let (cap, api, seen) = (&e.cap, &e.api, e.seen.clone());
+    e.next_calls("first /next", 1, Duration::from_secs(10))
+        .await;
     let ids = [
         "e0e0e0e0-0000-4000-8000-000000000005",
         "f0f0f0f0-0000-4000-8000-000000000006",
@@ -1056,12 +1109,67 @@ async fn process_telemetry_not_supported_is_said_once() {
         })
         .await;
     }
-    let err = proc.spindown(&api, 1500, Duration::from_secs(5)).await;
+    let err = proc.spindown(api, 1500, Duration::from_secs(5)).await;
     let said = err
         .lines()
         .filter(|l| l.contains("Telemetry API not supported here"))
         .count();
     assert_eq!(said, 1, "said once: {err}");
     assert_eq!(seen.lock().unwrap().subscriptions.len(), 1);
-    assert_eq!(invocation_ids(&cap), ids.to_vec());
+    assert_eq!(invocation_ids(cap), ids.to_vec());
+}
+
+/// Fail open, first invocation included: against a collector that has never answered (one that
+/// refuses connections, one that accepts and never answers), with `LAMBDAWATCH_FLUSH=end` (the
+/// policy that holds the most), the extension goes back to `/next` right after each INVOKE,
+/// without waiting for `platform.runtimeDone` (which never comes here) or for an export; what
+/// it has goes out in the background. A policy that trusted the collector until proven wrong
+/// would hold the first invocation until its deadline (3 s) plus grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_collector_never_answered_never_holds_next_even_the_first_invocation() {
+    let black_hole = Capture::start(Behaviour::Hang);
+    for (what, otlp) in [
+        ("refusing", format!("http://127.0.0.1:{}", dead_port())),
+        ("black-holed", black_hole.base()),
+    ] {
+        let (e, proc) = Setup::default()
+            .otlp(otlp)
+            .env(&[("LAMBDAWATCH_FLUSH", "end")])
+            .process()
+            .await;
+        let (unused, api, seen) = (&e.cap, &e.api, e.seen.clone());
+        let listener = e.ready().await;
+        let ids = [
+            "a2a2a2a2-0000-4000-8000-000000000008",
+            "b2b2b2b2-0000-4000-8000-000000000009",
+            "c2c2c2c2-0000-4000-8000-00000000000a",
+        ];
+        for (n, rid) in ids.iter().enumerate() {
+            let sent = Instant::now();
+            api.events.send(invoke(rid)).await.unwrap();
+            post_telemetry(
+                listener,
+                json!([
+                    ev("platform.start", json!({"requestId": rid})),
+                    ev(
+                        "function",
+                        json!(format!("2024-05-01T10:00:00.000Z\t{rid}\tINFO\tworking"))
+                    ),
+                ]),
+            )
+            .await;
+            wait_until("/next without runtimeDone", Duration::from_secs(1), || {
+                seen.lock().unwrap().next_calls.len() == n + 2
+            })
+            .await;
+            let held = seen.lock().unwrap().next_calls[n + 1].0 - sent;
+            assert!(
+                held < Duration::from_millis(500),
+                "{what} collector, invocation {n}: /next after {held:?}"
+            );
+        }
+        let err = proc.spindown(api, 1500, Duration::from_secs(5)).await;
+        assert!(unused.requests().is_empty(), "{what}: {err}");
+    }
+    assert!(black_hole.requests().is_empty());
 }

@@ -5,7 +5,7 @@
 
 use std::{process::Command, time::Duration};
 
-use lambdawatch_tests::{Child, free_port, http, peers, wait_until, workspace_bin};
+use lambdawatch_tests::{Child, free_port, http, peers, prometheus, wait_until, workspace_bin};
 
 struct Addrs {
     grpc: String,
@@ -173,7 +173,6 @@ fn python_sdk_over_grpc_and_http_is_counted() {
 
 #[test]
 fn real_prometheus_scrapes_the_collector() {
-    let prometheus = peers::bin("prometheus");
     let (_collector, a) = start_collector(&[]);
     // Ten invocation spans over OTLP/JSON.
     let end = std::time::SystemTime::now()
@@ -206,48 +205,24 @@ fn real_prometheus_scrapes_the_collector() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: lambdawatch\n    static_configs:\n      - targets: ['{}']\n",
-            a.admin
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let _prom = Child::spawn(
+    let prom = prometheus::start(
         "prometheus",
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+        &prometheus::Config::job("1s", "lambdawatch", &[&a.admin]),
     );
-    let query = "http://127.0.0.1:{port}/api/v1/query?query=lambdawatch_invocations_total%7Bfunction%3D%22checkout%22%2Coutcome%3D%22success%22%7D"
-        .replace("{port}", &port.to_string());
     let v = wait_until(
         "Prometheus to have scraped lambdawatch_invocations_total",
         Duration::from_secs(60),
         || {
-            // Prometheus answers 503 until its storage is ready.
-            let r = http::get(&query, Duration::from_secs(5)).ok()?;
-            if r.status != 200 {
-                return None;
-            }
-            r.json()["data"]["result"][0]["value"][1]
+            prom.query(r#"lambdawatch_invocations_total{function="checkout",outcome="success"}"#)?
+                .first()?["value"][1]
                 .as_str()
                 .map(str::to_owned)
         },
     );
     assert_eq!(v, "10");
     // The scrape itself succeeded (up == 1) and parsed every family.
-    let up = format!("http://127.0.0.1:{port}/api/v1/query?query=up");
-    let j = http::get(&up, Duration::from_secs(5)).unwrap().json();
-    assert_eq!(j["data"]["result"][0]["value"][1], "1");
+    let up = prom.query("up").expect("up query");
+    assert_eq!(up[0]["value"][1], "1");
 }
 
 /// Posts `n` invocation spans of `function` with `outcome`, in requests of at most 5,000.

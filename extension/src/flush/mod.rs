@@ -15,8 +15,16 @@
 //!   [`FREQUENT_INTERVAL`] apart on average (the next invocation is close, flushing off the
 //!   critical path loses nothing).
 //! - Continuous mode (Managed Instances, or lifecycle without INVOKE): periodic.
-//! - Fail open: while the collector is unhealthy (the last export failed less than
-//!   [`UNHEALTHY_BACKOFF`] ago), nothing blocks `/next`; `BeforeNext` becomes `Background`.
+//! - Fail open: `/next` is held only while the collector is proven healthy ([`Health::Healthy`]:
+//!   the last export that finished succeeded). Before any export has finished
+//!   ([`Health::Unknown`], every new environment) and after a failure ([`Health::Unhealthy`]),
+//!   `BeforeNext` becomes `Background`: the export started at that INVOKE is the health probe,
+//!   off the critical path, one at a time. [`FlushState::probe_wanted`] says when `lifecycle`
+//!   sends an empty OTLP request instead (`export::Exporter::probe`: at start-up, and whenever
+//!   nothing is buffered). Health comes back only when such a background request succeeds, never
+//!   by the clock: a time-based retry on the critical path (what this policy did before) held
+//!   `/next` for the flush budget every backoff period against a black-holed collector, and in
+//!   every new environment, which then made the platform start yet more environments.
 //! - Pressure: a buffer at least [`PRESSURE_FILL`] full flushes in the background at any moment.
 
 use std::collections::VecDeque;
@@ -29,8 +37,18 @@ pub const FREQUENT_INTERVAL: Duration = Duration::from_secs(5);
 pub const FREQUENT_MIN_SAMPLES: usize = 5;
 /// Invocations remembered for the frequency estimate.
 pub const WINDOW: usize = 10;
-pub const UNHEALTHY_BACKOFF: Duration = Duration::from_secs(30);
 pub const PRESSURE_FILL: f64 = 0.5;
+
+/// What the exports that finished say about the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No export has finished yet (a new environment).
+    Unknown,
+    /// The last export that finished succeeded.
+    Healthy,
+    /// The last export that finished failed, or one outlived its budget before `/next`.
+    Unhealthy,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -56,7 +74,7 @@ pub struct FlushState {
     pub continuous: bool,
     pub continuous_period: Duration,
     pub last_flush: Option<Instant>,
-    pub last_failure: Option<Instant>,
+    pub health: Health,
     pub invokes: VecDeque<Instant>,
     pub buffer_fill: f64,
     pub in_flight: bool,
@@ -69,7 +87,7 @@ impl FlushState {
             continuous,
             continuous_period,
             last_flush: None,
-            last_failure: None,
+            health: Health::Unknown,
             invokes: VecDeque::with_capacity(WINDOW),
             buffer_fill: 0.0,
             in_flight: false,
@@ -88,14 +106,28 @@ impl FlushState {
         self.in_flight = true;
     }
 
-    pub fn on_flush_done(&mut self, now: Instant, ok: bool) {
+    pub fn on_flush_done(&mut self, ok: bool) {
         self.in_flight = false;
-        self.last_failure = if ok { None } else { Some(now) };
+        self.health = if ok {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        };
     }
 
-    pub fn healthy(&self, now: Instant) -> bool {
-        self.last_failure
-            .is_none_or(|f| now.saturating_duration_since(f) >= UNHEALTHY_BACKOFF)
+    /// Only a collector that answered the last export may hold `/next`.
+    pub fn healthy(&self) -> bool {
+        self.health == Health::Healthy
+    }
+
+    /// Whether to send an empty request (nothing buffered) to learn the collector's health off
+    /// the critical path: only while health is not proven and
+    /// the policy may want to hold `/next` later (not continuous, not `periodic`), one at a time.
+    pub fn probe_wanted(&self) -> bool {
+        !self.healthy()
+            && !self.in_flight
+            && !self.continuous
+            && !matches!(self.strategy, FlushStrategy::Periodic(_))
     }
 
     /// Invocations are frequent: enough recent samples, close together on average.
@@ -150,7 +182,7 @@ pub fn decide(s: &FlushState, now: Instant, moment: Moment) -> Decision {
         };
     match moment {
         Moment::Invoke if end_like => {
-            if s.healthy(now) {
+            if s.healthy() {
                 Decision::BeforeNext
             } else if !s.in_flight {
                 Decision::Background
