@@ -77,16 +77,17 @@ use Expect::{Finite, NonZero};
 /// return, and why. The test fails on a target missing here and on an entry matching no target.
 #[rustfmt::skip]
 const EXPECTATIONS: &[(&str, &str, &str, Expect, &str)] = &[
-    ("fleet-slo-overview", "SLO status (30 d)", "A", NonZero, "most invocations succeed: every 30 d SLI is above 0"),
-    ("fleet-slo-overview", "SLO status (30 d)", "B", NonZero, "the objectives of the default spec"),
-    ("fleet-slo-overview", "SLO status (30 d)", "C", NonZero, "SLOs the run barely touches keep (nearly) all their budget; the error SLO's is overspent (< 0)"),
-    ("fleet-slo-overview", "SLO status (30 d)", "D", NonZero, "the incident's errors fire an alert (delivered to the webhook) that still fires: its windows still hold them"),
+    ("fleet-slo-overview", "SLO status (30 d)", "A", NonZero, "the rules' 30 d SLI: most invocations succeed, every SLI with events is above 0"),
+    ("fleet-slo-overview", "SLO status (30 d)", "B", NonZero, "the rules' objectives of the default spec"),
+    ("fleet-slo-overview", "SLO status (30 d)", "C", NonZero, "the rules' budgets: SLOs the run barely touches keep (nearly) all of theirs; the error SLO's is overspent (< 0)"),
+    ("fleet-slo-overview", "SLO status (30 d)", "D", NonZero, "Prometheus evaluating the generated rules (for: 2s, as the collector) fires the error-rate page: ALERTS = 1"),
     ("fleet-slo-overview", "Error budget remaining (30 d)", "A", NonZero, "as SLO status C"),
-    ("fleet-slo-overview", "Burn rate (1 h and 6 h windows)", "A", NonZero, "the incident's errors burn the error budget"),
-    ("fleet-slo-overview", "P99 cold start", "A", NonZero, "cold starts with INIT_SLEEP_MS=100"),
+    ("fleet-slo-overview", "Burn rate (1 h and 6 h windows)", "A", NonZero, "the incident's errors burn the error budget (rules' 1 h burn rate)"),
+    ("fleet-slo-overview", "Burn rate (1 h and 6 h windows)", "B", NonZero, "the incident's errors burn the error budget (rules' 6 h burn rate)"),
+    ("fleet-slo-overview", "P99 cold start", "A", NonZero, "on-demand cold starts with INIT_SLEEP_MS=100"),
     ("fleet-slo-overview", "Error rate", "A", NonZero, "20 % errors in the incident phase, one timeout"),
     ("fleet-slo-overview", "Throttles", "A", NonZero, "the burst past reserved concurrency, and the polled Throttles"),
-    ("fleet-slo-overview", "DLQ ratio", "A", NonZero, "async events dead-lettered (sandbox) and the polled DLQ NumberOfMessagesSent"),
+    ("fleet-slo-overview", "DLQ ratio", "A", NonZero, "the rules' dlq_ratio bad / valid: async events dead-lettered (sandbox) and the polled DLQ NumberOfMessagesSent"),
     ("fleet-slo-overview", "Cost per day", "A", NonZero, "every invocation has a list price"),
     ("fleet-slo-overview", "30-day cost projection", "A", NonZero, "the run's ~5 invocations/s over 30 days (~13 M requests) is past the monthly free tier"),
     ("fleet-slo-overview", "Invocations", "A", NonZero, "the workload"),
@@ -115,7 +116,7 @@ const EXPECTATIONS: &[(&str, &str, &str, Expect, &str)] = &[
     ("function-drilldown", "Async events and dead letters", "B", NonZero, "dead-lettered async events, and the polled DLQ sends"),
     ("function-drilldown", "Async events and dead letters", "C", NonZero, "an event that fails its retries is dropped after its DLQ send (AWS counts both), and so is one the full DLQ refuses"),
     ("function-drilldown", "Async events and dead letters", "D", NonZero, "the 2-message DLQ overflows"),
-    ("function-drilldown", "DLQ ratio", "A", NonZero, "dead-lettered / received async events"),
+    ("function-drilldown", "DLQ ratio", "A", NonZero, "as the fleet's: the rules' dlq_ratio bad / valid"),
     ("function-drilldown", "Billed GB-seconds per day", "A", NonZero, "billed duration × 256 MB"),
     ("function-drilldown", "Cost per day", "A", NonZero, "every invocation has a list price"),
     ("function-drilldown", "Cost per day", "B", NonZero, "the 30-day projection / 30, past the free tier"),
@@ -424,6 +425,34 @@ fn function_resource(function: &str, instance: &str) -> Vec<Value> {
     ]
 }
 
+/// The checked-in rules (`lambdawatch-collector rules` for the embedded default spec, kept exact by
+/// `rules::tests::checked_in_rules_match_the_embedded_default`) with every `for:` set to the
+/// collector's `LAMBDAWATCH_ALERT_FOR` of these tests, as `rules --for 2s` writes them.
+fn generated_rules_for_2s() -> String {
+    let text = std::fs::read_to_string(
+        lambdawatch_tests::repo_root().join("alerts/lambdawatch-rules.yml"),
+    )
+    .unwrap();
+    let alerts = text.matches("\n      - alert: ").count();
+    assert!(alerts >= 6, "only {alerts} alerts in the rules");
+    assert_eq!(
+        text.matches("\n        for: 1m\n").count(),
+        alerts,
+        "every alert of the checked-in rules pends for the default 1m"
+    );
+    text.replace("\n        for: 1m\n", "\n        for: 2s\n")
+}
+
+/// Prometheus scraping the collector's admin listener every second, evaluating
+/// [`generated_rules_for_2s`] (written into `dir`) every second.
+fn start_prometheus_with_rules(admin: &str, dir: &std::path::Path) -> Prometheus {
+    let rules = dir.join("lambdawatch-rules.yml");
+    std::fs::write(&rules, generated_rules_for_2s()).unwrap();
+    let mut config = prometheus::Config::job("1s", "lambdawatch", &[admin]);
+    config.rule_files.push(rules);
+    prometheus::start("prometheus", &config)
+}
+
 #[test]
 fn judge_rejects_missing_nan_and_zero_results() {
     let sample = |v: f64| Sample {
@@ -524,11 +553,9 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
     let (otlp_http, admin) = (field("otlp_http"), field("admin"));
     field("otlp_grpc");
 
-    // Prometheus scraping the collector every second.
-    let prom = prometheus::start(
-        "prometheus",
-        &prometheus::Config::job("1s", "lambdawatch", &[&admin]),
-    );
+    // Prometheus scraping the collector every second and evaluating the generated rules.
+    let rules_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus_with_rules(&admin, rules_dir.path());
     let prom_started = Instant::now();
 
     // The function: our extension in /opt/extensions, the rust sample function as the handler.
@@ -988,5 +1015,174 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         queries.len(),
         started.elapsed()
     );
+    drop(collector);
+}
+
+/// The function of the DLQ-ratio check: async events dropped, no dead-letter queue at all.
+const DROPS_ONLY: &str = "dash-e2e-drops-only";
+
+/// One Metric-Streams-shaped OTLP/HTTP request (as CloudWatch would stream it) of `AWS/Lambda`
+/// `AsyncEventsReceived` and `AsyncEventsDropped` for [`DROPS_ONLY`] over the second before now.
+fn post_async_counts(otlp_http: &str, received: f64, dropped: f64) {
+    use lambdawatch_semconv::cloudwatch::{self as cw, PlatformCount, StreamOrigin};
+    use prost::Message;
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let start = end - 1_000_000_000;
+    let origin = StreamOrigin {
+        account_id: ACCOUNT.to_owned(),
+        region: REGION.to_owned(),
+    };
+    let body = cw::build_request(
+        &origin,
+        &[
+            PlatformCount::lambda(cw::ASYNC_EVENTS_RECEIVED, DROPS_ONLY, start, end, received),
+            PlatformCount::lambda(cw::ASYNC_EVENTS_DROPPED, DROPS_ONLY, start, end, dropped),
+        ],
+    )
+    .encode_to_vec();
+    let r = http::request(
+        "POST",
+        &format!("http://{otlp_http}/v1/metrics"),
+        &[("content-type", "application/x-protobuf")],
+        &body,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "CloudWatch-shaped metrics: {}", r.text());
+}
+
+/// Issue 6's DLQ ratio is the `dlq_ratio` SLO's: dead-lettered = max(AsyncEventsDropped, DLQ
+/// sends), valid = max(AsyncEventsReceived, dead-lettered). A function whose async events are
+/// dropped but which has no DLQ (so no `NumberOfMessagesSent`) must show the SLO's ratio on both
+/// dashboards' DLQ ratio panels — a DLQ-sends / received panel shows nothing for it. Each panel's
+/// value (the generated rules evaluated by a real Prometheus scraping a real collector) must
+/// equal `1 − good / valid` of the `dlq_ratio` SLO in the collector's `/api/v1/slos` within float
+/// tolerance. Both batches drop the same share (1 in 10), so `increase()`'s extrapolation scales
+/// received and dropped alike and the ratio is exact.
+#[test]
+fn dlq_ratio_panels_equal_the_slo_for_a_function_with_drops_but_no_dlq() {
+    let collector_bin = workspace_bin("lambdawatch-collector");
+    let mut cmd = Command::new(&collector_bin);
+    cmd.arg("serve")
+        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_ALERT_FOR", "2s");
+    let collector = Child::spawn("collector", &mut cmd);
+    let line = collector.wait_for_text("lambdawatch-collector listening", Duration::from_secs(30));
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_owned()
+    };
+    let (otlp_http, admin) = (field("otlp_http"), field("admin"));
+    let rules_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus_with_rules(&admin, rules_dir.path());
+
+    let scraped = |metric: &str| prom.value(&format!("sum({metric}{{function=\"{DROPS_ONLY}\"}})"));
+    post_async_counts(&otlp_http, 10.0, 1.0);
+    wait_until("the first batch scraped", Duration::from_secs(30), || {
+        (scraped("lambdawatch_async_events_received_total")? == 10.0
+            && scraped("lambdawatch_async_events_dropped_total")? == 1.0)
+            .then_some(())
+    });
+    post_async_counts(&otlp_http, 30.0, 3.0);
+    wait_until("the second batch scraped", Duration::from_secs(30), || {
+        (scraped("lambdawatch_async_events_received_total")? == 40.0
+            && scraped("lambdawatch_async_events_dropped_total")? == 4.0)
+            .then_some(())
+    });
+    assert_eq!(
+        prom.samples(&format!(
+            "lambdawatch_dlq_messages_sent_total{{function=\"{DROPS_ONLY}\"}}"
+        )),
+        Ok(Vec::new()),
+        "{DROPS_ONLY} must have no DLQ sends"
+    );
+
+    // The SLO as the collector evaluates it.
+    let slo_ratio = wait_until(
+        "the collector's dlq_ratio SLO over all 40 events",
+        Duration::from_secs(30),
+        || {
+            let doc = http::get(
+                &format!("http://{admin}/api/v1/slos"),
+                Duration::from_secs(5),
+            )
+            .ok()?
+            .json();
+            let (mut good, mut valid) = (0.0, 0.0);
+            for f in doc["functions"].as_array()? {
+                if f["function"] != DROPS_ONLY {
+                    continue;
+                }
+                for s in f["slos"].as_array()? {
+                    if s["slo"] == "dlq_ratio" {
+                        good += s["budget"]["good"].as_f64()?;
+                        valid += s["budget"]["valid"].as_f64()?;
+                    }
+                }
+            }
+            (valid == 40.0).then(|| 1.0 - good / valid)
+        },
+    );
+    assert!(
+        (slo_ratio - 0.1).abs() < 1e-12,
+        "the SLO counts 4 dropped of 40 received: {slo_ratio}"
+    );
+
+    // Both dashboards' DLQ ratio panels, as Grafana would send them.
+    let panels: Vec<Query> = dashboard_queries("1m")
+        .into_iter()
+        .filter(|q| q.panel_title == "DLQ ratio")
+        .map(|q| Query {
+            expr: q.expr.replace(FUNCTION, DROPS_ONLY),
+            ..q
+        })
+        .collect();
+    assert_eq!(
+        panels
+            .iter()
+            .map(|q| q.dashboard.as_str())
+            .collect::<Vec<_>>(),
+        ["fleet-slo-overview", "function-drilldown"],
+        "{panels:?}"
+    );
+    for q in &panels {
+        assert!(q.expr.contains(DROPS_ONLY), "{q:?}");
+        // The rules evaluate once a second: wait until they have seen the second batch.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            let got = prom.samples(&q.expr);
+            if let Ok(v) = &got
+                && v.first()
+                    .is_some_and(|s| (s.value - slo_ratio).abs() <= 1e-9 * slo_ratio)
+            {
+                break v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} › DLQ ratio shows {got:?}, the dlq_ratio SLO is {slo_ratio}: {}",
+                q.dashboard,
+                q.expr
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(
+            got.len(),
+            1,
+            "{}: one series for the function: {got:?}",
+            q.dashboard
+        );
+        eprintln!(
+            "{} › DLQ ratio = {} (SLO {slo_ratio}): {}",
+            q.dashboard, got[0].value, q.expr
+        );
+    }
     drop(collector);
 }
