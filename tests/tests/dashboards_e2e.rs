@@ -7,7 +7,9 @@
 //! function's SQS DLQ mapped to it, a webhook sink pointing at a capture server in this test, the
 //! CloudWatch poller polling moto every second, at most one tracked function); a real Prometheus
 //! (Debian package, [`lambdawatch_tests::prometheus`]) scraping the collector's `/metrics` every
-//! second; `lambdawatch-sandbox run` with `lambdawatch-extension` in the function's extensions
+//! second and evaluating the generated rules (`alerts/lambdawatch-rules.yml` with `for: 2s`, the
+//! collector's `LAMBDAWATCH_ALERT_FOR`), whose recorded series and `ALERTS` the fleet SLO panels
+//! read; `lambdawatch-sandbox run` with `lambdawatch-extension` in the function's extensions
 //! directory, the rust `sample-function` as the handler and `--cloudwatch-endpoint` at the
 //! collector, so the platform counts (throttles, async events, DLQ sends) also arrive as
 //! CloudWatch Metric Streams would send them. The seeded workload gives the function cold starts,
@@ -30,6 +32,12 @@
 //! Prometheus, so the check is shown able to fail. The collector's `/metrics` also passes
 //! `promtool check metrics`, whose output must be exactly the lint listed in
 //! [`EXPECTED_PROMTOOL_LINT`] (never a parse error).
+//!
+//! DLQ ratio ([`dlq_ratio_panels_equal_the_slo_for_a_function_with_drops_but_no_dlq`]): for a
+//! function with async drops and no DLQ, both dashboards' DLQ ratio panels equal the collector's
+//! `dlq_ratio` SLO (`/api/v1/slos`) within float tolerance. Several collectors
+//! ([`fleet_slo_panels_add_up_two_collectors`]): two collectors sharing a function's traffic with
+//! different bad shares, one Prometheus: the fleet SLO panels show the sum of both, not either.
 //!
 //! Cost: the list-price counter Prometheus scraped (`lambdawatch_cost_usd_total`) must equal what
 //! the price table says for the requests and billed GB-seconds the collector counted through its
@@ -445,10 +453,10 @@ fn generated_rules_for_2s() -> String {
 
 /// Prometheus scraping the collector's admin listener every second, evaluating
 /// [`generated_rules_for_2s`] (written into `dir`) every second.
-fn start_prometheus_with_rules(admin: &str, dir: &std::path::Path) -> Prometheus {
+fn start_prometheus_with_rules(admins: &[&str], dir: &std::path::Path) -> Prometheus {
     let rules = dir.join("lambdawatch-rules.yml");
     std::fs::write(&rules, generated_rules_for_2s()).unwrap();
-    let mut config = prometheus::Config::job("1s", "lambdawatch", &[admin]);
+    let mut config = prometheus::Config::job("1s", "lambdawatch", admins);
     config.rule_files.push(rules);
     prometheus::start("prometheus", &config)
 }
@@ -555,7 +563,7 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
 
     // Prometheus scraping the collector every second and evaluating the generated rules.
     let rules_dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus_with_rules(&admin, rules_dir.path());
+    let prom = start_prometheus_with_rules(&[&admin], rules_dir.path());
     let prom_started = Instant::now();
 
     // The function: our extension in /opt/extensions, the rust sample function as the handler.
@@ -1024,6 +1032,11 @@ const DROPS_ONLY: &str = "dash-e2e-drops-only";
 /// One Metric-Streams-shaped OTLP/HTTP request (as CloudWatch would stream it) of `AWS/Lambda`
 /// `AsyncEventsReceived` and `AsyncEventsDropped` for [`DROPS_ONLY`] over the second before now.
 fn post_async_counts(otlp_http: &str, received: f64, dropped: f64) {
+    post_async_counts_of(otlp_http, DROPS_ONLY, received, dropped);
+}
+
+/// [`post_async_counts`] for `function`.
+fn post_async_counts_of(otlp_http: &str, function: &str, received: f64, dropped: f64) {
     use lambdawatch_semconv::cloudwatch::{self as cw, PlatformCount, StreamOrigin};
     use prost::Message;
     let end = SystemTime::now()
@@ -1038,8 +1051,8 @@ fn post_async_counts(otlp_http: &str, received: f64, dropped: f64) {
     let body = cw::build_request(
         &origin,
         &[
-            PlatformCount::lambda(cw::ASYNC_EVENTS_RECEIVED, DROPS_ONLY, start, end, received),
-            PlatformCount::lambda(cw::ASYNC_EVENTS_DROPPED, DROPS_ONLY, start, end, dropped),
+            PlatformCount::lambda(cw::ASYNC_EVENTS_RECEIVED, function, start, end, received),
+            PlatformCount::lambda(cw::ASYNC_EVENTS_DROPPED, function, start, end, dropped),
         ],
     )
     .encode_to_vec();
@@ -1064,25 +1077,9 @@ fn post_async_counts(otlp_http: &str, received: f64, dropped: f64) {
 /// received and dropped alike and the ratio is exact.
 #[test]
 fn dlq_ratio_panels_equal_the_slo_for_a_function_with_drops_but_no_dlq() {
-    let collector_bin = workspace_bin("lambdawatch-collector");
-    let mut cmd = Command::new(&collector_bin);
-    cmd.arg("serve")
-        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
-        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
-        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
-        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
-        .env("LAMBDAWATCH_ALERT_FOR", "2s");
-    let collector = Child::spawn("collector", &mut cmd);
-    let line = collector.wait_for_text("lambdawatch-collector listening", Duration::from_secs(30));
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-            .to_owned()
-    };
-    let (otlp_http, admin) = (field("otlp_http"), field("admin"));
+    let (collector, otlp_http, admin) = plain_collector("collector");
     let rules_dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus_with_rules(&admin, rules_dir.path());
+    let prom = start_prometheus_with_rules(&[&admin], rules_dir.path());
 
     let scraped = |metric: &str| prom.value(&format!("sum({metric}{{function=\"{DROPS_ONLY}\"}})"));
     post_async_counts(&otlp_http, 10.0, 1.0);
@@ -1185,4 +1182,172 @@ fn dlq_ratio_panels_equal_the_slo_for_a_function_with_drops_but_no_dlq() {
         );
     }
     drop(collector);
+}
+
+/// A collector on ephemeral loopback ports (1 s evaluation, 2 s `for`, no AWS): the process and
+/// its OTLP/HTTP and admin addresses.
+fn plain_collector(name: &str) -> (Child, String, String) {
+    let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.arg("serve")
+        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_ALERT_FOR", "2s");
+    let collector = Child::spawn(name, &mut cmd);
+    let line = collector.wait_for_text("lambdawatch-collector listening", Duration::from_secs(30));
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_owned()
+    };
+    let (otlp_http, admin) = (field("otlp_http"), field("admin"));
+    (collector, otlp_http, admin)
+}
+
+/// The function the two collectors share.
+const SHARED: &str = "dash-e2e-shared";
+
+/// Several collectors: the fleet SLO panels show the fleet's SLO, not one collector's. Two real
+/// collectors each receive part of one function's async events (CloudWatch-shaped): A drops 1 in
+/// 10, B 1 in 2, so the fleet drops 24 of 80 (0.3) while each task alone sees 0.1 or 0.5. One
+/// real Prometheus scrapes both and evaluates the generated rules. The fleet dashboard's SLO
+/// status (SLI and budget), error budget, 1 h burn rate and DLQ ratio for `dlq_ratio` must each
+/// imply the bad-event ratio of both collectors' `/api/v1/slos` counts added up, within 10 %
+/// (`increase()` extrapolates each target by up to one scrape interval, scraped at different
+/// phases); a `min`/`max` across the tasks' own gauges gives 0.1 or 0.5.
+#[test]
+fn fleet_slo_panels_add_up_two_collectors() {
+    let (a, otlp_a, admin_a) = plain_collector("collector-a");
+    let (b, otlp_b, admin_b) = plain_collector("collector-b");
+    let rules_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus_with_rules(&[&admin_a, &admin_b], rules_dir.path());
+    let scraped = |metric: &str| prom.value(&format!("sum({metric}{{function=\"{SHARED}\"}})"));
+    // Each batch keeps its collector's drop share, so extrapolation scales a collector's
+    // received and dropped alike.
+    post_async_counts_of(&otlp_a, SHARED, 10.0, 1.0);
+    post_async_counts_of(&otlp_b, SHARED, 10.0, 5.0);
+    wait_until("the first batches scraped", Duration::from_secs(30), || {
+        (scraped("lambdawatch_async_events_received_total")? == 20.0
+            && scraped("lambdawatch_async_events_dropped_total")? == 6.0)
+            .then_some(())
+    });
+    post_async_counts_of(&otlp_a, SHARED, 30.0, 3.0);
+    post_async_counts_of(&otlp_b, SHARED, 30.0, 15.0);
+    wait_until(
+        "the second batches scraped",
+        Duration::from_secs(30),
+        || {
+            (scraped("lambdawatch_async_events_received_total")? == 80.0
+                && scraped("lambdawatch_async_events_dropped_total")? == 24.0)
+                .then_some(())
+        },
+    );
+
+    // The truth: both collectors' dlq_ratio counts added up.
+    let counts = |admin: &str| -> Option<(f64, f64, f64)> {
+        let doc = http::get(
+            &format!("http://{admin}/api/v1/slos"),
+            Duration::from_secs(5),
+        )
+        .ok()?
+        .json();
+        let f = doc["functions"]
+            .as_array()?
+            .iter()
+            .find(|f| f["function"] == SHARED)?
+            .clone();
+        let s = f["slos"]
+            .as_array()?
+            .iter()
+            .find(|s| s["slo"] == "dlq_ratio")?
+            .clone();
+        Some((
+            s["budget"]["good"].as_f64()?,
+            s["budget"]["valid"].as_f64()?,
+            s["objective"].as_f64()?,
+        ))
+    };
+    let (good, valid, objective) = wait_until(
+        "both collectors' dlq_ratio SLO over their 40 events",
+        Duration::from_secs(30),
+        || {
+            let (ga, va, oa) = counts(&admin_a)?;
+            let (gb, vb, _) = counts(&admin_b)?;
+            (va == 40.0 && vb == 40.0).then_some((ga + gb, va + vb, oa))
+        },
+    );
+    let truth = 1.0 - good / valid;
+    assert!(
+        (truth - 0.3).abs() < 1e-12,
+        "the fleet drops 24 of 80: {truth}"
+    );
+    let budget = 1.0 - objective;
+
+    // Each fleet panel's dlq_ratio value, turned back into the bad-event ratio it implies.
+    type Implied = fn(f64, f64) -> f64;
+    let checks: &[(&str, &str, Implied)] = &[
+        ("SLO status (30 d)", "A", |v, _| 1.0 - v),
+        ("SLO status (30 d)", "C", |v, b| (1.0 - v) * b),
+        ("Error budget remaining (30 d)", "A", |v, b| (1.0 - v) * b),
+        ("Burn rate (1 h and 6 h windows)", "A", |v, b| v * b),
+        ("DLQ ratio", "A", |v, _| v),
+    ];
+    let queries: Vec<Query> = dashboard_queries("1m")
+        .into_iter()
+        .filter(|q| q.dashboard == "fleet-slo-overview")
+        .map(|q| Query {
+            expr: q.expr.replace(FUNCTION, SHARED),
+            ..q
+        })
+        .collect();
+    // Let the rules evaluate over the last scrapes before judging.
+    let settled = unix_now();
+    wait_until(
+        "two rule evaluations after the traffic",
+        Duration::from_secs(30),
+        || {
+            let t = prom.value(&format!(
+            "timestamp(lambdawatch:slo_valid_events:increase5m{{slo=\"dlq_ratio\", function=\"{SHARED}\"}})"
+        ))?;
+            (t >= settled + 2.0).then_some(())
+        },
+    );
+    let mut problems = Vec::new();
+    for (title, ref_id, implied) in checks {
+        let q = queries
+            .iter()
+            .find(|q| q.panel_title == *title && q.ref_id == *ref_id)
+            .unwrap_or_else(|| panic!("no fleet panel {title:?} target {ref_id}"));
+        let samples = prom
+            .samples(&q.expr)
+            .unwrap_or_else(|e| panic!("{title}: {e}"));
+        let dlq: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| title == &"DLQ ratio" || s.labels.contains("slo=dlq_ratio"))
+            .collect();
+        let [one] = dlq.as_slice() else {
+            problems.push(format!(
+                "{title} {ref_id}: not one dlq_ratio series: {samples:?}"
+            ));
+            continue;
+        };
+        let r = implied(one.value, budget);
+        let ok = (r - truth).abs() <= 0.1 * truth;
+        eprintln!(
+            "{} fleet › {title:?} {ref_id} = {} (implies {r}, both collectors {truth})",
+            if ok { "ok  " } else { "FAIL" },
+            one.value
+        );
+        if !ok {
+            problems.push(format!(
+                "{title} {ref_id} = {} implies a bad-event ratio of {r}, the fleet's is {truth} \
+                 (one collector alone: 0.1 or 0.5): {}",
+                one.value, q.expr
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    drop((a, b));
 }

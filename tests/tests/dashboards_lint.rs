@@ -6,7 +6,9 @@
 //! template variable (of plugin `prometheus`), used by every panel, every target and every query
 //! variable; a unit (`fieldConfig.defaults.unit`) and a non-empty description on every panel; unique
 //! panel ids; only metric names from Contract 2 (a histogram through its `_bucket`/`_sum`/`_count`
-//! series); counters and histogram series only directly under `rate()`/`increase()`/`irate()`, and
+//! series) or series the generated rules record (`alerts/lambdawatch-rules.yml`, plus `ALERTS`),
+//! and on the fleet dashboard never a per-task `lambdawatch_slo_*` / `lambdawatch_alerts_firing`
+//! gauge; the panels issue 6 asks for ([`REQUIRED_PANELS`]); counters and histogram series only directly under `rate()`/`increase()`/`irate()`, and
 //! those always over `[$__rate_interval]`; no `rate()` over a gauge; a `function` variable, where
 //! there is one, from `label_values(lambdawatch_invocations_total, function)`; and every template
 //! variable in a query substitutable for the end-to-end run.
