@@ -11,6 +11,9 @@
 //!   event counts (budgets come from counts, never from averaged ratios);
 //! - `lambdawatch:slo_burn_rate:<w>` = (bad / valid) / (1 − objective);
 //! - `lambdawatch:slo_error_budget_remaining:ratio` over the SLO window;
+//! - `lambdawatch:slo_sli:ratio` (good / valid over the SLO window) and
+//!   `lambdawatch:slo_objective:ratio` (the objective, one series per function that has events),
+//!   for the fleet SLO dashboard;
 //!
 //! and one alert per severity: any of that severity's burn rules, each being
 //! `burn(long) ≥ factor and burn(short) ≥ factor and valid(long) ≥ min_events_per_hour × hours(long)`.
@@ -345,6 +348,25 @@ fn ratio_group(out: &mut String, spec: &SloSpec, slo: &SloDef, alert_for: Durati
         out,
         "lambdawatch:slo_error_budget_remaining:ratio",
         &remaining,
+        &slo.name,
+    );
+    // The SLI over the SLO window and the objective, per function, for dashboards that show the
+    // fleet-wide SLO status from these rules rather than from one task's gauges.
+    let sli = format!(
+        "1 - (\n  {bad}{sel}\n  /\n  {valid}{sel}\n)",
+        bad = record_name("bad_events", slo.window),
+        valid = record_name("valid_events", slo.window),
+    );
+    push_record(out, "lambdawatch:slo_sli:ratio", &sli, &slo.name);
+    let objective = format!(
+        "0 * {valid}{sel} + {obj}",
+        valid = record_name("valid_events", slo.window),
+        obj = num(slo.objective),
+    );
+    push_record(
+        out,
+        "lambdawatch:slo_objective:ratio",
+        &objective,
         &slo.name,
     );
 
@@ -804,6 +826,204 @@ mod tests {
             let file = docs.join(format!("{}.md", page.as_str()));
             assert!(file.is_file(), "{} missing", file.display());
         }
+    }
+
+    /// The runbook page of every alert lambdawatch raises, by `alertname`: the generated rules'
+    /// alerts, the built-in evaluator's (same names, `Sli::runbook_page`) and the cost stage's.
+    const EXPECTED_PAGES: [(&str, &str); 9] = [
+        ("LambdawatchColdStartBudgetBurn", "cold-start"),
+        ("LambdawatchErrorBudgetBurn", "error-rate"),
+        ("LambdawatchDeadLetterBudgetBurn", "dlq"),
+        ("LambdawatchThrottleBudgetExhausted", "throttles"),
+        ("LambdawatchTimeoutBudgetBurn", "timeout-budget"),
+        ("LambdawatchNoData", "no-data"),
+        ("LambdawatchPipelineDrops", "pipeline-drops"),
+        ("LambdawatchCostSurprise", "cost"),
+        ("LambdawatchRetryStorm", "retry-storm"),
+    ];
+
+    /// `(alertname, severity label, runbook_url)` of every alert in a generated rule file.
+    fn alert_blocks(text: &str) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for block in text.split("\n      - alert: ").skip(1) {
+            let name = block.lines().next().unwrap_or_default().trim().to_owned();
+            let block = &block[..block.find("\n      - ").unwrap_or(block.len())];
+            let field = |key: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(key))
+                    .map(|v| v.trim().trim_matches('"').to_owned())
+                    .unwrap_or_else(|| panic!("{name}: no {key}\n{block}"))
+            };
+            out.push((name.clone(), field("severity:"), field("runbook_url:")));
+        }
+        out
+    }
+
+    /// The cost stage's built-in alerts (retry storm, cost surprise) for one function.
+    fn cost_alerts(runbook_base: &str) -> Vec<crate::alerting::alert::Alert> {
+        use crate::aggregate::{Event, FunctionKey, Invocation, Outcome};
+        let mut feed = crate::cost::CostFeed::new(
+            crate::cost::prices::PriceTable::embedded().unwrap_or_else(|e| panic!("{e}")),
+            crate::cost::CostConfig::default(),
+            std::collections::BTreeMap::new(),
+        );
+        let key = FunctionKey {
+            function: "f".into(),
+            version: "1".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        };
+        let t_s = 1_795_996_800;
+        let event = Event::Invocation(Invocation {
+            t_s,
+            outcome: Outcome::Success,
+            duration_ms: 100.0,
+            billed_ms: Some(100.0),
+            memory_mb: Some(512.0),
+            max_memory_mb: None,
+            timeout_ms: None,
+            request_id: Some("r".into()),
+        });
+        feed.observe(&key, "i", &std::collections::BTreeMap::new(), &event);
+        crate::serve::observe_cost(runbook_base, &feed.evaluate(t_s + 60))
+            .into_iter()
+            .map(|o| o.alert)
+            .collect()
+    }
+
+    /// Each alert's `runbook_url` is its own page (swapping two pages fails), in the generated
+    /// rules, the built-in evaluator and the cost stage, and the page exists.
+    #[test]
+    fn every_alert_links_its_own_runbook_page() {
+        let spec = SloSpec::embedded_default();
+        let base = spec
+            .defaults
+            .runbook_base_url
+            .trim_end_matches('/')
+            .to_owned();
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks");
+        let want: std::collections::BTreeMap<&str, &str> = EXPECTED_PAGES.into_iter().collect();
+        let mut seen: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+        let text = generate(&spec, DEFAULT_ALERT_FOR).unwrap_or_default();
+        for (name, _, url) in alert_blocks(&text) {
+            seen.entry(name).or_default().insert(url);
+        }
+        // The built-in evaluator names its SLO alerts and links their pages through the SLI.
+        for slo in &spec.slos {
+            seen.entry(alert_name(&slo.sli).to_owned())
+                .or_default()
+                .insert(format!("{base}/{}.md", slo.sli.runbook_page().as_str()));
+        }
+        for alert in cost_alerts(&format!("{base}/")) {
+            seen.entry(alert.labels["alertname"].clone())
+                .or_default()
+                .insert(alert.runbook_url);
+        }
+        assert_eq!(
+            seen.keys().map(String::as_str).collect::<Vec<_>>(),
+            want.keys().copied().collect::<Vec<_>>(),
+            "the alerts lambdawatch raises changed: update EXPECTED_PAGES and docs/runbooks/index.md"
+        );
+        for (name, page) in &want {
+            let expected = format!("{base}/{page}.md");
+            assert_eq!(
+                seen[*name],
+                BTreeSet::from([expected.clone()]),
+                "{name} must link {expected}"
+            );
+            assert!(
+                docs.join(format!("{page}.md")).is_file(),
+                "{page}.md missing"
+            );
+        }
+        // The mapping is not vacuous: two alerts never share a page.
+        let pages: BTreeSet<&str> = want.values().copied().collect();
+        assert_eq!(pages.len(), want.len());
+    }
+
+    /// `docs/runbooks/index.md` lists every alert with its page and the severities it is raised
+    /// with: the generated rules' `severity` labels, and the cost stage's for its two built-ins.
+    #[test]
+    fn runbook_index_lists_every_alert_with_its_page_and_severities() {
+        let spec = SloSpec::embedded_default();
+        let index = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks/index.md"),
+        )
+        .unwrap_or_else(|e| panic!("index.md: {e}"));
+        let mut raised: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+        let text = generate(&spec, DEFAULT_ALERT_FOR).unwrap_or_default();
+        for (name, severity, _) in alert_blocks(&text) {
+            raised.entry(name).or_default().insert(severity);
+        }
+        for alert in cost_alerts("https://runbooks.example") {
+            raised
+                .entry(alert.labels["alertname"].clone())
+                .or_default()
+                .insert(alert.labels["severity"].clone());
+        }
+        for (name, page) in EXPECTED_PAGES {
+            let row = index
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{name}`")))
+                .unwrap_or_else(|| panic!("index.md has no row for {name}"));
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            let listed: BTreeSet<String> = cells
+                .get(2)
+                .unwrap_or(&"")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .collect();
+            assert_eq!(
+                Some(&listed),
+                raised.get(name),
+                "index.md lists {name} as {listed:?}"
+            );
+            assert!(
+                cells
+                    .get(3)
+                    .is_some_and(|c| c.contains(&format!("]({page}.md)"))),
+                "index.md: {name} must link {page}.md: {row}"
+            );
+        }
+    }
+
+    /// The fleet dashboard's SLO status reads the SLI and the objective of every ratio SLO from
+    /// these records (per function, summed across collectors); throttles, a count budget, has
+    /// neither.
+    #[test]
+    fn sli_and_objective_are_recorded_for_every_ratio_slo() {
+        let spec = SloSpec::embedded_default();
+        let text = generate(&spec, DEFAULT_ALERT_FOR).unwrap_or_default();
+        for slo in &spec.slos {
+            let name = &slo.name;
+            let w = format_duration(slo.window);
+            let sli = format!(
+                "      - record: lambdawatch:slo_sli:ratio\n        expr: |-\n          1 - (\n            \
+                 lambdawatch:slo_bad_events:increase{w}{{slo=\"{name}\"}}\n            /\n            \
+                 lambdawatch:slo_valid_events:increase{w}{{slo=\"{name}\"}}\n          )\n        labels:\n          \
+                 slo: \"{name}\"\n"
+            );
+            let objective = format!(
+                "      - record: lambdawatch:slo_objective:ratio\n        expr: |-\n          \
+                 0 * lambdawatch:slo_valid_events:increase{w}{{slo=\"{name}\"}} + {}\n        labels:\n          \
+                 slo: \"{name}\"\n",
+                num(slo.objective)
+            );
+            let ratio = !slo.sli.is_count_budget();
+            assert_eq!(text.contains(&sli), ratio, "{name}: {sli}\n{text}");
+            assert_eq!(text.contains(&objective), ratio, "{name}: {objective}");
+        }
+        assert_eq!(
+            text.matches("- record: lambdawatch:slo_sli:ratio\n")
+                .count(),
+            4
+        );
+        assert_eq!(
+            text.matches("- record: lambdawatch:slo_objective:ratio\n")
+                .count(),
+            4
+        );
     }
 
     #[test]

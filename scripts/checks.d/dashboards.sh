@@ -7,10 +7,14 @@
 #      $LAMBDAWATCH_PEERS/npm (outside the clone) and symlinked into a throw-away work dir.
 #      Self-tests: copies of the dashboards with a string `gridPos.h`, a misspelt panel field and
 #      an out-of-enum value must each FAIL the type-check (this script re-run on each copy).
-#   2. amtool check-config on the example Alertmanager config, and amtool route tests
-#      (page -> pager, ticket -> tickets, anything else -> tickets).
+#   2. amtool check-config on the example Alertmanager config, and amtool route tests with the
+#      labels real alerts carry: every alerting rule of alerts/lambdawatch-rules.yml (alertname,
+#      slo, severity read from the file) and the collector's two built-in alerts (names and slo
+#      labels read from collector/src/serve.rs, tickets) go to pager (page) or tickets (ticket);
+#      an alert of someone else's without a severity falls back to tickets.
 #   3. A real Alertmanager on 127.0.0.1 with that config (receivers pointed at a closed loopback
-#      port): a page inhibits the ticket of the same function+slo and nothing else.
+#      port), fed the rules' own error-rate page and ticket and cold-start ticket: a page
+#      inhibits the ticket of the same function+slo and nothing else.
 #
 # Env: LAMBDAWATCH_PEERS (default ${XDG_CACHE_HOME:-$HOME/.cache}/lambdawatch-peers);
 #      LAMBDAWATCH_DASHBOARDS_DIR to type-check another directory of dashboards (used to prove the
@@ -122,10 +126,50 @@ route_test() { # route_test EXPECTED_RECEIVER LABEL...
   amtool config routes test --config.file="$am_config" --verify.receivers="$expected" "$@" >"$work/route.log" 2>&1 ||
     { cat "$work/route.log" >&2; die "route for {$*} is not $expected"; }
 }
-route_test pager severity=page function=orders slo=error_rate alertname=LambdaSLOBurnRate
-route_test tickets severity=ticket function=orders slo=error_rate alertname=LambdaSLOBurnRate
-route_test tickets severity=info function=orders slo=cost alertname=Unclassified
-say "ok: amtool check-config and route tests"
+# The alerts that really exist: "alertname slo severity" per alerting rule of the generated rules
+# (an SLO alert's slo label comes from the recorded series its expression reads).
+rules="$root/alerts/lambdawatch-rules.yml"
+[ -f "$rules" ] || die "$rules is missing"
+python3 - "$rules" >"$work/alerts.txt" <<'PY' || die "cannot read the alerts of $rules"
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = text.split("\n      - alert: ")[1:]
+for block in blocks:
+    block = block.split("\n      - record: ")[0].split("\n  - name: ")[0]
+    name = block.splitlines()[0].strip()
+    labels = dict(re.findall(r'^          (\w+): "([^"]*)"$', block.split("\n        labels:\n", 1)[1].split("\n        annotations:", 1)[0], re.M))
+    slos = set(re.findall(r'slo="([^"]+)"', block.split("\n        labels:\n", 1)[0]))
+    slo = labels.get("slo") or (slos.pop() if len(slos) == 1 else None)
+    if not slo or "severity" not in labels:
+        sys.exit(f"{name}: no single slo label ({slos}) or no severity ({labels})")
+    print(name, slo, labels["severity"])
+PY
+serve="$root/collector/src/serve.rs"
+const() { grep -Eo "pub const $1: &str = \"[^\"]+\"" "$serve" | cut -d'"' -f2; }
+for kind in COST_SURPRISE RETRY_STORM; do
+  name="$(const "${kind}_ALERT_NAME")"; slo="$(const "${kind}_SLO")"
+  [ -n "$name" ] && [ -n "$slo" ] || die "no ${kind}_ALERT_NAME / ${kind}_SLO in $serve"
+  echo "$name $slo ticket" >>"$work/alerts.txt"
+done
+[ "$(wc -l <"$work/alerts.txt")" -ge 13 ] || { cat "$work/alerts.txt" >&2; die "too few alerts read from $rules and $serve"; }
+while read -r name slo severity; do
+  case "$severity" in
+    page) receiver=pager ;;
+    ticket) receiver=tickets ;;
+    *) die "$name: severity $severity is neither page nor ticket" ;;
+  esac
+  route_test "$receiver" alertname="$name" slo="$slo" severity="$severity" \
+    function=orders version=3 region=eu-west-1 account=123456789012
+done <"$work/alerts.txt"
+route_test tickets alertname=SomeOtherTeamsAlert function=orders
+say "ok: amtool check-config and route tests ($(wc -l <"$work/alerts.txt") real alerts, $(grep -c ' page$' "$work/alerts.txt") of them pages)"
+alert_named() { # alert_named SLO SEVERITY: the rules' alertname with those labels
+  awk -v slo="$1" -v sev="$2" '$2 == slo && $3 == sev { print $1; exit }' "$work/alerts.txt"
+}
+error_page="$(alert_named error_rate page)"; error_ticket="$(alert_named error_rate ticket)"
+cold_ticket="$(alert_named cold_start ticket)"
+[ -n "$error_page" ] && [ -n "$error_ticket" ] && [ -n "$cold_ticket" ] ||
+  die "the rules lack an error_rate page, an error_rate ticket or a cold_start ticket"
 
 # ---------------------------------------------------------------- 3. inhibition on a real Alertmanager
 apt_install prometheus-alertmanager prometheus-alertmanager
@@ -150,11 +194,11 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -fsS "$url/-/ready" >/dev/null 2>&1 || { cat "$work/am.log" >&2; die "alertmanager not ready within 10 s"; }
-add() { amtool alert add --alertmanager.url="$url" alertname=LambdaSLOBurnRate "$@" >/dev/null || die "amtool alert add $*"; }
-add severity=page function=orders slo=error_rate
-add severity=ticket function=orders slo=error_rate
-add severity=ticket function=orders slo=cold_start
-add severity=ticket function=billing slo=error_rate
+add() { amtool alert add --alertmanager.url="$url" version=3 region=eu-west-1 account=123456789012 "$@" >/dev/null || die "amtool alert add $*"; }
+add alertname="$error_page" severity=page function=orders slo=error_rate
+add alertname="$error_ticket" severity=ticket function=orders slo=error_rate
+add alertname="$cold_ticket" severity=ticket function=orders slo=cold_start
+add alertname="$error_ticket" severity=ticket function=billing slo=error_rate
 curl -fsS "$url/api/v2/alerts?inhibited=true&silenced=true&active=true" >"$work/alerts.json" || die "GET /api/v2/alerts"
 python3 - "$work/alerts.json" <<'PY' || die "inhibition does not behave as documented (see above)"
 import json, sys

@@ -7,7 +7,9 @@
 //! function's SQS DLQ mapped to it, a webhook sink pointing at a capture server in this test, the
 //! CloudWatch poller polling moto every second, at most one tracked function); a real Prometheus
 //! (Debian package, [`lambdawatch_tests::prometheus`]) scraping the collector's `/metrics` every
-//! second; `lambdawatch-sandbox run` with `lambdawatch-extension` in the function's extensions
+//! second and evaluating the generated rules (`alerts/lambdawatch-rules.yml` with `for: 2s`, the
+//! collector's `LAMBDAWATCH_ALERT_FOR`), whose recorded series and `ALERTS` the fleet SLO panels
+//! read; `lambdawatch-sandbox run` with `lambdawatch-extension` in the function's extensions
 //! directory, the rust `sample-function` as the handler and `--cloudwatch-endpoint` at the
 //! collector, so the platform counts (throttles, async events, DLQ sends) also arrive as
 //! CloudWatch Metric Streams would send them. The seeded workload gives the function cold starts,
@@ -30,6 +32,12 @@
 //! Prometheus, so the check is shown able to fail. The collector's `/metrics` also passes
 //! `promtool check metrics`, whose output must be exactly the lint listed in
 //! [`EXPECTED_PROMTOOL_LINT`] (never a parse error).
+//!
+//! DLQ ratio ([`dlq_ratio_panels_equal_the_slo_for_a_function_with_drops_but_no_dlq`]): for a
+//! function with async drops and no DLQ, both dashboards' DLQ ratio panels equal the collector's
+//! `dlq_ratio` SLO (`/api/v1/slos`) within float tolerance. Several collectors
+//! ([`fleet_slo_panels_add_up_two_collectors`]): two collectors sharing a function's traffic with
+//! different bad shares, one Prometheus: the fleet SLO panels show the sum of both, not either.
 //!
 //! Cost: the list-price counter Prometheus scraped (`lambdawatch_cost_usd_total`) must equal what
 //! the price table says for the requests and billed GB-seconds the collector counted through its
@@ -77,16 +85,17 @@ use Expect::{Finite, NonZero};
 /// return, and why. The test fails on a target missing here and on an entry matching no target.
 #[rustfmt::skip]
 const EXPECTATIONS: &[(&str, &str, &str, Expect, &str)] = &[
-    ("fleet-slo-overview", "SLO status (30 d)", "A", NonZero, "most invocations succeed: every 30 d SLI is above 0"),
-    ("fleet-slo-overview", "SLO status (30 d)", "B", NonZero, "the objectives of the default spec"),
-    ("fleet-slo-overview", "SLO status (30 d)", "C", NonZero, "SLOs the run barely touches keep (nearly) all their budget; the error SLO's is overspent (< 0)"),
-    ("fleet-slo-overview", "SLO status (30 d)", "D", NonZero, "the incident's errors fire an alert (delivered to the webhook) that still fires: its windows still hold them"),
+    ("fleet-slo-overview", "SLO status (30 d)", "A", NonZero, "the rules' 30 d SLI: most invocations succeed, every SLI with events is above 0"),
+    ("fleet-slo-overview", "SLO status (30 d)", "B", NonZero, "the rules' objectives of the default spec"),
+    ("fleet-slo-overview", "SLO status (30 d)", "C", NonZero, "the rules' budgets: SLOs the run barely touches keep (nearly) all of theirs; the error SLO's is overspent (< 0)"),
+    ("fleet-slo-overview", "SLO status (30 d)", "D", NonZero, "Prometheus evaluating the generated rules (for: 2s, as the collector) fires the error-rate page: ALERTS = 1"),
     ("fleet-slo-overview", "Error budget remaining (30 d)", "A", NonZero, "as SLO status C"),
-    ("fleet-slo-overview", "Burn rate (1 h and 6 h windows)", "A", NonZero, "the incident's errors burn the error budget"),
-    ("fleet-slo-overview", "P99 cold start", "A", NonZero, "cold starts with INIT_SLEEP_MS=100"),
+    ("fleet-slo-overview", "Burn rate (1 h and 6 h windows)", "A", NonZero, "the incident's errors burn the error budget (rules' 1 h burn rate)"),
+    ("fleet-slo-overview", "Burn rate (1 h and 6 h windows)", "B", NonZero, "the incident's errors burn the error budget (rules' 6 h burn rate)"),
+    ("fleet-slo-overview", "P99 cold start", "A", NonZero, "on-demand cold starts with INIT_SLEEP_MS=100"),
     ("fleet-slo-overview", "Error rate", "A", NonZero, "20 % errors in the incident phase, one timeout"),
     ("fleet-slo-overview", "Throttles", "A", NonZero, "the burst past reserved concurrency, and the polled Throttles"),
-    ("fleet-slo-overview", "DLQ ratio", "A", NonZero, "async events dead-lettered (sandbox) and the polled DLQ NumberOfMessagesSent"),
+    ("fleet-slo-overview", "DLQ ratio", "A", NonZero, "the rules' dlq_ratio bad / valid: async events dead-lettered (sandbox) and the polled DLQ NumberOfMessagesSent"),
     ("fleet-slo-overview", "Cost per day", "A", NonZero, "every invocation has a list price"),
     ("fleet-slo-overview", "30-day cost projection", "A", NonZero, "the run's ~5 invocations/s over 30 days (~13 M requests) is past the monthly free tier"),
     ("fleet-slo-overview", "Invocations", "A", NonZero, "the workload"),
@@ -115,7 +124,7 @@ const EXPECTATIONS: &[(&str, &str, &str, Expect, &str)] = &[
     ("function-drilldown", "Async events and dead letters", "B", NonZero, "dead-lettered async events, and the polled DLQ sends"),
     ("function-drilldown", "Async events and dead letters", "C", NonZero, "an event that fails its retries is dropped after its DLQ send (AWS counts both), and so is one the full DLQ refuses"),
     ("function-drilldown", "Async events and dead letters", "D", NonZero, "the 2-message DLQ overflows"),
-    ("function-drilldown", "DLQ ratio", "A", NonZero, "dead-lettered / received async events"),
+    ("function-drilldown", "DLQ ratio", "A", NonZero, "as the fleet's: the rules' dlq_ratio bad / valid"),
     ("function-drilldown", "Billed GB-seconds per day", "A", NonZero, "billed duration × 256 MB"),
     ("function-drilldown", "Cost per day", "A", NonZero, "every invocation has a list price"),
     ("function-drilldown", "Cost per day", "B", NonZero, "the 30-day projection / 30, past the free tier"),
@@ -424,6 +433,34 @@ fn function_resource(function: &str, instance: &str) -> Vec<Value> {
     ]
 }
 
+/// The checked-in rules (`lambdawatch-collector rules` for the embedded default spec, kept exact by
+/// `rules::tests::checked_in_rules_match_the_embedded_default`) with every `for:` set to the
+/// collector's `LAMBDAWATCH_ALERT_FOR` of these tests, as `rules --for 2s` writes them.
+fn generated_rules_for_2s() -> String {
+    let text = std::fs::read_to_string(
+        lambdawatch_tests::repo_root().join("alerts/lambdawatch-rules.yml"),
+    )
+    .unwrap();
+    let alerts = text.matches("\n      - alert: ").count();
+    assert!(alerts >= 6, "only {alerts} alerts in the rules");
+    assert_eq!(
+        text.matches("\n        for: 1m\n").count(),
+        alerts,
+        "every alert of the checked-in rules pends for the default 1m"
+    );
+    text.replace("\n        for: 1m\n", "\n        for: 2s\n")
+}
+
+/// Prometheus scraping the collector's admin listener every second, evaluating
+/// [`generated_rules_for_2s`] (written into `dir`) every second.
+fn start_prometheus_with_rules(admins: &[&str], dir: &std::path::Path) -> Prometheus {
+    let rules = dir.join("lambdawatch-rules.yml");
+    std::fs::write(&rules, generated_rules_for_2s()).unwrap();
+    let mut config = prometheus::Config::job("1s", "lambdawatch", admins);
+    config.rule_files.push(rules);
+    prometheus::start("prometheus", &config)
+}
+
 #[test]
 fn judge_rejects_missing_nan_and_zero_results() {
     let sample = |v: f64| Sample {
@@ -524,11 +561,9 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
     let (otlp_http, admin) = (field("otlp_http"), field("admin"));
     field("otlp_grpc");
 
-    // Prometheus scraping the collector every second.
-    let prom = prometheus::start(
-        "prometheus",
-        &prometheus::Config::job("1s", "lambdawatch", &[&admin]),
-    );
+    // Prometheus scraping the collector every second and evaluating the generated rules.
+    let rules_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus_with_rules(&[&admin], rules_dir.path());
     let prom_started = Instant::now();
 
     // The function: our extension in /opt/extensions, the rust sample function as the handler.
@@ -989,4 +1024,330 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         started.elapsed()
     );
     drop(collector);
+}
+
+/// The function of the DLQ-ratio check: async events dropped, no dead-letter queue at all.
+const DROPS_ONLY: &str = "dash-e2e-drops-only";
+
+/// One Metric-Streams-shaped OTLP/HTTP request (as CloudWatch would stream it) of `AWS/Lambda`
+/// `AsyncEventsReceived` and `AsyncEventsDropped` for [`DROPS_ONLY`] over the second before now.
+fn post_async_counts(otlp_http: &str, received: f64, dropped: f64) {
+    post_async_counts_of(otlp_http, DROPS_ONLY, received, dropped);
+}
+
+/// [`post_async_counts`] for `function`.
+fn post_async_counts_of(otlp_http: &str, function: &str, received: f64, dropped: f64) {
+    use lambdawatch_semconv::cloudwatch::{self as cw, PlatformCount, StreamOrigin};
+    use prost::Message;
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let start = end - 1_000_000_000;
+    let origin = StreamOrigin {
+        account_id: ACCOUNT.to_owned(),
+        region: REGION.to_owned(),
+    };
+    let body = cw::build_request(
+        &origin,
+        &[
+            PlatformCount::lambda(cw::ASYNC_EVENTS_RECEIVED, function, start, end, received),
+            PlatformCount::lambda(cw::ASYNC_EVENTS_DROPPED, function, start, end, dropped),
+        ],
+    )
+    .encode_to_vec();
+    let r = http::request(
+        "POST",
+        &format!("http://{otlp_http}/v1/metrics"),
+        &[("content-type", "application/x-protobuf")],
+        &body,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "CloudWatch-shaped metrics: {}", r.text());
+}
+
+/// Issue 6's DLQ ratio is the `dlq_ratio` SLO's: dead-lettered = max(AsyncEventsDropped, DLQ
+/// sends), valid = max(AsyncEventsReceived, dead-lettered). A function whose async events are
+/// dropped but which has no DLQ (so no `NumberOfMessagesSent`) must show the SLO's ratio on both
+/// dashboards' DLQ ratio panels — a DLQ-sends / received panel shows nothing for it. Each panel's
+/// value (the generated rules evaluated by a real Prometheus scraping a real collector) must
+/// equal `1 − good / valid` of the `dlq_ratio` SLO in the collector's `/api/v1/slos` within float
+/// tolerance. Both batches drop the same share (1 in 10), so `increase()`'s extrapolation scales
+/// received and dropped alike and the ratio is exact.
+#[test]
+fn dlq_ratio_panels_equal_the_slo_for_a_function_with_drops_but_no_dlq() {
+    let (collector, otlp_http, admin) = plain_collector("collector");
+    let rules_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus_with_rules(&[&admin], rules_dir.path());
+
+    let scraped = |metric: &str| prom.value(&format!("sum({metric}{{function=\"{DROPS_ONLY}\"}})"));
+    post_async_counts(&otlp_http, 10.0, 1.0);
+    wait_until("the first batch scraped", Duration::from_secs(30), || {
+        (scraped("lambdawatch_async_events_received_total")? == 10.0
+            && scraped("lambdawatch_async_events_dropped_total")? == 1.0)
+            .then_some(())
+    });
+    post_async_counts(&otlp_http, 30.0, 3.0);
+    wait_until("the second batch scraped", Duration::from_secs(30), || {
+        (scraped("lambdawatch_async_events_received_total")? == 40.0
+            && scraped("lambdawatch_async_events_dropped_total")? == 4.0)
+            .then_some(())
+    });
+    assert_eq!(
+        prom.samples(&format!(
+            "lambdawatch_dlq_messages_sent_total{{function=\"{DROPS_ONLY}\"}}"
+        )),
+        Ok(Vec::new()),
+        "{DROPS_ONLY} must have no DLQ sends"
+    );
+
+    // The SLO as the collector evaluates it.
+    let slo_ratio = wait_until(
+        "the collector's dlq_ratio SLO over all 40 events",
+        Duration::from_secs(30),
+        || {
+            let doc = http::get(
+                &format!("http://{admin}/api/v1/slos"),
+                Duration::from_secs(5),
+            )
+            .ok()?
+            .json();
+            let (mut good, mut valid) = (0.0, 0.0);
+            for f in doc["functions"].as_array()? {
+                if f["function"] != DROPS_ONLY {
+                    continue;
+                }
+                for s in f["slos"].as_array()? {
+                    if s["slo"] == "dlq_ratio" {
+                        good += s["budget"]["good"].as_f64()?;
+                        valid += s["budget"]["valid"].as_f64()?;
+                    }
+                }
+            }
+            (valid == 40.0).then(|| 1.0 - good / valid)
+        },
+    );
+    assert!(
+        (slo_ratio - 0.1).abs() < 1e-12,
+        "the SLO counts 4 dropped of 40 received: {slo_ratio}"
+    );
+
+    // Both dashboards' DLQ ratio panels, as Grafana would send them.
+    let panels: Vec<Query> = dashboard_queries("1m")
+        .into_iter()
+        .filter(|q| q.panel_title == "DLQ ratio")
+        .map(|q| Query {
+            expr: q.expr.replace(FUNCTION, DROPS_ONLY),
+            ..q
+        })
+        .collect();
+    assert_eq!(
+        panels
+            .iter()
+            .map(|q| q.dashboard.as_str())
+            .collect::<Vec<_>>(),
+        ["fleet-slo-overview", "function-drilldown"],
+        "{panels:?}"
+    );
+    for q in &panels {
+        assert!(q.expr.contains(DROPS_ONLY), "{q:?}");
+        // The rules evaluate once a second: wait until they have seen the second batch.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let got = loop {
+            let got = prom.samples(&q.expr);
+            if let Ok(v) = &got
+                && v.first()
+                    .is_some_and(|s| (s.value - slo_ratio).abs() <= 1e-9 * slo_ratio)
+            {
+                break v.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} › DLQ ratio shows {got:?}, the dlq_ratio SLO is {slo_ratio}: {}",
+                q.dashboard,
+                q.expr
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(
+            got.len(),
+            1,
+            "{}: one series for the function: {got:?}",
+            q.dashboard
+        );
+        eprintln!(
+            "{} › DLQ ratio = {} (SLO {slo_ratio}): {}",
+            q.dashboard, got[0].value, q.expr
+        );
+    }
+    drop(collector);
+}
+
+/// A collector on ephemeral loopback ports (1 s evaluation, 2 s `for`, no AWS): the process and
+/// its OTLP/HTTP and admin addresses.
+fn plain_collector(name: &str) -> (Child, String, String) {
+    let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.arg("serve")
+        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_ALERT_FOR", "2s");
+    let collector = Child::spawn(name, &mut cmd);
+    let line = collector.wait_for_text("lambdawatch-collector listening", Duration::from_secs(30));
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .to_owned()
+    };
+    let (otlp_http, admin) = (field("otlp_http"), field("admin"));
+    (collector, otlp_http, admin)
+}
+
+/// The function the two collectors share.
+const SHARED: &str = "dash-e2e-shared";
+
+/// Several collectors: the fleet SLO panels show the fleet's SLO, not one collector's. Two real
+/// collectors each receive part of one function's async events (CloudWatch-shaped): A drops 1 in
+/// 10, B 1 in 2, so the fleet drops 24 of 80 (0.3) while each task alone sees 0.1 or 0.5. One
+/// real Prometheus scrapes both and evaluates the generated rules. The fleet dashboard's SLO
+/// status (SLI and budget), error budget, 1 h burn rate and DLQ ratio for `dlq_ratio` must each
+/// imply the bad-event ratio of both collectors' `/api/v1/slos` counts added up, within 10 %
+/// (`increase()` extrapolates each target by up to one scrape interval, scraped at different
+/// phases); a `min`/`max` across the tasks' own gauges gives 0.1 or 0.5.
+#[test]
+fn fleet_slo_panels_add_up_two_collectors() {
+    let (a, otlp_a, admin_a) = plain_collector("collector-a");
+    let (b, otlp_b, admin_b) = plain_collector("collector-b");
+    let rules_dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus_with_rules(&[&admin_a, &admin_b], rules_dir.path());
+    let scraped = |metric: &str| prom.value(&format!("sum({metric}{{function=\"{SHARED}\"}})"));
+    // Each batch keeps its collector's drop share, so extrapolation scales a collector's
+    // received and dropped alike.
+    post_async_counts_of(&otlp_a, SHARED, 10.0, 1.0);
+    post_async_counts_of(&otlp_b, SHARED, 10.0, 5.0);
+    wait_until("the first batches scraped", Duration::from_secs(30), || {
+        (scraped("lambdawatch_async_events_received_total")? == 20.0
+            && scraped("lambdawatch_async_events_dropped_total")? == 6.0)
+            .then_some(())
+    });
+    post_async_counts_of(&otlp_a, SHARED, 30.0, 3.0);
+    post_async_counts_of(&otlp_b, SHARED, 30.0, 15.0);
+    wait_until(
+        "the second batches scraped",
+        Duration::from_secs(30),
+        || {
+            (scraped("lambdawatch_async_events_received_total")? == 80.0
+                && scraped("lambdawatch_async_events_dropped_total")? == 24.0)
+                .then_some(())
+        },
+    );
+
+    // The truth: both collectors' dlq_ratio counts added up.
+    let counts = |admin: &str| -> Option<(f64, f64, f64)> {
+        let doc = http::get(
+            &format!("http://{admin}/api/v1/slos"),
+            Duration::from_secs(5),
+        )
+        .ok()?
+        .json();
+        let f = doc["functions"]
+            .as_array()?
+            .iter()
+            .find(|f| f["function"] == SHARED)?
+            .clone();
+        let s = f["slos"]
+            .as_array()?
+            .iter()
+            .find(|s| s["slo"] == "dlq_ratio")?
+            .clone();
+        Some((
+            s["budget"]["good"].as_f64()?,
+            s["budget"]["valid"].as_f64()?,
+            s["objective"].as_f64()?,
+        ))
+    };
+    let (good, valid, objective) = wait_until(
+        "both collectors' dlq_ratio SLO over their 40 events",
+        Duration::from_secs(30),
+        || {
+            let (ga, va, oa) = counts(&admin_a)?;
+            let (gb, vb, _) = counts(&admin_b)?;
+            (va == 40.0 && vb == 40.0).then_some((ga + gb, va + vb, oa))
+        },
+    );
+    let truth = 1.0 - good / valid;
+    assert!(
+        (truth - 0.3).abs() < 1e-12,
+        "the fleet drops 24 of 80: {truth}"
+    );
+    let budget = 1.0 - objective;
+
+    // Each fleet panel's dlq_ratio value, turned back into the bad-event ratio it implies.
+    type Implied = fn(f64, f64) -> f64;
+    let checks: &[(&str, &str, Implied)] = &[
+        ("SLO status (30 d)", "A", |v, _| 1.0 - v),
+        ("SLO status (30 d)", "C", |v, b| (1.0 - v) * b),
+        ("Error budget remaining (30 d)", "A", |v, b| (1.0 - v) * b),
+        ("Burn rate (1 h and 6 h windows)", "A", |v, b| v * b),
+        ("DLQ ratio", "A", |v, _| v),
+    ];
+    let queries: Vec<Query> = dashboard_queries("1m")
+        .into_iter()
+        .filter(|q| q.dashboard == "fleet-slo-overview")
+        .map(|q| Query {
+            expr: q.expr.replace(FUNCTION, SHARED),
+            ..q
+        })
+        .collect();
+    // Let the rules evaluate over the last scrapes before judging.
+    let settled = unix_now();
+    wait_until(
+        "two rule evaluations after the traffic",
+        Duration::from_secs(30),
+        || {
+            let t = prom.value(&format!(
+            "timestamp(lambdawatch:slo_valid_events:increase5m{{slo=\"dlq_ratio\", function=\"{SHARED}\"}})"
+        ))?;
+            (t >= settled + 2.0).then_some(())
+        },
+    );
+    let mut problems = Vec::new();
+    for (title, ref_id, implied) in checks {
+        let q = queries
+            .iter()
+            .find(|q| q.panel_title == *title && q.ref_id == *ref_id)
+            .unwrap_or_else(|| panic!("no fleet panel {title:?} target {ref_id}"));
+        let samples = prom
+            .samples(&q.expr)
+            .unwrap_or_else(|e| panic!("{title}: {e}"));
+        let dlq: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| title == &"DLQ ratio" || s.labels.contains("slo=dlq_ratio"))
+            .collect();
+        let [one] = dlq.as_slice() else {
+            problems.push(format!(
+                "{title} {ref_id}: not one dlq_ratio series: {samples:?}"
+            ));
+            continue;
+        };
+        let r = implied(one.value, budget);
+        let ok = (r - truth).abs() <= 0.1 * truth;
+        eprintln!(
+            "{} fleet › {title:?} {ref_id} = {} (implies {r}, both collectors {truth})",
+            if ok { "ok  " } else { "FAIL" },
+            one.value
+        );
+        if !ok {
+            problems.push(format!(
+                "{title} {ref_id} = {} implies a bad-event ratio of {r}, the fleet's is {truth} \
+                 (one collector alone: 0.1 or 0.5): {}",
+                one.value, q.expr
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    drop((a, b));
 }
