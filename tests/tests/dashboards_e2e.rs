@@ -37,7 +37,8 @@
 //! function with async drops and no DLQ, both dashboards' DLQ ratio panels equal the collector's
 //! `dlq_ratio` SLO (`/api/v1/slos`) within float tolerance. Several collectors
 //! ([`fleet_slo_panels_add_up_two_collectors`]): two collectors sharing a function's traffic with
-//! different bad shares, one Prometheus: the fleet SLO panels show the sum of both, not either.
+//! different bad shares, one Prometheus: the fleet's and the drill-down's SLO panels show the sum
+//! of both, not either.
 //!
 //! Cost: the list-price counter Prometheus scraped (`lambdawatch_cost_usd_total`) must equal what
 //! the price table says for the requests and billed GB-seconds the collector counted through its
@@ -128,8 +129,9 @@ const EXPECTATIONS: &[(&str, &str, &str, Expect, &str)] = &[
     ("function-drilldown", "Billed GB-seconds per day", "A", NonZero, "billed duration × 256 MB"),
     ("function-drilldown", "Cost per day", "A", NonZero, "every invocation has a list price"),
     ("function-drilldown", "Cost per day", "B", NonZero, "the 30-day projection / 30, past the free tier"),
-    ("function-drilldown", "SLO burn rates", "A", NonZero, "the incident's errors"),
-    ("function-drilldown", "Error budget remaining (30 d)", "A", NonZero, "as the fleet's"),
+    ("function-drilldown", "SLO burn rates", "A", NonZero, "as the fleet's: the incident's errors burn the error budget (rules' 1 h burn rate)"),
+    ("function-drilldown", "SLO burn rates", "B", NonZero, "as the fleet's: the incident's errors burn the error budget (rules' 6 h burn rate)"),
+    ("function-drilldown", "Error budget remaining (30 d)", "A", NonZero, "as the fleet's: the rules' budgets, the error SLO's overspent (< 0)"),
     ("function-drilldown", "Retry fraction", "A", NonZero, "failed async events are retried with the same request id"),
     ("function-drilldown", "Retry storm and cost surprises", "A", Finite, "a few async retries are no retry storm: 0"),
     ("function-drilldown", "Retry storm and cost surprises", "B", Finite, "no budget, no baseline: 0"),
@@ -1209,14 +1211,16 @@ fn plain_collector(name: &str) -> (Child, String, String) {
 /// The function the two collectors share.
 const SHARED: &str = "dash-e2e-shared";
 
-/// Several collectors: the fleet SLO panels show the fleet's SLO, not one collector's. Two real
-/// collectors each receive part of one function's async events (CloudWatch-shaped): A drops 1 in
-/// 10, B 1 in 2, so the fleet drops 24 of 80 (0.3) while each task alone sees 0.1 or 0.5. One
-/// real Prometheus scrapes both and evaluates the generated rules. The fleet dashboard's SLO
-/// status (SLI and budget), error budget, 1 h burn rate and DLQ ratio for `dlq_ratio` must each
-/// imply the bad-event ratio of both collectors' `/api/v1/slos` counts added up, within 10 %
-/// (`increase()` extrapolates each target by up to one scrape interval, scraped at different
-/// phases); a `min`/`max` across the tasks' own gauges gives 0.1 or 0.5.
+/// Several collectors: the fleet and drill-down SLO panels show the fleet's SLO, not one
+/// collector's. Two real collectors each receive part of one function's async events
+/// (CloudWatch-shaped): A drops 1 in 10, B 1 in 2, so the fleet drops 24 of 80 (0.3) while each
+/// task alone sees 0.1 or 0.5. One real Prometheus scrapes both and evaluates the generated rules.
+/// The fleet dashboard's SLO status (SLI and budget), error budget, 1 h and 6 h burn rates and DLQ
+/// ratio, and the function drill-down's SLO burn rates (1 h and 6 h), error budget and DLQ ratio
+/// (`$function` = the shared function, `$version` = All), for `dlq_ratio` must each imply the
+/// bad-event ratio of both collectors' `/api/v1/slos` counts added up, within 10 % (`increase()`
+/// extrapolates each target by up to one scrape interval, scraped at different phases); a
+/// `min`/`max` across the tasks' own gauges gives 0.1 or 0.5.
 #[test]
 fn fleet_slo_panels_add_up_two_collectors() {
     let (a, otlp_a, admin_a) = plain_collector("collector-a");
@@ -1285,18 +1289,29 @@ fn fleet_slo_panels_add_up_two_collectors() {
     );
     let budget = 1.0 - objective;
 
-    // Each fleet panel's dlq_ratio value, turned back into the bad-event ratio it implies.
+    // Each panel's dlq_ratio value, turned back into the bad-event ratio it implies.
     type Implied = fn(f64, f64) -> f64;
-    let checks: &[(&str, &str, Implied)] = &[
-        ("SLO status (30 d)", "A", |v, _| 1.0 - v),
-        ("SLO status (30 d)", "C", |v, b| (1.0 - v) * b),
-        ("Error budget remaining (30 d)", "A", |v, b| (1.0 - v) * b),
-        ("Burn rate (1 h and 6 h windows)", "A", |v, b| v * b),
-        ("DLQ ratio", "A", |v, _| v),
+    const FLEET: &str = "fleet-slo-overview";
+    const DRILL: &str = "function-drilldown";
+    let checks: &[(&str, &str, &str, Implied)] = &[
+        (FLEET, "SLO status (30 d)", "A", |v, _| 1.0 - v),
+        (FLEET, "SLO status (30 d)", "C", |v, b| (1.0 - v) * b),
+        (FLEET, "Error budget remaining (30 d)", "A", |v, b| {
+            (1.0 - v) * b
+        }),
+        (FLEET, "Burn rate (1 h and 6 h windows)", "A", |v, b| v * b),
+        (FLEET, "Burn rate (1 h and 6 h windows)", "B", |v, b| v * b),
+        (FLEET, "DLQ ratio", "A", |v, _| v),
+        (DRILL, "SLO burn rates", "A", |v, b| v * b),
+        (DRILL, "SLO burn rates", "B", |v, b| v * b),
+        (DRILL, "Error budget remaining (30 d)", "A", |v, b| {
+            (1.0 - v) * b
+        }),
+        (DRILL, "DLQ ratio", "A", |v, _| v),
     ];
     let queries: Vec<Query> = dashboard_queries("1m")
         .into_iter()
-        .filter(|q| q.dashboard == "fleet-slo-overview")
+        .filter(|q| q.dashboard == FLEET || q.dashboard == DRILL)
         .map(|q| Query {
             expr: q.expr.replace(FUNCTION, SHARED),
             ..q
@@ -1315,35 +1330,36 @@ fn fleet_slo_panels_add_up_two_collectors() {
         },
     );
     let mut problems = Vec::new();
-    for (title, ref_id, implied) in checks {
+    for (dashboard, title, ref_id, implied) in checks {
         let q = queries
             .iter()
-            .find(|q| q.panel_title == *title && q.ref_id == *ref_id)
-            .unwrap_or_else(|| panic!("no fleet panel {title:?} target {ref_id}"));
+            .find(|q| q.dashboard == *dashboard && q.panel_title == *title && q.ref_id == *ref_id)
+            .unwrap_or_else(|| panic!("no {dashboard} panel {title:?} target {ref_id}"));
+        assert!(q.expr.contains(SHARED), "{dashboard} › {title}: {}", q.expr);
         let samples = prom
             .samples(&q.expr)
-            .unwrap_or_else(|e| panic!("{title}: {e}"));
+            .unwrap_or_else(|e| panic!("{dashboard} › {title}: {e}"));
         let dlq: Vec<&Sample> = samples
             .iter()
             .filter(|s| title == &"DLQ ratio" || s.labels.contains("slo=dlq_ratio"))
             .collect();
         let [one] = dlq.as_slice() else {
             problems.push(format!(
-                "{title} {ref_id}: not one dlq_ratio series: {samples:?}"
+                "{dashboard} › {title} {ref_id}: not one dlq_ratio series: {samples:?}"
             ));
             continue;
         };
         let r = implied(one.value, budget);
         let ok = (r - truth).abs() <= 0.1 * truth;
         eprintln!(
-            "{} fleet › {title:?} {ref_id} = {} (implies {r}, both collectors {truth})",
+            "{} {dashboard} › {title:?} {ref_id} = {} (implies {r}, both collectors {truth})",
             if ok { "ok  " } else { "FAIL" },
             one.value
         );
         if !ok {
             problems.push(format!(
-                "{title} {ref_id} = {} implies a bad-event ratio of {r}, the fleet's is {truth} \
-                 (one collector alone: 0.1 or 0.5): {}",
+                "{dashboard} › {title} {ref_id} = {} implies a bad-event ratio of {r}, the \
+                 fleet's is {truth} (one collector alone: 0.1 or 0.5): {}",
                 one.value, q.expr
             ));
         }
