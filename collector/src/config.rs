@@ -224,6 +224,8 @@ pub struct CostSettings {
     /// Budget (`budget_usd`, the default for every function) and invocation-rate surprise.
     pub surprise: crate::cost::surprise::SurpriseConfig,
     pub retry: crate::cost::retry::RetryConfig,
+    /// The advisors: `memory`, `cascade` (timeout cascades), `provisioned` (`docs/cost.md`).
+    pub advice: crate::cost::advice::AdviceConfig,
 }
 
 impl Default for CostSettings {
@@ -237,6 +239,7 @@ impl Default for CostSettings {
             lookback_days: c.lookback_days,
             surprise: c.surprise,
             retry: c.retry,
+            advice: crate::cost::advice::AdviceConfig::default(),
         }
     }
 }
@@ -258,6 +261,7 @@ impl CostSettings {
         if self.max_functions == 0 {
             return Err("cost.max_functions must be at least 1".into());
         }
+        self.advice.check()?;
         if !(1..=31).contains(&self.lookback_days) {
             return Err("cost.lookback_days must be between 1 and 31".into());
         }
