@@ -12,8 +12,12 @@
 //!   injected `now` inside the query that also evaluates the SLOs.
 //! - **Consumes** every `Event::Invocation` (one [`CostInvocation`] each) and `Event::Init` (to
 //!   learn which execution environments are provisioned) of a function group, with the group's
-//!   resource tags and `faas.instance`.
-//! - **Produces** a [`CostReport`]: one row per function plus the drop counters.
+//!   resource tags and `faas.instance`; for the advisors (`cost::advice`) the same invocations
+//!   and inits (per-size table, concurrency sampler, cascade window of the function), each
+//!   `Event::InvocationTrace` and, through [`CostFeed::observe_trace`], every `Event::Client` of
+//!   a trace-joined group (the bounded `cost::timeout::TraceJoin`).
+//! - **Produces** a [`CostReport`]: one row per function plus the drop counters and the trace
+//!   join's counters.
 //! - **When full**: never blocks; an invocation it cannot price is dropped and counted by reason
 //!   ([`DROP_REASONS`]): `too_many_functions` (beyond `max_functions`), `unknown_region` (region
 //!   empty or not in the price table), `no_memory_size` (neither the span's
