@@ -1093,6 +1093,54 @@ mod tests {
         );
     }
 
+    /// The advisors' inputs of a busy function stay within the documented bounds: a day at
+    /// concurrency 50 over 3 memory sizes with 8 downstreams of spread latencies.
+    #[test]
+    fn advice_inputs_per_function_are_bounded() {
+        let cfg = AdviceConfig::default();
+        let mut inputs = AdviceInputs::new(key("busy"));
+        for minute in 0..1440u64 {
+            let t = T0 + minute * 60;
+            for i in 0..100u64 {
+                let ms = 10.0 + ((minute * 7 + i * 13) % 5000) as f64;
+                let mb = [256, 512, 1024][(i % 3) as usize];
+                inputs.sizes.record(mb, ms.ceil() as u64, ms, Some(100.0));
+                inputs.concurrency.record_invocation(
+                    &format!("env-{}", i % 50),
+                    (t + i % 60) * 1000,
+                    ms,
+                    ms as u64,
+                );
+                inputs.cascade.record_invocation(t, i == 0, &cfg.cascade);
+                for d in 0..8 {
+                    inputs
+                        .cascade
+                        .record_client(t, &format!("ds-{d}"), ms / 10.0, &cfg.cascade);
+                }
+            }
+        }
+        inputs.concurrency.advance(T0 + 1441 * 60 + 120);
+        let sizes: usize = inputs
+            .sizes
+            .sizes
+            .iter()
+            .map(|s| 64 + s.durations.heap_bytes())
+            .sum();
+        let sampler = inputs.concurrency.heap_bytes();
+        let cascade = inputs.cascade.heap_bytes();
+        eprintln!("advice inputs: sizes {sizes} B, sampler {sampler} B, cascade {cascade} B");
+        // docs/cost.md: size table < 8 × 2 KB, sampler ~1 KB at low concurrency (8 B per
+        // environment per open minute, ≤ 16 minutes), cascade window a few KB.
+        assert!(sizes <= 3 * (64 + 256 * 8), "{sizes}");
+        assert!(sampler <= 16 * (50 * 8 + 64) + 12_000, "{sampler}");
+        assert!(
+            cascade <= 35 * 80 + 35 * 8 * (32 + 256 * 8) + 8 * 40,
+            "{cascade}"
+        );
+        let w = inputs.concurrency.window().unwrap();
+        assert_eq!(w.concurrency.max(), 50);
+    }
+
     #[test]
     fn size_table_is_bounded() {
         let mut t = SizeTable::default();
