@@ -262,7 +262,8 @@ fn cost_html(cost: &crate::cost::CostReport, h: &mut String) {
         "<h2>Cost</h2><p>List price so far and today; 30-day projection{} (price table of {}).</p>\
          <table><tr><th>function</th><th>version</th><th>region</th><th>arch</th><th>memory</th>\
          <th>cost so far</th><th>today</th><th>30-day projection</th><th>retry fraction</th>\
-         <th>alert</th></tr>",
+         <th>alert</th><th>memory advice</th><th>timeout cascade</th>\
+         <th>provisioned concurrency</th></tr>",
         if cost.free_tier {
             " with the free tier"
         } else {
@@ -282,10 +283,12 @@ fn cost_html(cost: &crate::cost::CostReport, h: &mut String) {
         if c.surprise.rate_alert {
             firing.push("invocation rate");
         }
+        let (memory, cascade, pc) = advice_cells(r.advice.as_ref());
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} MB</td><td>${:.6}</td>\
-             <td>${:.6}</td><td>${:.2}</td><td>{:.2}%</td><td class=\"firing\">{}</td></tr>",
+             <td>${:.6}</td><td>${:.2}</td><td>{:.2}%</td><td class=\"firing\">{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
             html_escape(&r.key.function),
             html_escape(&r.key.version),
             html_escape(&r.key.region),
@@ -295,10 +298,70 @@ fn cost_html(cost: &crate::cost::CostReport, h: &mut String) {
             c.today_usd,
             c.projected_30d_usd,
             c.retry.retry_fraction * 100.0,
-            firing.join(", ")
+            firing.join(", "),
+            html_escape(&memory),
+            html_escape(&cascade),
+            html_escape(&pc),
         );
     }
     h.push_str("</table>");
+}
+
+/// The status page's advice cells: memory, timeout cascade, provisioned concurrency.
+fn advice_cells(a: Option<&crate::cost::advice::FunctionAdvice>) -> (String, String, String) {
+    use crate::cost::advice::{CascadeDoc, PcDoc};
+    let Some(a) = a else {
+        return ("-".into(), "-".into(), "-".into());
+    };
+    let m = &a.memory;
+    let memory = match m.recommendations.iter().find_map(|r| r.recommendation_mb) {
+        Some(_) => m
+            .recommendations
+            .iter()
+            .map(|r| match r.recommendation_mb {
+                Some(mb) => format!("{} {mb} MB", r.strategy.as_str()),
+                None => format!("{} -", r.strategy.as_str()),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => format!("insufficient data (floor {} MB)", m.floor_mb),
+    };
+    let cascade = match &a.cascade {
+        CascadeDoc::Cascade(c) => {
+            let d = c.downstreams.first();
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} ms"));
+            format!(
+                "{}: P99 {} → {}, timeouts {:.1}% → {:.1}%",
+                c.suspect.as_deref().unwrap_or("?"),
+                ms(d.and_then(|d| d.baseline.p99_ms)),
+                ms(d.and_then(|d| d.recent.p99_ms)),
+                c.baseline.rate * 100.0,
+                c.recent.rate * 100.0
+            )
+        }
+        CascadeDoc::NoCascade(c) => format!(
+            "none ({} downstreams, timeouts {:.1}%)",
+            c.downstreams.len(),
+            c.recent.rate * 100.0
+        ),
+        CascadeDoc::Unknown { .. } => "unknown (no client spans)".into(),
+    };
+    let pc = match &a.provisioned_concurrency {
+        PcDoc::Recommended(p) | PcDoc::NotRecommended(p) => format!(
+            "{}{} units, {:+.2} $/month, {:.0} cold starts avoided / 30 d",
+            if p.advice.recommended {
+                "recommended: "
+            } else {
+                "not recommended: "
+            },
+            p.advice.units,
+            p.advice.net_monthly_usd,
+            p.advice.cold_starts_avoided_30d
+        ),
+        PcDoc::Unknown { .. } => "unknown (no complete minute yet)".into(),
+        PcDoc::NotApplicable { .. } => "not applicable (managed instances)".into(),
+    };
+    (memory, cascade, pc)
 }
 
 async fn status_page(State(s): State<Shared>) -> Html<String> {

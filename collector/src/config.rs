@@ -224,6 +224,8 @@ pub struct CostSettings {
     /// Budget (`budget_usd`, the default for every function) and invocation-rate surprise.
     pub surprise: crate::cost::surprise::SurpriseConfig,
     pub retry: crate::cost::retry::RetryConfig,
+    /// The advisors: `memory`, `cascade` (timeout cascades), `provisioned` (`docs/cost.md`).
+    pub advice: crate::cost::advice::AdviceConfig,
 }
 
 impl Default for CostSettings {
@@ -237,6 +239,7 @@ impl Default for CostSettings {
             lookback_days: c.lookback_days,
             surprise: c.surprise,
             retry: c.retry,
+            advice: crate::cost::advice::AdviceConfig::default(),
         }
     }
 }
@@ -258,6 +261,7 @@ impl CostSettings {
         if self.max_functions == 0 {
             return Err("cost.max_functions must be at least 1".into());
         }
+        self.advice.check()?;
         if !(1..=31).contains(&self.lookback_days) {
             return Err("cost.lookback_days must be between 1 and 31".into());
         }
@@ -883,6 +887,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("budget"), "{err}");
+    }
+
+    /// The advisors' thresholds (`cost.advice`, YAML only): defaults, a file override, and
+    /// refusals that name the key.
+    #[test]
+    fn cost_advice_settings_from_file() {
+        assert_eq!(
+            Config::default().cost.advice,
+            crate::cost::advice::AdviceConfig::default()
+        );
+        let mut c = Config::default();
+        c.apply_file(
+            std::path::Path::new("c.yaml"),
+            "cost:\n  advice:\n    cascade:\n      latency_rise: 3\n      recent_minutes: 10\n    \
+             memory:\n      min_invocations: 50\n    provisioned:\n      percentile: 0.95\n",
+        )
+        .unwrap();
+        let a = &c.cost.advice;
+        assert_eq!(
+            (a.cascade.latency_rise, a.cascade.recent_minutes),
+            (3.0, 10)
+        );
+        assert_eq!(a.cascade.baseline_minutes, 30);
+        assert_eq!(a.memory.min_invocations, 50);
+        assert_eq!(a.provisioned.percentile, 0.95);
+        for (yaml, needle) in [
+            (
+                "cost:\n  advice:\n    cascade:\n      recent_minutes: 0\n",
+                "recent_minutes",
+            ),
+            ("cost:\n  advice:\n    cascade:\n      lag: 1\n", "lag"),
+            (
+                "cost:\n  advice:\n    provisioned:\n      percentile: 1.5\n",
+                "percentile",
+            ),
+        ] {
+            let err = Config::default()
+                .apply_file(std::path::Path::new("c.yaml"), yaml)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -945,11 +945,10 @@ pub fn cost_feed(cfg: &Config) -> anyhow::Result<CostFeed> {
         Some(path) => PriceTable::from_file(path)?,
         None => PriceTable::embedded()?,
     };
-    Ok(CostFeed::new(
-        prices,
-        cfg.cost.stage_config(),
-        cfg.cost.budgets.clone(),
-    ))
+    Ok(
+        CostFeed::new(prices, cfg.cost.stage_config(), cfg.cost.budgets.clone())
+            .with_advice(cfg.cost.advice.clone()),
+    )
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -220,8 +220,10 @@ pub fn print_cost(cost: &Value) {
 }
 
 /// One advice line per function from `/api/v1/cost`'s `advice` (`cost::advice`): the memory
-/// recommendation per strategy with its floor and the max memory used observed, the timeout
-/// budget, the cold-start ratio and P99 init, and the advisors whose inputs are unknown.
+/// recommendation per strategy (or "insufficient data" with the count) with its floor and the
+/// max memory used observed, the timeout budget, the cold-start ratio and P99 init, the timeout
+/// cascade (the suspect downstream with its P99 and the timeout rate before → after) and the
+/// provisioned-concurrency advice (units, monthly cost change, cold starts avoided in 30 days).
 fn print_advice(f: &Value) {
     let Some(a) = f.get("advice") else {
         return;
@@ -231,23 +233,37 @@ fn print_advice(f: &Value) {
         f.get("function").and_then(Value::as_str).unwrap_or("?"),
         f.get("version").and_then(Value::as_str).unwrap_or("?")
     );
-    let recs: Vec<String> = a
+    let rs = a
         .pointer("/memory/recommendations")
         .and_then(Value::as_array)
-        .map(|rs| {
-            rs.iter()
-                .map(|r| {
-                    format!(
-                        "{} {} MB",
-                        r.get("strategy").and_then(Value::as_str).unwrap_or("?"),
-                        r.get("recommendation_mb")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0)
-                    )
-                })
-                .collect()
-        })
+        .cloned()
         .unwrap_or_default();
+    let memory = if rs.iter().any(|r| r["recommendation_mb"].is_u64()) {
+        rs.iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.get("strategy").and_then(Value::as_str).unwrap_or("?"),
+                    r.get("recommendation_mb")
+                        .and_then(Value::as_u64)
+                        .map_or("-".to_owned(), |mb| format!("{mb} MB"))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        let most = a
+            .pointer("/memory/sizes")
+            .and_then(Value::as_array)
+            .and_then(|s| s.iter().filter_map(|s| s["invocations"].as_u64()).max())
+            .unwrap_or(0);
+        format!(
+            "insufficient data ({most} of {} invocations at a size)",
+            a.pointer("/memory/min_invocations")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        )
+    };
     let max_used = a
         .pointer("/memory/observed_max_memory_used_mb")
         .and_then(Value::as_f64)
@@ -265,10 +281,42 @@ fn print_advice(f: &Value) {
         .pointer("/cold_starts/p99_init_ms")
         .and_then(Value::as_f64)
         .map_or("-".to_owned(), |ms| format!("{ms:.0} ms"));
+    let c = &a["cascade"];
+    let cascade = match c["status"].as_str() {
+        Some("cascade") => {
+            let d = &c["downstreams"][0];
+            let ms = |w: &str| {
+                d[w]["p99_ms"]
+                    .as_f64()
+                    .map_or("-".to_owned(), |v| format!("{v:.0}"))
+            };
+            format!(
+                "cascade ({} P99 {} → {} ms, timeouts {} → {})",
+                c["suspect"].as_str().unwrap_or("?"),
+                ms("baseline"),
+                ms("recent"),
+                pct(c["baseline"]["rate"].as_f64().unwrap_or(f64::NAN)),
+                pct(c["recent"]["rate"].as_f64().unwrap_or(f64::NAN)),
+            )
+        }
+        Some(s) => s.to_owned(),
+        None => "?".to_owned(),
+    };
+    let p = &a["provisioned_concurrency"];
+    let pc = match p["status"].as_str() {
+        Some(s @ ("recommended" | "not_recommended")) => format!(
+            "{s} ({} units, {:+.2} USD/month, {:.0} cold starts avoided in 30 days)",
+            p["units"].as_u64().unwrap_or(0),
+            p["net_monthly_usd"].as_f64().unwrap_or(f64::NAN),
+            p["cold_starts_avoided_30d"].as_f64().unwrap_or(f64::NAN),
+        ),
+        Some(s) => s.to_owned(),
+        None => "?".to_owned(),
+    };
     println!(
         "  advice {:<15} memory {}  floor {} MB  max used {}  timeout ratio {}  cold starts {}  P99 init {}  cascade {}  provisioned concurrency {}",
         name,
-        recs.join(", "),
+        memory,
         a.pointer("/memory/floor_mb")
             .and_then(Value::as_u64)
             .unwrap_or(0),
@@ -279,11 +327,7 @@ fn print_advice(f: &Value) {
             .and_then(Value::as_f64)
             .unwrap_or(f64::NAN)),
         init,
-        a.pointer("/cascade/status")
-            .and_then(Value::as_str)
-            .unwrap_or("?"),
-        a.pointer("/provisioned_concurrency/status")
-            .and_then(Value::as_str)
-            .unwrap_or("?"),
+        cascade,
+        pc,
     );
 }

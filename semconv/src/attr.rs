@@ -69,3 +69,10 @@ pub const LAMBDAWATCH_INCOMPLETE: &str = "lambdawatch.incomplete";
 pub const LAMBDAWATCH_SIGNAL: &str = "signal";
 /// Reason label on the extension's own drop counter.
 pub const LAMBDAWATCH_REASON: &str = "reason";
+
+// Client spans of function code (OTel semantic conventions), read by the collector's
+// timeout-cascade advisor to name the downstream a function calls.
+pub const PEER_SERVICE: &str = "peer.service";
+pub const SERVER_ADDRESS: &str = "server.address";
+pub const RPC_SERVICE: &str = "rpc.service";
+pub const DB_SYSTEM: &str = "db.system";

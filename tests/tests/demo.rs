@@ -102,9 +102,12 @@ fn demo_runs_the_pipeline_and_the_expected_alerts_fire() {
         let used = num(" max used ");
         assert!(used > 0.0 && used <= memory as f64, "{line}");
         assert!(floor >= (used * 1.2).ceil() && floor >= 128.0, "{line}");
-        for strategy in ["cost", "speed", "balanced"] {
-            let rec = num(&format!(" {strategy} "));
-            assert!(rec >= floor, "{strategy} below the floor: {line}");
+        // Below 100 invocations at every size the advice says so instead of a size.
+        if !line.contains(" memory insufficient data (") {
+            for strategy in ["cost", "speed", "balanced"] {
+                let rec = num(&format!(" {strategy} "));
+                assert!(rec >= floor, "{strategy} below the floor: {line}");
+            }
         }
         let ratio = num(" timeout ratio ");
         assert!(ratio > 0.0, "{line}");

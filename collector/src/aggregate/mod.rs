@@ -179,6 +179,10 @@ pub enum Target {
         account: String,
         qualifier: Option<String>,
     },
+    /// Events joined to their function by trace id, not by resource: client spans of function
+    /// code ([`Event::Client`]). Only the cost advisors read them (`crate::cost::timeout`); no
+    /// function is created for them.
+    Traces,
 }
 
 /// One fact to aggregate.
@@ -202,6 +206,19 @@ pub enum Event {
         reason: String,
         value: f64,
         cumulative: bool,
+    },
+    /// The trace id of the invocation span just before it in the group (cost advisors only).
+    InvocationTrace {
+        t_s: u64,
+        trace_id: u128,
+        timed_out: bool,
+    },
+    /// A CLIENT span of function code, in a [`Target::Traces`] group (cost advisors only).
+    Client {
+        t_s: u64,
+        trace_id: u128,
+        downstream: String,
+        latency_ms: f64,
     },
 }
 
@@ -343,6 +360,13 @@ impl Aggregates {
     fn resolve(&self, target: &Target) -> FunctionKey {
         match target {
             Target::Function { key, .. } => key.clone(),
+            // Not called for trace-joined groups (`apply` hands them to the cost feed first).
+            Target::Traces => FunctionKey {
+                function: String::new(),
+                version: String::new(),
+                region: String::new(),
+                account: String::new(),
+            },
             Target::Platform {
                 function,
                 region,
@@ -381,6 +405,14 @@ impl Aggregates {
             if group.events.is_empty() {
                 continue;
             }
+            if group.target == Target::Traces {
+                if let Some(cost) = self.cost.as_mut() {
+                    for ev in &group.events {
+                        cost.observe_trace(ev);
+                    }
+                }
+                continue;
+            }
             let key = self.resolve(&group.target);
             let reporting = matches!(group.target, Target::Function { .. });
             if reporting {
@@ -416,7 +448,7 @@ impl Aggregates {
                     state.set_tags(tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                     instance.as_str()
                 }
-                Target::Platform { .. } => "",
+                Target::Platform { .. } | Target::Traces => "",
             };
             let mut too_old = 0u64;
             for ev in &group.events {
@@ -445,6 +477,7 @@ impl Aggregates {
                         state.record_extension(*retries, reason, instance, *value, *cumulative);
                         true
                     }
+                    Event::InvocationTrace { .. } | Event::Client { .. } => true,
                 };
                 too_old += u64::from(!ok);
             }

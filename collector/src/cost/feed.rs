@@ -12,8 +12,12 @@
 //!   injected `now` inside the query that also evaluates the SLOs.
 //! - **Consumes** every `Event::Invocation` (one [`CostInvocation`] each) and `Event::Init` (to
 //!   learn which execution environments are provisioned) of a function group, with the group's
-//!   resource tags and `faas.instance`.
-//! - **Produces** a [`CostReport`]: one row per function plus the drop counters.
+//!   resource tags and `faas.instance`; for the advisors (`cost::advice`) the same invocations
+//!   and inits (per-size table, concurrency sampler, cascade window of the function), each
+//!   `Event::InvocationTrace` and, through [`CostFeed::observe_trace`], every `Event::Client` of
+//!   a trace-joined group (the bounded `cost::timeout::TraceJoin`).
+//! - **Produces** a [`CostReport`]: one row per function plus the drop counters and the trace
+//!   join's counters.
 //! - **When full**: never blocks; an invocation it cannot price is dropped and counted by reason
 //!   ([`DROP_REASONS`]): `too_many_functions` (beyond `max_functions`), `unknown_region` (region
 //!   empty or not in the price table), `no_memory_size` (neither the span's
@@ -45,8 +49,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::advice::{self, FunctionAdvice, SizeTable};
-use super::memory::MemoryAdviceConfig;
+use super::advice::{self, AdviceConfig, AdviceInputs, FunctionAdvice, SizeTable};
+use super::timeout::{JoinStats, TraceJoin};
 
 use lambdawatch_semconv::attr;
 
@@ -97,6 +101,8 @@ pub struct CostReport {
     pub retry_threshold: f64,
     /// Invocations not priced, by reason (every reason of [`DROP_REASONS`]).
     pub dropped: BTreeMap<&'static str, u64>,
+    /// The timeout-cascade advisor's trace join (`cost::timeout::TraceJoin`).
+    pub trace_join: JoinStats,
     /// Sorted by function key.
     pub functions: Vec<FunctionCostRow>,
 }
@@ -106,6 +112,8 @@ pub struct CostReport {
 pub struct CostCheckpointRef<'a> {
     pub functions: Vec<SavedFunctionCost<&'a FunctionKey>>,
     pub provisioned_instances: Vec<(&'a str, u64)>,
+    /// The memory advisor's per-size tables (`cost::advice::SizeTable`).
+    pub sizes: Vec<(&'a FunctionKey, &'a SizeTable)>,
 }
 
 /// The cost part of a checkpoint, as read.
@@ -114,6 +122,9 @@ pub struct CostCheckpoint {
     pub functions: Vec<SavedFunctionCost<FunctionKey>>,
     #[serde(default)]
     pub provisioned_instances: Vec<(String, u64)>,
+    /// Absent from checkpoints written before the per-size tables were kept.
+    #[serde(default)]
+    pub sizes: Vec<(FunctionKey, SizeTable)>,
 }
 
 /// The runtime owner of the cost stage (lives inside the aggregator).
@@ -125,10 +136,12 @@ pub struct CostFeed {
     /// Provisioned environments: `faas.instance` → last seen (unix s).
     provisioned: HashMap<String, u64>,
     no_memory_size: u64,
-    /// Per-memory-size statistics of every priced function (the memory advisor's input; only
-    /// functions the stage accepted, so bounded by `max_functions` × [`advice::MAX_SIZES`]).
-    sizes: HashMap<FunctionKey, SizeTable>,
-    memory_cfg: MemoryAdviceConfig,
+    /// The advisors' inputs of every function (`cost::advice`): created for a function the
+    /// stage accepted or an init span of a function, at most `max_functions` of them.
+    inputs: HashMap<FunctionKey, AdviceInputs<FunctionKey>>,
+    /// Client spans ↔ invocations by trace id (bounded, `cost.advice.cascade.trace_capacity`).
+    join: TraceJoin<FunctionKey>,
+    advice_cfg: AdviceConfig,
 }
 
 /// `aws.lambda.architecture`, else `host.arch` (`amd64`, `arm64`, …), else x86_64.
@@ -153,9 +166,29 @@ impl CostFeed {
             budgets,
             provisioned: HashMap::new(),
             no_memory_size: 0,
-            sizes: HashMap::new(),
-            memory_cfg: MemoryAdviceConfig::default(),
+            inputs: HashMap::new(),
+            join: TraceJoin::new(&AdviceConfig::default().cascade),
+            advice_cfg: AdviceConfig::default(),
         }
+    }
+
+    /// The advisors' settings (`cost.advice`); call before feeding.
+    pub fn with_advice(mut self, cfg: AdviceConfig) -> Self {
+        self.join = TraceJoin::new(&cfg.cascade);
+        self.advice_cfg = cfg;
+        self
+    }
+
+    /// The advisors' inputs of `key`, created while fewer than `max_functions` exist.
+    fn inputs_mut(&mut self, key: &FunctionKey) -> Option<&mut AdviceInputs<FunctionKey>> {
+        if !self.inputs.contains_key(key) {
+            if self.inputs.len() >= self.stage.config().max_functions {
+                return None;
+            }
+            self.inputs
+                .insert(key.clone(), AdviceInputs::new(key.clone()));
+        }
+        self.inputs.get_mut(key)
     }
 
     pub fn stage(&self) -> &CostStage<FunctionKey> {
@@ -182,14 +215,52 @@ impl CostFeed {
     ) {
         match event {
             Event::Invocation(inv) => self.invocation(key, instance, tags, inv),
-            Event::Init { t_s, kind, .. } if !instance.is_empty() => {
+            Event::Init { t_s, kind, .. } => {
+                if let Some(inputs) = self.inputs_mut(key) {
+                    match kind {
+                        InitKind::OnDemand => inputs.concurrency.record_cold_start(*t_s),
+                        InitKind::ManagedInstances => inputs.concurrency.managed_instances = true,
+                        _ => {}
+                    }
+                }
+                if instance.is_empty() {
+                    return;
+                }
                 if *kind == InitKind::Provisioned {
                     self.remember_provisioned(instance, *t_s);
                 } else {
                     self.provisioned.remove(instance);
                 }
             }
+            Event::InvocationTrace { t_s, trace_id, .. } => {
+                let cfg = &self.advice_cfg.cascade;
+                if let Some(inputs) = self.inputs.get_mut(key) {
+                    for (d, ms) in self.join.invocation(*trace_id, &inputs.key, *t_s) {
+                        inputs.cascade.record_client(*t_s, &d, ms, cfg);
+                    }
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Feeds one event of a trace-joined group (`Event::Client`; others are ignored).
+    pub fn observe_trace(&mut self, event: &Event) {
+        let Event::Client {
+            t_s,
+            trace_id,
+            downstream,
+            latency_ms,
+        } = event
+        else {
+            return;
+        };
+        if let Some((key, t)) = self.join.client(*trace_id, downstream, *latency_ms, *t_s)
+            && let Some(inputs) = self.inputs.get_mut(&*key)
+        {
+            inputs
+                .cascade
+                .record_client(t, downstream, *latency_ms, &self.advice_cfg.cascade);
         }
     }
 
@@ -252,11 +323,23 @@ impl CostFeed {
             },
         );
         if recorded {
-            self.sizes.entry(key.clone()).or_default().record(
-                memory_mb,
-                billed_ms,
-                inv.max_memory_mb,
-            );
+            let cascade_cfg = self.advice_cfg.cascade.clone();
+            if let Some(inputs) = self.inputs_mut(key) {
+                inputs
+                    .sizes
+                    .record(memory_mb, billed_ms, inv.duration_ms, inv.max_memory_mb);
+                inputs.concurrency.record_invocation(
+                    instance,
+                    inv.t_s.saturating_mul(1000),
+                    inv.duration_ms,
+                    billed_ms,
+                );
+                inputs.cascade.record_invocation(
+                    inv.t_s,
+                    inv.outcome == crate::aggregate::Outcome::Timeout,
+                    &cascade_cfg,
+                );
+            }
         }
         if recorded
             && self.stage.len() > known
@@ -275,9 +358,17 @@ impl CostFeed {
             .map(|(i, t)| (i.as_str(), *t))
             .collect();
         provisioned_instances.sort_unstable();
+        let mut sizes: Vec<(&FunctionKey, &SizeTable)> = self
+            .inputs
+            .iter()
+            .filter(|(_, i)| !i.sizes.sizes.is_empty())
+            .map(|(k, i)| (k, &i.sizes))
+            .collect();
+        sizes.sort_unstable_by(|a, b| a.0.cmp(b.0));
         CostCheckpointRef {
             functions: self.stage.saved(),
             provisioned_instances,
+            sizes,
         }
     }
 
@@ -293,6 +384,11 @@ impl CostFeed {
         }
         for (i, t) in saved.provisioned_instances {
             self.remember_provisioned(&i, t);
+        }
+        for (k, table) in saved.sizes {
+            if let Some(inputs) = self.inputs_mut(&k) {
+                inputs.sizes = table;
+            }
         }
         n
     }
@@ -318,20 +414,26 @@ impl CostFeed {
         now: u64,
         functions: Option<&HashMap<FunctionKey, FunctionState>>,
     ) -> CostReport {
-        let empty = SizeTable::default();
+        if functions.is_some() {
+            for inputs in self.inputs.values_mut() {
+                inputs.concurrency.advance(now);
+            }
+        }
         let rows = self.stage.evaluate(now);
         let functions = rows
             .into_iter()
             .map(|(key, cost)| {
                 let advice = functions.and_then(|f| f.get(&key)).and_then(|state| {
                     let prices = self.stage.prices().region(&key.region).ok()?;
+                    let inputs = self.inputs.get(&key)?;
                     Some(advice::advise_function(
-                        self.sizes.get(&key).unwrap_or(&empty),
+                        inputs,
                         state,
                         cost.memory_mb,
                         prices,
                         cost.arch,
-                        &self.memory_cfg,
+                        &self.advice_cfg,
+                        now,
                     ))
                 });
                 FunctionCostRow { key, cost, advice }
@@ -344,6 +446,7 @@ impl CostFeed {
             lookback_days: self.stage.config().lookback_days,
             retry_threshold: self.stage.config().retry.threshold,
             dropped: self.dropped(),
+            trace_join: self.join.stats(),
             functions,
         }
     }
@@ -534,6 +637,11 @@ mod tests {
         assert_eq!(r.functions, 1);
         let feed_after = after.cost.as_mut().unwrap();
         assert!(feed_after.provisioned.contains_key("env-1"));
+        // The memory advisor's per-size table (with its duration histogram) is restored too.
+        let sizes_before = &before.cost.as_ref().unwrap().inputs[&k].sizes;
+        assert_eq!(sizes_before.sizes[0].invocations, 288);
+        assert_eq!(sizes_before.sizes[0].durations.count(), 288);
+        assert_eq!(&feed_after.inputs[&k].sizes, sizes_before);
         let got = feed_after.evaluate(now);
         let (w, g) = (&want.functions[0].cost, &got.functions[0].cost);
         assert_eq!(got.functions[0].key, k);
@@ -560,6 +668,16 @@ mod tests {
         assert!(!String::from_utf8_lossy(&json).contains("\"cost\""));
         let doc = crate::checkpoint::decode(&crate::checkpoint::gzip(&json).unwrap()).unwrap();
         assert!(doc.cost.is_none());
+        // A cost part written before the size tables were kept still loads (serde default).
+        let old: CostCheckpoint =
+            serde_json::from_str(r#"{"functions": [], "provisioned_instances": []}"#).unwrap();
+        assert!(old.sizes.is_empty());
+        let old_size: SizeTable = serde_json::from_str(
+            r#"{"sizes": [{"memory_mb": 512, "invocations": 3, "billed_ms_total": 30,
+                "memory_reports": 3, "max_memory_used_mb": 60.0}], "sizes_dropped": 0}"#,
+        )
+        .unwrap();
+        assert_eq!(old_size.sizes[0].durations.count(), 0);
     }
 
     /// What the cost part adds to a checkpoint: 1,000 functions with a day of traffic each.
@@ -605,9 +723,10 @@ mod tests {
              {json_with} B / {gz_with} B with the cost ledgers"
         );
         // Documented in docs/cost.md: only used days are written, so a day of traffic adds
-        // ~350 B of JSON (serialised inside the aggregator) and a few bytes gzipped.
+        // ~350 B of JSON (serialised inside the aggregator) and the memory advisor's size table
+        // ~250 B (one size, its duration histogram), and a few bytes gzipped.
         assert!(
-            json_with - json_without < 600,
+            json_with - json_without < 800,
             "{json_with} vs {json_without}"
         );
         assert!(gz_with - gz_without < 100, "{gz_with} vs {gz_without}");

@@ -7,17 +7,22 @@
 //! Strategies, as Power Tuning's analyzer defines them (alexcasalboni/aws-lambda-power-tuning,
 //! `lambda/analyzer.js`), applied to the observed sizes that are eligible:
 //! - `cost`: the lowest average cost per invocation; ties go to the faster;
-//! - `speed`: the lowest average duration; ties go to the cheaper;
+//! - `speed`: the lowest duration; ties go to the cheaper. Power Tuning measures a few
+//!   controlled runs per size; with real traffic the mean hides the tail, so the duration
+//!   ranked here is each size's **P99 duration** (from the per-size histogram the caller keeps);
 //! - `balanced`: the lowest `w × cost / max cost + (1 − w) × duration / max duration`, with
-//!   `balanced_weight` w in \[0, 1\] (default 0.5; 1 = cost, 0 = speed).
+//!   the same P99 duration and `balanced_weight` w in \[0, 1\] (default 0.5; 1 = cost,
+//!   0 = speed).
 //!
 //! Average cost per invocation here is the request price plus mean billed duration × memory ×
 //! the first-tier duration price (Power Tuning prices duration the same way).
 //!
 //! **Floor.** No recommendation is below `P99 max memory used × (1 + headroom)` (default 20 %),
 //! rounded up to a whole MB and to Lambda's 128 MB minimum. A size below the floor is not
-//! eligible; sizes with fewer than `min_invocations` are not trusted. If no observed size is
-//! eligible the advice is the floor itself (`basis = "floor"`), flagged as not measured.
+//! eligible; sizes with fewer than `min_invocations` are not trusted. If no size has
+//! `min_invocations` yet there is no recommendation (`basis = "insufficient_data"`, with the
+//! largest count observed); if trusted sizes exist but all are below the floor, the advice is
+//! the floor itself (`basis = "floor"`: raise the memory to it).
 
 use super::MetricSample;
 use super::names;
@@ -83,6 +88,7 @@ pub struct Candidate {
     pub memory_mb: u32,
     pub invocations: u64,
     pub mean_duration_ms: f64,
+    pub p99_duration_ms: f64,
     pub cost_per_invocation_usd: f64,
     pub eligible: bool,
 }
@@ -92,9 +98,13 @@ pub struct MemoryAdvice {
     pub strategy: Strategy,
     pub current_mb: u32,
     pub floor_mb: u32,
-    pub recommendation_mb: u32,
-    /// `"observed"` (chosen among measured sizes) or `"floor"` (nothing eligible was measured).
+    /// `None` with `basis = "insufficient_data"`.
+    pub recommendation_mb: Option<u32>,
+    /// `"observed"` (chosen among measured sizes), `"floor"` (trusted sizes are all below the
+    /// floor) or `"insufficient_data"` (no size has `min_invocations` yet).
     pub basis: &'static str,
+    /// Invocations at the most observed size (what `min_invocations` is compared with).
+    pub most_invocations: u64,
     /// The current size is below the floor.
     pub undersized: bool,
     pub candidates: Vec<Candidate>,
@@ -141,10 +151,12 @@ pub fn advise(
             memory_mb: o.memory_mb,
             invocations: o.invocations,
             mean_duration_ms: o.mean_billed_duration_ms,
+            p99_duration_ms: o.p99_duration_ms,
             cost_per_invocation_usd: candidate_cost(prices, arch, o),
             eligible: o.memory_mb >= floor
                 && o.invocations >= cfg.min_invocations
-                && o.mean_billed_duration_ms.is_finite(),
+                && o.mean_billed_duration_ms.is_finite()
+                && o.p99_duration_ms.is_finite(),
         })
         .collect();
     let eligible: Vec<&Candidate> = candidates.iter().filter(|c| c.eligible).collect();
@@ -155,16 +167,16 @@ pub fn advise(
         .fold(0.0, f64::max);
     let max_dur = eligible
         .iter()
-        .map(|c| c.mean_duration_ms)
+        .map(|c| c.p99_duration_ms)
         .fold(0.0, f64::max);
     let norm = |x: f64, max: f64| if max > 0.0 { x / max } else { 0.0 };
     let key = |c: &Candidate| -> (f64, f64) {
         match strategy {
-            Strategy::Cost => (c.cost_per_invocation_usd, c.mean_duration_ms),
-            Strategy::Speed => (c.mean_duration_ms, c.cost_per_invocation_usd),
+            Strategy::Cost => (c.cost_per_invocation_usd, c.p99_duration_ms),
+            Strategy::Speed => (c.p99_duration_ms, c.cost_per_invocation_usd),
             Strategy::Balanced => (
                 w * norm(c.cost_per_invocation_usd, max_cost)
-                    + (1.0 - w) * norm(c.mean_duration_ms, max_dur),
+                    + (1.0 - w) * norm(c.p99_duration_ms, max_dur),
                 0.0,
             ),
         }
@@ -175,9 +187,15 @@ pub fn advise(
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(a.memory_mb.cmp(&b.memory_mb))
     });
+    let most_invocations = observations
+        .iter()
+        .map(|o| o.invocations)
+        .max()
+        .unwrap_or(0);
     let (recommendation_mb, basis) = match best {
-        Some(c) => (c.memory_mb, "observed"),
-        None => (floor.max(MIN_MEMORY_MB), "floor"),
+        Some(c) => (Some(c.memory_mb), "observed"),
+        None if most_invocations < cfg.min_invocations => (None, "insufficient_data"),
+        None => (Some(floor.max(MIN_MEMORY_MB)), "floor"),
     };
     MemoryAdvice {
         strategy,
@@ -185,24 +203,28 @@ pub fn advise(
         floor_mb: floor,
         recommendation_mb,
         basis,
+        most_invocations,
         undersized: current_mb < floor,
         candidates,
     }
 }
 
 impl MemoryAdvice {
+    /// The recommendation (when there is one) and the floor.
     pub fn samples(&self) -> Vec<MetricSample> {
-        vec![
+        let rec = self.recommendation_mb.map(|mb| {
             MetricSample::new(
                 names::MEMORY_RECOMMENDATION_BYTES,
-                f64::from(self.recommendation_mb) * BYTES_PER_MB,
+                f64::from(mb) * BYTES_PER_MB,
             )
-            .label("strategy", self.strategy.as_str()),
-            MetricSample::new(
+            .label("strategy", self.strategy.as_str())
+        });
+        rec.into_iter()
+            .chain([MetricSample::new(
                 names::MEMORY_FLOOR_BYTES,
                 f64::from(self.floor_mb) * BYTES_PER_MB,
-            ),
-        ]
+            )])
+            .collect()
     }
 }
 
@@ -259,7 +281,7 @@ mod tests {
         ];
         for (strategy, want) in cases {
             let a = advise(&o, 512, r, Arch::X86_64, strategy, &cfg);
-            assert_eq!(a.recommendation_mb, want, "{strategy:?}: {a:#?}");
+            assert_eq!(a.recommendation_mb, Some(want), "{strategy:?}: {a:#?}");
             assert_eq!(a.basis, "observed");
             assert_eq!(a.floor_mb, 128);
         }
@@ -278,7 +300,7 @@ mod tests {
         let cfg = MemoryAdviceConfig::default();
         let a = advise(&o, 192, r, Arch::X86_64, Strategy::Cost, &cfg);
         assert_eq!(a.floor_mb, 240);
-        assert_eq!(a.recommendation_mb, 256);
+        assert_eq!(a.recommendation_mb, Some(256));
         assert!(a.undersized);
         // Headroom 50 %: floor 300 MB, nothing observed above it → the floor itself.
         let cfg = MemoryAdviceConfig {
@@ -286,7 +308,7 @@ mod tests {
             ..cfg
         };
         let a = advise(&o, 192, r, Arch::X86_64, Strategy::Cost, &cfg);
-        assert_eq!((a.recommendation_mb, a.basis), (300, "floor"));
+        assert_eq!((a.recommendation_mb, a.basis), (Some(300), "floor"));
     }
 
     #[test]
@@ -295,7 +317,7 @@ mod tests {
         let r = t.region("us-east-1").unwrap();
         let mut cheap = obs(128, 10.0, 50.0);
         cheap.invocations = 5;
-        let o = [cheap, obs(512, 100.0, 50.0)];
+        let o = [cheap.clone(), obs(512, 100.0, 50.0)];
         let a = advise(
             &o,
             512,
@@ -304,7 +326,54 @@ mod tests {
             Strategy::Cost,
             &MemoryAdviceConfig::default(),
         );
-        assert_eq!(a.recommendation_mb, 512);
+        assert_eq!(a.recommendation_mb, Some(512));
+        // Below the minimum everywhere: no recommendation, not the floor, with the count.
+        let mut few = obs(512, 100.0, 50.0);
+        few.invocations = 99;
+        for strategy in Strategy::ALL {
+            let a = advise(
+                &[cheap.clone(), few.clone()],
+                512,
+                r,
+                Arch::X86_64,
+                strategy,
+                &MemoryAdviceConfig::default(),
+            );
+            assert_eq!((a.recommendation_mb, a.basis), (None, "insufficient_data"));
+            assert_eq!(a.most_invocations, 99);
+            assert_eq!(a.floor_mb, 128);
+            let s = a.samples();
+            assert_eq!(s.len(), 1);
+            assert_eq!(s[0].name, names::MEMORY_FLOOR_BYTES);
+        }
+    }
+
+    /// Speed ranks by P99, not by the mean: a size with a lower mean but a long tail loses.
+    #[test]
+    fn speed_ranks_by_the_p99_duration() {
+        let t = PriceTable::embedded().unwrap();
+        let r = t.region("us-east-1").unwrap();
+        let mut tail = obs(1024, 100.0, 50.0);
+        tail.p99_duration_ms = 2000.0;
+        let mut steady = obs(2048, 150.0, 50.0);
+        steady.p99_duration_ms = 300.0;
+        let cfg = MemoryAdviceConfig::default();
+        let a = advise(
+            &[tail, steady],
+            1024,
+            r,
+            Arch::X86_64,
+            Strategy::Speed,
+            &cfg,
+        );
+        assert_eq!(a.recommendation_mb, Some(2048), "{a:#?}");
+        // Cost still ranks by the mean bill: 1024 MB × 100 ms < 2048 MB × 150 ms.
+        let mut tail = obs(1024, 100.0, 50.0);
+        tail.p99_duration_ms = 2000.0;
+        let mut steady = obs(2048, 150.0, 50.0);
+        steady.p99_duration_ms = 300.0;
+        let a = advise(&[tail, steady], 1024, r, Arch::X86_64, Strategy::Cost, &cfg);
+        assert_eq!(a.recommendation_mb, Some(1024));
     }
 
     #[test]

@@ -110,10 +110,18 @@ pub mod names {
     pub const TIMEOUT_BUDGET_RATIO: &str = "lambdawatch_timeout_budget_ratio";
     /// gauge, label `downstream`: 1 while timeouts rise with this downstream's latency.
     pub const TIMEOUT_CASCADE: &str = "lambdawatch_timeout_cascade";
-    /// gauge, label `downstream`: its median latency in timed-out traces / baseline median.
+    /// gauge, label `downstream`: its P99 latency in the recent window / baseline P99.
     pub const TIMEOUT_CASCADE_LATENCY_RATIO: &str = "lambdawatch_timeout_cascade_latency_ratio";
+    /// gauge, labels `downstream`, `period` (`baseline`, `recent`): P99 latency of its client
+    /// spans in the function's traces, seconds.
+    pub const CASCADE_DOWNSTREAM_P99_SECONDS: &str =
+        "lambdawatch_timeout_cascade_downstream_p99_seconds";
+    /// gauge, label `period` (`baseline`, `recent`): timed-out invocations / invocations.
+    pub const CASCADE_TIMEOUT_RATIO: &str = "lambdawatch_timeout_cascade_timeout_ratio";
     /// gauge: cold starts / invocations over the advice window.
     pub const COLD_START_RATIO: &str = "lambdawatch_cold_start_ratio";
+    /// gauge: 1 when provisioned concurrency is recommended (cold starts frequent and slow).
+    pub const PC_RECOMMENDED: &str = "lambdawatch_provisioned_concurrency_recommended";
     /// gauge: provisioned concurrency units covering the chosen concurrency percentile.
     pub const PC_RECOMMENDED_UNITS: &str = "lambdawatch_provisioned_concurrency_recommended_units";
     /// gauge: monthly cost change if those units were provisioned (negative = saving), USD.
@@ -174,11 +182,23 @@ pub mod names {
         ),
         (
             TIMEOUT_CASCADE_LATENCY_RATIO,
-            "Downstream median latency in timed-out traces / baseline.",
+            "Downstream P99 latency in the recent window / its baseline P99.",
+        ),
+        (
+            CASCADE_DOWNSTREAM_P99_SECONDS,
+            "P99 latency of the downstream's client spans in the function's traces, seconds.",
+        ),
+        (
+            CASCADE_TIMEOUT_RATIO,
+            "Timed-out invocations / invocations in the cascade's baseline or recent window.",
         ),
         (
             COLD_START_RATIO,
             "Cold starts / invocations over the advice window.",
+        ),
+        (
+            PC_RECOMMENDED,
+            "1 when provisioned concurrency is recommended for the function's cold starts.",
         ),
         (
             PC_RECOMMENDED_UNITS,
@@ -212,7 +232,7 @@ pub mod names {
                 );
                 assert!(!help.is_empty() && seen.insert(*name), "{name}");
             }
-            assert_eq!(seen.len(), 20);
+            assert_eq!(seen.len(), 23);
         }
     }
 }

@@ -3,6 +3,12 @@
 //! - Spans with `lambdawatch.span.type` = `invocation` / `init` become events of the function
 //!   named by the resource (`faas.name`, `faas.version`, `cloud.region`, `cloud.account.id`);
 //!   other spans (ours of other types, or any SDK's) are accepted and counted as foreign.
+//! - For the cost advisors (`crate::cost::timeout`), an invocation span with a valid trace id
+//!   also yields an [`Event::InvocationTrace`] in its function's group, and a CLIENT span of
+//!   function code (any SDK; no `lambdawatch.span.type`) with a valid trace id and a downstream
+//!   name (`peer.service`, else `server.address`, `rpc.service`, `db.system`) becomes an
+//!   [`Event::Client`] in one [`Target::Traces`] group per request: it is joined to its function
+//!   by trace id, not by its resource. Other client spans stay foreign.
 //! - Metric-Streams-shaped Summary points (`semconv::cloudwatch::parse_request`) become platform
 //!   counts: `AWS/Lambda` Throttles, DeadLetterErrors, AsyncEventsReceived, AsyncEventsDropped
 //!   with exactly the `FunctionName` dimension (points with further dimensions such as `Resource`
@@ -35,6 +41,7 @@ use super::{ItemReject, Partial, Signal};
 use crate::aggregate::{
     Batch, Event, FunctionKey, Group, InitKind, Invocation, Outcome, PlatformCounter, Target,
 };
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 /// Events more than this far in the future (clock skew) are stamped with the receive time.
 pub const MAX_FUTURE_SECS: u64 = 300;
@@ -211,6 +218,48 @@ fn span_event_inner(span: &Span, received_s: u64) -> Result<Option<Event>, Strin
     })
 }
 
+/// The 16-byte trace id as a number; `None` for a missing or all-zero (invalid) id.
+fn trace_id(span: &Span) -> Option<u128> {
+    let b: [u8; 16] = span.trace_id.as_slice().try_into().ok()?;
+    Some(u128::from_be_bytes(b)).filter(|id| *id != 0)
+}
+
+/// The downstream a client span calls, by the first attribute present (OTel semantic
+/// conventions: the logical `peer.service`, the host `server.address`, the RPC service, the
+/// database system).
+fn downstream(span: &Span) -> Option<&str> {
+    [
+        attr::PEER_SERVICE,
+        attr::SERVER_ADDRESS,
+        attr::RPC_SERVICE,
+        attr::DB_SYSTEM,
+    ]
+    .iter()
+    .find_map(|k| otlp::get_str(&span.attributes, k).filter(|v| !v.is_empty()))
+}
+
+/// A CLIENT span of function code with a trace id and a downstream: an [`Event::Client`].
+fn client_event(span: &Span, received_s: u64) -> Option<Event> {
+    if span.kind != SpanKind::Client as i32
+        || otlp::get_str(&span.attributes, attr::LAMBDAWATCH_SPAN_TYPE).is_some()
+    {
+        return None;
+    }
+    let latency_ms = span
+        .end_time_unix_nano
+        .checked_sub(span.start_time_unix_nano)? as f64
+        / 1e6;
+    Some(Event::Client {
+        t_s: time_s(span.end_time_unix_nano, received_s),
+        trace_id: trace_id(span)?,
+        downstream: downstream(span)?.chars().take(MAX_DOWNSTREAM_LEN).collect(),
+        latency_ms,
+    })
+}
+
+/// Longest downstream name kept (longer names are cut).
+pub const MAX_DOWNSTREAM_LEN: usize = 128;
+
 impl Decoder {
     pub fn traces(&self, req: &ExportTraceServiceRequest, received_s: u64) -> Decoded {
         if let Some(tap) = &self.tap {
@@ -223,6 +272,7 @@ impl Decoder {
             },
             ..Default::default()
         };
+        let mut clients = Vec::new();
         for rs in &req.resource_spans {
             let attrs = rs
                 .resource
@@ -234,7 +284,20 @@ impl Decoder {
                 for span in &ss.spans {
                     d.items += 1;
                     match (&target, span_event(span, received_s)) {
-                        (Some(_), Ok(Some(ev))) => events.push(ev),
+                        (Some(_), Ok(Some(ev))) => {
+                            let trace = match (&ev, trace_id(span)) {
+                                (Event::Invocation(inv), Some(trace_id)) => {
+                                    Some(Event::InvocationTrace {
+                                        t_s: inv.t_s,
+                                        trace_id,
+                                        timed_out: inv.outcome == Outcome::Timeout,
+                                    })
+                                }
+                                _ => None,
+                            };
+                            events.push(ev);
+                            events.extend(trace);
+                        }
                         (None, Ok(Some(_))) => d.rejected.add(ItemReject::NoFunction, || {
                             format!(
                                 "span `{}`: its resource has no {}",
@@ -242,7 +305,10 @@ impl Decoder {
                                 attr::FAAS_NAME
                             )
                         }),
-                        (_, Ok(None)) => d.foreign += 1,
+                        (_, Ok(None)) => match client_event(span, received_s) {
+                            Some(ev) => clients.push(ev),
+                            None => d.foreign += 1,
+                        },
                         (_, Err(why)) => d.rejected.add(ItemReject::InvalidValue, || why),
                     }
                 }
@@ -250,6 +316,12 @@ impl Decoder {
             if let (Some(target), false) = (target, events.is_empty()) {
                 d.batch.groups.push(Group { target, events });
             }
+        }
+        if !clients.is_empty() {
+            d.batch.groups.push(Group {
+                target: Target::Traces,
+                events: clients,
+            });
         }
         d
     }
@@ -499,6 +571,99 @@ mod tests {
         assert_eq!(inv.outcome, Outcome::Timeout);
         assert_eq!(inv.timeout_ms, Some(3000.0));
         assert_eq!(inv.t_s, t);
+    }
+
+    /// Client spans of function code become trace-joined events (whatever their resource);
+    /// an invocation span with a trace id carries it; client spans without a trace id or a
+    /// downstream, and spans of other kinds, stay foreign.
+    #[test]
+    fn client_spans_and_invocation_trace_ids_feed_the_cascade_join() {
+        let t = 1_700_000_000u64;
+        let end = t * 1_000_000_000;
+        let trace = [7u8; 16];
+        let client = |attrs: Vec<KeyValue>, trace_id: &[u8]| Span {
+            name: "GET".into(),
+            kind: SpanKind::Client as i32,
+            trace_id: trace_id.to_vec(),
+            start_time_unix_nano: end - 250_000_000,
+            end_time_unix_nano: end,
+            attributes: attrs,
+            ..Default::default()
+        };
+        let mut inv = invocation_span(end, "timeout", 3000.0);
+        inv.trace_id = trace.to_vec();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv_str(attr::FAAS_NAME, "checkout")],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![inv],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                ResourceSpans {
+                    // An SDK resource without faas.name: joined by trace id, not rejected.
+                    resource: Some(Resource {
+                        attributes: vec![kv_str(attr::SERVICE_NAME, "checkout-code")],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![
+                            client(
+                                vec![
+                                    kv_str(attr::SERVER_ADDRESS, "db.internal"),
+                                    kv_str(attr::PEER_SERVICE, "orders-db"),
+                                ],
+                                &trace,
+                            ),
+                            client(vec![kv_str(attr::DB_SYSTEM, "postgresql")], &trace),
+                            client(vec![kv_str(attr::RPC_SERVICE, "Pay")], &[0u8; 16]),
+                            client(vec![], &trace),
+                            Span {
+                                kind: SpanKind::Server as i32,
+                                ..client(vec![kv_str(attr::PEER_SERVICE, "x")], &trace)
+                            },
+                        ],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+        };
+        let d = Decoder::default().traces(&req, t);
+        assert_eq!((d.items, d.foreign, d.rejected.total()), (6, 3, 0));
+        let id = u128::from_be_bytes(trace);
+        assert_eq!(d.batch.groups.len(), 2);
+        assert_eq!(
+            d.batch.groups[0].events[1],
+            Event::InvocationTrace {
+                t_s: t,
+                trace_id: id,
+                timed_out: true
+            }
+        );
+        assert_eq!(d.batch.groups[1].target, Target::Traces);
+        let names: Vec<(&str, f64)> = d.batch.groups[1]
+            .events
+            .iter()
+            .map(|e| match e {
+                Event::Client {
+                    trace_id,
+                    downstream,
+                    latency_ms,
+                    t_s,
+                } => {
+                    assert_eq!((*trace_id, *t_s), (id, t));
+                    (downstream.as_str(), *latency_ms)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, vec![("orders-db", 250.0), ("postgresql", 250.0)]);
     }
 
     #[test]
