@@ -23,6 +23,17 @@
 //! than Lambda's two async retries 1 and 2 minutes apart); retries arriving later (throttled
 //! events can be retried for up to 6 hours) count as new invocations: the fraction is a lower
 //! bound for slow retries.
+//!
+//! **Restarts.** [`RetryTracker::save`] / [`RetryTracker::restore`] carry the ids through a
+//! checkpoint (`cost::stage::SavedFunctionCost`), so a retry that straddles a restart is still a
+//! retry and a storm that was firing stays one alert. At most `checkpoint_max_ids` ids (default
+//! 128) are written per function: above that the saved set is **hash-sampled further** (the
+//! same top-bits rule, so the restored fraction stays unbiased; the restored tracker runs at
+//! that sample rate and widens it again as usual). Each id is `[hash, last seen, occurrences]`,
+//! ≤ 40 B of JSON (hashes do not compress: ≈ 12 B gzipped): ≤ ~5 KB of JSON, ≈ 1.5 KB gzipped
+//! per busy function. The hash is the standard library's SipHash with fixed keys: stable for one
+//! build; a collector built by another Rust release may hash differently, and then retries that
+//! straddle that deploy are not matched (counted as new invocations, as without a checkpoint).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -39,6 +50,8 @@ pub struct RetryConfig {
     pub min_retries: u64,
     /// Resolve when the fraction falls below `threshold × resolve_fraction`.
     pub resolve_fraction: f64,
+    /// Ids a checkpoint keeps per function (hash-sampled down to it).
+    pub checkpoint_max_ids: usize,
 }
 
 impl Default for RetryConfig {
@@ -49,6 +62,7 @@ impl Default for RetryConfig {
             threshold: 0.05,
             min_retries: 10,
             resolve_fraction: 0.5,
+            checkpoint_max_ids: 128,
         }
     }
 }
@@ -84,6 +98,33 @@ pub struct RetryStatus {
     pub alert: bool,
     /// The alert started at this evaluation.
     pub started: bool,
+}
+
+/// The state a checkpoint keeps of one tracker (every field defaulted: a checkpoint written
+/// before it existed loads as an empty tracker).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SavedRetry {
+    /// `(hash, last seen unix s, occurrences)`, sorted by hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<(u64, u64, u32)>,
+    /// Sample rate 2^-shift of the ids kept.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shift: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sample_halvings_total: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub firing: bool,
+}
+
+impl SavedRetry {
+    pub fn is_empty(&self) -> bool {
+        *self == SavedRetry::default()
+    }
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 fn hash_id(id: &str) -> u64 {
@@ -146,6 +187,56 @@ impl RetryTracker {
                 occurrences: 1,
             },
         );
+    }
+
+    /// The state a checkpoint keeps: at most `checkpoint_max_ids` ids, hash-sampled further
+    /// when the tracker holds more (see the module doc).
+    pub fn save(&self) -> SavedRetry {
+        let cap = self.cfg.checkpoint_max_ids;
+        // Ids older than the window before the newest one are expired at the next evaluation.
+        let newest = self.ids.values().map(|e| e.last_seen).max().unwrap_or(0);
+        let horizon = newest.saturating_sub(self.cfg.window_secs);
+        let live = || self.ids.iter().filter(|(_, e)| e.last_seen >= horizon);
+        let mut shift = self.shift;
+        let kept = |shift: u32, h: u64| shift == 0 || h >> (64 - shift) == 0;
+        while shift < 63 && live().filter(|(h, _)| kept(shift, **h)).count() > cap {
+            shift += 1;
+        }
+        let mut ids: Vec<(u64, u64, u32)> = live()
+            .filter(|(h, _)| kept(shift, **h))
+            .map(|(h, e)| (*h, e.last_seen, e.occurrences))
+            .collect();
+        ids.sort_unstable();
+        SavedRetry {
+            ids,
+            shift,
+            sample_halvings_total: self.sample_halvings_total + u64::from(shift - self.shift),
+            firing: self.firing,
+        }
+    }
+
+    /// Loads a saved state into this (fresh) tracker; ids outside the saved sample and beyond
+    /// `max_ids` (the newest kept) are ignored.
+    pub fn restore(&mut self, saved: SavedRetry) {
+        self.shift = saved.shift.min(63);
+        self.sample_halvings_total = saved.sample_halvings_total;
+        self.firing = saved.firing;
+        let mut ids = saved.ids;
+        ids.sort_unstable_by_key(|(_, last_seen, _)| std::cmp::Reverse(*last_seen));
+        for (hash, last_seen, occurrences) in ids {
+            if self.ids.len() >= self.cfg.max_ids {
+                break;
+            }
+            if self.sampled(hash) && occurrences > 0 {
+                self.ids.insert(
+                    hash,
+                    Entry {
+                        last_seen,
+                        occurrences,
+                    },
+                );
+            }
+        }
     }
 
     fn expire(&mut self, now: u64) {
