@@ -13,6 +13,11 @@
 //!   ids and the surprise detector's state come back from the checkpoint (`/api/v1/cost` shows
 //!   the same retries and window; a retry straddling the restart counts), and the webhook gets
 //!   neither a second firing nor a resolution.
+//! - The DLQ redrive backlog "where known": `moto_server` holds SQS
+//!   `ApproximateNumberOfMessagesVisible` data points of the function's DLQ; the CloudWatch
+//!   poller reads them in its `GetMetricData` calls and the newest reading appears in
+//!   `/api/v1/cost` (`retry.dlq`), on `/metrics` (`lambdawatch_dlq_redrive_backlog_messages`,
+//!   `promtool check metrics` clean) and in the retry-storm notification.
 //!
 //! Every peer is required; a missing one fails the test.
 
@@ -33,8 +38,11 @@ const TASK_ID: &str = "cost-slot-a";
 const FOR: Duration = Duration::from_secs(3);
 const BUDGET_USD: f64 = 100.0;
 
+/// The alerts a webhook receiver got, with their arrival time, in order.
+type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
+
 /// A webhook receiver: every alert of every POST with its arrival time, in order.
-fn webhook_receiver() -> (String, Arc<Mutex<Vec<(Instant, Value)>>>) {
+fn webhook_receiver() -> (String, Received) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -82,6 +90,20 @@ struct Collector {
 }
 
 fn start_collector(moto: &str, hook: &str) -> Collector {
+    start_collector_with(
+        moto,
+        hook,
+        &[
+            (
+                "LAMBDAWATCH_CHECKPOINT",
+                "dynamodb://lambdawatch-checkpoints",
+            ),
+            ("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1s"),
+        ],
+    )
+}
+
+fn start_collector_with(moto: &str, hook: &str, extra: &[(&str, &str)]) -> Collector {
     let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
     cmd.arg("serve")
         .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
@@ -103,7 +125,8 @@ fn start_collector(moto: &str, hook: &str) -> Collector {
         .env("LAMBDAWATCH_AWS_ENDPOINT_URL", moto)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("LAMBDAWATCH_LOG", "info");
+        .env("LAMBDAWATCH_LOG", "info")
+        .envs(extra.iter().copied());
     let child = Child::spawn("collector", &mut cmd);
     let line = child.wait_for_line("listening line", Duration::from_secs(30), |l| {
         l.contains("listening otlp_grpc=")
@@ -176,7 +199,7 @@ fn cost_row(admin: &str, function: &str) -> Option<Value> {
 
 /// The notifications of `slo` for `function` with `status`, with their arrival time.
 fn notes(
-    got: &Arc<Mutex<Vec<(Instant, Value)>>>,
+    got: &Received,
     function: &str,
     slo: &str,
     status: &str,
@@ -356,4 +379,128 @@ fn budget_surprise_and_retry_storm_fire_once_after_for_and_survive_a_restart() {
             "{slo}: not resolved by the restart"
         );
     }
+}
+
+/// `promtool check metrics` over `text` (stdin): exit code and its output.
+fn promtool_check_metrics(text: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let promtool = lambdawatch_tests::peers::bin("promtool");
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn dlq_backlog_polled_from_cloudwatch_joins_the_retry_storm() {
+    lambdawatch_tests::peers::bin("promtool");
+    let m: Moto = lambdawatch_tests::moto::start();
+    // Two readings of the DLQ's visible messages, two minutes apart: 9 then 7 (a redrive took
+    // 2 out). The poller must report the newest, 7. A queue of another function gets 5.
+    boto3(
+        &m.url,
+        "cw=boto3.client('cloudwatch',**kw)\n\
+         now=time.time()\n\
+         def put(q, v, t):\n\
+         \x20   cw.put_metric_data(Namespace='AWS/SQS', MetricData=[{'MetricName':'ApproximateNumberOfMessagesVisible',\n\
+         \x20       'Dimensions':[{'Name':'QueueName','Value':q}],'Value':v,'Unit':'Count','Timestamp':t}])\n\
+         put('orders-dlq', 9, now-120)\n\
+         put('orders-dlq', 7, now)\n\
+         put('billing-dlq', 5, now)\n\
+         cw.put_metric_data(Namespace='AWS/SQS', MetricData=[{'MetricName':'NumberOfMessagesSent',\n\
+         \x20   'Dimensions':[{'Name':'QueueName','Value':'orders-dlq'}],'Value':9,'Unit':'Count','Timestamp':now-120}])",
+    );
+    let (hook, got) = webhook_receiver();
+    let c = start_collector_with(
+        &m.url,
+        &hook,
+        &[
+            ("LAMBDAWATCH_AWS_ACCOUNT_ID", "123456789012"),
+            ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
+            ("LAMBDAWATCH_CLOUDWATCH_PERIOD", "60s"),
+            (
+                "LAMBDAWATCH_DLQ_QUEUES",
+                "orders-dlq=orders,billing-dlq=billing",
+            ),
+        ],
+    );
+    // First attempts of `orders` (its cost row), the backlog, then a retry storm (20 repeats
+    // of 100 ids) whose notification must carry the backlog.
+    let orders = ids("orders-req", 0..100);
+    send_invocations(&c.otlp, "orders", &orders);
+
+    let row = wait_until(
+        "orders' DLQ backlog in /api/v1/cost",
+        Duration::from_secs(30),
+        || {
+            let row = cost_row(&c.admin, "orders")?;
+            row["retry"]["dlq"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty())
+                .then_some(row)
+        },
+    );
+    let dlq = row["retry"]["dlq"].as_array().unwrap();
+    assert_eq!(dlq.len(), 1, "only orders' own queue: {row}");
+    assert_eq!(dlq[0]["queue"], "orders-dlq");
+    assert_eq!(dlq[0]["messages"], json!(7.0), "the newest reading: {row}");
+
+    // On /metrics with the function's labels, and promtool-clean.
+    let text = http::get(&format!("http://{}/metrics", c.admin), T)
+        .unwrap()
+        .text();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("lambdawatch_dlq_redrive_backlog_messages{")
+                && l.contains("function=\"orders\"")
+        })
+        .unwrap_or_else(|| panic!("no backlog line for orders:\n{text}"));
+    assert!(
+        line.contains("queue=\"orders-dlq\"") && line.ends_with(" 7"),
+        "{line}"
+    );
+    assert!(text.contains("# TYPE lambdawatch_dlq_redrive_backlog_messages gauge"));
+    assert!(text.contains("# HELP lambdawatch_dlq_redrive_backlog_messages "));
+    // `billing` has no invocation span yet: no cost row, so no backlog line either.
+    assert!(!text.contains("queue=\"billing-dlq\""), "{text}");
+    let (code, out) = promtool_check_metrics(&text);
+    assert_eq!(code, Some(0), "promtool check metrics: {out}");
+    assert!(out.trim().is_empty(), "promtool lint: {out}");
+
+    // The retry-storm notification carries the backlog.
+    send_invocations(&c.otlp, "orders", &orders[..20]);
+    let storm = wait_until(
+        "the retry storm notification",
+        Duration::from_secs(20),
+        || {
+            notes(&got, "orders", "retry_storm", "firing")
+                .into_iter()
+                .next()
+        },
+    )
+    .1;
+    let description = storm["description"].as_str().unwrap();
+    assert!(
+        description.contains("DLQ orders-dlq backlog 7 messages"),
+        "{description}"
+    );
 }

@@ -161,6 +161,12 @@ impl CostFeed {
         &self.stage
     }
 
+    /// The stage, for inputs that do not come from spans (the CloudWatch poller's DLQ backlog,
+    /// `CostStage::record_dlq_backlog`).
+    pub fn stage_mut(&mut self) -> &mut CostStage<FunctionKey> {
+        &mut self.stage
+    }
+
     /// Invocations not priced so far, by reason (every reason present).
     pub fn dropped(&self) -> BTreeMap<&'static str, u64> {
         let mut out: BTreeMap<&'static str, u64> = DROP_REASONS.iter().map(|r| (*r, 0)).collect();

@@ -98,6 +98,9 @@ pub struct RetryStatus {
     pub alert: bool,
     /// The alert started at this evaluation.
     pub started: bool,
+    /// The function's DLQ redrive backlog, where known (filled by `cost::stage`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dlq: Vec<DlqQueueBacklog>,
 }
 
 /// The state a checkpoint keeps of one tracker (every field defaulted: a checkpoint written
@@ -282,26 +285,50 @@ impl RetryTracker {
             sample_halvings_total,
             alert: self.firing,
             started: self.firing && !was,
+            dlq: Vec::new(),
         }
     }
 }
 
 impl RetryStatus {
     pub fn samples(&self) -> Vec<MetricSample> {
-        vec![
+        let mut out = vec![
             MetricSample::new(names::RETRY_FRACTION, self.retry_fraction),
             MetricSample::new(names::RETRY_STORM, f64::from(u8::from(self.alert))),
             MetricSample::new(names::RETRY_SAMPLE_RATE, self.sample_rate),
-        ]
+        ];
+        out.extend(self.dlq.iter().map(|d| {
+            MetricSample::new(names::DLQ_REDRIVE_BACKLOG, d.messages)
+                .label("queue", d.queue.clone())
+        }));
+        out
     }
 }
 
-/// DLQ redrive backlog per queue, from cumulative SQS `NumberOfMessagesSent` (into the DLQ) and
-/// `NumberOfMessagesReceived` (out of it). Bounded by `max_queues` (further queues are counted
-/// in `queues_dropped`).
+/// Readings older than this (unix s, against the evaluation's `now`) are not reported: the
+/// poller stopped seeing data points for the queue.
+pub const DLQ_STALE_SECS: u64 = 3600;
+
+/// One DLQ queue's redrive backlog, as the retry status reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DlqQueueBacklog {
+    pub queue: String,
+    /// SQS `ApproximateNumberOfMessagesVisible` (maximum over the CloudWatch period).
+    pub messages: f64,
+    /// Start of the CloudWatch period of the reading (unix s).
+    pub at_unix: u64,
+}
+
+/// The DLQ redrive backlog "where known": the newest `ApproximateNumberOfMessagesVisible` of
+/// each configured DLQ queue (`LAMBDAWATCH_DLQ_QUEUES`, queue → function), as the CloudWatch
+/// poller reads it. Consumes [`DlqBacklog::record`] per queue per poll; produces each
+/// function's queues for its retry status ([`DlqBacklog::for_function`], readings older than
+/// [`DLQ_STALE_SECS`] left out). Bounded by `max_queues` (a further queue is counted in
+/// `queues_dropped`).
 #[derive(Debug, Clone, Default)]
 pub struct DlqBacklog {
-    queues: std::collections::BTreeMap<String, (u64, u64)>,
+    /// queue → (function name, messages, period start).
+    queues: std::collections::BTreeMap<String, (String, f64, u64)>,
     max_queues: usize,
     pub queues_dropped: u64,
 }
@@ -314,29 +341,33 @@ impl DlqBacklog {
         }
     }
 
-    /// Adds deltas of sent and received messages for `queue`.
-    pub fn record(&mut self, queue: &str, sent: u64, received: u64) {
-        if !self.queues.contains_key(queue) && self.queues.len() >= self.max_queues {
-            self.queues_dropped += 1;
+    /// Records the newest reading of `queue` (belonging to `function`); an older or invalid
+    /// one is ignored.
+    pub fn record(&mut self, queue: &str, function: &str, messages: f64, at_unix: u64) {
+        if !messages.is_finite() || messages < 0.0 {
             return;
         }
-        let e = self.queues.entry(queue.to_string()).or_default();
-        e.0 = e.0.saturating_add(sent);
-        e.1 = e.1.saturating_add(received);
+        let full = self.queues.len() >= self.max_queues;
+        match self.queues.get_mut(queue) {
+            Some(e) if e.2 > at_unix => {}
+            Some(e) => *e = (function.to_owned(), messages, at_unix),
+            None if full => self.queues_dropped += 1,
+            None => {
+                self.queues
+                    .insert(queue.to_owned(), (function.to_owned(), messages, at_unix));
+            }
+        }
     }
 
-    /// Messages sent to the DLQ and not yet received from it (never negative: receives of
-    /// messages sent before we started counting are clamped).
-    pub fn backlog(&self, queue: &str) -> Option<u64> {
-        self.queues.get(queue).map(|(s, r)| s.saturating_sub(*r))
-    }
-
-    pub fn samples(&self) -> Vec<MetricSample> {
+    /// The queues of `function` with a reading no older than [`DLQ_STALE_SECS`] at `now`.
+    pub fn for_function(&self, function: &str, now: u64) -> Vec<DlqQueueBacklog> {
         self.queues
             .iter()
-            .map(|(q, (s, r))| {
-                MetricSample::new(names::DLQ_REDRIVE_BACKLOG, s.saturating_sub(*r) as f64)
-                    .label("queue", q.clone())
+            .filter(|(_, (f, _, at))| f == function && at.saturating_add(DLQ_STALE_SECS) >= now)
+            .map(|(q, (_, messages, at))| DlqQueueBacklog {
+                queue: q.clone(),
+                messages: *messages,
+                at_unix: *at,
             })
             .collect()
     }
@@ -427,19 +458,39 @@ mod tests {
     }
 
     #[test]
-    fn dlq_backlog_is_sent_minus_received() {
+    fn dlq_backlog_is_the_newest_reading_per_queue_bounded_and_fresh() {
         let mut d = DlqBacklog::new(2);
-        d.record("q1", 10, 0);
-        d.record("q1", 5, 12);
-        d.record("q2", 0, 3);
-        d.record("q3", 1, 0);
-        assert_eq!(d.backlog("q1"), Some(3));
-        assert_eq!(d.backlog("q2"), Some(0));
-        assert_eq!(d.backlog("q3"), None);
+        d.record("q1", "orders", 10.0, 600);
+        d.record("q1", "orders", 12.0, 540); // older: ignored
+        d.record("q1", "orders", 3.0, 660);
+        d.record("q2", "billing", 0.0, 660);
+        d.record("q3", "orders", 1.0, 660); // beyond max_queues
+        d.record("q2", "billing", f64::NAN, 720);
         assert_eq!(d.queues_dropped, 1);
-        let s = d.samples();
-        assert_eq!(s[0].name, "lambdawatch_dlq_redrive_backlog_messages");
-        assert_eq!(s[0].labels, vec![("queue", "q1".to_string())]);
-        assert_eq!(s[0].value, 3.0);
+        let q = d.for_function("orders", 700);
+        assert_eq!(
+            q,
+            vec![DlqQueueBacklog {
+                queue: "q1".into(),
+                messages: 3.0,
+                at_unix: 660
+            }]
+        );
+        assert_eq!(d.for_function("billing", 700)[0].messages, 0.0);
+        // An hour without a new data point: no longer reported.
+        assert!(
+            d.for_function("orders", 660 + DLQ_STALE_SECS + 1)
+                .is_empty()
+        );
+        let mut st = RetryTracker::new(RetryConfig::default()).evaluate(700);
+        st.dlq = q;
+        let s = st.samples();
+        let b = s
+            .iter()
+            .find(|m| m.name == names::DLQ_REDRIVE_BACKLOG)
+            .unwrap();
+        assert_eq!(b.labels, vec![("queue", "q1".to_string())]);
+        assert_eq!(b.value, 3.0);
+        assert!(!b.help().is_empty());
     }
 }

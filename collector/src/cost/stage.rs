@@ -38,7 +38,10 @@ use super::ledger::CostLedger;
 use super::model::{Money, THIRTY_DAYS_SECS, invocation_list_cost, monthly_bill, scale_to_30d};
 use super::names;
 use super::prices::{Arch, PriceTable};
-use super::retry::{RetryConfig, RetryStatus, RetryTracker, SavedRetry};
+use super::retry::{DlqBacklog, RetryConfig, RetryStatus, RetryTracker, SavedRetry};
+
+/// DLQ queues whose backlog the stage keeps (`record_dlq_backlog`); further ones are counted.
+pub const MAX_DLQ_QUEUES: usize = 1000;
 use super::surprise::{SavedSurprise, SurpriseConfig, SurpriseDetector, SurpriseStatus};
 
 /// The function name of a stage key: what per-function settings (provisioned concurrency) are
@@ -173,6 +176,7 @@ pub struct CostStage<K: Ord + Clone> {
     cfg: CostConfig,
     functions: BTreeMap<K, FunctionCostState>,
     dropped: BTreeMap<&'static str, u64>,
+    dlq: DlqBacklog,
 }
 
 impl<K: Ord + Clone + FunctionName> CostStage<K> {
@@ -182,7 +186,23 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
             cfg,
             functions: BTreeMap::new(),
             dropped: BTreeMap::new(),
+            dlq: DlqBacklog::new(MAX_DLQ_QUEUES),
         }
+    }
+
+    /// Records the newest backlog reading of a DLQ `queue` of `function` (from the CloudWatch
+    /// poller): reported in the retry status of every version of that function, and on
+    /// `/metrics`, until it is an hour old. Returns the queues dropped so far (beyond
+    /// [`MAX_DLQ_QUEUES`]).
+    pub fn record_dlq_backlog(
+        &mut self,
+        queue: &str,
+        function: &str,
+        messages: f64,
+        at_unix: u64,
+    ) -> u64 {
+        self.dlq.record(queue, function, messages, at_unix);
+        self.dlq.queues_dropped
     }
 
     pub fn len(&self) -> usize {
@@ -383,7 +403,10 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
                     today_usd: today,
                     projected_30d_usd: p.unwrap_or(0.0),
                     surprise: f.surprise.evaluate(now, p),
-                    retry: f.retry.evaluate(now),
+                    retry: RetryStatus {
+                        dlq: self.dlq.for_function(k.function_name(), now),
+                        ..f.retry.evaluate(now)
+                    },
                 },
             ));
         }
@@ -473,6 +496,19 @@ mod tests {
         let r = &out[0].1.retry;
         assert_eq!(r.retries, 20.0);
         assert!(r.alert);
+        assert!(r.dlq.is_empty());
+        // The DLQ backlog of the function's queue joins its retry status and samples.
+        assert_eq!(s.record_dlq_backlog("f-dlq", "f", 7.0, T0), 0);
+        s.record_dlq_backlog("other-dlq", "g", 1.0, T0);
+        let out = s.evaluate(T0 + 150);
+        let r = &out[0].1.retry;
+        assert_eq!(r.dlq.len(), 1);
+        assert_eq!((r.dlq[0].queue.as_str(), r.dlq[0].messages), ("f-dlq", 7.0));
+        assert!(out[0].1.samples().iter().any(|m| {
+            m.name == names::DLQ_REDRIVE_BACKLOG
+                && m.value == 7.0
+                && m.labels == vec![("queue", "f-dlq".to_string())]
+        }));
         // A budget below the projection fires the budget surprise.
         assert!(s.set_budget(&"f", Some(0.001)));
         assert!(!s.set_budget(&"g", Some(1.0)));
