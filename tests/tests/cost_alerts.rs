@@ -7,6 +7,8 @@
 //!   machine) and reaches the webhook only after `for:`, exactly once, with its evidence (the
 //!   30-day projection, the budget, their ratio; no hour-of-week baseline yet). `quiet`, with
 //!   the same traffic under a budget it does not reach, never alerts.
+//! - `quiet` has provisioned concurrency configured (`LAMBDAWATCH_COST_PROVISIONED_CONCURRENCY`):
+//!   its day cost in `/api/v1/cost` includes the standing charge, checked by hand.
 //! - Repeated request ids (20 of 120) fire `LambdawatchRetryStorm` once, with the retry
 //!   fraction as evidence.
 //! - SIGKILL (no graceful shutdown) and a restart with the same task id: the retry tracker's
@@ -119,6 +121,7 @@ fn start_collector_with(moto: &str, hook: &str, extra: &[(&str, &str)]) -> Colle
         .env("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1s")
         .env("LAMBDAWATCH_COST_BUDGET_USD", BUDGET_USD.to_string())
         .env("LAMBDAWATCH_COST_BUDGETS", "quiet=1000000000000")
+        .env("LAMBDAWATCH_COST_PROVISIONED_CONCURRENCY", "quiet=2")
         .env("LAMBDAWATCH_WEBHOOK_URL", format!("http://{hook}/"))
         .env("LAMBDAWATCH_TASK_ID", TASK_ID)
         .env("LAMBDAWATCH_AWS_REGION", "us-east-1")
@@ -198,12 +201,7 @@ fn cost_row(admin: &str, function: &str) -> Option<Value> {
 }
 
 /// The notifications of `slo` for `function` with `status`, with their arrival time.
-fn notes(
-    got: &Received,
-    function: &str,
-    slo: &str,
-    status: &str,
-) -> Vec<(Instant, Value)> {
+fn notes(got: &Received, function: &str, slo: &str, status: &str) -> Vec<(Instant, Value)> {
     got.lock()
         .unwrap()
         .iter()
@@ -269,6 +267,27 @@ fn budget_surprise_and_retry_storm_fire_once_after_for_and_survive_a_restart() {
     let quiet = cost_row(&a.admin, "quiet").expect("quiet priced");
     assert_eq!(quiet["surprise"]["budget_alert"], false, "{quiet}");
     assert!(quiet["projected_30d_usd"].as_f64().unwrap() > BUDGET_USD);
+    // `quiet` has 2 units of provisioned concurrency configured (env): today's cost is its 100
+    // invocations at list price (100 × 1 GB × 60 s × $0.0000166667 + 100 × $0.20/M) plus the
+    // standing charge since 00:00 UTC (2 × 1 GB × seconds × $0.0000041667), by hand.
+    let doc = http::get(&format!("http://{}/api/v1/cost", a.admin), T)
+        .unwrap()
+        .json();
+    let quiet = doc["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "quiet")
+        .unwrap();
+    assert_eq!(quiet["provisioned_concurrency"], 2, "{quiet}");
+    let since_midnight = (doc["evaluated_at_unix"].as_u64().unwrap() % 86_400) as f64;
+    let want =
+        100.0 * 60.0 * 0.0000166667 + 100.0 * 0.0000002 + 2.0 * since_midnight * 0.0000041667;
+    let today = quiet["today_usd"].as_f64().unwrap();
+    assert!(
+        (today - want).abs() < 1e-6,
+        "today ${today}, by hand ${want}"
+    );
 
     // Firing after `for:` (3 s; the evaluation runs every second).
     let fired = |slo: &str| {
