@@ -8,6 +8,11 @@
 //! window and the [`Ledger`] (the poller's cursor, checkpointed with the collector's state) emits
 //! only the increase over what it already emitted for each (metric, period start). Up to 500
 //! queries go in one call ([`MAX_QUERIES_PER_CALL`]); pages are followed with `NextToken`.
+//!
+//! Per DLQ queue the same calls also read one gauge, `ApproximateNumberOfMessagesVisible`
+//! (statistic `Maximum`): the messages waiting in the DLQ, i.e. its redrive backlog. A gauge is
+//! not a count, so it bypasses the ledger: [`Poller::dlq_backlog`] holds each queue's newest
+//! data point of the last poll (a queue without a data point in the lookback is absent).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +35,23 @@ pub const LAMBDA_METRICS: [&str; 5] = [
     cw::ASYNC_EVENTS_DROPPED,
     cw::DESTINATION_DELIVERY_FAILURES,
 ];
+
+/// SQS gauge polled per DLQ queue (statistic `Maximum`): messages available in the queue, the
+/// DLQ's redrive backlog.
+pub const SQS_APPROXIMATE_NUMBER_OF_MESSAGES_VISIBLE: &str = "ApproximateNumberOfMessagesVisible";
+
+/// The newest reading of a DLQ queue's backlog.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueBacklog {
+    /// Start of the CloudWatch period of the data point (unix s).
+    pub period_start_unix: i64,
+    /// Maximum of `ApproximateNumberOfMessagesVisible` over that period.
+    pub messages: f64,
+}
+
+fn is_gauge(q: &QuerySpec) -> bool {
+    q.namespace == cw::NAMESPACE_SQS && q.metric == SQS_APPROXIMATE_NUMBER_OF_MESSAGES_VISIBLE
+}
 
 /// 60 s or 300 s, the periods CloudWatch keeps at full resolution for these metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,12 +108,17 @@ pub fn plan(target: &Target) -> Vec<QuerySpec> {
         }
     }
     for q in target.dlq_queues.keys() {
-        out.push(QuerySpec {
-            namespace: cw::NAMESPACE_SQS,
-            metric: cw::SQS_NUMBER_OF_MESSAGES_SENT,
-            dimension: cw::DIM_QUEUE_NAME,
-            value: q.clone(),
-        });
+        for metric in [
+            cw::SQS_NUMBER_OF_MESSAGES_SENT,
+            SQS_APPROXIMATE_NUMBER_OF_MESSAGES_VISIBLE,
+        ] {
+            out.push(QuerySpec {
+                namespace: cw::NAMESPACE_SQS,
+                metric,
+                dimension: cw::DIM_QUEUE_NAME,
+                value: q.clone(),
+            });
+        }
     }
     out
 }
@@ -161,6 +188,9 @@ pub struct Poller {
     pub ledger: Ledger,
     /// `GetMetricData` calls the last [`Poller::poll`] made (chunks × pages).
     pub last_calls: usize,
+    /// DLQ queue → its newest backlog reading in the last successful poll (bounded by the
+    /// target's queues).
+    pub dlq_backlog: BTreeMap<String, QueueBacklog>,
 }
 
 impl Poller {
@@ -175,6 +205,7 @@ impl Poller {
             lookback: Duration::from_secs(15 * 60),
             ledger: Ledger::default(),
             last_calls: 0,
+            dlq_backlog: BTreeMap::new(),
         }
     }
 
@@ -194,6 +225,7 @@ impl Poller {
         let start = ((now_s - self.lookback.as_secs() as i64) / p) * p;
         let specs = plan(target);
         let mut out = Vec::new();
+        let mut backlog: BTreeMap<String, QueueBacklog> = BTreeMap::new();
         self.last_calls = 0;
         for chunk in specs.chunks(MAX_QUERIES_PER_CALL) {
             let queries = chunk
@@ -228,6 +260,12 @@ impl Poller {
                     else {
                         continue;
                     };
+                    if is_gauge(q) {
+                        for (ts, v) in r.timestamps().iter().zip(r.values()) {
+                            newest(&mut backlog, &q.value, ts.secs(), *v);
+                        }
+                        continue;
+                    }
                     for (ts, v) in r.timestamps().iter().zip(r.values()) {
                         if let Some(d) = self.ledger.delta(q, ts.secs(), *v) {
                             out.push(count(q, ts.secs(), p, d, target));
@@ -241,7 +279,33 @@ impl Poller {
             }
         }
         self.ledger.prune(start);
+        self.dlq_backlog = backlog;
         Ok(out)
+    }
+}
+
+/// Keeps the newest finite reading of `queue`.
+fn newest(backlog: &mut BTreeMap<String, QueueBacklog>, queue: &str, ts: i64, v: f64) {
+    if !v.is_finite() || v < 0.0 {
+        return;
+    }
+    match backlog.get_mut(queue) {
+        Some(b) if b.period_start_unix >= ts => {}
+        Some(b) => {
+            *b = QueueBacklog {
+                period_start_unix: ts,
+                messages: v,
+            }
+        }
+        None => {
+            backlog.insert(
+                queue.to_owned(),
+                QueueBacklog {
+                    period_start_unix: ts,
+                    messages: v,
+                },
+            );
+        }
     }
 }
 
@@ -258,7 +322,7 @@ fn query(i: usize, q: &QuerySpec, period: i64) -> MetricDataQuery {
     let stat = MetricStat::builder()
         .metric(metric)
         .period(period as i32)
-        .stat("Sum")
+        .stat(if is_gauge(q) { "Maximum" } else { "Sum" })
         .build();
     MetricDataQuery::builder()
         .id(format!("q{i}"))
@@ -303,12 +367,47 @@ mod tests {
     #[test]
     fn plan_covers_every_metric_and_queue_and_chunks_at_500() {
         let p = plan(&target(101));
-        assert_eq!(p.len(), 101 * 5 + 1);
+        assert_eq!(p.len(), 101 * 5 + 2);
         let chunks: Vec<_> = p.chunks(MAX_QUERIES_PER_CALL).map(<[_]>::len).collect();
-        assert_eq!(chunks, vec![500, 6]);
-        assert!(
-            p.iter()
-                .any(|q| q.metric == cw::SQS_NUMBER_OF_MESSAGES_SENT && q.value == "orders-dlq")
+        assert_eq!(chunks, vec![500, 7]);
+        for metric in [
+            cw::SQS_NUMBER_OF_MESSAGES_SENT,
+            SQS_APPROXIMATE_NUMBER_OF_MESSAGES_VISIBLE,
+        ] {
+            assert!(
+                p.iter()
+                    .any(|q| q.metric == metric && q.value == "orders-dlq"),
+                "{metric}"
+            );
+        }
+        let gauges: Vec<_> = p.iter().filter(|q| is_gauge(q)).collect();
+        assert_eq!(gauges.len(), 1);
+        let stat = query(0, gauges[0], 60)
+            .metric_stat()
+            .and_then(|m| m.stat())
+            .map(str::to_owned);
+        assert_eq!(stat.as_deref(), Some("Maximum"));
+        let stat = query(0, &p[0], 60)
+            .metric_stat()
+            .and_then(|m| m.stat())
+            .map(str::to_owned);
+        assert_eq!(stat.as_deref(), Some("Sum"));
+    }
+
+    #[test]
+    fn the_backlog_is_the_newest_reading_per_queue() {
+        let mut b = BTreeMap::new();
+        newest(&mut b, "q", 600, 7.0);
+        newest(&mut b, "q", 540, 9.0); // older: ignored
+        newest(&mut b, "q", 660, f64::NAN); // not a reading
+        assert_eq!(b["q"].messages, 7.0);
+        newest(&mut b, "q", 660, 3.0);
+        assert_eq!(
+            b["q"],
+            QueueBacklog {
+                period_start_unix: 660,
+                messages: 3.0
+            }
         );
     }
 
@@ -346,7 +445,7 @@ mod tests {
         let t = target(1);
         let q = plan(&t)
             .into_iter()
-            .find(|q| q.namespace == cw::NAMESPACE_SQS)
+            .find(|q| q.namespace == cw::NAMESPACE_SQS && !is_gauge(q))
             .unwrap();
         let c = count(&q, 600, 60, 2.0, &t);
         assert_eq!(c.dimension(cw::DIM_FUNCTION_NAME), Some("f0000"));

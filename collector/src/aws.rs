@@ -753,6 +753,8 @@ pub async fn run_poller(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The lease token whose handed-over ledger the poller has adopted.
     let mut adopted: Option<u64> = None;
+    // DLQ queues the cost stage could not keep (logged when it grows).
+    let mut dlq_queues_dropped = 0;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -799,6 +801,14 @@ pub async fn run_poller(
         match result {
             Ok(counts) => {
                 AwsStats::add(&stats.poll_ok, 1);
+                let n = deliver_dlq_backlog(&aggregates, &target, &poller.dlq_backlog).await;
+                if n > dlq_queues_dropped {
+                    dlq_queues_dropped = n;
+                    tracing::warn!(
+                        queues_dropped = n,
+                        "more DLQ queues than the cost stage keeps; their backlog is not reported"
+                    );
+                }
                 let points: Vec<_> = counts.into_iter().map(|c| (origin.clone(), c)).collect();
                 if let Err(r) = ingest_counts(&ingest, &points) {
                     tracing::warn!(
@@ -816,6 +826,42 @@ pub async fn run_poller(
         ledger.send_replace(poller.ledger.clone());
         stats.lease.publish_ledger(token, &poller.ledger);
     }
+}
+
+/// Hands the poll's DLQ backlog readings (queue → newest `ApproximateNumberOfMessagesVisible`)
+/// to the cost stage in the aggregator (one query; the stage keeps the newest per queue, bounded
+/// by `cost::stage::MAX_DLQ_QUEUES`). Returns the queues it could not keep so far.
+async fn deliver_dlq_backlog(
+    aggregates: &aggregate::Handle,
+    target: &Target,
+    backlog: &std::collections::BTreeMap<String, cloudwatch::QueueBacklog>,
+) -> u64 {
+    let readings: Vec<(String, String, f64, u64)> = backlog
+        .iter()
+        .filter_map(|(queue, b)| {
+            let function = target.dlq_queues.get(queue)?;
+            let at = u64::try_from(b.period_start_unix).ok()?;
+            Some((queue.clone(), function.clone(), b.messages, at))
+        })
+        .collect();
+    if readings.is_empty() {
+        return 0;
+    }
+    aggregates
+        .query(move |a| {
+            let cost = a.cost.as_mut()?;
+            let mut dropped = 0;
+            for (queue, function, messages, at) in &readings {
+                dropped = cost
+                    .stage_mut()
+                    .record_dlq_backlog(queue, function, *messages, *at);
+            }
+            Some(dropped)
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// This instance's lease identity: the task id plus a per-process nonce, so a restarted process

@@ -47,6 +47,7 @@
 //! | `LAMBDAWATCH_COST_BUDGETS` | empty | `function=usd,…`: per-function budgets overriding the default |
 //! | `LAMBDAWATCH_COST_MAX_FUNCTIONS` | `10000` | functions priced; invocations of further ones are dropped and counted |
 //! | `LAMBDAWATCH_COST_LOOKBACK_DAYS` | `7` | days of history the 30-day projection extrapolates from (1–31) |
+//! | `LAMBDAWATCH_COST_PROVISIONED_CONCURRENCY` | empty | `function=units,…`: provisioned concurrency configured per function; its standing charge enters the day cost and the 30-day projection |
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -103,6 +104,7 @@ pub const ENV_COST_BUDGET_USD: &str = "LAMBDAWATCH_COST_BUDGET_USD";
 pub const ENV_COST_BUDGETS: &str = "LAMBDAWATCH_COST_BUDGETS";
 pub const ENV_COST_MAX_FUNCTIONS: &str = "LAMBDAWATCH_COST_MAX_FUNCTIONS";
 pub const ENV_COST_LOOKBACK_DAYS: &str = "LAMBDAWATCH_COST_LOOKBACK_DAYS";
+pub const ENV_COST_PROVISIONED_CONCURRENCY: &str = "LAMBDAWATCH_COST_PROVISIONED_CONCURRENCY";
 pub const ENV_CLOUDWATCH_EMF_LOG_GROUP: &str = "LAMBDAWATCH_CLOUDWATCH_EMF_LOG_GROUP";
 /// The EMF log group when CloudWatch Logs export is on and no group is configured.
 pub const DEFAULT_CLOUDWATCH_EMF_LOG_GROUP: &str = "/lambdawatch/slo-metrics";
@@ -226,6 +228,9 @@ pub struct CostSettings {
     pub retry: crate::cost::retry::RetryConfig,
     /// The advisors: `memory`, `cascade` (timeout cascades), `provisioned` (`docs/cost.md`).
     pub advice: crate::cost::advice::AdviceConfig,
+    /// Function name → provisioned concurrency units configured on it (its standing charge is
+    /// part of the function's day cost and 30-day projection).
+    pub provisioned_concurrency: BTreeMap<String, u32>,
 }
 
 impl Default for CostSettings {
@@ -240,6 +245,7 @@ impl Default for CostSettings {
             surprise: c.surprise,
             retry: c.retry,
             advice: crate::cost::advice::AdviceConfig::default(),
+            provisioned_concurrency: c.provisioned_concurrency,
         }
     }
 }
@@ -253,6 +259,7 @@ impl CostSettings {
             free_tier: self.free_tier,
             surprise: self.surprise.clone(),
             retry: self.retry.clone(),
+            provisioned_concurrency: self.provisioned_concurrency.clone(),
         }
     }
 
@@ -275,6 +282,34 @@ impl CostSettings {
         }
         Ok(())
     }
+}
+
+/// `function=value,…` (spaces around items allowed, empty items skipped).
+fn function_map<T: std::str::FromStr>(
+    var: &'static str,
+    v: &str,
+    shape: &str,
+) -> Result<BTreeMap<String, T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let mut map = BTreeMap::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |message: String| ConfigError::Env {
+            var,
+            value: v.to_owned(),
+            message,
+        };
+        let (f, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("`{pair}` is not {shape}")))?;
+        let value: T = value
+            .trim()
+            .parse()
+            .map_err(|e| bad(format!("`{pair}`: {e}")))?;
+        map.insert(f.trim().to_owned(), value);
+    }
+    Ok(map)
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -692,23 +727,11 @@ impl Config {
             cost.surprise.budget_usd = Some(parsed(ENV_COST_BUDGET_USD, v)?);
         }
         if let Some(v) = get(ENV_COST_BUDGETS) {
-            let mut map = BTreeMap::new();
-            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                let bad = |message: String| ConfigError::Env {
-                    var: ENV_COST_BUDGETS,
-                    value: v.clone(),
-                    message,
-                };
-                let (f, usd) = pair
-                    .split_once('=')
-                    .ok_or_else(|| bad(format!("`{pair}` is not function=usd")))?;
-                let usd: f64 = usd
-                    .trim()
-                    .parse()
-                    .map_err(|e| bad(format!("`{pair}`: {e}")))?;
-                map.insert(f.trim().to_owned(), usd);
-            }
-            cost.budgets = map;
+            cost.budgets = function_map(ENV_COST_BUDGETS, &v, "function=usd")?;
+        }
+        if let Some(v) = get(ENV_COST_PROVISIONED_CONCURRENCY) {
+            cost.provisioned_concurrency =
+                function_map(ENV_COST_PROVISIONED_CONCURRENCY, &v, "function=units")?;
         }
         if let Some(v) = get(ENV_COST_MAX_FUNCTIONS) {
             cost.max_functions = parsed(ENV_COST_MAX_FUNCTIONS, v)?;
@@ -842,9 +865,10 @@ mod tests {
         assert_eq!(c.cost.stage_config(), crate::cost::CostConfig::default());
         c.apply_file(
             std::path::Path::new("c.yaml"),
-            "cost:\n  lookback_days: 3\n  budgets:\n    orders: 25\n  surprise:\n    rate_multiple: 4\n",
+            "cost:\n  lookback_days: 3\n  budgets:\n    orders: 25\n  surprise:\n    rate_multiple: 4\n  provisioned_concurrency:\n    orders: 10\n",
         )
         .unwrap();
+        assert_eq!(c.cost.provisioned_concurrency.get("orders"), Some(&10));
         assert_eq!(c.cost.lookback_days, 3);
         assert_eq!(c.cost.surprise.rate_multiple, 4.0);
         assert_eq!(c.cost.budgets.get("orders"), Some(&25.0));
@@ -854,6 +878,7 @@ mod tests {
             ENV_COST_BUDGETS => Some("a=1.5, b=2".into()),
             ENV_COST_MAX_FUNCTIONS => Some("5".into()),
             ENV_COST_PRICES => Some("/etc/prices.yaml".into()),
+            ENV_COST_PROVISIONED_CONCURRENCY => Some("a=3, b = 1".into()),
             _ => None,
         })
         .unwrap();
@@ -862,6 +887,10 @@ mod tests {
         assert_eq!(s.max_functions, 5);
         assert_eq!(s.lookback_days, 3);
         assert_eq!(s.surprise.budget_usd, Some(100.0));
+        assert_eq!(
+            s.provisioned_concurrency,
+            BTreeMap::from([("a".to_owned(), 3), ("b".to_owned(), 1)])
+        );
         assert_eq!(
             c.cost.budgets,
             BTreeMap::from([("a".to_owned(), 1.5), ("b".to_owned(), 2.0)])
@@ -873,6 +902,8 @@ mod tests {
         for (var, value, needle) in [
             (ENV_COST_BUDGETS, "a:1", "a:1"),
             (ENV_COST_BUDGETS, "a=-1", "non-negative"),
+            (ENV_COST_PROVISIONED_CONCURRENCY, "a=-1", "a=-1"),
+            (ENV_COST_PROVISIONED_CONCURRENCY, "a", "function=units"),
             (ENV_COST_LOOKBACK_DAYS, "40", "lookback_days"),
             (ENV_COST_FREE_TIER, "maybe", ENV_COST_FREE_TIER),
         ] {

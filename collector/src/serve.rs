@@ -395,12 +395,16 @@ pub fn observe_cost(runbook_base: &str, report: &CostReport) -> Vec<Observed> {
                     crate::config::format_duration(window)
                 ),
                 description: format!(
-                    "{:.0} repeated request ids in {:.0} invocations over {} (threshold {}, sampled share of ids {}).",
+                    "{:.0} repeated request ids in {:.0} invocations over {} (threshold {}, sampled share of ids {}){}.",
                     r.retries,
                     r.invocations,
                     crate::config::format_duration(window),
                     pct(threshold),
-                    pct(r.sample_rate)
+                    pct(r.sample_rate),
+                    r.dlq
+                        .iter()
+                        .map(|d| format!("; DLQ {} backlog {:.0} messages", d.queue, d.messages))
+                        .collect::<String>()
                 ),
                 evidence: alert::Evidence {
                     sli: 1.0 - r.retry_fraction,

@@ -117,10 +117,33 @@ fn prices_override_file_and_unverified_warning() {
     assert!(e.contains("missing field"), "{e}");
     let e = cost(&["--memory-mb", "64"]).unwrap_err();
     assert!(e.contains("--memory-mb 64 is outside"), "{e}");
-    // eu-central-1's provisioned concurrency price is flagged as unverified.
-    let out = cost(&["--region", "eu-central-1", "--provisioned", "1"]).unwrap();
+    // eu-central-1's arm64 provisioned concurrency price is flagged as unverified.
+    let out = cost(&[
+        "--region",
+        "eu-central-1",
+        "--arch",
+        "arm64",
+        "--provisioned",
+        "1",
+    ])
+    .unwrap();
     assert!(
-        out.contains("warning: the provisioned_concurrency price"),
+        out.contains("warning: the provisioned_concurrency_arm64 price"),
         "{out}"
     );
+    // Its x86 one is sourced (AWS's calculator price map): 10 × 512 MB for 30 days =
+    // 12,960,000 GB-s × $0.0000050147 = $64.990512, no warning.
+    let out = cost(&[
+        "--region",
+        "eu-central-1",
+        "--memory-mb",
+        "512",
+        "--provisioned",
+        "10",
+        "--days",
+        "30",
+    ])
+    .unwrap();
+    assert_eq!(total(&out), "$64.99", "{out}");
+    assert!(!out.contains("warning"), "{out}");
 }

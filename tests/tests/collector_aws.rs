@@ -346,7 +346,7 @@ fn aws_sources_and_sinks_through_the_collector() {
 }
 
 /// The poll loop itself (not only the poller's functions): 100 filler functions plus `orders`
-/// make 506 `GetMetricData` queries, so each poll is two calls (≤ 500 queries each) and `orders`
+/// make 507 `GetMetricData` queries, so each poll is two calls (≤ 500 queries each) and `orders`
 /// and its DLQ queue sit in the second one; the period is 300 s. The polled `AsyncEventsReceived`
 /// and the DLQ queue's `NumberOfMessagesSent` drive the DLQ SLO, the polled `Throttles` the
 /// throttle SLO, with no OTLP platform counts at all.
@@ -435,7 +435,7 @@ fn polled_dlq_and_throttles_over_two_calls_with_five_minute_periods() {
         .json();
     assert_eq!(slo(&d, "dlq_ratio"), json!({"good": 46, "valid": 50}));
     assert_eq!(slo(&d, "throttles")["valid"], 3);
-    // Two GetMetricData calls per poll (506 queries), every poll a success.
+    // Two GetMetricData calls per poll (507 queries), every poll a success.
     let text = scrape();
     let (calls, ok, failed) = (
         value(&text, "lambdawatch_cloudwatch_calls_total"),
@@ -481,11 +481,12 @@ fn polled_dlq_and_throttles_over_two_calls_with_five_minute_periods() {
 
     // The projected spend, from the queries each poll makes: five AWS/Lambda metrics per
     // function (Throttles, DeadLetterErrors, AsyncEventsReceived, AsyncEventsDropped,
-    // DestinationDeliveryFailures) plus one AWS/SQS metric per DLQ queue = 506, split into the
-    // two calls counted above (≤ 500 queries each); polled every second for 30 days at the
-    // GetMetricData list price of $0.01 per 1,000 metrics.
-    let queries = functions.len() * 5 + 1;
-    assert_eq!(queries, 506);
+    // DestinationDeliveryFailures) plus two AWS/SQS metrics per DLQ queue (NumberOfMessagesSent
+    // and the backlog gauge ApproximateNumberOfMessagesVisible) = 507, split into the two calls
+    // counted above (≤ 500 queries each); polled every second for 30 days at the GetMetricData
+    // list price of $0.01 per 1,000 metrics.
+    let queries = functions.len() * 5 + 2;
+    assert_eq!(queries, 507);
     assert_eq!(queries.div_ceil(500), 2, "calls per poll");
     let polls_per_month = 30.0 * 86_400.0 / 1.0;
     let want = queries as f64 * polls_per_month / 1000.0 * 0.01;

@@ -98,7 +98,8 @@ pub mod names {
     pub const RETRY_STORM: &str = "lambdawatch_retry_storm";
     /// gauge: fraction of request ids tracked (1 until the id cap forces sampling).
     pub const RETRY_SAMPLE_RATE: &str = "lambdawatch_retry_sample_rate";
-    /// gauge, label `queue`: DLQ messages sent minus received (redrive backlog).
+    /// gauge, label `queue`: messages visible in the function's DLQ (SQS
+    /// `ApproximateNumberOfMessagesVisible`, polled from CloudWatch): its redrive backlog.
     pub const DLQ_REDRIVE_BACKLOG: &str = "lambdawatch_dlq_redrive_backlog_messages";
     /// gauge, label `strategy` (`cost`, `speed`, `balanced`): recommended memory, bytes (Lambda MB are MiB).
     pub const MEMORY_RECOMMENDATION_BYTES: &str = "lambdawatch_memory_recommendation_bytes";
@@ -162,7 +163,10 @@ pub mod names {
             RETRY_SAMPLE_RATE,
             "Share of request ids tracked by the bounded retry tracker.",
         ),
-        (DLQ_REDRIVE_BACKLOG, "DLQ messages sent minus received."),
+        (
+            DLQ_REDRIVE_BACKLOG,
+            "Messages visible in the function's DLQ (SQS ApproximateNumberOfMessagesVisible): its redrive backlog.",
+        ),
         (
             MEMORY_RECOMMENDATION_BYTES,
             "Recommended memory for the strategy, bytes.",

@@ -370,7 +370,10 @@ pub fn monthly_bill(
         }
         .finish();
         if line.provisioned_concurrency_cost.0 > 0 || line.provisioned_duration_cost.0 > 0 {
-            used.push(PriceItem::ProvisionedConcurrency);
+            used.push(match u.arch {
+                Arch::X86_64 => PriceItem::ProvisionedConcurrency,
+                Arch::Arm64 => PriceItem::ProvisionedConcurrencyArm64,
+            });
         }
         if line.ephemeral_storage_cost.0 > 0 {
             used.push(PriceItem::EphemeralStorage);
@@ -638,12 +641,22 @@ mod tests {
             provisioned_seconds: 60,
             ..one(512, 10, 10)
         };
-        let bill = monthly_bill(
-            t.region("eu-central-1").unwrap(),
-            None,
-            std::slice::from_ref(&u),
+        let fra = t.region("eu-central-1").unwrap();
+        // x86 provisioned concurrency is sourced for eu-central-1, arm64's is not.
+        assert!(
+            monthly_bill(fra, None, std::slice::from_ref(&u))
+                .unverified
+                .is_empty()
         );
-        assert_eq!(bill.unverified, vec![PriceItem::ProvisionedConcurrency]);
+        let arm = FunctionUsage {
+            arch: Arch::Arm64,
+            ..u.clone()
+        };
+        let bill = monthly_bill(fra, None, std::slice::from_ref(&arm));
+        assert_eq!(
+            bill.unverified,
+            vec![PriceItem::ProvisionedConcurrencyArm64]
+        );
         let bill = monthly_bill(t.region("eu-central-1").unwrap(), None, &[one(512, 10, 10)]);
         assert!(bill.unverified.is_empty());
     }

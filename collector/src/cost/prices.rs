@@ -161,6 +161,8 @@ pub enum PriceItem {
     Requests,
     Duration,
     ProvisionedConcurrency,
+    /// The arm64 provisioned-concurrency prices (sourced separately from the x86 ones).
+    ProvisionedConcurrencyArm64,
     EphemeralStorage,
 }
 
@@ -170,6 +172,7 @@ impl PriceItem {
             PriceItem::Requests => "requests",
             PriceItem::Duration => "duration",
             PriceItem::ProvisionedConcurrency => "provisioned_concurrency",
+            PriceItem::ProvisionedConcurrencyArm64 => "provisioned_concurrency_arm64",
             PriceItem::EphemeralStorage => "ephemeral_storage",
         }
     }
@@ -334,11 +337,18 @@ mod tests {
         ] {
             t.region(region).unwrap();
         }
-        assert!(
-            t.region("eu-central-1")
-                .unwrap()
-                .is_unverified(PriceItem::ProvisionedConcurrency)
+        // Regional x86 provisioned concurrency and storage prices from AWS's calculator price
+        // map; the arm64 provisioned-concurrency ones could not be sourced.
+        let fra = t.region("eu-central-1").unwrap();
+        assert!(fra.is_unverified(PriceItem::ProvisionedConcurrencyArm64));
+        assert!(!fra.is_unverified(PriceItem::ProvisionedConcurrency));
+        assert!(!fra.is_unverified(PriceItem::EphemeralStorage));
+        assert_eq!(
+            fra.x86_64.provisioned_concurrency_gb_second,
+            Price(5_014_700)
         );
+        assert_eq!(fra.x86_64.provisioned_duration_gb_second, Price(11_701_100));
+        assert_eq!(fra.ephemeral_storage_gb_second, Price(36_700));
     }
 
     #[test]

@@ -23,6 +23,17 @@
 //! than Lambda's two async retries 1 and 2 minutes apart); retries arriving later (throttled
 //! events can be retried for up to 6 hours) count as new invocations: the fraction is a lower
 //! bound for slow retries.
+//!
+//! **Restarts.** [`RetryTracker::save`] / [`RetryTracker::restore`] carry the ids through a
+//! checkpoint (`cost::stage::SavedFunctionCost`), so a retry that straddles a restart is still a
+//! retry and a storm that was firing stays one alert. At most `checkpoint_max_ids` ids (default
+//! 128) are written per function: above that the saved set is **hash-sampled further** (the
+//! same top-bits rule, so the restored fraction stays unbiased; the restored tracker runs at
+//! that sample rate and widens it again as usual). Each id is `[hash, last seen, occurrences]`,
+//! ≤ 40 B of JSON (hashes do not compress: ≈ 12 B gzipped): ≤ ~5 KB of JSON, ≈ 1.5 KB gzipped
+//! per busy function. The hash is the standard library's SipHash with fixed keys: stable for one
+//! build; a collector built by another Rust release may hash differently, and then retries that
+//! straddle that deploy are not matched (counted as new invocations, as without a checkpoint).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -39,6 +50,8 @@ pub struct RetryConfig {
     pub min_retries: u64,
     /// Resolve when the fraction falls below `threshold × resolve_fraction`.
     pub resolve_fraction: f64,
+    /// Ids a checkpoint keeps per function (hash-sampled down to it).
+    pub checkpoint_max_ids: usize,
 }
 
 impl Default for RetryConfig {
@@ -49,6 +62,7 @@ impl Default for RetryConfig {
             threshold: 0.05,
             min_retries: 10,
             resolve_fraction: 0.5,
+            checkpoint_max_ids: 128,
         }
     }
 }
@@ -84,6 +98,36 @@ pub struct RetryStatus {
     pub alert: bool,
     /// The alert started at this evaluation.
     pub started: bool,
+    /// The function's DLQ redrive backlog, where known (filled by `cost::stage`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dlq: Vec<DlqQueueBacklog>,
+}
+
+/// The state a checkpoint keeps of one tracker (every field defaulted: a checkpoint written
+/// before it existed loads as an empty tracker).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SavedRetry {
+    /// `(hash, last seen unix s, occurrences)`, sorted by hash.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<(u64, u64, u32)>,
+    /// Sample rate 2^-shift of the ids kept.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shift: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sample_halvings_total: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub firing: bool,
+}
+
+impl SavedRetry {
+    pub fn is_empty(&self) -> bool {
+        *self == SavedRetry::default()
+    }
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 fn hash_id(id: &str) -> u64 {
@@ -148,6 +192,56 @@ impl RetryTracker {
         );
     }
 
+    /// The state a checkpoint keeps: at most `checkpoint_max_ids` ids, hash-sampled further
+    /// when the tracker holds more (see the module doc).
+    pub fn save(&self) -> SavedRetry {
+        let cap = self.cfg.checkpoint_max_ids;
+        // Ids older than the window before the newest one are expired at the next evaluation.
+        let newest = self.ids.values().map(|e| e.last_seen).max().unwrap_or(0);
+        let horizon = newest.saturating_sub(self.cfg.window_secs);
+        let live = || self.ids.iter().filter(|(_, e)| e.last_seen >= horizon);
+        let mut shift = self.shift;
+        let kept = |shift: u32, h: u64| shift == 0 || h >> (64 - shift) == 0;
+        while shift < 63 && live().filter(|(h, _)| kept(shift, **h)).count() > cap {
+            shift += 1;
+        }
+        let mut ids: Vec<(u64, u64, u32)> = live()
+            .filter(|(h, _)| kept(shift, **h))
+            .map(|(h, e)| (*h, e.last_seen, e.occurrences))
+            .collect();
+        ids.sort_unstable();
+        SavedRetry {
+            ids,
+            shift,
+            sample_halvings_total: self.sample_halvings_total + u64::from(shift - self.shift),
+            firing: self.firing,
+        }
+    }
+
+    /// Loads a saved state into this (fresh) tracker; ids outside the saved sample and beyond
+    /// `max_ids` (the newest kept) are ignored.
+    pub fn restore(&mut self, saved: SavedRetry) {
+        self.shift = saved.shift.min(63);
+        self.sample_halvings_total = saved.sample_halvings_total;
+        self.firing = saved.firing;
+        let mut ids = saved.ids;
+        ids.sort_unstable_by_key(|(_, last_seen, _)| std::cmp::Reverse(*last_seen));
+        for (hash, last_seen, occurrences) in ids {
+            if self.ids.len() >= self.cfg.max_ids {
+                break;
+            }
+            if self.sampled(hash) && occurrences > 0 {
+                self.ids.insert(
+                    hash,
+                    Entry {
+                        last_seen,
+                        occurrences,
+                    },
+                );
+            }
+        }
+    }
+
     fn expire(&mut self, now: u64) {
         let horizon = now.saturating_sub(self.cfg.window_secs);
         self.ids.retain(|_, e| e.last_seen >= horizon);
@@ -191,26 +285,50 @@ impl RetryTracker {
             sample_halvings_total,
             alert: self.firing,
             started: self.firing && !was,
+            dlq: Vec::new(),
         }
     }
 }
 
 impl RetryStatus {
     pub fn samples(&self) -> Vec<MetricSample> {
-        vec![
+        let mut out = vec![
             MetricSample::new(names::RETRY_FRACTION, self.retry_fraction),
             MetricSample::new(names::RETRY_STORM, f64::from(u8::from(self.alert))),
             MetricSample::new(names::RETRY_SAMPLE_RATE, self.sample_rate),
-        ]
+        ];
+        out.extend(self.dlq.iter().map(|d| {
+            MetricSample::new(names::DLQ_REDRIVE_BACKLOG, d.messages)
+                .label("queue", d.queue.clone())
+        }));
+        out
     }
 }
 
-/// DLQ redrive backlog per queue, from cumulative SQS `NumberOfMessagesSent` (into the DLQ) and
-/// `NumberOfMessagesReceived` (out of it). Bounded by `max_queues` (further queues are counted
-/// in `queues_dropped`).
+/// Readings older than this (unix s, against the evaluation's `now`) are not reported: the
+/// poller stopped seeing data points for the queue.
+pub const DLQ_STALE_SECS: u64 = 3600;
+
+/// One DLQ queue's redrive backlog, as the retry status reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DlqQueueBacklog {
+    pub queue: String,
+    /// SQS `ApproximateNumberOfMessagesVisible` (maximum over the CloudWatch period).
+    pub messages: f64,
+    /// Start of the CloudWatch period of the reading (unix s).
+    pub at_unix: u64,
+}
+
+/// The DLQ redrive backlog "where known": the newest `ApproximateNumberOfMessagesVisible` of
+/// each configured DLQ queue (`LAMBDAWATCH_DLQ_QUEUES`, queue → function), as the CloudWatch
+/// poller reads it. Consumes [`DlqBacklog::record`] per queue per poll; produces each
+/// function's queues for its retry status ([`DlqBacklog::for_function`], readings older than
+/// [`DLQ_STALE_SECS`] left out). Bounded by `max_queues` (a further queue is counted in
+/// `queues_dropped`).
 #[derive(Debug, Clone, Default)]
 pub struct DlqBacklog {
-    queues: std::collections::BTreeMap<String, (u64, u64)>,
+    /// queue → (function name, messages, period start).
+    queues: std::collections::BTreeMap<String, (String, f64, u64)>,
     max_queues: usize,
     pub queues_dropped: u64,
 }
@@ -223,29 +341,33 @@ impl DlqBacklog {
         }
     }
 
-    /// Adds deltas of sent and received messages for `queue`.
-    pub fn record(&mut self, queue: &str, sent: u64, received: u64) {
-        if !self.queues.contains_key(queue) && self.queues.len() >= self.max_queues {
-            self.queues_dropped += 1;
+    /// Records the newest reading of `queue` (belonging to `function`); an older or invalid
+    /// one is ignored.
+    pub fn record(&mut self, queue: &str, function: &str, messages: f64, at_unix: u64) {
+        if !messages.is_finite() || messages < 0.0 {
             return;
         }
-        let e = self.queues.entry(queue.to_string()).or_default();
-        e.0 = e.0.saturating_add(sent);
-        e.1 = e.1.saturating_add(received);
+        let full = self.queues.len() >= self.max_queues;
+        match self.queues.get_mut(queue) {
+            Some(e) if e.2 > at_unix => {}
+            Some(e) => *e = (function.to_owned(), messages, at_unix),
+            None if full => self.queues_dropped += 1,
+            None => {
+                self.queues
+                    .insert(queue.to_owned(), (function.to_owned(), messages, at_unix));
+            }
+        }
     }
 
-    /// Messages sent to the DLQ and not yet received from it (never negative: receives of
-    /// messages sent before we started counting are clamped).
-    pub fn backlog(&self, queue: &str) -> Option<u64> {
-        self.queues.get(queue).map(|(s, r)| s.saturating_sub(*r))
-    }
-
-    pub fn samples(&self) -> Vec<MetricSample> {
+    /// The queues of `function` with a reading no older than [`DLQ_STALE_SECS`] at `now`.
+    pub fn for_function(&self, function: &str, now: u64) -> Vec<DlqQueueBacklog> {
         self.queues
             .iter()
-            .map(|(q, (s, r))| {
-                MetricSample::new(names::DLQ_REDRIVE_BACKLOG, s.saturating_sub(*r) as f64)
-                    .label("queue", q.clone())
+            .filter(|(_, (f, _, at))| f == function && at.saturating_add(DLQ_STALE_SECS) >= now)
+            .map(|(q, (_, messages, at))| DlqQueueBacklog {
+                queue: q.clone(),
+                messages: *messages,
+                at_unix: *at,
             })
             .collect()
     }
@@ -336,19 +458,39 @@ mod tests {
     }
 
     #[test]
-    fn dlq_backlog_is_sent_minus_received() {
+    fn dlq_backlog_is_the_newest_reading_per_queue_bounded_and_fresh() {
         let mut d = DlqBacklog::new(2);
-        d.record("q1", 10, 0);
-        d.record("q1", 5, 12);
-        d.record("q2", 0, 3);
-        d.record("q3", 1, 0);
-        assert_eq!(d.backlog("q1"), Some(3));
-        assert_eq!(d.backlog("q2"), Some(0));
-        assert_eq!(d.backlog("q3"), None);
+        d.record("q1", "orders", 10.0, 600);
+        d.record("q1", "orders", 12.0, 540); // older: ignored
+        d.record("q1", "orders", 3.0, 660);
+        d.record("q2", "billing", 0.0, 660);
+        d.record("q3", "orders", 1.0, 660); // beyond max_queues
+        d.record("q2", "billing", f64::NAN, 720);
         assert_eq!(d.queues_dropped, 1);
-        let s = d.samples();
-        assert_eq!(s[0].name, "lambdawatch_dlq_redrive_backlog_messages");
-        assert_eq!(s[0].labels, vec![("queue", "q1".to_string())]);
-        assert_eq!(s[0].value, 3.0);
+        let q = d.for_function("orders", 700);
+        assert_eq!(
+            q,
+            vec![DlqQueueBacklog {
+                queue: "q1".into(),
+                messages: 3.0,
+                at_unix: 660
+            }]
+        );
+        assert_eq!(d.for_function("billing", 700)[0].messages, 0.0);
+        // An hour without a new data point: no longer reported.
+        assert!(
+            d.for_function("orders", 660 + DLQ_STALE_SECS + 1)
+                .is_empty()
+        );
+        let mut st = RetryTracker::new(RetryConfig::default()).evaluate(700);
+        st.dlq = q;
+        let s = st.samples();
+        let b = s
+            .iter()
+            .find(|m| m.name == names::DLQ_REDRIVE_BACKLOG)
+            .unwrap();
+        assert_eq!(b.labels, vec![("queue", "q1".to_string())]);
+        assert_eq!(b.value, 3.0);
+        assert!(!b.help().is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! 30 simulated days of seeded noisy traffic through the surprise and retry-storm detectors:
+//! 30 simulated days of seeded noisy traffic through the surprise and retry-storm detectors
+//! and, for the budget, through the whole cost stage (ledger → 30-day projection → budget):
 //! every synthetic spike is caught at the first evaluation after it starts, and at most one
 //! alert fires outside the spikes. Deterministic (`StdRng::seed_from_u64`), no sleeping.
 
@@ -8,7 +9,9 @@ use std::collections::BinaryHeap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::prices::{Arch, PriceTable};
 use super::retry::{RetryConfig, RetryTracker};
+use super::stage::{CostConfig, CostInvocation, CostStage};
 use super::surprise::{SurpriseConfig, SurpriseDetector};
 
 /// Monday 2026-11-30 00:00:00 UTC.
@@ -222,6 +225,100 @@ fn retry_storms_caught_within_one_evaluation_over_30_noisy_days() {
         assert!(
             max_normal_fraction < cfg.threshold,
             "seed {seed}: normal traffic reached {max_normal_fraction}"
+        );
+    }
+}
+
+/// The budget surprise through the real projection: 30 noisy days (diurnal, weekly, ±15 %
+/// day-to-day, billed duration 800–1,200 ms) of a 2 GB function whose steady 30-day projection
+/// is about $26 (free tier applied), a $52 budget, and two cost incidents of the kinds a budget
+/// exists for: a runaway loop (60,000 invocations a minute for 10 minutes, day 8) and a memory
+/// misconfiguration (10,240 MB for 6 hours, day 20: the ledger re-prices its history at the
+/// new size). Each is caught at the first 5-minute evaluation after it starts; at most one
+/// budget alert starts anywhere else.
+#[test]
+fn budget_surprise_caught_within_one_evaluation_over_30_noisy_days() {
+    const BUDGET_USD: f64 = 52.0;
+    let runaway = ((8 * 24 + 14) * 60, 10u64);
+    let misconfig = ((20 * 24 + 14) * 60 + 5, 6 * 60u64);
+    let incidents = [runaway, misconfig];
+    let prices = PriceTable::embedded().unwrap();
+    for seed in [21u64, 22] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let jit = jitter(&mut rng);
+        let cfg = CostConfig {
+            surprise: SurpriseConfig {
+                budget_usd: Some(BUDGET_USD),
+                ..SurpriseConfig::default()
+            },
+            ..CostConfig::default()
+        };
+        let mut stage: CostStage<&str> = CostStage::new(prices.clone(), cfg);
+        let mut caught_at: Vec<Option<u64>> = vec![None; incidents.len()];
+        let mut false_alerts = Vec::new();
+        let mut steady_max: f64 = 0.0;
+        for m in 0..MINUTES {
+            let in_incident = |m: u64, i: usize| {
+                let (s, len) = incidents[i];
+                m >= s && m < s + len
+            };
+            let memory_mb = if in_incident(m, 1) { 10_240 } else { 2048 };
+            let n = if in_incident(m, 0) {
+                60_000
+            } else {
+                poisson(&mut rng, normal_rate(40.0, m, &jit))
+            };
+            for _ in 0..n {
+                let inv = CostInvocation {
+                    t_s: START + m * 60 + rng.random_range(0..60),
+                    region: "us-east-1",
+                    arch: Arch::X86_64,
+                    memory_mb,
+                    ephemeral_storage_mb: 512,
+                    billed_ms: rng.random_range(800..1200),
+                    on_provisioned: false,
+                    request_id: None,
+                };
+                assert!(stage.record(&"orders", &inv));
+            }
+            if !is_eval_minute(m) {
+                continue;
+            }
+            let out = stage.evaluate(START + m * 60 + 59);
+            let sp = &out[0].1.surprise;
+            // Outside both incidents and the week the runaway stays in the 7-day lookback.
+            let runaway_in_lookback = m >= runaway.0 && m < (runaway.0 / 1440 + 7) * 1440;
+            if !runaway_in_lookback && !in_incident(m, 1) {
+                steady_max = steady_max.max(sp.projected_30d_usd.unwrap_or(0.0));
+            }
+            if !sp.started.contains(&"budget") {
+                continue;
+            }
+            match (0..incidents.len()).find(|i| in_incident(m, *i)) {
+                Some(i) => {
+                    caught_at[i].get_or_insert(m);
+                }
+                None => false_alerts.push((m / 1440, (m / 60) % 24, sp.clone())),
+            }
+        }
+        for (i, (start, _)) in incidents.iter().enumerate() {
+            assert_eq!(
+                caught_at[i],
+                Some(start + EVAL_EVERY_MIN - 1),
+                "seed {seed}: incident {i} at day {} not caught at its first evaluation",
+                start / 1440
+            );
+        }
+        assert!(
+            false_alerts.len() <= 1,
+            "seed {seed}: {} false budget alerts: {false_alerts:#?}",
+            false_alerts.len()
+        );
+        // The budget is a real bound of the noise, not far above it: steady projections
+        // reach at least a third of it.
+        assert!(
+            steady_max < BUDGET_USD && steady_max > BUDGET_USD / 3.0,
+            "seed {seed}: steady projection peaked at {steady_max}"
         );
     }
 }

@@ -17,16 +17,56 @@
 //! group, assuming one account per collector (with several accounts or regions it over-counts the
 //! free allowance, by at most $6.87 a month: 400,000 GB-s × $0.0000166667 + 1 M × $0.20/M, per
 //! extra group).
+//!
+//! **Configured provisioned concurrency.** `provisioned_concurrency` maps a function name to the
+//! units configured on it (Lambda does not tell the extension). Its standing charge
+//! (units × memory × seconds enabled × the PC price) is part of the function's cost: the 30-day
+//! projection counts the units enabled all 30 days, today's cost counts them from 00:00 UTC to
+//! `now`. Invocations served by provisioned environments (known from their init spans) are
+//! priced at the PC duration price either way; a function with units configured gets no free
+//! tier (AWS: the free tier does not apply to functions with provisioned concurrency enabled).
+//! The list-price counter `lambdawatch_cost_usd_total` stays per invocation (no standing charge).
+//!
+//! **Restarts.** [`SavedFunctionCost`] carries the ledger, the list-price counter, the surprise
+//! detector's baseline and the retry tracker's ids (`cost::surprise`, `cost::retry` state their
+//! sizes); the latter two default to empty, so checkpoints written before them load.
 
 use std::collections::BTreeMap;
 
 use super::MetricSample;
 use super::ledger::CostLedger;
-use super::model::{Money, invocation_list_cost, monthly_bill, scale_to_30d};
+use super::model::{Money, THIRTY_DAYS_SECS, invocation_list_cost, monthly_bill, scale_to_30d};
 use super::names;
 use super::prices::{Arch, PriceTable};
-use super::retry::{RetryConfig, RetryStatus, RetryTracker};
-use super::surprise::{SurpriseConfig, SurpriseDetector, SurpriseStatus};
+use super::retry::{DlqBacklog, RetryConfig, RetryStatus, RetryTracker, SavedRetry};
+
+/// DLQ queues whose backlog the stage keeps (`record_dlq_backlog`); further ones are counted.
+pub const MAX_DLQ_QUEUES: usize = 1000;
+use super::surprise::{SavedSurprise, SurpriseConfig, SurpriseDetector, SurpriseStatus};
+
+/// The function name of a stage key: what per-function settings (provisioned concurrency) are
+/// looked up by.
+pub trait FunctionName {
+    fn function_name(&self) -> &str;
+}
+
+impl FunctionName for crate::aggregate::FunctionKey {
+    fn function_name(&self) -> &str {
+        &self.function
+    }
+}
+
+impl FunctionName for &str {
+    fn function_name(&self) -> &str {
+        self
+    }
+}
+
+impl FunctionName for String {
+    fn function_name(&self) -> &str {
+        self
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +77,8 @@ pub struct CostConfig {
     pub free_tier: bool,
     pub surprise: SurpriseConfig,
     pub retry: RetryConfig,
+    /// Function name → provisioned concurrency units configured on it (standing charge).
+    pub provisioned_concurrency: BTreeMap<String, u32>,
 }
 
 impl Default for CostConfig {
@@ -50,6 +92,7 @@ impl Default for CostConfig {
                 max_ids: 1024,
                 ..RetryConfig::default()
             },
+            provisioned_concurrency: BTreeMap::new(),
         }
     }
 }
@@ -87,6 +130,8 @@ pub struct FunctionCost {
     pub arch: Arch,
     pub memory_mb: u32,
     pub ephemeral_storage_mb: u32,
+    /// Provisioned concurrency units configured (`cost.provisioned_concurrency`), 0 if none.
+    pub provisioned_concurrency: u32,
     /// List price of every invocation recorded (the `lambdawatch_cost_usd_total` counter).
     pub cost_usd_total: f64,
     pub today_usd: f64,
@@ -109,14 +154,19 @@ impl FunctionCost {
 }
 
 /// What a checkpoint keeps of one function: the usage ledger and the list-price counter, so the
-/// 30-day projection and `lambdawatch_cost_usd_total` continue across a restart. The surprise
-/// detector and the retry tracker start afresh (see `cost::feed`).
+/// 30-day projection and `lambdawatch_cost_usd_total` continue across a restart, and the
+/// surprise detector's baseline and the retry tracker's ids, so neither re-learns nor re-fires.
+/// The last two are defaulted: a checkpoint written before them loads (they start empty).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedFunctionCost<K> {
     pub key: K,
     pub region: String,
     pub ledger: CostLedger,
     pub list_cost: Money,
+    #[serde(default, skip_serializing_if = "SavedSurprise::is_empty")]
+    pub surprise: SavedSurprise,
+    #[serde(default, skip_serializing_if = "SavedRetry::is_empty")]
+    pub retry: SavedRetry,
 }
 
 /// Owner of all functions' cost state.
@@ -126,16 +176,33 @@ pub struct CostStage<K: Ord + Clone> {
     cfg: CostConfig,
     functions: BTreeMap<K, FunctionCostState>,
     dropped: BTreeMap<&'static str, u64>,
+    dlq: DlqBacklog,
 }
 
-impl<K: Ord + Clone> CostStage<K> {
+impl<K: Ord + Clone + FunctionName> CostStage<K> {
     pub fn new(prices: PriceTable, cfg: CostConfig) -> Self {
         CostStage {
             prices,
             cfg,
             functions: BTreeMap::new(),
             dropped: BTreeMap::new(),
+            dlq: DlqBacklog::new(MAX_DLQ_QUEUES),
         }
+    }
+
+    /// Records the newest backlog reading of a DLQ `queue` of `function` (from the CloudWatch
+    /// poller): reported in the retry status of every version of that function, and on
+    /// `/metrics`, until it is an hour old. Returns the queues dropped so far (beyond
+    /// [`MAX_DLQ_QUEUES`]).
+    pub fn record_dlq_backlog(
+        &mut self,
+        queue: &str,
+        function: &str,
+        messages: f64,
+        at_unix: u64,
+    ) -> u64 {
+        self.dlq.record(queue, function, messages, at_unix);
+        self.dlq.queues_dropped
     }
 
     pub fn len(&self) -> usize {
@@ -228,6 +295,8 @@ impl<K: Ord + Clone> CostStage<K> {
                 region: f.region.clone(),
                 ledger: f.ledger.clone(),
                 list_cost: f.list_cost,
+                surprise: f.surprise.save(),
+                retry: f.retry.save(),
             })
             .collect()
     }
@@ -244,19 +313,32 @@ impl<K: Ord + Clone> CostStage<K> {
             if self.functions.contains_key(&s.key) || self.prices.region(&s.region).is_err() {
                 continue;
             }
+            let mut surprise = SurpriseDetector::new(self.cfg.surprise.clone());
+            surprise.restore(s.surprise);
+            let mut retry = RetryTracker::new(self.cfg.retry.clone());
+            retry.restore(s.retry);
             self.functions.insert(
                 s.key,
                 FunctionCostState {
                     region: s.region,
                     ledger: s.ledger,
                     list_cost: s.list_cost,
-                    surprise: SurpriseDetector::new(self.cfg.surprise.clone()),
-                    retry: RetryTracker::new(self.cfg.retry.clone()),
+                    surprise,
+                    retry,
                 },
             );
             n += 1;
         }
         n
+    }
+
+    /// Provisioned concurrency units configured for `key`'s function (0 if none).
+    fn units(&self, key: &K) -> u32 {
+        self.cfg
+            .provisioned_concurrency
+            .get(key.function_name())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Evaluates every function at `now`.
@@ -274,10 +356,14 @@ impl<K: Ord + Clone> CostStage<K> {
             // Scale each function by its own window, then price them together.
             let scaled: Vec<_> = keys
                 .iter()
-                .filter_map(|k| self.functions.get(*k))
-                .map(|f| {
+                .filter_map(|k| self.functions.get(*k).map(|f| (k, f)))
+                .map(|(k, f)| {
                     let (u, window) = f.ledger.usage_over(now, self.cfg.lookback_days);
-                    scale_to_30d(&u, window)
+                    let mut scaled = scale_to_30d(&u, window);
+                    // Configured units are enabled all month.
+                    scaled.provisioned_concurrency = self.units(k);
+                    scaled.provisioned_seconds = THIRTY_DAYS_SECS;
+                    scaled
                 })
                 .collect();
             let bill = monthly_bill(
@@ -290,12 +376,20 @@ impl<K: Ord + Clone> CostStage<K> {
             }
         }
         let mut out = Vec::with_capacity(self.functions.len());
+        let pc = &self.cfg.provisioned_concurrency;
         for (k, f) in self.functions.iter_mut() {
             let p = projected.get(k).copied();
+            let units = pc.get(k.function_name()).copied().unwrap_or(0);
             let today = self
                 .prices
                 .region(&f.region)
-                .map(|r| f.ledger.day_cost(r, now).account.total.usd())
+                .map(|r| {
+                    // List price of today's usage, plus the configured units since 00:00 UTC.
+                    let mut u = f.ledger.day_usage(now);
+                    u.provisioned_concurrency = units;
+                    u.provisioned_seconds = now % 86_400;
+                    monthly_bill(r, None, &[u]).account.total.usd()
+                })
                 .unwrap_or(0.0);
             out.push((
                 k.clone(),
@@ -304,11 +398,15 @@ impl<K: Ord + Clone> CostStage<K> {
                     arch: f.ledger.arch(),
                     memory_mb: f.ledger.memory_mb(),
                     ephemeral_storage_mb: f.ledger.ephemeral_storage_mb(),
+                    provisioned_concurrency: units,
                     cost_usd_total: f.list_cost.usd(),
                     today_usd: today,
                     projected_30d_usd: p.unwrap_or(0.0),
                     surprise: f.surprise.evaluate(now, p),
-                    retry: f.retry.evaluate(now),
+                    retry: RetryStatus {
+                        dlq: self.dlq.for_function(k.function_name(), now),
+                        ..f.retry.evaluate(now)
+                    },
                 },
             ));
         }
@@ -372,10 +470,10 @@ mod tests {
             max_functions: 1,
             ..CostConfig::default()
         };
-        let mut s: CostStage<u32> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
-        assert!(s.record(&1, &inv(T0, "us-east-1", Some("r1"))));
-        assert!(!s.record(&2, &inv(T0, "us-east-1", None)));
-        assert!(!s.record(&1, &inv(T0, "xx-nowhere-1", None)));
+        let mut s: CostStage<&str> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
+        assert!(s.record(&"f1", &inv(T0, "us-east-1", Some("r1"))));
+        assert!(!s.record(&"f2", &inv(T0, "us-east-1", None)));
+        assert!(!s.record(&"f1", &inv(T0, "xx-nowhere-1", None)));
         assert_eq!(s.dropped().get("too_many_functions"), Some(&1));
         assert_eq!(s.dropped().get("unknown_region"), Some(&1));
         assert_eq!(s.len(), 1);
@@ -383,25 +481,238 @@ mod tests {
 
     #[test]
     fn retries_flow_through() {
-        let mut s: CostStage<u8> =
+        let mut s: CostStage<&str> =
             CostStage::new(PriceTable::embedded().unwrap(), CostConfig::default());
         let ids: Vec<&'static str> = (0..100)
             .map(|i| &*Box::leak(format!("req-{i}").into_boxed_str()))
             .collect();
         for id in &ids {
-            s.record(&0, &inv(T0, "us-east-1", Some(id)));
+            s.record(&"f", &inv(T0, "us-east-1", Some(id)));
         }
         for id in &ids[..20] {
-            s.record(&0, &inv(T0 + 60, "us-east-1", Some(id)));
+            s.record(&"f", &inv(T0 + 60, "us-east-1", Some(id)));
         }
         let out = s.evaluate(T0 + 120);
         let r = &out[0].1.retry;
         assert_eq!(r.retries, 20.0);
         assert!(r.alert);
+        assert!(r.dlq.is_empty());
+        // The DLQ backlog of the function's queue joins its retry status and samples.
+        assert_eq!(s.record_dlq_backlog("f-dlq", "f", 7.0, T0), 0);
+        s.record_dlq_backlog("other-dlq", "g", 1.0, T0);
+        let out = s.evaluate(T0 + 150);
+        let r = &out[0].1.retry;
+        assert_eq!(r.dlq.len(), 1);
+        assert_eq!((r.dlq[0].queue.as_str(), r.dlq[0].messages), ("f-dlq", 7.0));
+        assert!(out[0].1.samples().iter().any(|m| {
+            m.name == names::DLQ_REDRIVE_BACKLOG
+                && m.value == 7.0
+                && m.labels == vec![("queue", "f-dlq".to_string())]
+        }));
         // A budget below the projection fires the budget surprise.
-        assert!(s.set_budget(&0, Some(0.001)));
-        assert!(!s.set_budget(&9, Some(1.0)));
+        assert!(s.set_budget(&"f", Some(0.001)));
+        assert!(!s.set_budget(&"g", Some(1.0)));
         let out = s.evaluate(T0 + 180);
         assert!(out[0].1.surprise.budget_alert, "{:?}", out[0].1.surprise);
+    }
+
+    #[test]
+    fn configured_provisioned_concurrency_enters_the_day_cost_and_the_projection() {
+        let cfg = CostConfig {
+            provisioned_concurrency: BTreeMap::from([("pc".to_owned(), 10)]),
+            ..CostConfig::default()
+        };
+        let mut s: CostStage<&str> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
+        // 512 MB x86 us-east-1: one on-demand invocation of 1 s, one served by a provisioned
+        // environment of 2 s; the same traffic on a function without units.
+        for key in ["pc", "plain"] {
+            assert!(s.record(&key, &inv(T0, "us-east-1", None)));
+            let mut on_pc = inv(T0 + 1, "us-east-1", None);
+            on_pc.on_provisioned = true;
+            on_pc.billed_ms = 2000;
+            assert!(s.record(&key, &on_pc));
+        }
+        // Noon: a 43,200 s window, scaled × 60 to 30 days.
+        let out = s.evaluate(T0 + 43_200);
+        let pc = &out.iter().find(|(k, _)| *k == "pc").unwrap().1;
+        let plain = &out.iter().find(|(k, _)| *k == "plain").unwrap().1;
+        assert_eq!(pc.provisioned_concurrency, 10);
+        assert_eq!(plain.provisioned_concurrency, 0);
+        // By hand, from the price table (us-east-1 x86_64), no free tier with PC enabled:
+        //   standing: 10 × 0.5 GB × 2,592,000 s = 12,960,000 GB-s × 0.0000041667 = 54.000432
+        //   on-demand duration: 0.5 GB × 1 s × 60 = 30 GB-s × 0.0000166667   =  0.000500001
+        //   PC duration: 0.5 GB × 2 s × 60 = 60 GB-s × 0.0000097222          =  0.000583332
+        //   requests: 120 × $0.20 / 1 M                                       =  0.000024
+        let want = 54.000432 + 0.000500001 + 0.000583332 + 0.000024;
+        assert!(
+            (pc.projected_30d_usd - want).abs() < 1e-9,
+            "{} vs {want}",
+            pc.projected_30d_usd
+        );
+        // Today until noon: standing 10 × 0.5 × 43,200 = 216,000 GB-s × 0.0000041667 = 0.9000072,
+        // on-demand 0.5 GB-s × 0.0000166667, PC duration 1 GB-s × 0.0000097222, 2 requests.
+        let today = 0.9000072 + 0.5 * 0.0000166667 + 0.0000097222 + 2.0 * 0.0000002;
+        assert!((pc.today_usd - today).abs() < 1e-12, "{}", pc.today_usd);
+        // Without units the standing charge is absent (and the free tier covers the rest).
+        assert!(
+            plain.today_usd < 0.0001 && plain.projected_30d_usd < 0.01,
+            "{plain:?}"
+        );
+        // The per-invocation list-price counter has no standing charge.
+        assert_eq!(pc.cost_usd_total, plain.cost_usd_total);
+    }
+
+    #[test]
+    fn baseline_and_retry_ids_survive_a_checkpoint_round_trip() {
+        use super::super::surprise::hour_of_week;
+        let cfg = CostConfig::default();
+        let prices = PriceTable::embedded().unwrap();
+        let mut s: CostStage<String> = CostStage::new(prices.clone(), cfg.clone());
+        let f = "orders".to_owned();
+        // One week of 60 invocations an hour (one a minute), then a restart.
+        let week = 7 * 86_400;
+        for m in 0..(week / 60) {
+            s.record(&f, &inv(T0 + m * 60, "us-east-1", None));
+        }
+        // 100 request ids, 20 of them retried after a minute (a storm), just before the restart.
+        let t = T0 + week;
+        let ids: Vec<&'static str> = (0..100)
+            .map(|i| &*Box::leak(format!("req-{i}").into_boxed_str()))
+            .collect();
+        for id in &ids {
+            s.record(&f, &inv(t, "us-east-1", Some(id)));
+        }
+        for id in &ids[..20] {
+            s.record(&f, &inv(t + 60, "us-east-1", Some(id)));
+        }
+        let before = s.evaluate(t + 119);
+        assert!(before[0].1.retry.alert, "{:?}", before[0].1.retry);
+        assert_eq!(before[0].1.surprise.baseline_per_hour, Some(60.0));
+        // The burst (120 invocations in 2 minutes) is a rate surprise too.
+        assert!(before[0].1.surprise.rate_alert);
+        // Through JSON, as `crate::checkpoint` writes it.
+        let json = serde_json::to_string(&s.saved()).unwrap();
+        let saved: Vec<SavedFunctionCost<String>> = serde_json::from_str(&json).unwrap();
+        assert!(json.len() < 12_000, "{} bytes", json.len());
+
+        let restart = |saved: Vec<SavedFunctionCost<String>>| {
+            let mut r: CostStage<String> = CostStage::new(prices.clone(), cfg.clone());
+            assert_eq!(r.restore(saved), 1);
+            r
+        };
+        let mut restored = restart(saved.clone());
+        // The baseline is there at once: the same slot judges, a normal rate does not alert.
+        let after = restored.evaluate(t + 150);
+        let sp = &after[0].1.surprise;
+        assert_eq!(sp.hour_of_week, hour_of_week(t + 150));
+        assert_eq!(sp.baseline_per_hour, Some(60.0));
+        // Both were firing: they still are, and neither starts again (no second notification).
+        assert!(sp.rate_alert && sp.started.is_empty(), "{sp:?}");
+        // The storm was firing: it still is, and does not start again (no second notification).
+        assert!(after[0].1.retry.alert && !after[0].1.retry.started);
+        assert_eq!(after[0].1.retry.retries, 20.0);
+        // A retry that straddles the restart is a retry.
+        restored.record(&f, &inv(t + 170, "us-east-1", Some(ids[50])));
+        assert_eq!(restored.evaluate(t + 171)[0].1.retry.retries, 21.0);
+        // Back to one a minute until the next hour: the rate surprise resolves.
+        let spike_at = t + 3600 - (t % 3600) + 600;
+        for m in (t + 180..spike_at).step_by(60) {
+            restored.record(&f, &inv(m, "us-east-1", None));
+        }
+        assert!(!restored.evaluate(spike_at - 1)[0].1.surprise.rate_alert);
+        // 10× the baseline for 5 minutes (50 > the 30-invocation floor): caught at the first
+        // evaluation.
+        for m in 0..5 {
+            for _ in 0..10 {
+                restored.record(&f, &inv(spike_at + m * 60, "us-east-1", None));
+            }
+        }
+        let sp = &restored.evaluate(spike_at + 4 * 60 + 59)[0].1.surprise;
+        assert!(sp.rate_alert && sp.started == vec!["rate"], "{sp:?}");
+
+        // Control: without the saved state the same spike is not judged (no baseline).
+        let mut bare = saved.clone();
+        bare[0].surprise = Default::default();
+        bare[0].retry = Default::default();
+        let mut control = restart(bare);
+        for m in 0..5 {
+            for _ in 0..10 {
+                control.record(&f, &inv(spike_at + m * 60, "us-east-1", None));
+            }
+        }
+        let out = control.evaluate(spike_at + 4 * 60 + 59);
+        assert_eq!(out[0].1.surprise.baseline_per_hour, None);
+        assert!(!out[0].1.surprise.rate_alert && !out[0].1.retry.alert);
+
+        // A checkpoint written before these fields existed (as the earlier struct wrote it)
+        // still loads.
+        #[derive(serde::Serialize)]
+        struct Before<'a> {
+            key: &'a str,
+            region: &'a str,
+            ledger: &'a CostLedger,
+            list_cost: Money,
+        }
+        let old = serde_json::to_string(&[Before {
+            key: &f,
+            region: &saved[0].region,
+            ledger: &saved[0].ledger,
+            list_cost: saved[0].list_cost,
+        }])
+        .unwrap();
+        assert!(!old.contains("surprise") && !old.contains("retry"));
+        let old: Vec<SavedFunctionCost<String>> = serde_json::from_str(&old).unwrap();
+        let out = restart(old).evaluate(t + 150);
+        assert_eq!(out[0].1.surprise.baseline_per_hour, None);
+        assert_eq!(out[0].1.cost_usd_total, before[0].1.cost_usd_total);
+    }
+
+    #[test]
+    fn checkpointed_retry_ids_are_hash_sampled_to_their_cap() {
+        let cfg = CostConfig::default();
+        let mut s: CostStage<&str> = CostStage::new(PriceTable::embedded().unwrap(), cfg.clone());
+        // 1,000 ids, each retried once (fraction 1/2), in one window.
+        let ids: Vec<&'static str> = (0..1000)
+            .map(|i| &*Box::leak(format!("id-{i}").into_boxed_str()))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            s.record(&"f", &inv(T0 + i as u64 / 10, "us-east-1", Some(id)));
+            s.record(&"f", &inv(T0 + 100 + i as u64 / 10, "us-east-1", Some(id)));
+        }
+        let saved = s.saved();
+        let r = &saved[0].retry;
+        assert!(
+            r.ids.len() <= cfg.retry.checkpoint_max_ids,
+            "{}",
+            r.ids.len()
+        );
+        assert!(
+            r.shift >= 3,
+            "1,000 ids → ≤ 128 needs 3 halvings: {}",
+            r.shift
+        );
+        let owned: Vec<SavedFunctionCost<&str>> = saved
+            .into_iter()
+            .map(|x| SavedFunctionCost {
+                key: *x.key,
+                region: x.region,
+                ledger: x.ledger,
+                list_cost: x.list_cost,
+                surprise: x.surprise,
+                retry: x.retry,
+            })
+            .collect();
+        let mut restored: CostStage<&str> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
+        restored.restore(owned);
+        let st = restored
+            .evaluate(T0 + 300)
+            .into_iter()
+            .next()
+            .unwrap()
+            .1
+            .retry;
+        // Every sampled id keeps both occurrences: the fraction is exactly 1/2, unbiased.
+        assert_eq!(st.retry_fraction, 0.5, "{st:?}");
+        assert!((st.invocations - 2000.0).abs() / 2000.0 < 0.35, "{st:?}");
     }
 }

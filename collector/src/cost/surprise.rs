@@ -10,9 +10,16 @@
 //! count of that hour in the last `baseline_weeks` weeks (default 4); the baseline is their
 //! **median**, so one earlier spike (or outage) in the same slot does not move it, which an EWMA
 //! would. A slot needs `min_baseline_weeks` (default 1) complete hours before it can judge.
-//! Hours with no observation at all are recorded as zero traffic (a collector restart starts the
-//! baseline afresh). Invocations dated before the current hour arrive too late for the baseline
-//! and are counted in `late_dropped`.
+//! Hours with no observation at all are recorded as zero traffic. Invocations dated before the
+//! current hour arrive too late for the baseline and are counted in `late_dropped`.
+//!
+//! **Restarts.** [`SurpriseDetector::save`] / [`SurpriseDetector::restore`] carry the baseline,
+//! the current hour's count, the per-minute buckets and the firing flags through a checkpoint
+//! (`cost::stage::SavedFunctionCost`), so a restarted collector neither re-learns (no week
+//! without rate alerts) nor re-fires. The saved form lists only the known counts of each slot,
+//! oldest first, so it loads under another `baseline_weeks` (the newest weeks are kept). Size:
+//! at most 168 × `baseline_weeks` counts + 60 minute buckets: ≤ ~4 KB of JSON per function at
+//! the defaults (≤ ~22 KB at `MAX_BASELINE_WEEKS`), nothing for slots never observed.
 //!
 //! **Rate test.** The last `window_minutes` (default 5) of per-minute counts, against
 //! `rate_multiple` (default 3) × the slot's baseline scaled to the window, and never below
@@ -83,6 +90,38 @@ pub struct SurpriseDetector {
     pub late_dropped: u64,
 }
 
+/// The state a checkpoint keeps of one detector (every field defaulted, so a checkpoint
+/// written before it existed loads as "nothing learnt yet").
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct SavedSurprise {
+    /// `(slot, known hourly counts oldest first)` for every slot with at least one known week.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<(u8, Vec<u32>)>,
+    /// Absolute hour (unix s / 3600) being counted, and its count so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hour: Option<u64>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hour_count: u64,
+    /// `(absolute minute, count)` of the per-minute buckets the rate window can still read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub minutes: Vec<(u64, u32)>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rate_firing: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub budget_firing: bool,
+}
+
+impl SavedSurprise {
+    pub fn is_empty(&self) -> bool {
+        *self == SavedSurprise::default()
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What one evaluation found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SurpriseStatus {
@@ -132,6 +171,73 @@ impl SurpriseDetector {
 
     pub fn config(&self) -> &SurpriseConfig {
         &self.cfg
+    }
+
+    /// The state a checkpoint keeps (see the module doc for its size).
+    pub fn save(&self) -> SavedSurprise {
+        let slots = (0..SLOTS)
+            .filter_map(|slot| {
+                let start = slot * self.weeks_len;
+                let next = usize::from(self.next[slot]);
+                let known: Vec<u32> = (0..self.weeks_len)
+                    .map(|i| self.weeks[start + (next + i) % self.weeks_len])
+                    .filter(|c| *c != NO_DATA)
+                    .collect();
+                (!known.is_empty()).then_some((slot as u8, known))
+            })
+            .collect();
+        // Only the buckets the rate window can still read.
+        let newest = self
+            .minute_stamp
+            .iter()
+            .filter(|m| **m != u64::MAX)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let oldest = newest.saturating_sub(u64::from(self.cfg.window_minutes));
+        let mut minutes: Vec<(u64, u32)> = self
+            .minute_stamp
+            .iter()
+            .zip(self.minute_count.iter())
+            .filter(|(stamp, count)| **stamp != u64::MAX && **stamp > oldest && **count > 0)
+            .map(|(stamp, count)| (*stamp, *count))
+            .collect();
+        minutes.sort_unstable();
+        SavedSurprise {
+            slots,
+            hour: self.hour,
+            hour_count: self.hour_count,
+            minutes,
+            rate_firing: self.rate_firing,
+            budget_firing: self.budget_firing,
+        }
+    }
+
+    /// Loads a saved state into this detector (its configuration stays). Slots beyond 167 are
+    /// ignored; a slot with more known weeks than `baseline_weeks` keeps the newest.
+    pub fn restore(&mut self, saved: SavedSurprise) {
+        for (slot, counts) in saved.slots {
+            let slot = usize::from(slot);
+            if slot >= SLOTS {
+                continue;
+            }
+            for c in counts.into_iter().filter(|c| *c != NO_DATA) {
+                let pos = usize::from(self.next[slot]);
+                self.weeks[slot * self.weeks_len + pos] = c;
+                self.next[slot] = ((pos + 1) % self.weeks_len) as u8;
+            }
+        }
+        self.hour = saved.hour;
+        self.hour_count = saved.hour_count;
+        for (minute, count) in saved.minutes {
+            let i = (minute % MINUTES as u64) as usize;
+            if self.minute_stamp[i] == u64::MAX || self.minute_stamp[i] < minute {
+                self.minute_stamp[i] = minute;
+                self.minute_count[i] = count;
+            }
+        }
+        self.rate_firing = saved.rate_firing;
+        self.budget_firing = saved.budget_firing;
     }
 
     /// Counts `invocations` at `now`. Observations older than the current hour are ignored
