@@ -458,7 +458,8 @@ pub fn settings(cfg: &AwsConfig) -> AwsSettings {
     AwsSettings {
         region: cfg.region.clone(),
         endpoint_url: cfg.endpoint_url.clone(),
-        max_attempts: 0,
+        max_attempts: cfg.max_attempts,
+        initial_backoff: cfg.retry_initial_backoff,
     }
 }
 
