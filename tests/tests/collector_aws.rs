@@ -623,7 +623,7 @@ fn assert_backoff(attempts: &[Attempt]) -> (Duration, Duration, usize) {
 ///
 /// The second collector (S3 checkpoint and lease) runs without static keys, on task-role
 /// credentials from a loopback container-credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`
-/// + `AWS_CONTAINER_AUTHORIZATION_TOKEN`, as on Fargate): the endpoint is called with the token
+/// and `AWS_CONTAINER_AUTHORIZATION_TOKEN`, as on Fargate): the endpoint is called with the token
 /// and every request reaching the proxy is signed with the access key id it served.
 #[test]
 fn aws_errors_are_retried_with_backoff_and_counted() {
@@ -927,4 +927,104 @@ fn aws_errors_are_retried_with_backoff_and_counted() {
     }
     let b_ok = attempts_b.iter().filter(|a| a.status == 200).count();
     assert!(b_ok >= 4, "{b_ok} successful calls with the task role");
+}
+
+/// SNS's 256 KiB limit end to end: an SLO whose alerts carry a 300 KB label (a spec file's
+/// `labels`) fires; its alert goes through the real SNS `Publish` of moto into the subscribed
+/// SQS queue, under the limit, still valid JSON with the message attributes, every field kept,
+/// the cut label and the original size stated in the message, and counted in
+/// `lambdawatch_sns_truncated_total`.
+#[test]
+fn an_oversize_alert_is_cut_to_fit_sns_and_still_delivered() {
+    let moto_server = lambdawatch_tests::moto::start();
+    let moto = moto_server.url.clone();
+    let topic = boto3(
+        &moto,
+        "sns=boto3.client('sns',**kw); sqs=boto3.client('sqs',**kw)\n\
+         t=sns.create_topic(Name='lambdawatch-alerts')['TopicArn']\n\
+         q=sqs.create_queue(QueueName='oncall')['QueueUrl']\n\
+         arn=sqs.get_queue_attributes(QueueUrl=q, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+         sns.subscribe(TopicArn=t, Protocol='sqs', Endpoint=arn)\n\
+         cw=boto3.client('cloudwatch',**kw)\n\
+         cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[{'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':9,'Unit':'Count'}])\n\
+         print(t, end='')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("slos.yaml");
+    let context = "c".repeat(300_000);
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nslos:\n  - name: throttles\n    sli: {{type: throttles}}\n    objective: 5\n    labels:\n      team: payments\n      context: {context}\n"
+        ),
+    )
+    .unwrap();
+    let (_c, _, admin) = collector(
+        &[
+            ("LAMBDAWATCH_AWS_ENDPOINT_URL", &moto),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
+            ("LAMBDAWATCH_CLOUDWATCH_FUNCTIONS", "orders"),
+            ("LAMBDAWATCH_SNS_TOPIC_ARN", &topic),
+            ("LAMBDAWATCH_SLO_FILE", spec.to_str().unwrap()),
+            ("LAMBDAWATCH_TASK_ID", "sns-limit"),
+            ("LAMBDAWATCH_LEASE_TTL", ""),
+        ],
+        &[],
+    );
+    let msg = wait_until("the oversize alert in SQS", Duration::from_secs(60), || {
+        let out = boto3(
+            &moto,
+            "sqs=boto3.client('sqs',**kw)\n\
+             q=sqs.get_queue_url(QueueName='oncall')['QueueUrl']\n\
+             r=sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1)\n\
+             print(json.dumps([json.loads(x['Body']) for x in r.get('Messages', [])]))",
+        );
+        let msgs: Vec<Value> = serde_json::from_str(&out).unwrap();
+        msgs.into_iter()
+            .find(|m| m["MessageAttributes"]["slo"]["Value"] == "throttles")
+    });
+    let attrs = &msg["MessageAttributes"];
+    for (k, v) in [
+        ("function", "orders"),
+        ("status", "firing"),
+        ("alertname", "LambdawatchThrottleBudgetExhausted"),
+    ] {
+        assert_eq!(attrs[k]["Value"], v, "{attrs}");
+    }
+    let body = msg["Message"].as_str().unwrap();
+    let attr_bytes: usize = attrs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| k.len() + v["Value"].as_str().unwrap().len() + "String".len())
+        .sum();
+    assert!(
+        body.len() + attr_bytes <= 262_144,
+        "{} + {attr_bytes} bytes",
+        body.len()
+    );
+    let alert: Value = serde_json::from_str(body).expect("the SNS message is valid JSON");
+    assert_eq!(alert["truncated"], true);
+    let note = alert["truncation"].as_str().unwrap();
+    assert!(note.contains("labels.context"), "{note}");
+    assert!(note.contains("SNS allows 262144 bytes"), "{note}");
+    assert_eq!(alert["labels"]["team"], "payments");
+    assert_eq!(alert["labels"]["function"], "orders");
+    assert_eq!(
+        alert["evidence"]["total"], 9,
+        "the evidence survives the cut"
+    );
+    let cut = alert["labels"]["context"].as_str().unwrap();
+    assert!(
+        cut.starts_with("ccc") && cut.contains("…[cut "),
+        "{}",
+        &cut[cut.len() - 40..]
+    );
+    assert!(cut.len() < 262_144 && cut.len() > 200_000, "{}", cut.len());
+    let text = http::get(&format!("http://{admin}/metrics"), T)
+        .unwrap()
+        .text();
+    assert_eq!(sample(&text, "lambdawatch_sns_truncated_total"), Some(1.0));
 }
