@@ -715,7 +715,7 @@ pub async fn run_exporters(
     }
 }
 
-/// Feeds platform counts (poller, Firehose) into the same path as Metric Streams over OTLP.
+/// Feeds Firehose platform counts into the same path as Metric Streams over OTLP.
 /// Returns how many were used, or why the ingest queue refused them.
 fn ingest_counts(
     ingest: &Ingest,
@@ -740,6 +740,7 @@ pub async fn run_poller(
     cancel: CancellationToken,
     ledger: tokio::sync::watch::Sender<cloudwatch::Ledger>,
 ) {
+    let ledger = Arc::new(ledger);
     let Some(interval) = cfg.cloudwatch_poll_interval else {
         return;
     };
@@ -792,8 +793,8 @@ pub async fn run_poller(
         stats
             .projected_cost_millis
             .store((cost * 1000.0).round() as u64, Ordering::Relaxed);
-        // What had been emitted before this poll: restored if the ingest queue refuses the
-        // poll's counts, so the next poll re-emits exactly those and nothing already counted.
+        // What had been emitted before this poll: restored if the aggregator is gone, so the
+        // next poll re-emits exactly those and nothing already counted.
         let before = poller.ledger.clone();
         let result = poller.poll(&target, SystemTime::now()).await;
         AwsStats::add(&stats.poll_calls, poller.last_calls as u64);
@@ -801,11 +802,20 @@ pub async fn run_poller(
             Ok(counts) => {
                 AwsStats::add(&stats.poll_ok, 1);
                 let points: Vec<_> = counts.into_iter().map(|c| (origin.clone(), c)).collect();
-                if let Err(r) = ingest_counts(&ingest, &points) {
-                    tracing::warn!(
-                        reason = r.label(),
-                        "CloudWatch counts refused by the ingest queue; re-read next poll"
-                    );
+                let (batch, _) = ingest
+                    .decoder
+                    .platform_batch(&points, crate::ingest::now_s());
+                // Counts and cursor in one step of the aggregator owner, where the checkpoint
+                // reads both: a checkpoint never holds one without the other.
+                let (tx, next) = (ledger.clone(), poller.ledger.clone());
+                let applied = aggregates
+                    .query(move |a| {
+                        a.apply(batch);
+                        tx.send_replace(next);
+                    })
+                    .await;
+                if applied.is_err() {
+                    tracing::warn!("CloudWatch counts not applied (aggregator gone)");
                     poller.ledger = before;
                 }
             }
@@ -814,7 +824,6 @@ pub async fn run_poller(
                 tracing::warn!(error = %e, "CloudWatch poll failed");
             }
         }
-        ledger.send_replace(poller.ledger.clone());
         stats.lease.publish_ledger(token, &poller.ledger);
     }
 }
@@ -884,6 +893,7 @@ pub async fn run_lease(
             }
         };
         let step = policy.step(start, current.as_ref().map(|(r, v)| (r, v.as_str())));
+        let previous = current.as_ref().map(|(r, _)| r.holder.clone());
         let carried = current.and_then(|(r, _)| r.ledger).map(Arc::new);
         let (next, expected, takeover) = match step {
             Step::Wait => {
@@ -917,7 +927,19 @@ pub async fn run_lease(
                 failing = false;
                 if takeover {
                     AwsStats::add(&stats.lease_acquired, 1);
-                    handover = carried;
+                    // Continue from the previous holder's last checkpoint: its counts and
+                    // that ledger were written together, so the polls it made after it (lost
+                    // with it, or never saved) are counted again exactly once. The lease
+                    // record's ledger only when that checkpoint is unusable.
+                    let mine = crate::checkpoint::task_of_identity(&me);
+                    handover = match previous.as_deref().map(crate::checkpoint::task_of_identity) {
+                        None => None,
+                        Some(prev) => match crate::checkpoint::handover(&store, mine, prev).await {
+                            crate::checkpoint::Handover::Own => None,
+                            crate::checkpoint::Handover::Checkpoint(l) => Some(Arc::new(l)),
+                            crate::checkpoint::Handover::Record => carried,
+                        },
+                    };
                     tracing::info!(token = next, holder = %me, "lease acquired: this task polls CloudWatch and publishes to SNS");
                 }
                 token = next;

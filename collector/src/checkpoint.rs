@@ -45,11 +45,14 @@
 //! CloudWatch poller's ledger. Not saved: the HdrHistograms behind P50/P90/P99 — their display
 //! history restarts empty after a restart (the SLO counts, which alerts use, do not).
 //!
-//! The ledger and the counts are read one after the other, not atomically: the ledger first, so
-//! if a poll lands in between, its counts are in the checkpoint but not in the ledger and a
-//! restore from exactly that checkpoint counts that one poll's deltas twice (never loses them).
-//! The window is the time between two reads in one task; closing it needs the ledger to travel
-//! through the ingest queue with its counts.
+//! The ledger and the counts are one: the poller applies each poll's counts and publishes its new
+//! ledger in one step inside the aggregator owner (`crate::aws::run_poller`), and the writer
+//! reads both in one step there too, so every document — one conditional write — holds exactly
+//! the counts its ledger says were emitted. A kill at any point therefore restores counts and
+//! cursor that agree: the polls after the last checkpoint are lost from the counts *and* the
+//! cursor, so the next poll counts them again, once. With a lease, a new holder continues from
+//! the previous holder's last checkpoint's ledger, not from the lease record's (see
+//! `crate::aws::run_lease`).
 //!
 //! A checkpoint of another version, or one that does not decode, is ignored with one log line;
 //! one counted against another layout (the SLO spec's thresholds changed) has its counts ignored
@@ -437,6 +440,47 @@ pub fn decode(body: &[u8]) -> Result<Document, DecodeError> {
     serde_json::from_slice(&json).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
+/// Where a new lease holder's poller continues from, given the previous holder's task id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handover {
+    /// Keep this task's own ledger: the previous holder was this task (a restart: the restored
+    /// checkpoint's ledger matches the restored counts) or its checkpoint was adopted by this
+    /// task.
+    Own,
+    /// The ledger of the previous holder's last checkpoint: exactly what its saved counts hold.
+    Checkpoint(Ledger),
+    /// No usable checkpoint of the previous holder: fall back to the lease record's ledger.
+    Record,
+}
+
+/// The task id in a lease identity (`crate::aws::lease_identity`: `<task id>/<pid>-<nonce>`).
+pub fn task_of_identity(identity: &str) -> &str {
+    identity.rsplit_once('/').map_or(identity, |(t, _)| t)
+}
+
+/// Decides [`Handover`] for `my_task` taking the lease over from `previous_task`, reading the
+/// previous holder's checkpoint from `store`.
+pub async fn handover(store: &Store, my_task: &str, previous_task: &str) -> Handover {
+    if previous_task == my_task {
+        return Handover::Own;
+    }
+    match store.load(&format!("{KEY_PREFIX}{previous_task}")).await {
+        Ok(Some(v)) => match decode(&v.body) {
+            Ok(doc) => doc.ledger.map_or(Handover::Record, Handover::Checkpoint),
+            Err(DecodeError::Adopted(by)) if by == my_task => Handover::Own,
+            Err(e) => {
+                tracing::info!(task = previous_task, error = %e, "previous lease holder's checkpoint unusable; continuing from the lease record's ledger");
+                Handover::Record
+            }
+        },
+        Ok(None) => Handover::Record,
+        Err(e) => {
+            tracing::warn!(task = previous_task, error = %e, "previous lease holder's checkpoint unreadable; continuing from the lease record's ledger");
+            Handover::Record
+        }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -725,12 +769,18 @@ impl Writer {
     /// One checkpoint of the current state.
     pub async fn save_once(&mut self) -> bool {
         let alerts = self.alerts.borrow().clone();
-        let ledger = self.ledger.as_ref().map(|l| l.borrow().clone());
+        let ledger = self.ledger.clone();
         let task = self.checkpointer.task_id.clone();
         let now_s = now_s();
+        // The ledger is read inside the aggregator owner, where the poller also applies each
+        // poll's counts together with its new ledger (`crate::aws::run_poller`): the document
+        // holds exactly the counts its ledger says were emitted.
         let json = self
             .aggregates
-            .query(move |a| to_json(a, &task, now_s, &alerts, ledger.as_ref()))
+            .query(move |a| {
+                let ledger = ledger.as_ref().map(|l| l.borrow().clone());
+                to_json(a, &task, now_s, &alerts, ledger.as_ref())
+            })
             .await;
         let json = match json {
             Ok(Ok(j)) => j,

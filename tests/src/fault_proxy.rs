@@ -156,6 +156,11 @@ impl FaultProxy {
         }
     }
 
+    /// Adds a rule after the existing ones (it applies from the next request on).
+    pub fn add_rule(&self, rule: Rule) {
+        self.state.lock().expect("proxy state").rules.push(rule);
+    }
+
     /// Every attempt so far, in arrival order.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.state.lock().expect("proxy state").attempts.clone()
