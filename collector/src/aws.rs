@@ -100,6 +100,9 @@ pub struct AwsStats {
     pub sns_suppressed: AtomicU64,
     /// Polls skipped because this task does not hold the lease.
     pub poll_skipped: AtomicU64,
+    /// Resolves published (or not) for alerts a previous lease holder paged.
+    pub takeover_resolves_sent: AtomicU64,
+    pub takeover_resolves_failed: AtomicU64,
     /// This task's view of the lease (always the holder when no lease is configured).
     pub lease: LeaseCell,
 }
@@ -110,6 +113,9 @@ pub struct LeaseCell {
     state: watch::Sender<LeaseState>,
     /// The poller's ledger and the token it was built under (written to the lease record).
     ledger: watch::Sender<Option<(u64, Arc<Ledger>)>>,
+    /// The SNS topic (and SDK settings) when SNS is a sink: registered by [`SnsSink::new`] so
+    /// the lease task can publish the resolves a takeover owes ([`publish_takeover_resolves`]).
+    sns: std::sync::OnceLock<(AwsSettings, String)>,
 }
 
 /// What the lease task last decided.
@@ -132,6 +138,7 @@ impl Default for LeaseCell {
         Self {
             state: watch::channel(LeaseState::Alone).0,
             ledger: watch::channel(None).0,
+            sns: std::sync::OnceLock::new(),
         }
     }
 }
@@ -210,6 +217,7 @@ impl AwsStats {
         const EXP: &str =
             "Items exported to AWS (log events, segment documents), by exporter and result.";
         const CKPT: &str = "Checkpoint writes (conditional), by result.";
+        const TAKEOVER: &str = "Resolves published by a new lease holder for alerts the previous holder paged, by result.";
         vec![
             s(
                 "lambdawatch_checkpoint_writes_total",
@@ -364,6 +372,20 @@ impl AwsStats {
                 "counter",
                 &[],
                 g(&self.sns_suppressed),
+            ),
+            s(
+                "lambdawatch_sns_takeover_resolves_total",
+                TAKEOVER,
+                "counter",
+                &[("result", "success")],
+                g(&self.takeover_resolves_sent),
+            ),
+            s(
+                "lambdawatch_sns_takeover_resolves_total",
+                TAKEOVER,
+                "counter",
+                &[("result", "failure")],
+                g(&self.takeover_resolves_failed),
             ),
             s(
                 "lambdawatch_cloudwatch_calls_total",
@@ -932,14 +954,22 @@ pub async fn run_lease(
                     // with it, or never saved) are counted again exactly once. The lease
                     // record's ledger only when that checkpoint is unusable.
                     let mine = crate::checkpoint::task_of_identity(&me);
-                    handover = match previous.as_deref().map(crate::checkpoint::task_of_identity) {
+                    let taken = match previous.as_deref().map(crate::checkpoint::task_of_identity) {
                         None => None,
-                        Some(prev) => match crate::checkpoint::handover(&store, mine, prev).await {
-                            crate::checkpoint::Handover::Own => None,
-                            crate::checkpoint::Handover::Checkpoint(l) => Some(Arc::new(l)),
-                            crate::checkpoint::Handover::Record => carried,
-                        },
+                        Some(prev) => Some(crate::checkpoint::takeover(&store, mine, prev).await),
                     };
+                    handover = match taken.as_ref().map(|t| &t.handover) {
+                        None | Some(crate::checkpoint::Handover::Own) => None,
+                        Some(crate::checkpoint::Handover::Checkpoint(l)) => {
+                            Some(Arc::new(l.clone()))
+                        }
+                        Some(crate::checkpoint::Handover::Record) => carried,
+                    };
+                    if let Some(t) = taken
+                        && !t.firing.is_empty()
+                    {
+                        publish_takeover_resolves(&store, mine, t.firing, next, &stats).await;
+                    }
                     tracing::info!(token = next, holder = %me, "lease acquired: this task polls CloudWatch and publishes to SNS");
                 }
                 token = next;
@@ -979,6 +1009,45 @@ pub async fn run_lease(
             Ok(None) => tracing::warn!("lease already taken over at release"),
             Err(e) => {
                 tracing::warn!(error = %e, "lease release failed; another task takes over after the ttl")
+            }
+        }
+    }
+}
+
+/// Publishes to SNS the resolves a new lease holder owes (`crate::checkpoint::takeover_resolves`):
+/// alerts the previous holder paged that are neither firing nor pending here, so a resolve that
+/// happened during the takeover gap is not lost. Compared against this task's own last
+/// checkpoint (written at every alert transition, before its notifications). Counted in
+/// `lambdawatch_sns_takeover_resolves_total{result}`; a failed publish is logged (the SDK has
+/// already retried it).
+async fn publish_takeover_resolves(
+    store: &Store,
+    my_task: &str,
+    previous_firing: Vec<crate::checkpoint::SavedAlert>,
+    token: u64,
+    stats: &AwsStats,
+) {
+    let Some((settings, topic)) = stats.lease.sns.get() else {
+        return;
+    };
+    let Some(own) = crate::checkpoint::own_active(store, my_task).await else {
+        tracing::warn!("own checkpoint unreadable: takeover resolves not published");
+        return;
+    };
+    let resolves = crate::checkpoint::takeover_resolves(previous_firing, &own, SystemTime::now());
+    if resolves.is_empty() {
+        return;
+    }
+    let p = sns::SnsPublisher::new(settings, &stats.calls, topic.clone()).await;
+    for a in &resolves {
+        match p.publish(&sns_alert(a, Some(token))).await {
+            Ok(_) => {
+                AwsStats::add(&stats.takeover_resolves_sent, 1);
+                tracing::info!(fingerprint = %a.fingerprint.as_str(), token, "published the resolve of an alert the previous lease holder paged");
+            }
+            Err(e) => {
+                AwsStats::add(&stats.takeover_resolves_failed, 1);
+                tracing::warn!(error = %e, "takeover resolve not published");
             }
         }
     }
@@ -1053,6 +1122,7 @@ pub struct SnsSink {
 
 impl SnsSink {
     pub fn new(cfg: &AwsConfig, topic_arn: String, stats: Arc<AwsStats>) -> Self {
+        let _ = stats.lease.sns.set((settings(cfg), topic_arn.clone()));
         Self {
             topic_arn,
             settings: settings(cfg),

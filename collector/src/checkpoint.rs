@@ -458,27 +458,90 @@ pub fn task_of_identity(identity: &str) -> &str {
     identity.rsplit_once('/').map_or(identity, |(t, _)| t)
 }
 
-/// Decides [`Handover`] for `my_task` taking the lease over from `previous_task`, reading the
-/// previous holder's checkpoint from `store`.
-pub async fn handover(store: &Store, my_task: &str, previous_task: &str) -> Handover {
+/// What a new lease holder takes over from the previous holder's checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Takeover {
+    pub handover: Handover,
+    /// The alerts the previous holder had firing (it published them to SNS); empty when the
+    /// previous holder was this task or its checkpoint is unusable.
+    pub firing: Vec<SavedAlert>,
+}
+
+/// Decides the [`Takeover`] for `my_task` taking the lease over from `previous_task`, reading
+/// the previous holder's checkpoint from `store`.
+pub async fn takeover(store: &Store, my_task: &str, previous_task: &str) -> Takeover {
+    let record = || Takeover {
+        handover: Handover::Record,
+        firing: Vec::new(),
+    };
     if previous_task == my_task {
-        return Handover::Own;
+        return Takeover {
+            handover: Handover::Own,
+            firing: Vec::new(),
+        };
     }
     match store.load(&format!("{KEY_PREFIX}{previous_task}")).await {
         Ok(Some(v)) => match decode(&v.body) {
-            Ok(doc) => doc.ledger.map_or(Handover::Record, Handover::Checkpoint),
-            Err(DecodeError::Adopted(by)) if by == my_task => Handover::Own,
+            Ok(doc) => Takeover {
+                handover: doc.ledger.map_or(Handover::Record, Handover::Checkpoint),
+                firing: doc
+                    .alerts
+                    .into_iter()
+                    .filter(|a| a.phase == Phase::Firing)
+                    .collect(),
+            },
+            Err(DecodeError::Adopted(by)) if by == my_task => Takeover {
+                handover: Handover::Own,
+                firing: Vec::new(),
+            },
             Err(e) => {
                 tracing::info!(task = previous_task, error = %e, "previous lease holder's checkpoint unusable; continuing from the lease record's ledger");
-                Handover::Record
+                record()
             }
         },
-        Ok(None) => Handover::Record,
+        Ok(None) => record(),
         Err(e) => {
             tracing::warn!(task = previous_task, error = %e, "previous lease holder's checkpoint unreadable; continuing from the lease record's ledger");
-            Handover::Record
+            record()
         }
     }
+}
+
+/// The fingerprints of every alert (pending or firing) in this task's own last checkpoint;
+/// `None` when it cannot be read (then no takeover resolve is sent: better silent than wrong).
+pub async fn own_active(
+    store: &Store,
+    my_task: &str,
+) -> Option<std::collections::BTreeSet<String>> {
+    match store.load(&format!("{KEY_PREFIX}{my_task}")).await {
+        Ok(Some(v)) => decode(&v.body)
+            .ok()
+            .map(|doc| doc.alerts.into_iter().map(|a| a.fingerprint).collect()),
+        Ok(None) => Some(std::collections::BTreeSet::new()),
+        Err(_) => None,
+    }
+}
+
+/// The resolves a new lease holder owes (pure): every alert the previous holder had firing —
+/// and therefore paged through SNS — that is neither firing nor pending here. Their resolve was
+/// either evaluated here while another task held the lease (suppressed), or never evaluated here
+/// at all (only the previous holder saw it); either way no one would publish it. An alert still
+/// pending or firing here is left to this task's own state machine.
+pub fn takeover_resolves(
+    previous_firing: Vec<SavedAlert>,
+    own_active: &std::collections::BTreeSet<String>,
+    now: SystemTime,
+) -> Vec<Alert> {
+    previous_firing
+        .into_iter()
+        .filter(|a| !own_active.contains(&a.fingerprint))
+        .filter_map(|a| {
+            let (_, _, _, mut alert) = a.into_entry()?;
+            alert.status = AlertStatus::Resolved;
+            alert.ends_at = Some(now);
+            Some(alert)
+        })
+        .collect()
 }
 
 /// What a restore did.
@@ -929,6 +992,50 @@ mod tests {
             states: AlertStates::default(),
             history: Vec::new(),
         }
+    }
+
+    /// A new lease holder owes a resolve for each alert the previous holder had firing that is
+    /// neither firing nor pending here; pending ones of the previous holder were never paged.
+    #[test]
+    fn takeover_resolves_are_the_previous_holders_pages_not_active_here() {
+        let spec = Arc::new(SloSpec::embedded_default());
+        let mut agg = Aggregates::new(eval::layout_for(&spec), 100);
+        traffic(&mut agg);
+        let mut ev = evaluator(&spec);
+        for k in 0..4u64 {
+            let now = T0 + k * 60;
+            ev.round(eval::evaluate(&spec, &agg, now), at(now));
+        }
+        let mut prev = saved_alerts(&ev.states);
+        let firing: Vec<String> = prev
+            .iter()
+            .filter(|a| a.phase == Phase::Firing)
+            .map(|a| a.fingerprint.clone())
+            .collect();
+        assert!(!firing.is_empty());
+        let mut pending = prev[0].clone();
+        pending.phase = Phase::Pending;
+        pending.fingerprint = "00112233445566ff".into();
+        prev.push(pending);
+        let prev_firing: Vec<SavedAlert> = prev
+            .into_iter()
+            .filter(|a| a.phase == Phase::Firing)
+            .collect();
+        let now = at(T0 + 300);
+        // Nothing active here: every page of the previous holder is resolved, once each.
+        let all = takeover_resolves(prev_firing.clone(), &Default::default(), now);
+        let got: Vec<String> = all
+            .iter()
+            .map(|a| a.fingerprint.as_str().to_owned())
+            .collect();
+        assert_eq!(got, firing);
+        for a in &all {
+            assert_eq!(a.status, AlertStatus::Resolved);
+            assert_eq!(a.ends_at, Some(now));
+        }
+        // Active here (firing or pending): left to this task's own state machine.
+        let own: std::collections::BTreeSet<String> = firing.iter().cloned().collect();
+        assert!(takeover_resolves(prev_firing, &own, now).is_empty());
     }
 
     #[test]
