@@ -14,8 +14,10 @@
 //!
 //! **Several tasks** (`LAMBDAWATCH_LEASE_TTL`, see `lambdawatch_aws::lease` for the protocol):
 //! only the lease holder polls CloudWatch (so throttles and DLQ counts enter the fleet once) and
-//! publishes to SNS (so a page goes out once). The poller's cursor travels in the lease record,
-//! so a new holder continues where the old one stopped. Every task keeps ingesting OTLP and
+//! publishes to SNS (so a page goes out once). A new holder continues the poller's cursor from the
+//! previous holder's last checkpoint (written together with the counts it covers; the cursor in
+//! the lease record is the fallback), and publishes the resolves of alerts the previous holder
+//! paged that are not active here ([`publish_takeover_resolves`]). Every task keeps ingesting OTLP and
 //! evaluating its own share of it; SNS pages come from the holder's evaluation. Without a lease
 //! every task polls and pages (right for one task).
 //!

@@ -3,9 +3,10 @@
 //! checkpoint table makes exactly one of them poll CloudWatch (the throttles are counted once in
 //! the fleet) and publish to SNS (one message per alert transition, read back from an SQS queue
 //! subscribed to the topic), while both ingest and evaluate OTLP. When the holder is SIGKILLed
-//! the other takes over after the ttl, continues the poller's cursor from the lease record (the
-//! old throttles are not counted again, new ones are) and pages through SNS with the next fencing
-//! token. A graceful stop (SIGTERM) of that holder releases the lease and a waiting third task
+//! the other takes over after the ttl, continues the poller's cursor from the dead holder's last
+//! checkpoint (the old throttles are not counted again, new ones are) and pages through SNS with
+//! the next fencing token; it also publishes the resolve of an alert only the dead holder had
+//! paged. A graceful stop (SIGTERM) of that holder releases the lease and a waiting third task
 //! takes it over with token 3. Both stores: DynamoDB and S3. Every peer is required; a missing one
 //! fails the test.
 
