@@ -792,9 +792,17 @@ pub async fn run_poller(
         };
         if adopted != Some(token) {
             // A new holder continues the previous holder's cursor (none: keep our own).
-            if let Some(l) = stats.lease.handover(token) {
-                poller.ledger = (*l).clone();
+            let handed = stats.lease.handover(token);
+            if let Some(l) = &handed {
+                poller.ledger = (**l).clone();
             }
+            tracing::info!(
+                token,
+                from = if handed.is_some() { "handover" } else { "own" },
+                points = poller.ledger.len(),
+                "CloudWatch poller continues its cursor"
+            );
+            tracing::debug!(ledger = ?poller.ledger, "poller cursor");
             adopted = Some(token);
         }
         let mut target = Target {

@@ -608,7 +608,7 @@ fn a_kill_after_a_poll_the_lease_record_missed_never_double_counts() {
         ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
         ("LAMBDAWATCH_CLOUDWATCH_FUNCTIONS", "orders"),
         ("LAMBDAWATCH_AWS_ACCOUNT_ID", "123456789012"),
-        ("LAMBDAWATCH_LEASE_TTL", "9s"),
+        ("LAMBDAWATCH_LEASE_TTL", "12s"),
         ("LAMBDAWATCH_AWS_MAX_ATTEMPTS", "1"),
         ("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1s"),
     ];
@@ -632,7 +632,7 @@ fn a_kill_after_a_poll_the_lease_record_missed_never_double_counts() {
     };
     wait_until(
         "a lease renewal carrying the cursor of the 7",
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         || {
             let v: Value = serde_json::from_str(&lease_cursor()).ok()?;
             (cursor_of(&v) == Some(vec![json!(7.0)])).then_some(())
@@ -650,8 +650,8 @@ fn a_kill_after_a_poll_the_lease_record_missed_never_double_counts() {
             .then_some(())
     });
     put(5);
-    // Still inside its lease (80 % of 9 s after its last successful write), it polls the 5.
-    wait_until("12 polled throttles", Duration::from_secs(6), || {
+    // Still inside its lease (80 % of 12 s after its last successful write), it polls the 5.
+    wait_until("12 polled throttles", Duration::from_secs(8), || {
         (throttles(&a.admin)? == 12).then_some(())
     });
     let w = successful_writes(&a.admin);
