@@ -1,5 +1,13 @@
 //! Shared SDK configuration: the standard credential chain, region, endpoint override, the
 //! standard retry strategy (exponential backoff with jitter on throttling and 5xx), and counters.
+//!
+//! **Backoff** (`aws-smithy-runtime`'s standard strategy): before retry *n* (n = 1 after the
+//! first attempt) the SDK sleeps `U · min(initial · 2ⁿ⁻¹, 20 s)` with `U` uniform in [0, 1) —
+//! "full jitter", so no single gap has a floor above zero; only the sum over many gaps does (its
+//! mean is half the sum of the caps). [`AwsSettings::initial_backoff`] sets `initial` (the SDK's
+//! default is 1 s; tests lower it to keep runs short). Retries also draw on the SDK's retry
+//! token bucket (500 tokens per service; a throttling retry costs 5, another retry 14, a success
+//! gives one back), so a long outage stops retrying instead of amplifying the load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +33,8 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// 0 means [`DEFAULT_MAX_ATTEMPTS`].
     pub max_attempts: u32,
+    /// The standard retry strategy's initial backoff; `None`: the SDK's (1 s).
+    pub initial_backoff: Option<std::time::Duration>,
 }
 
 impl AwsSettings {
@@ -34,8 +44,11 @@ impl AwsSettings {
         } else {
             self.max_attempts
         };
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts));
+        let mut retry = RetryConfig::standard().with_max_attempts(attempts);
+        if let Some(b) = self.initial_backoff {
+            retry = retry.with_initial_backoff(b);
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry);
         if let Some(r) = &self.region {
             loader = loader.region(Region::new(r.clone()));
         }

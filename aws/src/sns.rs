@@ -3,7 +3,8 @@
 //!
 //! [`fit`] keeps every message inside SNS's limit (262,144 bytes for the message and its
 //! attributes together) and the subject inside 100 printable ASCII characters; an oversize alert
-//! keeps its labels, status, summary and runbook and says it was truncated.
+//! stays valid JSON with every field, its longest strings cut (largest first) until it fits, and
+//! says so in `truncated` / `truncation` (how large it was, which fields were cut).
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,61 @@ pub struct Fitted {
     pub truncated: bool,
 }
 
+/// The longest message attribute value kept; a longer one is cut (attributes count towards
+/// [`MAX_MESSAGE_BYTES`] and are for filtering, not for reading).
+pub const MAX_ATTRIBUTE_BYTES: usize = 1024;
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn cut_to(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// The largest string in `v` (bytes), with its JSON path (`labels.context`, `items[2]`).
+fn largest_string<'a>(v: &'a mut Value, path: String) -> Option<(usize, String, &'a mut String)> {
+    match v {
+        Value::String(s) => Some((s.len(), path, s)),
+        Value::Object(m) => {
+            let mut best: Option<(usize, String, &'a mut String)> = None;
+            for (k, child) in m.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if let Some(c) = largest_string(child, p)
+                    && best.as_ref().is_none_or(|b| c.0 > b.0)
+                {
+                    best = Some(c);
+                }
+            }
+            best
+        }
+        Value::Array(items) => {
+            let mut best: Option<(usize, String, &'a mut String)> = None;
+            for (i, child) in items.iter_mut().enumerate() {
+                if let Some(c) = largest_string(child, format!("{path}[{i}]"))
+                    && best.as_ref().is_none_or(|b| c.0 > b.0)
+                {
+                    best = Some(c);
+                }
+            }
+            best
+        }
+        _ => None,
+    }
+}
+
+/// Fits an alert into one SNS message. A message that fits is sent as is. An oversize one stays
+/// valid JSON with every field: its longest strings are cut (largest first, each ending in
+/// `…[cut N bytes]`) until it fits, and it gains `"truncated": true` and a `"truncation"` note
+/// saying how large it was and which fields were cut. Attribute values are capped at
+/// [`MAX_ATTRIBUTE_BYTES`]; the subject at 100 printable ASCII characters.
 pub fn fit(a: &SnsAlert) -> Fitted {
     let subject: String = a
         .subject
@@ -45,41 +101,91 @@ pub fn fit(a: &SnsAlert) -> Fitted {
         })
         .take(MAX_SUBJECT_CHARS)
         .collect();
-    let attr_bytes: usize = a
-        .attributes
+    let mut attributes = a.attributes.clone();
+    let mut cut_attribute = false;
+    for v in attributes.values_mut() {
+        if v.len() > MAX_ATTRIBUTE_BYTES {
+            cut_to(v, MAX_ATTRIBUTE_BYTES);
+            cut_attribute = true;
+        }
+    }
+    let attr_bytes: usize = attributes
         .iter()
         .map(|(k, v)| k.len() + v.len() + "String".len())
         .sum();
     let budget = MAX_MESSAGE_BYTES.saturating_sub(attr_bytes);
     let full = a.message.to_string();
-    if full.len() <= budget {
+    if full.len() <= budget && !cut_attribute {
         return Fitted {
             subject,
             message: full,
-            attributes: a.attributes.clone(),
+            attributes,
             truncated: false,
         };
     }
-    let keep = |k: &str| a.message.get(k).cloned().unwrap_or(Value::Null);
-    let mut reduced = json!({
-        "status": keep("status"),
-        "labels": keep("labels"),
-        "summary": keep("summary"),
-        "runbook_url": keep("runbook_url"),
-        "truncated": true,
-    })
-    .to_string();
-    if reduced.len() > budget {
-        let mut cut = budget;
-        while !reduced.is_char_boundary(cut) {
-            cut -= 1;
+    // Room for the note added at the end (its fields are listed, so a bound per field).
+    let note = |cut: &[String]| {
+        format!(
+            "this alert was {} bytes; SNS allows {MAX_MESSAGE_BYTES} bytes for the message and its \
+             attributes, so these fields were cut: {}",
+            full.len(),
+            if cut.is_empty() {
+                "(none; attribute values over 1024 bytes)".to_owned()
+            } else {
+                cut.join(", ")
+            }
+        )
+    };
+    let mut msg = match &a.message {
+        Value::Object(_) => a.message.clone(),
+        other => json!({ "message": other }),
+    };
+    let mut cut_fields: Vec<String> = Vec::new();
+    // Each round cuts the largest string by at least the excess, so a few rounds suffice; the
+    // bound only guards against a message of countless small strings.
+    for _ in 0..64 {
+        let reserve = note(&cut_fields).len() + 64 + 48;
+        let len = msg.to_string().len();
+        if len + reserve <= budget {
+            break;
         }
-        reduced.truncate(cut);
+        let excess = len + reserve - budget;
+        let Some((n, path, s)) = largest_string(&mut msg, String::new()) else {
+            break;
+        };
+        if n <= 64 {
+            break;
+        }
+        let keep = n.saturating_sub(excess + 32).max(32).min(n);
+        cut_to(s, keep);
+        let removed = n - s.len();
+        s.push_str(&format!("…[cut {removed} bytes]"));
+        if !cut_fields.contains(&path) {
+            cut_fields.push(path);
+        }
+    }
+    if let Value::Object(m) = &mut msg {
+        m.insert("truncated".into(), Value::Bool(true));
+        m.insert("truncation".into(), Value::String(note(&cut_fields)));
+    }
+    let mut message = msg.to_string();
+    if message.len() > budget {
+        // Countless small fields (every string ≤ 64 bytes, so these few are small): only the
+        // essentials, still JSON.
+        let keep = |k: &str| a.message.get(k).cloned().unwrap_or(Value::Null);
+        message = json!({
+            "status": keep("status"),
+            "summary": keep("summary"),
+            "runbook_url": keep("runbook_url"),
+            "truncated": true,
+            "truncation": format!("this alert was {} bytes; SNS allows {MAX_MESSAGE_BYTES}: only status, summary and runbook kept", full.len()),
+        })
+        .to_string();
     }
     Fitted {
         subject,
-        message: reduced,
-        attributes: a.attributes.clone(),
+        message,
+        attributes,
         truncated: true,
     }
 }
@@ -160,15 +266,81 @@ mod tests {
         );
     }
 
-    #[test]
-    fn oversize_alerts_keep_the_essentials_within_the_limit() {
-        let f = fit(&alert(300_000));
+    /// Within the limit with the attributes, valid JSON, every field kept, the cut stated.
+    fn check_fitted(a: &SnsAlert) -> (Fitted, Value) {
+        let f = fit(a);
         assert!(f.truncated);
-        assert!(f.message.len() + 20 <= MAX_MESSAGE_BYTES);
-        let v: Value = serde_json::from_str(&f.message).unwrap();
-        assert_eq!(v["labels"]["slo"], "error_rate");
-        assert_eq!(v["runbook_url"], "u");
+        let attr: usize = f
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + "String".len())
+            .sum();
+        assert!(
+            f.message.len() + attr <= MAX_MESSAGE_BYTES,
+            "{} + {attr} bytes",
+            f.message.len()
+        );
+        let v: Value = serde_json::from_str(&f.message).expect("still JSON");
         assert_eq!(v["truncated"], true);
+        assert!(
+            v["truncation"]
+                .as_str()
+                .unwrap()
+                .contains("SNS allows 262144 bytes"),
+            "{}",
+            v["truncation"]
+        );
+        (f, v)
+    }
+
+    #[test]
+    fn oversize_alerts_stay_json_keep_every_field_and_say_what_was_cut() {
+        // A long description; a huge label; a huge label of multi-byte characters and quotes
+        // (escaped in JSON: longer serialized than raw); several large fields at once.
+        let mut labels_big = alert(10);
+        labels_big.message["labels"]["context"] = Value::String("x".repeat(400_000));
+        let mut escaped = alert(10);
+        escaped.message["labels"]["context"] = Value::String("é\"\n".repeat(120_000));
+        let mut several = alert(200_000);
+        several.message["labels"]["a"] = Value::String("a".repeat(150_000));
+        several.message["evidence"] = json!({"notes": "n".repeat(100_000), "total": 7});
+        for (name, a, cut) in [
+            ("description", alert(300_000), vec!["description"]),
+            ("label", labels_big, vec!["labels.context"]),
+            ("escaped label", escaped, vec!["labels.context"]),
+            // Cutting the largest (the description) by the excess is enough: the label stays.
+            ("several", several, vec!["description"]),
+        ] {
+            let (_, v) = check_fitted(&a);
+            assert_eq!(v["labels"]["slo"], "error_rate", "{name}");
+            assert_eq!(v["runbook_url"], "u", "{name}");
+            assert_eq!(v["status"], "firing", "{name}");
+            let note = v["truncation"].as_str().unwrap();
+            for field in cut {
+                assert!(note.contains(field), "{name}: {note}");
+            }
+            if name == "several" {
+                assert_eq!(v["labels"]["a"].as_str().unwrap().len(), 150_000);
+                assert_eq!(v["evidence"]["notes"].as_str().unwrap().len(), 100_000);
+            }
+            let total = a.message.to_string().len();
+            assert!(
+                note.contains(&format!("was {total} bytes")),
+                "{name}: {note}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_attribute_values_are_capped() {
+        let mut a = alert(10);
+        a.attributes.insert("function".into(), "f".repeat(5000));
+        let (f, v) = check_fitted(&a);
+        assert_eq!(f.attributes["function"].len(), MAX_ATTRIBUTE_BYTES);
+        assert_eq!(
+            v["description"], "dddddddddd",
+            "the message itself was not cut"
+        );
     }
 
     #[test]

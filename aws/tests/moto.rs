@@ -44,6 +44,7 @@ fn settings(m: &Moto) -> AwsSettings {
         region: Some("us-east-1".into()),
         endpoint_url: Some(m.url.clone()),
         max_attempts: 3,
+        initial_backoff: None,
     }
 }
 

@@ -46,6 +46,7 @@ async fn publish_against(status: u16, code: &'static str) -> (AwsCounters, usize
         region: Some("us-east-1".into()),
         endpoint_url: Some(url),
         max_attempts: 3,
+        initial_backoff: None,
     };
     // SAFETY: set before any client reads the environment; constant values.
     #[allow(unsafe_code)]

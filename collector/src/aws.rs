@@ -14,8 +14,10 @@
 //!
 //! **Several tasks** (`LAMBDAWATCH_LEASE_TTL`, see `lambdawatch_aws::lease` for the protocol):
 //! only the lease holder polls CloudWatch (so throttles and DLQ counts enter the fleet once) and
-//! publishes to SNS (so a page goes out once). The poller's cursor travels in the lease record,
-//! so a new holder continues where the old one stopped. Every task keeps ingesting OTLP and
+//! publishes to SNS (so a page goes out once). A new holder continues the poller's cursor from the
+//! previous holder's last checkpoint (written together with the counts it covers; the cursor in
+//! the lease record is the fallback), and publishes the resolves of alerts the previous holder
+//! paged that are not active here ([`publish_takeover_resolves`]). Every task keeps ingesting OTLP and
 //! evaluating its own share of it; SNS pages come from the holder's evaluation. Without a lease
 //! every task polls and pages (right for one task).
 //!
@@ -100,6 +102,9 @@ pub struct AwsStats {
     pub sns_suppressed: AtomicU64,
     /// Polls skipped because this task does not hold the lease.
     pub poll_skipped: AtomicU64,
+    /// Resolves published (or not) for alerts a previous lease holder paged.
+    pub takeover_resolves_sent: AtomicU64,
+    pub takeover_resolves_failed: AtomicU64,
     /// This task's view of the lease (always the holder when no lease is configured).
     pub lease: LeaseCell,
 }
@@ -110,6 +115,9 @@ pub struct LeaseCell {
     state: watch::Sender<LeaseState>,
     /// The poller's ledger and the token it was built under (written to the lease record).
     ledger: watch::Sender<Option<(u64, Arc<Ledger>)>>,
+    /// The SNS topic (and SDK settings) when SNS is a sink: registered by [`SnsSink::new`] so
+    /// the lease task can publish the resolves a takeover owes ([`publish_takeover_resolves`]).
+    sns: std::sync::OnceLock<(AwsSettings, String)>,
 }
 
 /// What the lease task last decided.
@@ -132,6 +140,7 @@ impl Default for LeaseCell {
         Self {
             state: watch::channel(LeaseState::Alone).0,
             ledger: watch::channel(None).0,
+            sns: std::sync::OnceLock::new(),
         }
     }
 }
@@ -210,6 +219,7 @@ impl AwsStats {
         const EXP: &str =
             "Items exported to AWS (log events, segment documents), by exporter and result.";
         const CKPT: &str = "Checkpoint writes (conditional), by result.";
+        const TAKEOVER: &str = "Resolves published by a new lease holder for alerts the previous holder paged, by result.";
         vec![
             s(
                 "lambdawatch_checkpoint_writes_total",
@@ -366,6 +376,20 @@ impl AwsStats {
                 g(&self.sns_suppressed),
             ),
             s(
+                "lambdawatch_sns_takeover_resolves_total",
+                TAKEOVER,
+                "counter",
+                &[("result", "success")],
+                g(&self.takeover_resolves_sent),
+            ),
+            s(
+                "lambdawatch_sns_takeover_resolves_total",
+                TAKEOVER,
+                "counter",
+                &[("result", "failure")],
+                g(&self.takeover_resolves_failed),
+            ),
+            s(
                 "lambdawatch_cloudwatch_calls_total",
                 "GetMetricData calls (at most 500 queries each, pages followed).",
                 "counter",
@@ -458,7 +482,8 @@ pub fn settings(cfg: &AwsConfig) -> AwsSettings {
     AwsSettings {
         region: cfg.region.clone(),
         endpoint_url: cfg.endpoint_url.clone(),
-        max_attempts: 0,
+        max_attempts: cfg.max_attempts,
+        initial_backoff: cfg.retry_initial_backoff,
     }
 }
 
@@ -714,7 +739,7 @@ pub async fn run_exporters(
     }
 }
 
-/// Feeds platform counts (poller, Firehose) into the same path as Metric Streams over OTLP.
+/// Feeds Firehose platform counts into the same path as Metric Streams over OTLP.
 /// Returns how many were used, or why the ingest queue refused them.
 fn ingest_counts(
     ingest: &Ingest,
@@ -739,6 +764,7 @@ pub async fn run_poller(
     cancel: CancellationToken,
     ledger: tokio::sync::watch::Sender<cloudwatch::Ledger>,
 ) {
+    let ledger = Arc::new(ledger);
     let Some(interval) = cfg.cloudwatch_poll_interval else {
         return;
     };
@@ -768,9 +794,17 @@ pub async fn run_poller(
         };
         if adopted != Some(token) {
             // A new holder continues the previous holder's cursor (none: keep our own).
-            if let Some(l) = stats.lease.handover(token) {
-                poller.ledger = (*l).clone();
+            let handed = stats.lease.handover(token);
+            if let Some(l) = &handed {
+                poller.ledger = (**l).clone();
             }
+            tracing::info!(
+                token,
+                from = if handed.is_some() { "handover" } else { "own" },
+                points = poller.ledger.len(),
+                "CloudWatch poller continues its cursor"
+            );
+            tracing::debug!(ledger = ?poller.ledger, "poller cursor");
             adopted = Some(token);
         }
         let mut target = Target {
@@ -793,8 +827,8 @@ pub async fn run_poller(
         stats
             .projected_cost_millis
             .store((cost * 1000.0).round() as u64, Ordering::Relaxed);
-        // What had been emitted before this poll: restored if the ingest queue refuses the
-        // poll's counts, so the next poll re-emits exactly those and nothing already counted.
+        // What had been emitted before this poll: restored if the aggregator is gone, so the
+        // next poll re-emits exactly those and nothing already counted.
         let before = poller.ledger.clone();
         let result = poller.poll(&target, SystemTime::now()).await;
         AwsStats::add(&stats.poll_calls, poller.last_calls as u64);
@@ -810,11 +844,20 @@ pub async fn run_poller(
                     );
                 }
                 let points: Vec<_> = counts.into_iter().map(|c| (origin.clone(), c)).collect();
-                if let Err(r) = ingest_counts(&ingest, &points) {
-                    tracing::warn!(
-                        reason = r.label(),
-                        "CloudWatch counts refused by the ingest queue; re-read next poll"
-                    );
+                let (batch, _) = ingest
+                    .decoder
+                    .platform_batch(&points, crate::ingest::now_s());
+                // Counts and cursor in one step of the aggregator owner, where the checkpoint
+                // reads both: a checkpoint never holds one without the other.
+                let (tx, next) = (ledger.clone(), poller.ledger.clone());
+                let applied = aggregates
+                    .query(move |a| {
+                        a.apply(batch);
+                        tx.send_replace(next);
+                    })
+                    .await;
+                if applied.is_err() {
+                    tracing::warn!("CloudWatch counts not applied (aggregator gone)");
                     poller.ledger = before;
                 }
             }
@@ -823,7 +866,6 @@ pub async fn run_poller(
                 tracing::warn!(error = %e, "CloudWatch poll failed");
             }
         }
-        ledger.send_replace(poller.ledger.clone());
         stats.lease.publish_ledger(token, &poller.ledger);
     }
 }
@@ -929,6 +971,7 @@ pub async fn run_lease(
             }
         };
         let step = policy.step(start, current.as_ref().map(|(r, v)| (r, v.as_str())));
+        let previous = current.as_ref().map(|(r, _)| r.holder.clone());
         let carried = current.and_then(|(r, _)| r.ledger).map(Arc::new);
         let (next, expected, takeover) = match step {
             Step::Wait => {
@@ -962,7 +1005,27 @@ pub async fn run_lease(
                 failing = false;
                 if takeover {
                     AwsStats::add(&stats.lease_acquired, 1);
-                    handover = carried;
+                    // Continue from the previous holder's last checkpoint: its counts and
+                    // that ledger were written together, so the polls it made after it (lost
+                    // with it, or never saved) are counted again exactly once. The lease
+                    // record's ledger only when that checkpoint is unusable.
+                    let mine = crate::checkpoint::task_of_identity(&me);
+                    let taken = match previous.as_deref().map(crate::checkpoint::task_of_identity) {
+                        None => None,
+                        Some(prev) => Some(crate::checkpoint::takeover(&store, mine, prev).await),
+                    };
+                    handover = match taken.as_ref().map(|t| &t.handover) {
+                        None | Some(crate::checkpoint::Handover::Own) => None,
+                        Some(crate::checkpoint::Handover::Checkpoint(l)) => {
+                            Some(Arc::new(l.clone()))
+                        }
+                        Some(crate::checkpoint::Handover::Record) => carried,
+                    };
+                    if let Some(t) = taken
+                        && !t.firing.is_empty()
+                    {
+                        publish_takeover_resolves(&store, mine, t.firing, next, &stats).await;
+                    }
                     tracing::info!(token = next, holder = %me, "lease acquired: this task polls CloudWatch and publishes to SNS");
                 }
                 token = next;
@@ -1002,6 +1065,45 @@ pub async fn run_lease(
             Ok(None) => tracing::warn!("lease already taken over at release"),
             Err(e) => {
                 tracing::warn!(error = %e, "lease release failed; another task takes over after the ttl")
+            }
+        }
+    }
+}
+
+/// Publishes to SNS the resolves a new lease holder owes (`crate::checkpoint::takeover_resolves`):
+/// alerts the previous holder paged that are neither firing nor pending here, so a resolve that
+/// happened during the takeover gap is not lost. Compared against this task's own last
+/// checkpoint (written at every alert transition, before its notifications). Counted in
+/// `lambdawatch_sns_takeover_resolves_total{result}`; a failed publish is logged (the SDK has
+/// already retried it).
+async fn publish_takeover_resolves(
+    store: &Store,
+    my_task: &str,
+    previous_firing: Vec<crate::checkpoint::SavedAlert>,
+    token: u64,
+    stats: &AwsStats,
+) {
+    let Some((settings, topic)) = stats.lease.sns.get() else {
+        return;
+    };
+    let Some(own) = crate::checkpoint::own_active(store, my_task).await else {
+        tracing::warn!("own checkpoint unreadable: takeover resolves not published");
+        return;
+    };
+    let resolves = crate::checkpoint::takeover_resolves(previous_firing, &own, SystemTime::now());
+    if resolves.is_empty() {
+        return;
+    }
+    let p = sns::SnsPublisher::new(settings, &stats.calls, topic.clone()).await;
+    for a in &resolves {
+        match p.publish(&sns_alert(a, Some(token))).await {
+            Ok(_) => {
+                AwsStats::add(&stats.takeover_resolves_sent, 1);
+                tracing::info!(fingerprint = %a.fingerprint.as_str(), token, "published the resolve of an alert the previous lease holder paged");
+            }
+            Err(e) => {
+                AwsStats::add(&stats.takeover_resolves_failed, 1);
+                tracing::warn!(error = %e, "takeover resolve not published");
             }
         }
     }
@@ -1076,6 +1178,7 @@ pub struct SnsSink {
 
 impl SnsSink {
     pub fn new(cfg: &AwsConfig, topic_arn: String, stats: Arc<AwsStats>) -> Self {
+        let _ = stats.lease.sns.set((settings(cfg), topic_arn.clone()));
         Self {
             topic_arn,
             settings: settings(cfg),

@@ -45,11 +45,14 @@
 //! CloudWatch poller's ledger. Not saved: the HdrHistograms behind P50/P90/P99 — their display
 //! history restarts empty after a restart (the SLO counts, which alerts use, do not).
 //!
-//! The ledger and the counts are read one after the other, not atomically: the ledger first, so
-//! if a poll lands in between, its counts are in the checkpoint but not in the ledger and a
-//! restore from exactly that checkpoint counts that one poll's deltas twice (never loses them).
-//! The window is the time between two reads in one task; closing it needs the ledger to travel
-//! through the ingest queue with its counts.
+//! The ledger and the counts are one: the poller applies each poll's counts and publishes its new
+//! ledger in one step inside the aggregator owner (`crate::aws::run_poller`), and the writer
+//! reads both in one step there too, so every document — one conditional write — holds exactly
+//! the counts its ledger says were emitted. A kill at any point therefore restores counts and
+//! cursor that agree: the polls after the last checkpoint are lost from the counts *and* the
+//! cursor, so the next poll counts them again, once. With a lease, a new holder continues from
+//! the previous holder's last checkpoint's ledger, not from the lease record's (see
+//! `crate::aws::run_lease`).
 //!
 //! A checkpoint of another version, or one that does not decode, is ignored with one log line;
 //! one counted against another layout (the SLO spec's thresholds changed) has its counts ignored
@@ -437,6 +440,110 @@ pub fn decode(body: &[u8]) -> Result<Document, DecodeError> {
     serde_json::from_slice(&json).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
+/// Where a new lease holder's poller continues from, given the previous holder's task id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Handover {
+    /// Keep this task's own ledger: the previous holder was this task (a restart: the restored
+    /// checkpoint's ledger matches the restored counts) or its checkpoint was adopted by this
+    /// task.
+    Own,
+    /// The ledger of the previous holder's last checkpoint: exactly what its saved counts hold.
+    Checkpoint(Ledger),
+    /// No usable checkpoint of the previous holder: fall back to the lease record's ledger.
+    Record,
+}
+
+/// The task id in a lease identity (`crate::aws::lease_identity`: `<task id>/<pid>-<nonce>`).
+pub fn task_of_identity(identity: &str) -> &str {
+    identity.rsplit_once('/').map_or(identity, |(t, _)| t)
+}
+
+/// What a new lease holder takes over from the previous holder's checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Takeover {
+    pub handover: Handover,
+    /// The alerts the previous holder had firing (it published them to SNS); empty when the
+    /// previous holder was this task or its checkpoint is unusable.
+    pub firing: Vec<SavedAlert>,
+}
+
+/// Decides the [`Takeover`] for `my_task` taking the lease over from `previous_task`, reading
+/// the previous holder's checkpoint from `store`.
+pub async fn takeover(store: &Store, my_task: &str, previous_task: &str) -> Takeover {
+    let record = || Takeover {
+        handover: Handover::Record,
+        firing: Vec::new(),
+    };
+    if previous_task == my_task {
+        return Takeover {
+            handover: Handover::Own,
+            firing: Vec::new(),
+        };
+    }
+    match store.load(&format!("{KEY_PREFIX}{previous_task}")).await {
+        Ok(Some(v)) => match decode(&v.body) {
+            Ok(doc) => Takeover {
+                handover: doc.ledger.map_or(Handover::Record, Handover::Checkpoint),
+                firing: doc
+                    .alerts
+                    .into_iter()
+                    .filter(|a| a.phase == Phase::Firing)
+                    .collect(),
+            },
+            Err(DecodeError::Adopted(by)) if by == my_task => Takeover {
+                handover: Handover::Own,
+                firing: Vec::new(),
+            },
+            Err(e) => {
+                tracing::info!(task = previous_task, error = %e, "previous lease holder's checkpoint unusable; continuing from the lease record's ledger");
+                record()
+            }
+        },
+        Ok(None) => record(),
+        Err(e) => {
+            tracing::warn!(task = previous_task, error = %e, "previous lease holder's checkpoint unreadable; continuing from the lease record's ledger");
+            record()
+        }
+    }
+}
+
+/// The fingerprints of every alert (pending or firing) in this task's own last checkpoint;
+/// `None` when it cannot be read (then no takeover resolve is sent: better silent than wrong).
+pub async fn own_active(
+    store: &Store,
+    my_task: &str,
+) -> Option<std::collections::BTreeSet<String>> {
+    match store.load(&format!("{KEY_PREFIX}{my_task}")).await {
+        Ok(Some(v)) => decode(&v.body)
+            .ok()
+            .map(|doc| doc.alerts.into_iter().map(|a| a.fingerprint).collect()),
+        Ok(None) => Some(std::collections::BTreeSet::new()),
+        Err(_) => None,
+    }
+}
+
+/// The resolves a new lease holder owes (pure): every alert the previous holder had firing —
+/// and therefore paged through SNS — that is neither firing nor pending here. Their resolve was
+/// either evaluated here while another task held the lease (suppressed), or never evaluated here
+/// at all (only the previous holder saw it); either way no one would publish it. An alert still
+/// pending or firing here is left to this task's own state machine.
+pub fn takeover_resolves(
+    previous_firing: Vec<SavedAlert>,
+    own_active: &std::collections::BTreeSet<String>,
+    now: SystemTime,
+) -> Vec<Alert> {
+    previous_firing
+        .into_iter()
+        .filter(|a| !own_active.contains(&a.fingerprint))
+        .filter_map(|a| {
+            let (_, _, _, mut alert) = a.into_entry()?;
+            alert.status = AlertStatus::Resolved;
+            alert.ends_at = Some(now);
+            Some(alert)
+        })
+        .collect()
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
@@ -725,12 +832,18 @@ impl Writer {
     /// One checkpoint of the current state.
     pub async fn save_once(&mut self) -> bool {
         let alerts = self.alerts.borrow().clone();
-        let ledger = self.ledger.as_ref().map(|l| l.borrow().clone());
+        let ledger = self.ledger.clone();
         let task = self.checkpointer.task_id.clone();
         let now_s = now_s();
+        // The ledger is read inside the aggregator owner, where the poller also applies each
+        // poll's counts together with its new ledger (`crate::aws::run_poller`): the document
+        // holds exactly the counts its ledger says were emitted.
         let json = self
             .aggregates
-            .query(move |a| to_json(a, &task, now_s, &alerts, ledger.as_ref()))
+            .query(move |a| {
+                let ledger = ledger.as_ref().map(|l| l.borrow().clone());
+                to_json(a, &task, now_s, &alerts, ledger.as_ref())
+            })
             .await;
         let json = match json {
             Ok(Ok(j)) => j,
@@ -879,6 +992,50 @@ mod tests {
             states: AlertStates::default(),
             history: Vec::new(),
         }
+    }
+
+    /// A new lease holder owes a resolve for each alert the previous holder had firing that is
+    /// neither firing nor pending here; pending ones of the previous holder were never paged.
+    #[test]
+    fn takeover_resolves_are_the_previous_holders_pages_not_active_here() {
+        let spec = Arc::new(SloSpec::embedded_default());
+        let mut agg = Aggregates::new(eval::layout_for(&spec), 100);
+        traffic(&mut agg);
+        let mut ev = evaluator(&spec);
+        for k in 0..4u64 {
+            let now = T0 + k * 60;
+            ev.round(eval::evaluate(&spec, &agg, now), at(now));
+        }
+        let mut prev = saved_alerts(&ev.states);
+        let firing: Vec<String> = prev
+            .iter()
+            .filter(|a| a.phase == Phase::Firing)
+            .map(|a| a.fingerprint.clone())
+            .collect();
+        assert!(!firing.is_empty());
+        let mut pending = prev[0].clone();
+        pending.phase = Phase::Pending;
+        pending.fingerprint = "00112233445566ff".into();
+        prev.push(pending);
+        let prev_firing: Vec<SavedAlert> = prev
+            .into_iter()
+            .filter(|a| a.phase == Phase::Firing)
+            .collect();
+        let now = at(T0 + 300);
+        // Nothing active here: every page of the previous holder is resolved, once each.
+        let all = takeover_resolves(prev_firing.clone(), &Default::default(), now);
+        let got: Vec<String> = all
+            .iter()
+            .map(|a| a.fingerprint.as_str().to_owned())
+            .collect();
+        assert_eq!(got, firing);
+        for a in &all {
+            assert_eq!(a.status, AlertStatus::Resolved);
+            assert_eq!(a.ends_at, Some(now));
+        }
+        // Active here (firing or pending): left to this task's own state machine.
+        let own: std::collections::BTreeSet<String> = firing.iter().cloned().collect();
+        assert!(takeover_resolves(prev_firing, &own, now).is_empty());
     }
 
     #[test]

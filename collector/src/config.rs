@@ -29,6 +29,8 @@
 //! | `LAMBDAWATCH_AWS_REGION` | standard chain | region of every AWS call (`AWS_REGION` otherwise) |
 //! | `LAMBDAWATCH_AWS_ACCOUNT_ID` | unset | account stamped on polled CloudWatch counts |
 //! | `LAMBDAWATCH_AWS_ENDPOINT_URL` | unset | endpoint override for every AWS service (tests, VPC endpoints) |
+//! | `LAMBDAWATCH_AWS_MAX_ATTEMPTS` | `5` | attempts per AWS call, the first included (throttling and 5xx are retried) |
+//! | `LAMBDAWATCH_AWS_RETRY_INITIAL_BACKOFF` | `1s` | the SDK's initial backoff: retry *n* waits a uniformly random time in [0, this × 2ⁿ⁻¹), at most 20 s |
 //! | `LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL` | unset (off) | poll `GetMetricData` this often (e.g. `1m`) |
 //! | `LAMBDAWATCH_CLOUDWATCH_PERIOD` | `60s` | CloudWatch period, `60s` or `300s` |
 //! | `LAMBDAWATCH_CLOUDWATCH_FUNCTIONS` | empty | functions to poll besides those that report (`a,b,…`) |
@@ -87,6 +89,8 @@ pub const ENV_LOG: &str = "LAMBDAWATCH_LOG";
 pub const ENV_AWS_REGION: &str = "LAMBDAWATCH_AWS_REGION";
 pub const ENV_AWS_ACCOUNT_ID: &str = "LAMBDAWATCH_AWS_ACCOUNT_ID";
 pub const ENV_AWS_ENDPOINT_URL: &str = "LAMBDAWATCH_AWS_ENDPOINT_URL";
+pub const ENV_AWS_MAX_ATTEMPTS: &str = "LAMBDAWATCH_AWS_MAX_ATTEMPTS";
+pub const ENV_AWS_RETRY_INITIAL_BACKOFF: &str = "LAMBDAWATCH_AWS_RETRY_INITIAL_BACKOFF";
 pub const ENV_CLOUDWATCH_POLL_INTERVAL: &str = "LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL";
 pub const ENV_CLOUDWATCH_PERIOD: &str = "LAMBDAWATCH_CLOUDWATCH_PERIOD";
 pub const DEFAULT_CLOUDWATCH_PERIOD: Duration = Duration::from_secs(60);
@@ -179,6 +183,11 @@ pub struct AwsConfig {
     /// EMF log group; `None`: [`DEFAULT_CLOUDWATCH_EMF_LOG_GROUP`] when logs export is on;
     /// `off`: no EMF (see [`AwsConfig::emf_log_group`]).
     pub emf_log_group: Option<String>,
+    /// Attempts per AWS call; 0: `lambdawatch_aws::client::DEFAULT_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// The SDK's initial retry backoff; `None`: the SDK's (1 s).
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub retry_initial_backoff: Option<Duration>,
 }
 
 impl AwsConfig {
@@ -207,6 +216,8 @@ impl Default for AwsConfig {
             xray: false,
             sns_topic_arn: None,
             emf_log_group: None,
+            max_attempts: 0,
+            retry_initial_backoff: None,
         }
     }
 }
@@ -698,6 +709,12 @@ impl Config {
         }
         if let Some(v) = get(ENV_CLOUDWATCH_PERIOD) {
             aws.cloudwatch_period = dur(ENV_CLOUDWATCH_PERIOD, v)?;
+        }
+        if let Some(v) = get(ENV_AWS_MAX_ATTEMPTS) {
+            aws.max_attempts = parsed(ENV_AWS_MAX_ATTEMPTS, v)?;
+        }
+        if let Some(v) = get(ENV_AWS_RETRY_INITIAL_BACKOFF) {
+            aws.retry_initial_backoff = Some(dur(ENV_AWS_RETRY_INITIAL_BACKOFF, v)?);
         }
         if let Some(v) = get(ENV_CLOUDWATCH_FUNCTIONS) {
             aws.cloudwatch_functions = v

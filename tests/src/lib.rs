@@ -10,6 +10,9 @@
 //!   profile as the running test.
 //! - [`process`]: [`Child`], a spawned process in its own process group whose stdout/stderr lines are
 //!   captured (bounded) and that is killed, group and all, when dropped; [`process::Child::wait_for_line`].
+//! - [`credentials`]: a loopback container-credentials endpoint (the ECS / Fargate task role).
+//! - [`fault_proxy`]: [`fault_proxy::FaultProxy`], an HTTP proxy in front of moto that answers chosen AWS
+//!   operations with throttling errors or 5xx in their protocol and records every attempt.
 //! - [`net`]: [`free_port`], [`net::wait_for_port`].
 //! - [`http`]: a small blocking HTTP/1.1 client with a timeout on every request.
 //! - [`prometheus`]: a real Prometheus started from a scrape config, ready-waited, and its query API.
@@ -20,7 +23,9 @@
 // This crate is test support: panicking with a clear message is how it reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod credentials;
 pub mod dashboards;
+pub mod fault_proxy;
 pub mod http;
 pub mod lambda_env;
 pub mod moto;

@@ -10,6 +10,9 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use lambdawatch_tests::fault_proxy::{
+    Accounting, Attempt, Fault, FaultProxy, Rule, accounting, calls,
+};
 use lambdawatch_tests::{Child, http, wait_until, workspace_bin};
 use serde_json::{Value, json};
 
@@ -495,4 +498,534 @@ fn polled_dlq_and_throttles_over_two_calls_with_five_minute_periods() {
         (got - want).abs() < 0.001,
         "projected CloudWatch spend {got} USD/month, {queries} queries per 1 s poll make {want}"
     );
+}
+
+/// Initial backoff the fault tests give the SDK (`LAMBDAWATCH_AWS_RETRY_INITIAL_BACKOFF`).
+const BACKOFF: Duration = Duration::from_millis(200);
+/// Attempts per call (`LAMBDAWATCH_AWS_MAX_ATTEMPTS`).
+const ATTEMPTS: u32 = 5;
+
+/// The value of the sample `name` (with labels, exactly as exposed) on a `/metrics` page.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Starts a collector with `env`, returning it with its OTLP/HTTP and admin addresses.
+fn collector(env: &[(&str, &str)], remove: &[&str]) -> (Child, String, String) {
+    let mut cmd = Command::new(workspace_bin("lambdawatch-collector"));
+    cmd.arg("serve")
+        .env("LAMBDAWATCH_OTLP_GRPC_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_OTLP_HTTP_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
+        .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
+        .env("LAMBDAWATCH_ALERT_FOR", "1s")
+        .env("LAMBDAWATCH_AWS_REGION", "us-east-1")
+        .env("LAMBDAWATCH_AWS_ACCOUNT_ID", "123456789012")
+        .env("LAMBDAWATCH_AWS_MAX_ATTEMPTS", ATTEMPTS.to_string())
+        .env(
+            "LAMBDAWATCH_AWS_RETRY_INITIAL_BACKOFF",
+            format!("{}ms", BACKOFF.as_millis()),
+        )
+        .env("LAMBDAWATCH_LEASE_TTL", "3s");
+    for k in remove {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    let child = Child::spawn("collector", &mut cmd);
+    let line = child.wait_for_line("listening line", Duration::from_secs(30), |l| {
+        l.contains("listening otlp_grpc=")
+    });
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (otlp, admin) = (field("otlp_http"), field("admin"));
+    (child, otlp, admin)
+}
+
+/// Waits until the collector's own AWS counters (`lambdawatch_aws_{calls,retries,failures}_total`)
+/// equal what the proxy saw, read while no attempt arrived at the proxy; returns it.
+fn counters_match_proxy(admin: &str, proxy: &FaultProxy) -> Accounting {
+    let mut tries = 0;
+    loop {
+        let before = proxy.attempts().len();
+        let text = http::get(&format!("http://{admin}/metrics"), T)
+            .unwrap()
+            .text();
+        let attempts = proxy.attempts();
+        let want = accounting(&attempts, ATTEMPTS);
+        let got = (
+            sample(&text, "lambdawatch_aws_calls_total"),
+            sample(&text, "lambdawatch_aws_retries_total"),
+            sample(&text, "lambdawatch_aws_failures_total"),
+        );
+        let want_f = (
+            Some(want.calls as f64),
+            Some(want.retries as f64),
+            Some(want.failures as f64),
+        );
+        if attempts.len() == before && got == want_f {
+            return want;
+        }
+        tries += 1;
+        assert!(
+            tries < 300,
+            "AWS counters never matched the proxy: collector says {got:?}, the proxy saw {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every retry follows a fault the proxy injected (moto itself never asked for one), and the
+/// gaps between attempts show the SDK's backoff: gap *n* (before retry *n*) is a uniformly random
+/// time in [0, BACKOFF · 2ⁿ⁻¹) plus a round trip ("full jitter", see `lambdawatch_aws::client`),
+/// so no single gap has a floor; each stays under its cap (+ 1 s of slack for a loaded machine),
+/// and their sum is at least 15 % of the sum of the caps (its mean is 50 %; for the ≥ 20 gaps of
+/// these tests, falling under 15 % by chance has a probability below 10⁻⁶). A client that
+/// hammered (no backoff) would show gaps of a few milliseconds.
+fn assert_backoff(attempts: &[Attempt]) -> (Duration, Duration, usize) {
+    let (mut sum, mut caps, mut n) = (Duration::ZERO, Duration::ZERO, 0);
+    for call in calls(attempts) {
+        for (k, pair) in call.attempts.windows(2).enumerate() {
+            assert!(
+                pair[0].injected.is_some(),
+                "a {} call was retried after a response the proxy did not inject: {:?}",
+                call.op,
+                pair[0]
+            );
+            let gap = pair[1].at - pair[0].at;
+            let cap = BACKOFF * 2u32.pow(k as u32);
+            assert!(
+                gap <= cap + Duration::from_secs(1),
+                "{} retry {}: gap {gap:?} over the backoff cap {cap:?}",
+                call.op,
+                k + 1
+            );
+            sum += gap;
+            caps += cap;
+            n += 1;
+        }
+    }
+    (sum, caps, n)
+}
+
+/// AWS throttling and 5xx errors, injected by a proxy between the collector and moto into every
+/// kind of call the collector makes (CloudWatch `GetMetricData`, CloudWatch Logs
+/// `CreateLogGroup` / `CreateLogStream` / `PutLogEvents`, X-Ray `PutTraceSegments`, SNS
+/// `Publish`, the checkpoint's DynamoDB `GetItem` / `Scan` / `PutItem` and S3
+/// `GetObject` / `ListObjectsV2` / `PutObject`, the lease's reads and writes), each in that
+/// service's protocol: the data still arrives, the collector's retry / failure counters equal
+/// what the proxy saw, the gaps show backoff, and a poll that exhausts its five attempts is one
+/// failure whose throttles the next poll still counts.
+///
+/// The second collector (S3 checkpoint and lease) runs without static keys, on task-role
+/// credentials from a loopback container-credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`
+/// and `AWS_CONTAINER_AUTHORIZATION_TOKEN`, as on Fargate): the endpoint is called with the token
+/// and every request reaching the proxy is signed with the access key id it served.
+#[test]
+fn aws_errors_are_retried_with_backoff_and_counted() {
+    use Fault::{Internal, Throttle, Unavailable};
+    let moto_server = lambdawatch_tests::moto::start();
+    let moto = moto_server.url.clone();
+    let topic = boto3(
+        &moto,
+        "sns=boto3.client('sns',**kw); sqs=boto3.client('sqs',**kw)\n\
+         t=sns.create_topic(Name='lambdawatch-alerts')['TopicArn']\n\
+         q=sqs.create_queue(QueueName='oncall')['QueueUrl']\n\
+         arn=sqs.get_queue_attributes(QueueUrl=q, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+         sns.subscribe(TopicArn=t, Protocol='sqs', Endpoint=arn)\n\
+         cw=boto3.client('cloudwatch',**kw)\n\
+         cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[{'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':7,'Unit':'Count'}])\n\
+         boto3.client('dynamodb',**kw).create_table(TableName='lambdawatch-checkpoints', BillingMode='PAY_PER_REQUEST',\n\
+         \x20   KeySchema=[{'AttributeName':'pk','KeyType':'HASH'}], AttributeDefinitions=[{'AttributeName':'pk','AttributeType':'S'}])\n\
+         boto3.client('s3',**kw).create_bucket(Bucket='lambdawatch-state')\n\
+         print(t, end='')",
+    );
+
+    // Collector A: every AWS edge, checkpoint and lease in DynamoDB.
+    let proxy_a = FaultProxy::start(
+        &moto,
+        vec![
+            // The first poll exhausts its attempts; the next one gets through on its third.
+            Rule::new("poll-exhausted", "GetMetricData", &[Throttle; 5]),
+            Rule::new("poll", "GetMetricData", &[Unavailable, Throttle]),
+            Rule::new("create-group", "CreateLogGroup", &[Throttle]),
+            Rule::new("create-stream", "CreateLogStream", &[Internal]),
+            Rule::new("put-logs", "PutLogEvents", &[Throttle, Throttle])
+                .body_contains("/lambdawatch/functions/"),
+            Rule::new("xray", "POST /TraceSegments", &[Throttle, Unavailable]),
+            Rule::new("sns", "Publish", &[Throttle, Internal]),
+            Rule::new("checkpoint-get", "GetItem", &[Throttle, Internal])
+                .body_contains("task/aws-faults"),
+            Rule::new("checkpoint-list", "Scan", &[Throttle]),
+            Rule::new("checkpoint-put", "PutItem", &[Throttle, Unavailable])
+                .body_contains("task/aws-faults"),
+            Rule::new("lease-get", "GetItem", &[Throttle]).body_contains("lease/leader"),
+            Rule::new("lease-put", "PutItem", &[Throttle, Internal]).body_contains("lease/leader"),
+        ],
+    );
+    let (_a, otlp, admin_a) = collector(
+        &[
+            ("LAMBDAWATCH_AWS_ENDPOINT_URL", &proxy_a.url),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
+            (
+                "LAMBDAWATCH_CLOUDWATCH_LOGS_GROUP_PREFIX",
+                "/lambdawatch/functions/",
+            ),
+            ("LAMBDAWATCH_XRAY_EXPORT", "true"),
+            ("LAMBDAWATCH_SNS_TOPIC_ARN", &topic),
+            (
+                "LAMBDAWATCH_CHECKPOINT",
+                "dynamodb://lambdawatch-checkpoints",
+            ),
+            ("LAMBDAWATCH_TASK_ID", "aws-faults"),
+        ],
+        &[],
+    );
+
+    // Collector B: checkpoint and lease in S3, task-role credentials, no static keys.
+    let creds = lambdawatch_tests::credentials::start(
+        "task-auth-token-1",
+        "ASIATASKROLE0000001",
+        "task-role-secret",
+        "task-role-session-token",
+    );
+    let key = "/lambdawatch-state/faults/task/aws-faults-s3";
+    let proxy_b = FaultProxy::start(
+        &moto,
+        vec![
+            Rule::new(
+                "checkpoint-get",
+                &format!("GET {key}"),
+                &[Throttle, Internal],
+            ),
+            Rule::new("checkpoint-list", "GET /lambdawatch-state/", &[Unavailable]),
+            Rule::new(
+                "checkpoint-put",
+                &format!("PUT {key}"),
+                &[Throttle, Unavailable],
+            ),
+            Rule::new(
+                "lease-get",
+                "GET /lambdawatch-state/faults/lease/leader",
+                &[Throttle],
+            ),
+            Rule::new(
+                "lease-put",
+                "PUT /lambdawatch-state/faults/lease/leader",
+                &[Unavailable, Throttle],
+            ),
+        ],
+    );
+    let no_files = std::env::temp_dir().join("lambdawatch-no-aws-config");
+    let no_files = no_files.to_str().unwrap();
+    let (_b, _, admin_b) = collector(
+        &[
+            ("LAMBDAWATCH_AWS_ENDPOINT_URL", &proxy_b.url),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &creds.uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "task-auth-token-1"),
+            ("AWS_CONFIG_FILE", no_files),
+            ("AWS_SHARED_CREDENTIALS_FILE", no_files),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("LAMBDAWATCH_CHECKPOINT", "s3://lambdawatch-state/faults/"),
+            ("LAMBDAWATCH_TASK_ID", "aws-faults-s3"),
+        ],
+        &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ],
+    );
+
+    // Traffic for A's log and X-Ray exporters.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let epoch_hex = format!("{:08x}", now.as_secs());
+    let trace_id = format!("{epoch_hex}0f0f0f0f0f0f0f0f0f0f0f0f");
+    let ns = now.as_nanos() as u64;
+    let resource = json!({"attributes": [
+        kv("service.name", s("orders")), kv("faas.name", s("orders")), kv("faas.version", s("1")),
+        kv("cloud.region", s("us-east-1")), kv("cloud.account.id", s("123456789012")),
+        kv("faas.instance", s("2026/11/30/[1]faults")),
+    ]});
+    let span = json!({"resourceSpans": [{"resource": resource, "scopeSpans": [{"spans": [{
+        "traceId": trace_id, "spanId": "0123456789abcdef", "name": "orders", "kind": 2,
+        "startTimeUnixNano": (ns - 50_000_000).to_string(), "endTimeUnixNano": ns.to_string(),
+        "attributes": [
+            kv("lambdawatch.span.type", s("invocation")), kv("faas.invocation_id", s("req-f")),
+            kv("aws.lambda.outcome", s("success")), kv("aws.lambda.duration_ms", json!({"doubleValue": 50.0})),
+            kv("faas.coldstart", json!({"boolValue": false})),
+        ]
+    }]}]}]});
+    let r = http::post_json(&format!("http://{otlp}/v1/traces"), &span, T).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let logs = json!({"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": [
+        {"timeUnixNano": ns.to_string(), "body": s("retried line")},
+    ]}]}]});
+    let r = http::post_json(&format!("http://{otlp}/v1/logs"), &logs, T).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The data arrives despite the faults: the throttle alert in SQS (poll + SNS), the log line,
+    // the segment, both checkpoints and both lease records.
+    let msg = wait_until("the throttle alert in SQS", Duration::from_secs(60), || {
+        let out = boto3(
+            &moto,
+            "sqs=boto3.client('sqs',**kw)\n\
+             q=sqs.get_queue_url(QueueName='oncall')['QueueUrl']\n\
+             r=sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1)\n\
+             print(json.dumps([json.loads(x['Body']) for x in r.get('Messages', [])]))",
+        );
+        let msgs: Vec<Value> = serde_json::from_str(&out).unwrap();
+        msgs.into_iter()
+            .find(|m| m["MessageAttributes"]["slo"]["Value"] == "throttles")
+    });
+    let alert: Value = serde_json::from_str(msg["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        alert["evidence"]["total"], 7,
+        "the exhausted poll lost nothing"
+    );
+    wait_until(
+        "the log line in CloudWatch Logs",
+        Duration::from_secs(30),
+        || {
+            let out = boto3(
+                &moto,
+                "l=boto3.client('logs',**kw)\n\
+             try:\n\
+             \x20   r=l.get_log_events(logGroupName='/lambdawatch/functions/orders', logStreamName='2026/11/30/[1]faults', startFromHead=True)\n\
+             \x20   print(json.dumps([e['message'] for e in r['events']]))\n\
+             except l.exceptions.ResourceNotFoundException:\n\
+             \x20   print('[]')",
+            );
+            let v: Vec<String> = serde_json::from_str(&out).unwrap();
+            (v == ["retried line"]).then_some(())
+        },
+    );
+    let xray_id = format!("1-{epoch_hex}-0f0f0f0f0f0f0f0f0f0f0f0f");
+    wait_until("the segment in X-Ray", Duration::from_secs(30), || {
+        let out = boto3(
+            &moto,
+            &format!(
+                "x=boto3.client('xray',**kw)\n\
+                 t=x.batch_get_traces(TraceIds=['{xray_id}'])['Traces']\n\
+                 print(len(t[0]['Segments']) if t else 0)"
+            ),
+        );
+        (out.trim() == "1").then_some(())
+    });
+    wait_until(
+        "both checkpoints and lease records",
+        Duration::from_secs(30),
+        || {
+            let out = boto3(
+                &moto,
+                "d=boto3.client('dynamodb',**kw); s3=boto3.client('s3',**kw)\n\
+             keys=sorted(i['pk']['S'] for i in d.scan(TableName='lambdawatch-checkpoints')['Items'])\n\
+             objs=sorted(o['Key'] for o in s3.list_objects_v2(Bucket='lambdawatch-state', Prefix='faults/').get('Contents', []))\n\
+             print(json.dumps([keys, objs]))",
+            );
+            let v: Value = serde_json::from_str(&out).unwrap();
+            (v == json!([
+                ["lease/leader", "task/aws-faults"],
+                ["faults/lease/leader", "faults/task/aws-faults-s3"]
+            ]))
+            .then_some(())
+        },
+    );
+
+    // Every fault was injected (every kind of call was exercised), and each collector's
+    // counters equal what its proxy saw.
+    for (name, p) in [("A", &proxy_a), ("B", &proxy_b)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.pending().iter().any(|(_, n)| *n > 0) {
+            let mut ops: Vec<String> = p.attempts().into_iter().map(|a| a.op).collect();
+            ops.sort();
+            ops.dedup();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "proxy {name}: faults not injected {:?}; operations seen {ops:?}",
+                p.pending()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let acc_a = counters_match_proxy(&admin_a, &proxy_a);
+    let acc_b = counters_match_proxy(&admin_b, &proxy_b);
+    assert_eq!(
+        acc_a.injected,
+        5 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 2 + 1 + 2
+    );
+    assert_eq!(acc_b.injected, 2 + 1 + 2 + 1 + 2);
+    // The exhausted poll: one GetMetricData call of five injected attempts, counted as one
+    // failed poll; the polls after it succeed.
+    let attempts_a = proxy_a.attempts();
+    let polls = calls(&attempts_a)
+        .into_iter()
+        .filter(|c| c.op == "GetMetricData")
+        .collect::<Vec<_>>();
+    assert_eq!(polls[0].attempts.len(), ATTEMPTS as usize);
+    assert!(polls[0].attempts.iter().all(|a| a.injected.is_some()));
+    assert!(
+        polls[1..]
+            .iter()
+            .all(|c| c.attempts.last().unwrap().status == 200)
+    );
+    let text = http::get(&format!("http://{admin_a}/metrics"), T)
+        .unwrap()
+        .text();
+    assert_eq!(
+        sample(
+            &text,
+            "lambdawatch_cloudwatch_requests_total{result=\"failure\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(acc_a.failures >= 1, "{acc_a:?}");
+
+    // Backoff over both collectors' retries.
+    let attempts_b = proxy_b.attempts();
+    let (sa, ca, na) = assert_backoff(&attempts_a);
+    let (sb, cb, nb) = assert_backoff(&attempts_b);
+    let (sum, caps, n) = (sa + sb, ca + cb, na + nb);
+    eprintln!("A: {acc_a:?}; B: {acc_b:?}; {n} retry gaps sum to {sum:?} of caps {caps:?}");
+    assert!(n >= 20, "{n} retries");
+    assert!(
+        sum >= caps.mul_f64(0.15),
+        "{n} retry gaps sum to {sum:?}, the backoff caps to {caps:?}: no backoff?"
+    );
+
+    // Task-role credentials: the endpoint was asked with the token, and every call B made
+    // (all of them succeeded in the end, see the checkpoint and lease above) was signed with
+    // the key it served.
+    let asked = creds.requests.lock().unwrap().clone();
+    assert!(
+        !asked.is_empty(),
+        "the credentials endpoint was never called"
+    );
+    assert!(
+        asked
+            .iter()
+            .all(|a| a.as_deref() == Some("task-auth-token-1")),
+        "{asked:?}"
+    );
+    assert!(!attempts_b.is_empty());
+    for a in &attempts_b {
+        assert_eq!(
+            a.access_key_id.as_deref(),
+            Some("ASIATASKROLE0000001"),
+            "{a:?}"
+        );
+    }
+    let b_ok = attempts_b.iter().filter(|a| a.status == 200).count();
+    assert!(b_ok >= 4, "{b_ok} successful calls with the task role");
+}
+
+/// SNS's 256 KiB limit end to end: an SLO whose alerts carry a 300 KB label (a spec file's
+/// `labels`) fires; its alert goes through the real SNS `Publish` of moto into the subscribed
+/// SQS queue, under the limit, still valid JSON with the message attributes, every field kept,
+/// the cut label and the original size stated in the message, and counted in
+/// `lambdawatch_sns_truncated_total`.
+#[test]
+fn an_oversize_alert_is_cut_to_fit_sns_and_still_delivered() {
+    let moto_server = lambdawatch_tests::moto::start();
+    let moto = moto_server.url.clone();
+    let topic = boto3(
+        &moto,
+        "sns=boto3.client('sns',**kw); sqs=boto3.client('sqs',**kw)\n\
+         t=sns.create_topic(Name='lambdawatch-alerts')['TopicArn']\n\
+         q=sqs.create_queue(QueueName='oncall')['QueueUrl']\n\
+         arn=sqs.get_queue_attributes(QueueUrl=q, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+         sns.subscribe(TopicArn=t, Protocol='sqs', Endpoint=arn)\n\
+         cw=boto3.client('cloudwatch',**kw)\n\
+         cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[{'MetricName':'Throttles','Dimensions':[{'Name':'FunctionName','Value':'orders'}],'Value':9,'Unit':'Count'}])\n\
+         print(t, end='')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("slos.yaml");
+    let context = "c".repeat(300_000);
+    std::fs::write(
+        &spec,
+        format!(
+            "version: 1\nslos:\n  - name: throttles\n    sli: {{type: throttles}}\n    objective: 5\n    labels:\n      team: payments\n      context: {context}\n"
+        ),
+    )
+    .unwrap();
+    let (_c, _, admin) = collector(
+        &[
+            ("LAMBDAWATCH_AWS_ENDPOINT_URL", &moto),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
+            ("LAMBDAWATCH_CLOUDWATCH_FUNCTIONS", "orders"),
+            ("LAMBDAWATCH_SNS_TOPIC_ARN", &topic),
+            ("LAMBDAWATCH_SLO_FILE", spec.to_str().unwrap()),
+            ("LAMBDAWATCH_TASK_ID", "sns-limit"),
+            ("LAMBDAWATCH_LEASE_TTL", ""),
+        ],
+        &[],
+    );
+    let msg = wait_until("the oversize alert in SQS", Duration::from_secs(60), || {
+        let out = boto3(
+            &moto,
+            "sqs=boto3.client('sqs',**kw)\n\
+             q=sqs.get_queue_url(QueueName='oncall')['QueueUrl']\n\
+             r=sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds=1)\n\
+             print(json.dumps([json.loads(x['Body']) for x in r.get('Messages', [])]))",
+        );
+        let msgs: Vec<Value> = serde_json::from_str(&out).unwrap();
+        msgs.into_iter()
+            .find(|m| m["MessageAttributes"]["slo"]["Value"] == "throttles")
+    });
+    let attrs = &msg["MessageAttributes"];
+    for (k, v) in [
+        ("function", "orders"),
+        ("status", "firing"),
+        ("alertname", "LambdawatchThrottleBudgetExhausted"),
+    ] {
+        assert_eq!(attrs[k]["Value"], v, "{attrs}");
+    }
+    let body = msg["Message"].as_str().unwrap();
+    let attr_bytes: usize = attrs
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| k.len() + v["Value"].as_str().unwrap().len() + "String".len())
+        .sum();
+    assert!(
+        body.len() + attr_bytes <= 262_144,
+        "{} + {attr_bytes} bytes",
+        body.len()
+    );
+    let alert: Value = serde_json::from_str(body).expect("the SNS message is valid JSON");
+    assert_eq!(alert["truncated"], true);
+    let note = alert["truncation"].as_str().unwrap();
+    assert!(note.contains("labels.context"), "{note}");
+    assert!(note.contains("SNS allows 262144 bytes"), "{note}");
+    assert_eq!(alert["labels"]["team"], "payments");
+    assert_eq!(alert["labels"]["function"], "orders");
+    assert_eq!(
+        alert["evidence"]["total"], 9,
+        "the evidence survives the cut"
+    );
+    let cut = alert["labels"]["context"].as_str().unwrap();
+    assert!(
+        cut.starts_with("ccc") && cut.contains("…[cut "),
+        "{}",
+        &cut[cut.len() - 40..]
+    );
+    assert!(cut.len() < 262_144 && cut.len() > 200_000, "{}", cut.len());
+    let text = http::get(&format!("http://{admin}/metrics"), T)
+        .unwrap()
+        .text();
+    assert_eq!(sample(&text, "lambdawatch_sns_truncated_total"), Some(1.0));
 }

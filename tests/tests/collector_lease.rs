@@ -3,9 +3,10 @@
 //! checkpoint table makes exactly one of them poll CloudWatch (the throttles are counted once in
 //! the fleet) and publish to SNS (one message per alert transition, read back from an SQS queue
 //! subscribed to the topic), while both ingest and evaluate OTLP. When the holder is SIGKILLed
-//! the other takes over after the ttl, continues the poller's cursor from the lease record (the
-//! old throttles are not counted again, new ones are) and pages through SNS with the next fencing
-//! token. A graceful stop (SIGTERM) of that holder releases the lease and a waiting third task
+//! the other takes over after the ttl, continues the poller's cursor from the dead holder's last
+//! checkpoint (the old throttles are not counted again, new ones are) and pages through SNS with
+//! the next fencing token; it also publishes the resolve of an alert only the dead holder had
+//! paged. A graceful stop (SIGTERM) of that holder releases the lease and a waiting third task
 //! takes it over with token 3. Both stores: DynamoDB and S3. Every peer is required; a missing one
 //! fails the test.
 
@@ -420,4 +421,87 @@ fn fail_over_case(store: &str, read_body: &str) {
         rec["holder"].as_str().unwrap().starts_with("task-c/"),
         "{rec}"
     );
+}
+
+/// A resolve that happens while no task holds the lease is not lost: the holder pages an error
+/// outage through SNS and is SIGKILLed; the other task (which never saw the outage: it got none
+/// of that traffic) takes the lease over, finds the alert firing in the dead holder's
+/// checkpoint and not in its own state, and publishes its resolve through SNS with the new
+/// fencing token.
+#[test]
+fn a_new_holder_publishes_the_resolve_of_an_alert_the_dead_holder_paged() {
+    let m = lambdawatch_tests::moto::start();
+    let moto = m.url.clone();
+    let topic = boto3(
+        &moto,
+        &format!(
+            "d=boto3.client('dynamodb',**kw)\n\
+             d.create_table(TableName='{TABLE}', BillingMode='PAY_PER_REQUEST',\n\
+             \x20   KeySchema=[{{'AttributeName':'pk','KeyType':'HASH'}}],\n\
+             \x20   AttributeDefinitions=[{{'AttributeName':'pk','AttributeType':'S'}}])\n\
+             sns=boto3.client('sns',**kw); sqs=boto3.client('sqs',**kw)\n\
+             t=sns.create_topic(Name='lambdawatch-alerts')['TopicArn']\n\
+             q=sqs.create_queue(QueueName='oncall')['QueueUrl']\n\
+             arn=sqs.get_queue_attributes(QueueUrl=q, AttributeNames=['QueueArn'])['Attributes']['QueueArn']\n\
+             sns.subscribe(TopicArn=t, Protocol='sqs', Endpoint=arn)\n\
+             print(t, end='')"
+        ),
+    );
+    let mut inbox = Inbox {
+        moto: moto.clone(),
+        got: BTreeMap::new(),
+    };
+    let store = format!("dynamodb://{TABLE}");
+    let mut a = start(&moto, &topic, "task-a", &store);
+    wait_until("task-a holds the lease", Duration::from_secs(20), || {
+        (metric(&a.admin, "lambdawatch_lease_held") == 1.0).then_some(())
+    });
+    let b = start(&moto, &topic, "task-b", &store);
+    send_invocations(&a.otlp, "error", 200);
+    let paged = wait_until(
+        "the error page through SNS",
+        Duration::from_secs(30),
+        || {
+            inbox.poll();
+            inbox.firing("error_rate").into_iter().next()
+        },
+    );
+    assert_eq!(paged.0, "1", "paged by the first holder");
+    let fingerprint = paged.1["fingerprint"].as_str().unwrap().to_owned();
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+
+    let resolved = wait_until(
+        "the resolve through SNS from the new holder",
+        Duration::from_secs(30),
+        || {
+            inbox.poll();
+            inbox.got.values().find_map(|m| {
+                let attrs = &m["MessageAttributes"];
+                (attrs["slo"]["Value"] == "error_rate" && attrs["status"]["Value"] == "resolved")
+                    .then(|| m.clone())
+            })
+        },
+    );
+    assert_eq!(resolved["MessageAttributes"]["lease_token"]["Value"], "2");
+    let alert: Value = serde_json::from_str(resolved["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(alert["fingerprint"], fingerprint.as_str(), "{alert}");
+    assert_eq!(alert["status"], "resolved");
+    assert!(alert["ends_at"].is_string(), "{alert}");
+    assert_eq!(
+        metric(
+            &b.admin,
+            "lambdawatch_sns_takeover_resolves_total{result=\"success\"}"
+        ),
+        1.0
+    );
+    // Exactly one: later renewals and evaluations publish no second resolve.
+    std::thread::sleep(Duration::from_secs(3));
+    inbox.poll();
+    let resolves = inbox
+        .got
+        .values()
+        .filter(|m| m["MessageAttributes"]["status"]["Value"] == "resolved")
+        .count();
+    assert_eq!(resolves, 1);
 }

@@ -573,3 +573,140 @@ fn a_kill_right_after_a_page_does_not_page_again() {
     let notes = firing(&got);
     assert_eq!(notes.get(&page), Some(&1), "one page: {notes:?}");
 }
+
+/// The poller's counts and cursor are one checkpoint write, and a lease holder's successor
+/// continues from the cursor of that write, not from the lease record's (which is written on
+/// its own schedule). The case that used to count twice: the lease record's cursor lags the
+/// checkpoint — here every lease write fails (a fault proxy between the collector and moto
+/// answers them with 500) while the holder, still inside its lease, polls 5 more throttles and
+/// checkpoints them with its cursor. The task is killed; its restart restores 12 throttles and,
+/// once it takes the lease over, polls the same window again: still 12, not 17.
+#[test]
+fn a_kill_after_a_poll_the_lease_record_missed_never_double_counts() {
+    use lambdawatch_tests::fault_proxy::{Fault, FaultProxy, Rule};
+    let m = moto();
+    create_table(&m.url);
+    // Both puts carry the same timestamp: one CloudWatch datapoint of 7, then of 12.
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 30;
+    let put = |n: u32| {
+        boto3(
+            &m.url,
+            &format!(
+                "import datetime\ncw=boto3.client('cloudwatch',**kw)\n\
+                 cw.put_metric_data(Namespace='AWS/Lambda', MetricData=[{{'MetricName':'Throttles','Dimensions':[{{'Name':'FunctionName','Value':'orders'}}],'Value':{n},'Unit':'Count','Timestamp':datetime.datetime.fromtimestamp({at}, datetime.timezone.utc)}}])"
+            ),
+        )
+    };
+    put(7);
+    let proxy = FaultProxy::start(&m.url, Vec::new());
+    let (hook, _got) = webhook_receiver();
+    let env = [
+        ("LAMBDAWATCH_CLOUDWATCH_POLL_INTERVAL", "1s"),
+        ("LAMBDAWATCH_CLOUDWATCH_FUNCTIONS", "orders"),
+        ("LAMBDAWATCH_AWS_ACCOUNT_ID", "123456789012"),
+        ("LAMBDAWATCH_LEASE_TTL", "12s"),
+        ("LAMBDAWATCH_AWS_MAX_ATTEMPTS", "1"),
+        ("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1s"),
+    ];
+    let store = Some("dynamodb://lambdawatch-checkpoints");
+    let mut a = start_collector_with(store, &proxy.url, &hook, &env);
+    wait_until("7 polled throttles", Duration::from_secs(30), || {
+        (throttles(&a.admin)? == 7).then_some(())
+    });
+    let lease_cursor = || {
+        boto3(
+            &m.url,
+            "d=boto3.client('dynamodb',**kw)\n\
+             it=d.get_item(TableName='lambdawatch-checkpoints', Key={'pk':{'S':'lease/leader'}})['Item']\n\
+             print(json.dumps(json.loads(it['body']['B'])['ledger']))",
+        )
+    };
+    let cursor_of = |v: &Value| {
+        v["emitted"]
+            .as_object()
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+    };
+    wait_until(
+        "a lease renewal carrying the cursor of the 7",
+        Duration::from_secs(15),
+        || {
+            let v: Value = serde_json::from_str(&lease_cursor()).ok()?;
+            (cursor_of(&v) == Some(vec![json!(7.0)])).then_some(())
+        },
+    );
+    // From now on the lease record is frozen: its cursor covers the 7.
+    proxy.add_rule(
+        Rule::new("lease-put", "PutItem", &[Fault::Internal; 10_000]).body_contains("lease/leader"),
+    );
+    wait_until("a failed lease write", Duration::from_secs(10), || {
+        proxy
+            .attempts()
+            .iter()
+            .any(|a| a.injected.as_ref().is_some_and(|(r, _)| r == "lease-put"))
+            .then_some(())
+    });
+    put(5);
+    // Still inside its lease (80 % of 12 s after its last successful write), it polls the 5.
+    wait_until("12 polled throttles", Duration::from_secs(8), || {
+        (throttles(&a.admin)? == 12).then_some(())
+    });
+    let w = successful_writes(&a.admin);
+    wait_until("two more checkpoints", Duration::from_secs(10), || {
+        (successful_writes(&a.admin) >= w + 2).then_some(())
+    });
+    // The precondition: the lease record's cursor is behind the checkpoint's.
+    let cursors = boto3(
+        &m.url,
+        "d=boto3.client('dynamodb',**kw)\n\
+         get=lambda k: d.get_item(TableName='lambdawatch-checkpoints', Key={'pk':{'S':k}})['Item']['body']['B']\n\
+         lease=json.loads(get('lease/leader'))\n\
+         ckpt=json.loads(gzip.decompress(get('task/collector-slot-a')))\n\
+         print(json.dumps([lease['ledger'], ckpt['ledger']]))",
+    );
+    let cursors: Value = serde_json::from_str(&cursors).unwrap();
+    assert_eq!(
+        (cursor_of(&cursors[0]), cursor_of(&cursors[1])),
+        (Some(vec![json!(7.0)]), Some(vec![json!(12.0)])),
+        "the lease record's cursor should lag the checkpoint's: {cursors}"
+    );
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+
+    let b = start_collector_with(store, &m.url, &hook, &env);
+    b.child
+        .wait_for_text("checkpoint restored", Duration::from_secs(10));
+    assert_eq!(
+        wait_until("the restored count", Duration::from_secs(10), || throttles(
+            &b.admin
+        )),
+        12
+    );
+    // The dead process's record is taken over after one ttl; then several polls.
+    b.child
+        .wait_for_text("lease acquired", Duration::from_secs(30));
+    let polls = |admin: &str| {
+        let text = http::get(&format!("http://{admin}/metrics"), T)
+            .unwrap()
+            .text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("lambdawatch_cloudwatch_requests_total{result=\"success\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    wait_until(
+        "three polls after the takeover",
+        Duration::from_secs(30),
+        || (polls(&b.admin) >= 3).then_some(()),
+    );
+    assert_eq!(
+        throttles(&b.admin),
+        Some(12),
+        "the polls after the takeover continue from the checkpoint's cursor"
+    );
+}
