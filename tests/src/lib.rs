@@ -12,6 +12,7 @@
 //!   captured (bounded) and that is killed, group and all, when dropped; [`process::Child::wait_for_line`].
 //! - [`net`]: [`free_port`], [`net::wait_for_port`].
 //! - [`http`]: a small blocking HTTP/1.1 client with a timeout on every request.
+//! - [`otlp_json`]: OTLP/JSON invocation, init and client spans, and posting them to a collector.
 //! - [`prometheus`]: a real Prometheus started from a scrape config, ready-waited, and its query API.
 //! - [`wait_until`]: poll a condition with a bounded timeout.
 //!
@@ -25,6 +26,7 @@ pub mod http;
 pub mod lambda_env;
 pub mod moto;
 pub mod net;
+pub mod otlp_json;
 pub mod peers;
 pub mod process;
 pub mod prometheus;
