@@ -15,6 +15,7 @@
 //!   operations with throttling errors or 5xx in their protocol and records every attempt.
 //! - [`net`]: [`free_port`], [`net::wait_for_port`].
 //! - [`http`]: a small blocking HTTP/1.1 client with a timeout on every request.
+//! - [`otlp_json`]: OTLP/JSON invocation, init and client spans, and posting them to a collector.
 //! - [`prometheus`]: a real Prometheus started from a scrape config, ready-waited, and its query API.
 //! - [`wait_until`]: poll a condition with a bounded timeout.
 //!
@@ -30,6 +31,7 @@ pub mod http;
 pub mod lambda_env;
 pub mod moto;
 pub mod net;
+pub mod otlp_json;
 pub mod peers;
 pub mod process;
 pub mod prometheus;

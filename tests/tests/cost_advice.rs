@@ -22,6 +22,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use lambdawatch_tests::otlp_json::{self, init_span, send};
 use lambdawatch_tests::{Child, http, peers, workspace_bin};
 use serde_json::{Value, json};
 
@@ -67,27 +68,11 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-fn kv(k: &str, v: Value) -> Value {
-    json!({"key": k, "value": v})
-}
-
-fn s(v: &str) -> Value {
-    json!({"stringValue": v})
-}
-
-fn d(v: f64) -> Value {
-    json!({"doubleValue": v})
-}
-
 fn resource(function: &str, instance: &str) -> Value {
-    json!({"attributes": [
-        kv("service.name", s(function)), kv("faas.name", s(function)), kv("faas.version", s("1")),
-        kv("faas.instance", s(instance)),
-        kv("cloud.region", s("us-east-1")), kv("cloud.account.id", s("123456789012")),
-    ]})
+    otlp_json::resource(function, "1", "us-east-1", instance)
 }
 
-/// An invocation span as the extension sends it (Contract 1), ending at `end_ms`.
+/// An invocation span of `function` (3 s timeout) ending at `end_ms`.
 fn invocation(
     function: &str,
     trace: u128,
@@ -96,50 +81,15 @@ fn invocation(
     outcome: &str,
     memory_mb: f64,
 ) -> Value {
-    let end = end_ms * 1_000_000;
-    json!({
-        "traceId": format!("{trace:032x}"), "spanId": format!("{:016x}", trace as u64 | 1),
-        "name": function, "kind": 2,
-        "startTimeUnixNano": (end - (ms * 1e6) as u64).to_string(), "endTimeUnixNano": end.to_string(),
-        "attributes": [
-            kv("lambdawatch.span.type", s("invocation")),
-            kv("faas.invocation_id", s(&format!("req-{trace:x}"))),
-            kv("aws.lambda.outcome", s(outcome)),
-            kv("aws.lambda.duration_ms", d(ms)),
-            kv("aws.lambda.billed_duration_ms", d(ms.ceil())),
-            kv("aws.lambda.memory_size_mb", d(memory_mb)),
-            kv("aws.lambda.max_memory_used_mb", d(90.0)),
-            kv("aws.lambda.timeout_ms", d(3000.0)),
-        ]
+    otlp_json::invocation(otlp_json::Invocation {
+        function,
+        trace,
+        end_ms,
+        duration_ms: ms,
+        outcome,
+        memory_mb,
+        timeout_ms: 3000.0,
     })
-}
-
-fn init_span(end_ms: u64, ms: f64) -> Value {
-    let end = end_ms * 1_000_000;
-    json!({
-        "traceId": format!("{:032x}", end_ms as u128 + 7), "spanId": "00000000000000aa",
-        "name": "init", "kind": 1,
-        "startTimeUnixNano": (end - (ms * 1e6) as u64).to_string(), "endTimeUnixNano": end.to_string(),
-        "attributes": [
-            kv("lambdawatch.span.type", s("init")),
-            kv("aws.lambda.init_type", s("on-demand")),
-            kv("aws.lambda.init_phase", s("init")),
-            kv("aws.lambda.outcome", s("success")),
-            kv("aws.lambda.duration_ms", d(ms)),
-        ]
-    })
-}
-
-/// One OTLP/JSON request: `(resource, spans)` per resource.
-fn send(otlp: &str, groups: Vec<(Value, Vec<Value>)>) {
-    let rs: Vec<Value> = groups
-        .into_iter()
-        .map(|(r, spans)| json!({"resource": r, "scopeSpans": [{"spans": spans}]}))
-        .collect();
-    let body = json!({ "resourceSpans": rs });
-    let r = http::post_json(&format!("http://{otlp}/v1/traces"), &body, T).unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(!r.text().contains("rejected"), "{}", r.text());
 }
 
 /// Polls `/api/v1/cost` until `function`'s row satisfies `ok`; on timeout, fails with the last
@@ -198,14 +148,17 @@ fn provisioned_concurrency_advice_through_a_real_collector() {
     let c = start_collector();
     // 60 whole minutes ending 4 minutes ago (every one folded at the next evaluation): per
     // minute 4 environments × 5 invocations of 1 s at 512 MB (ending at :10 … :50, so each stays
-    // in its minute) and one on-demand cold start of 1.2 s in a new environment.
+    // in its minute) and one on-demand cold start of 1.2 s in a new environment. One request:
+    // an evaluation between requests would fold every minute up to now − 2 at once, leaving
+    // the minutes sent after it late (under load, 60 requests can take more than the 1 s tick).
     let first = now_s() / 60 - 63;
+    let mut groups = Vec::new();
     for m in 0..60u64 {
         let t_ms = (first + m) * 60_000;
-        let mut groups = vec![(
+        groups.push((
             resource("pc-fn", &format!("new-{m}")),
             vec![init_span(t_ms + 5_000, 1200.0)],
-        )];
+        ));
         for env in 0..4u64 {
             let spans = (1..=5u64)
                 .map(|k| {
@@ -215,8 +168,8 @@ fn provisioned_concurrency_advice_through_a_real_collector() {
                 .collect();
             groups.push((resource("pc-fn", &format!("env-{env}")), spans));
         }
-        send(&c.otlp, groups);
     }
+    send(&c.otlp, groups);
     let row = wait_row(
         &c.admin,
         "pc-fn",
@@ -438,7 +391,7 @@ fn timeout_cascade_named_from_python_sdk_client_spans() {
                 ] {
                     let end_ns = (end_ms - 50) * 1_000_000;
                     let span = json!({
-                        "trace": format!("{trace:032x}"), "parent": format!("{:016x}", trace as u64 | 1),
+                        "trace": format!("{trace:032x}"), "parent": otlp_json::invocation_span_id(trace),
                         "name": name, "attributes": attributes,
                         "start_ns": end_ns - (latency * 1e6) as u64, "end_ns": end_ns,
                     });

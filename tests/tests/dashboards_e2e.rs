@@ -5,7 +5,7 @@
 //! (`AWS/Lambda` `Throttles`) and its DLQ (`AWS/SQS` `NumberOfMessagesSent`);
 //! `lambdawatch-collector serve` on ephemeral loopback ports (1 s evaluation, 2 s `for`, the
 //! function's SQS DLQ mapped to it, a webhook sink pointing at a capture server in this test, the
-//! CloudWatch poller polling moto every second, at most one tracked function); a real Prometheus
+//! CloudWatch poller polling moto every second, at most two tracked functions); a real Prometheus
 //! (Debian package, [`lambdawatch_tests::prometheus`]) scraping the collector's `/metrics` every
 //! second and evaluating the generated rules (`alerts/lambdawatch-rules.yml` with `for: 2s`, the
 //! collector's `LAMBDAWATCH_ALERT_FOR`), whose recorded series and `ALERTS` the fleet SLO panels
@@ -18,11 +18,21 @@
 //! overflows the extension's deliberately small export buffer (extension drops). Then one request
 //! per pipeline drop stage: a malformed OTLP request (ingest), a span whose resource has no
 //! `faas.name` (ingest_items, `no_function`), an init span 40 days old (aggregate, `too_old`) and a
-//! span of a second function beyond `LAMBDAWATCH_MAX_FUNCTIONS=1` (aggregate,
+//! span of a third function beyond `LAMBDAWATCH_MAX_FUNCTIONS=2` (aggregate,
 //! `too_many_functions`). The poller's counts are checked to have arrived on top of the sandbox's.
 //!
+//! The advice panels: before the sandbox starts, the test posts OTLP/JSON history of a second
+//! function, [`ADVISED`] ([`post_advised_history`]: invocation, init and CLIENT spans shaped as the
+//! extension and instrumented code send them, [`lambdawatch_tests::otlp_json`]): cold starts in
+//! minutes that ended over 2 minutes ago (the provisioned-concurrency sampler folds them at once),
+//! and recent timeouts while its `orders-db` calls slowed down (a timeout cascade). The
+//! collector's `/api/v1/cost` must recommend provisioned concurrency and name `orders-db` for it,
+//! and `$function` offers it.
+//!
 //! Then, after Prometheus has scraped the final state at least twice, every dashboard target (with
-//! `$function` set to the driven function, `$__rate_interval` → the whole run, so every increment
+//! `$function` set to the driven function, or to [`ADVISED`] for the drill-down's
+//! [`ADVISED_PANELS`], as a user picks a function in Grafana; `$__rate_interval` → the whole run,
+//! so every increment
 //! of the run is inside the window) runs as an instant query and is judged against its declaration
 //! in [`EXPECTATIONS`]: [`Expect::NonZero`] (the run moves the metric: at least one finite
 //! sample ≠ 0) or [`Expect::Finite`] (at least one finite sample; zero is what this run must show,
@@ -71,6 +81,32 @@ const DLQ_QUEUE: &str = "dash-e2e-dlq";
 const POLLED_THROTTLES: f64 = 7.0;
 /// `AWS/SQS` `NumberOfMessagesSent` of the DLQ put into moto.
 const POLLED_DLQ_SENT: f64 = 4.0;
+
+/// The function whose history the test posts as OTLP (invocation, init and client spans, as the
+/// extension and instrumented function code send them) right after the collector starts: cold
+/// starts in minutes already old enough to fold, and a timeout cascade. `$function` of the
+/// drill-down's [`ADVISED_PANELS`]; see [`post_advised_history`].
+const ADVISED: &str = "dash-e2e-advised";
+/// The drill-down panels judged with `$function` = [`ADVISED`]: what they show needs minutes
+/// that ended over 2 minutes ago (provisioned concurrency) and client spans (timeout cascade),
+/// which the sandbox's short run of [`FUNCTION`] cannot give.
+const ADVISED_PANELS: &[&str] = &[
+    "Provisioned concurrency advice",
+    "Provisioned concurrency: monthly cost change",
+    "Provisioned concurrency: cold starts avoided",
+    "Timeout cascade: downstream P99 latency",
+    "Timeout cascade suspects",
+    "Timeout cascade: timeout ratio",
+];
+/// [`ADVISED`]'s baseline: minutes now−12 … now−5 (whole minutes before the post).
+const ADVISED_BASELINE_MINUTES: u64 = 8;
+/// Environments busy in each baseline minute (each runs [`ADVISED_PER_ENV`] invocations).
+const ADVISED_ENVS: u64 = 3;
+const ADVISED_PER_ENV: u64 = 2;
+/// [`ADVISED`]'s recent invocations (in the 45 s before the post), the first
+/// [`ADVISED_RECENT_TIMEOUTS`] of which time out.
+const ADVISED_RECENT: u64 = 16;
+const ADVISED_RECENT_TIMEOUTS: u64 = 6;
 
 /// What a dashboard target must return after the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +176,14 @@ const EXPECTATIONS: &[(&str, &str, &str, Expect, &str)] = &[
     ("function-drilldown", "Memory advice", "C", NonZero, "REPORT lines carry max memory used"),
     ("function-drilldown", "Timeout budget and cold starts", "A", NonZero, "P99 duration / timeout"),
     ("function-drilldown", "Timeout budget and cold starts", "B", NonZero, "on-demand cold starts / invocations"),
+    ("function-drilldown", "Provisioned concurrency advice", "A", NonZero, "$function = dash-e2e-advised: 3 environments busy in each of its 8 folded baseline minutes: P99 of the per-minute samples is 3 units"),
+    ("function-drilldown", "Provisioned concurrency advice", "B", NonZero, "dash-e2e-advised: a 1.2 s on-demand cold start per baseline minute (8 of 48 invocations, P99 init ≥ 500 ms): recommended = 1"),
+    ("function-drilldown", "Provisioned concurrency: monthly cost change", "A", NonZero, "dash-e2e-advised: 3 units × 512 MB all month against ~50 short invocations per 10 min: PC costs more (> 0)"),
+    ("function-drilldown", "Provisioned concurrency: cold starts avoided", "A", NonZero, "dash-e2e-advised: every folded cold start is covered by the 3 units, scaled to 30 days"),
+    ("function-drilldown", "Timeout cascade: downstream P99 latency", "A", NonZero, "dash-e2e-advised's client spans to orders-db: ~20 ms in the baseline, ~400 ms recently"),
+    ("function-drilldown", "Timeout cascade suspects", "A", NonZero, "dash-e2e-advised: timeouts and orders-db's P99 rose together: orders-db flagged (1)"),
+    ("function-drilldown", "Timeout cascade suspects", "B", NonZero, "dash-e2e-advised: orders-db's recent P99 / baseline P99 (~430 ms / ~25 ms, about 17)"),
+    ("function-drilldown", "Timeout cascade: timeout ratio", "A", NonZero, "dash-e2e-advised: no timeout in the baseline (0), 6 of 16 recent invocations time out"),
     ("pipeline-health", "Extension drops by reason", "A", NonZero, "the log flood overflows the 300-item export buffer"),
     ("pipeline-health", "Extension export retries by function", "A", Finite, "the collector accepts every export: the extension never retries, 0"),
     ("pipeline-health", "Ingest requests by protocol and result", "A", NonZero, "the extension exports over OTLP/HTTP"),
@@ -192,14 +236,25 @@ fn check(prom: &Prometheus, expr: &str, expect: Expect) -> Result<Vec<Sample>, S
     Ok(samples)
 }
 
-/// Every dashboard target with `$function` → [`FUNCTION`] and `$__rate_interval` → `rate_interval`
-/// (the other variables as [`dashboards::substitution_values`] sets them).
+/// The function `$function` is set to for a target: [`ADVISED`] for the drill-down's advice panels
+/// ([`ADVISED_PANELS`]), [`FUNCTION`] for every other target.
+fn drilled_function(dashboard: &str, panel_title: &str) -> &'static str {
+    if dashboard == "function-drilldown" && ADVISED_PANELS.contains(&panel_title) {
+        ADVISED
+    } else {
+        FUNCTION
+    }
+}
+
+/// Every dashboard target with `$function` → [`drilled_function`] and `$__rate_interval` →
+/// `rate_interval` (the other variables as [`dashboards::substitution_values`] sets them).
 fn dashboard_queries(rate_interval: &str) -> Vec<Query> {
     let mut out = Vec::new();
     for d in dashboards::load_all() {
-        let mut values = dashboards::substitution_values(&d.json, FUNCTION);
-        values.insert("__rate_interval".to_owned(), rate_interval.to_owned());
         for t in dashboards::targets(&d.json) {
+            let mut values =
+                dashboards::substitution_values(&d.json, drilled_function(&d.name, &t.panel_title));
+            values.insert("__rate_interval".to_owned(), rate_interval.to_owned());
             let expr = dashboards::substitute(&t.expr, &values).unwrap_or_else(|e| {
                 panic!(
                     "{}: panel {:?} target {}: {e}",
@@ -543,7 +598,7 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         .env("LAMBDAWATCH_ADMIN_ADDR", "127.0.0.1:0")
         .env("LAMBDAWATCH_EVAL_INTERVAL", "1s")
         .env("LAMBDAWATCH_ALERT_FOR", "2s")
-        .env("LAMBDAWATCH_MAX_FUNCTIONS", "1")
+        .env("LAMBDAWATCH_MAX_FUNCTIONS", "2")
         .env("LAMBDAWATCH_DLQ_QUEUES", format!("{DLQ_QUEUE}={FUNCTION}"))
         .env("LAMBDAWATCH_WEBHOOK_URL", format!("http://{hook}/hook"))
         .env("LAMBDAWATCH_AWS_REGION", REGION)
@@ -562,6 +617,9 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
     };
     let (otlp_http, admin) = (field("otlp_http"), field("admin"));
     field("otlp_grpc");
+    // ADVISED's history first, so it is one of the two tracked functions and its old minutes
+    // arrive before any evaluation could fold past them.
+    post_advised_history(&otlp_http);
 
     // Prometheus scraping the collector every second and evaluating the generated rules.
     let rules_dir = tempfile::tempdir().unwrap();
@@ -683,9 +741,10 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
             vec![kv("aws.lambda.init_type", s("on-demand"))],
         ),
     );
-    // Aggregate, too_many_functions: a second function, beyond LAMBDAWATCH_MAX_FUNCTIONS=1.
+    // Aggregate, too_many_functions: a third function, beyond LAMBDAWATCH_MAX_FUNCTIONS=2
+    // (ADVISED and FUNCTION are tracked).
     post(
-        "span of a second function",
+        "span of a third function",
         otlp_span(
             function_resource("dash-e2e-overflow", "overflow-instance"),
             "invocation",
@@ -785,12 +844,14 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
     )
     .unwrap()
     .json();
-    assert!(
-        functions["data"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|v| v == FUNCTION)),
-        "label_values(lambdawatch_invocations_total, function) lacks {FUNCTION}: {functions}"
-    );
+    for f in [FUNCTION, ADVISED] {
+        assert!(
+            functions["data"]
+                .as_array()
+                .is_some_and(|fs| fs.iter().any(|v| v == f)),
+            "label_values(lambdawatch_invocations_total, function) lacks {f}: {functions}"
+        );
+    }
 
     // Cost: the counter Prometheus has equals the price table's list price of the requests and
     // billed GB-seconds counted by the aggregator's own series (eu-west-1, the extension's
@@ -918,6 +979,7 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         "timeout budget ratio {ratio}"
     );
     assert_eq!(row["advice"]["cascade"]["status"], "unknown", "{row}");
+    check_advised_advice(&admin);
 
     // The judge can fail, on this Prometheus with this run's data: a misspelt metric has no
     // data, a counter the run never moves (no auth token, so no `unauthenticated` rejection)
@@ -1026,6 +1088,132 @@ fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         started.elapsed()
     );
     drop(collector);
+}
+
+/// Posts [`ADVISED`]'s history in one OTLP/JSON request (so no evaluation tick falls between
+/// its minutes), as the extension and instrumented function code would have sent it:
+///
+/// - baseline, minutes now−12 … now−5 (ended over 2 minutes ago, so the provisioned-concurrency
+///   sampler folds them at the next evaluation): per minute one 1.2 s on-demand init in a fresh
+///   environment, and [`ADVISED_ENVS`] environments running [`ADVISED_PER_ENV`] invocations of
+///   200 ms each, every one with a CLIENT span to `orders-db` of ~20 ms;
+/// - recent, in the 45 s before now: [`ADVISED_RECENT`] invocations, the first
+///   [`ADVISED_RECENT_TIMEOUTS`] timing out (1 s, no client span: Lambda stopped the runtime),
+///   the others finishing with a ~400 ms `orders-db` call.
+///
+/// The cascade's recent window is the last 5 minutes of the evaluation's `now`, so the recent
+/// invocations stay in it for at least 3 minutes after the post (the run takes less; the test
+/// checks the cascade before judging).
+fn post_advised_history(otlp_http: &str) {
+    use lambdawatch_tests::otlp_json::{self, Invocation};
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let now_min = now_ms / 60_000;
+    let resource = |instance: &str| otlp_json::resource(ADVISED, VERSION, REGION, instance);
+    let orders_db = [otlp_json::kv("peer.service", otlp_json::s("orders-db"))];
+    let mut trace: u128 = 0xad71_5ed0_0000_0000_0000_0000_0000_0000;
+    let mut call = |end_ms: u64, ms: f64, outcome: &str, db_ms: Option<f64>| {
+        trace += 1;
+        let mut spans = vec![otlp_json::invocation(Invocation {
+            function: ADVISED,
+            trace,
+            end_ms,
+            duration_ms: ms,
+            outcome,
+            memory_mb: 512.0,
+            timeout_ms: 1000.0,
+        })];
+        if let Some(db_ms) = db_ms {
+            spans.push(otlp_json::client(
+                trace,
+                0,
+                "SELECT orders",
+                end_ms - 10,
+                db_ms,
+                &orders_db,
+            ));
+        }
+        spans
+    };
+    let mut groups = Vec::new();
+    for minute in now_min - 4 - ADVISED_BASELINE_MINUTES..now_min - 4 {
+        let t_ms = minute * 60_000;
+        groups.push((
+            resource(&format!("cold-{minute}")),
+            vec![otlp_json::init_span(t_ms + 5_000, 1200.0)],
+        ));
+        for env in 0..ADVISED_ENVS {
+            let spans = (0..ADVISED_PER_ENV)
+                .flat_map(|k| {
+                    let end = t_ms + 20_000 + k * 20_000 + env * 1_000;
+                    call(end, 200.0, "success", Some(20.0 + (k + env) as f64))
+                })
+                .collect();
+            groups.push((resource(&format!("env-{env}")), spans));
+        }
+    }
+    let recent = (0..ADVISED_RECENT)
+        .flat_map(|j| {
+            let end = now_ms - 45_000 + j * 2_500;
+            if j < ADVISED_RECENT_TIMEOUTS {
+                call(end, 1000.0, "timeout", None)
+            } else {
+                call(end, 450.0, "success", Some(400.0 + j as f64))
+            }
+        })
+        .collect();
+    groups.push((resource("env-0"), recent));
+    otlp_json::send(otlp_http, groups);
+}
+
+/// The collector's own advice for [`ADVISED`] (`/api/v1/cost`) is what the drill-down's advice
+/// panels are declared to show: provisioned concurrency recommended over the folded baseline
+/// minutes, and a timeout cascade naming `orders-db`.
+fn check_advised_advice(admin: &str) {
+    let advice = wait_until(
+        "the collector's provisioned-concurrency and cascade advice for the advised function",
+        Duration::from_secs(30),
+        || {
+            let doc = http::get(
+                &format!("http://{admin}/api/v1/cost"),
+                Duration::from_secs(5),
+            )
+            .ok()?
+            .json();
+            let row = doc["functions"]
+                .as_array()?
+                .iter()
+                .find(|r| r["function"] == ADVISED)?;
+            let a = row["advice"].clone();
+            (a["provisioned_concurrency"]["status"] != "unknown"
+                && a["cascade"]["status"] != "unknown")
+                .then_some(a)
+        },
+    );
+    let pc = &advice["provisioned_concurrency"];
+    assert_eq!(pc["status"], "recommended", "{pc:#}");
+    assert_eq!(pc["units"], ADVISED_ENVS, "{pc:#}");
+    assert_eq!(
+        pc["on_demand_cold_starts"], ADVISED_BASELINE_MINUTES,
+        "{pc:#}"
+    );
+    // The recent invocations join the window only once their minute is folded too.
+    let baseline = ADVISED_BASELINE_MINUTES * ADVISED_ENVS * ADVISED_PER_ENV;
+    let invocations = pc["invocations"].as_u64().unwrap_or(0);
+    assert!(
+        (baseline..=baseline + ADVISED_RECENT).contains(&invocations),
+        "{pc:#}"
+    );
+    let cascade = &advice["cascade"];
+    assert_eq!(cascade["status"], "cascade", "{cascade:#}");
+    assert_eq!(cascade["suspect"], "orders-db", "{cascade:#}");
+    assert_eq!(
+        cascade["recent"]["timeouts"], ADVISED_RECENT_TIMEOUTS,
+        "{cascade:#}"
+    );
+    assert_eq!(cascade["baseline"]["timeouts"], 0, "{cascade:#}");
 }
 
 /// The function of the DLQ-ratio check: async events dropped, no dead-letter queue at all.

@@ -424,9 +424,16 @@ impl Aggregates {
                 self.functions.contains_key(&key) || (reporting && self.adopt_placeholder(&key));
             if !known {
                 if self.functions.len() >= self.max_functions {
+                    // An invocation span's trace id rides along as its own event: the span is
+                    // one dropped event, not two.
+                    let dropped = group
+                        .events
+                        .iter()
+                        .filter(|e| !matches!(e, Event::InvocationTrace { .. }))
+                        .count();
                     self.stats
                         .too_many_functions
-                        .fetch_add(group.events.len() as u64, Ordering::Relaxed);
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
                     continue;
                 }
                 self.functions.insert(
@@ -932,12 +939,19 @@ pub(crate) mod tests {
         let mut a = Aggregates::new(Layout::new(&[500.0], &[0.8]), 2);
         let t = 1_700_000_000;
         for name in ["a", "b", "c"] {
+            // An invocation span with a trace id, as the decoder emits it: two events.
+            let trace = Event::InvocationTrace {
+                t_s: t,
+                trace_id: 7,
+                timed_out: false,
+            };
             a.apply(Batch {
                 received_s: t,
-                groups: vec![group(name, vec![inv(t, Outcome::Success, 1.0)])],
+                groups: vec![group(name, vec![inv(t, Outcome::Success, 1.0), trace])],
             });
         }
         assert_eq!(a.functions.len(), 2);
+        // One span of the third function dropped, counted once.
         assert_eq!(a.stats.too_many_functions.load(Ordering::Relaxed), 1);
     }
 
