@@ -34,7 +34,12 @@ use crate::{
         series::{RINGS, Window},
     },
     alerting::alert::{Evidence, time_to_exhaustion},
-    slo::spec::{Defaults, InitType, Severity, Sli, SloDef, SloSpec},
+    slo::{
+        cold_start_ms::ColdStartMs,
+        conditions::Conditions,
+        name::SloName,
+        spec::{Defaults, InitType, Severity, Sli, SloDef, SloSpec},
+    },
 };
 
 /// The windows every SLO reports (Contract 2 `window` label values).
@@ -332,9 +337,12 @@ impl<'s> SliIndex<'s> {
     }
 }
 
-/// One SLO's windows resolved to [`WindowPlan`] blocks, once per evaluation.
+/// One SLO's windows resolved to [`WindowPlan`] blocks, once per evaluation, with its shared
+/// name and whether its selector matches every function (no glob work for those).
 #[derive(Debug, Clone)]
 struct SloPlan<'s> {
+    name: SloName,
+    selects_all: bool,
     sli: SliIndex<'s>,
     report: [Option<usize>; REPORT_WINDOWS.len()],
     budget: Option<usize>,
@@ -345,6 +353,8 @@ struct SloPlan<'s> {
 impl<'s> SloPlan<'s> {
     fn new(slo: &'s SloDef, defaults: &Defaults, layout: &Layout, plan: &WindowPlan) -> Self {
         Self {
+            name: SloName::new(&slo.name),
+            selects_all: selects_all(slo),
             sli: SliIndex::new(&slo.sli, layout),
             report: REPORT_WINDOWS.map(|w| plan.block_of(w)),
             budget: plan.block_of(slo.window),
@@ -395,7 +405,7 @@ pub struct WindowStatus {
 }
 
 /// A burn rule (or budget rule) evaluated for one function and SLO.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Condition {
     pub severity: Severity,
     pub active: bool,
@@ -409,7 +419,8 @@ pub struct Condition {
 pub struct SloStatus {
     /// Index into `spec.slos`.
     pub slo_index: usize,
-    pub name: String,
+    /// Shared by every function's status of this SLO (one allocation per evaluation).
+    pub name: SloName,
     pub objective: f64,
     pub window: Duration,
     /// One per [`REPORT_WINDOWS`], in that order.
@@ -418,7 +429,8 @@ pub struct SloStatus {
     pub budget: Counts,
     pub budget_consumed: f64,
     pub budget_remaining: f64,
-    pub conditions: Vec<Condition>,
+    /// One per burn rule, in the spec's order (a count budget: one), held inline.
+    pub conditions: Conditions,
 }
 
 /// Everything evaluated for one function.
@@ -426,8 +438,8 @@ pub struct SloStatus {
 pub struct FunctionStatus {
     pub key: FunctionKey,
     pub slos: Vec<SloStatus>,
-    /// Init duration percentiles (ms) per init type seen.
-    pub cold_start_ms: BTreeMap<&'static str, Quantiles>,
+    /// Init duration percentiles (ms) per init type seen (inline, by label like a map).
+    pub cold_start_ms: ColdStartMs,
     pub invocation_ms: Option<Quantiles>,
     pub last_seen_s: u64,
     /// Active when a reporting function went silent (see module doc).
@@ -478,11 +490,7 @@ fn evaluate_slo(
     } else {
         budget.bad() as f64 / (slo.error_budget() * budget.valid as f64)
     };
-    let mut conditions = Vec::with_capacity(if count_budget {
-        1
-    } else {
-        defaults.burn_rules.len()
-    });
+    let mut conditions = Conditions::new();
     if count_budget {
         conditions.push(Condition {
             severity: Severity::Ticket,
@@ -534,7 +542,7 @@ fn evaluate_slo(
     }
     SloStatus {
         slo_index,
-        name: slo.name.clone(),
+        name: plan.name.clone(),
         objective: slo.objective,
         window: slo.window,
         windows,
@@ -595,16 +603,15 @@ fn selects_all(slo: &SloDef) -> bool {
         && sel.tags.is_empty()
 }
 
-/// Per-evaluation context shared by every function: the window plan and which SLOs select
-/// every function (no glob work for those).
+/// Per-evaluation context shared by every function: the window plan and, per SLO, its shared
+/// name, window blocks and whether it selects every function (no glob work for those).
 #[derive(Debug)]
 pub struct Evaluator<'a> {
     spec: &'a SloSpec,
     layout: &'a Layout,
     plan: WindowPlan,
-    /// Per SLO of the spec: its windows' blocks and resolved SLI.
+    /// Per SLO of the spec: its name, windows' blocks and resolved SLI.
     slo_plans: Vec<SloPlan<'a>>,
-    selects_all: Vec<bool>,
     now_s: u64,
     buf: Vec<u64>,
 }
@@ -621,7 +628,6 @@ impl<'a> Evaluator<'a> {
                 .map(|s| SloPlan::new(s, &spec.defaults, layout, &plan))
                 .collect(),
             plan,
-            selects_all: spec.slos.iter().map(selects_all).collect(),
             now_s,
             buf: Vec::new(),
         }
@@ -633,7 +639,7 @@ impl<'a> Evaluator<'a> {
         let sums = Sums::new(self.layout, &self.plan, state, now_s, &mut self.buf);
         let mut slos = Vec::with_capacity(spec.slos.len());
         for (i, (s, plan)) in spec.slos.iter().zip(&self.slo_plans).enumerate() {
-            let selected = self.selects_all.get(i).copied().unwrap_or(false)
+            let selected = plan.selects_all
                 || s.selector.matches(
                     &key.function,
                     &key.version,
@@ -647,12 +653,7 @@ impl<'a> Evaluator<'a> {
         }
         // Percentiles come from the cache the owner refreshes (`Aggregates::refresh_percentiles`)
         // before it evaluates: walking every histogram on every round would dominate evaluation.
-        let cold_start_ms = state
-            .percentiles
-            .cold
-            .iter()
-            .map(|(k, q)| (k.label(), *q))
-            .collect();
+        let cold_start_ms = state.percentiles.cold.iter().copied().collect();
         FunctionStatus {
             key: key.clone(),
             slos,
