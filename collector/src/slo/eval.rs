@@ -680,11 +680,28 @@ pub fn evaluate_function(
 pub fn evaluate(spec: &SloSpec, agg: &Aggregates, now_s: u64) -> Evaluation {
     let mut ev = Evaluator::new(spec, &agg.layout, now_s);
     // Sort the (small) key references first, not the (large) statuses; keys are distinct, so an
-    // unstable sort gives the same order.
-    let mut order: Vec<(&FunctionKey, &FunctionState)> = agg.functions.iter().collect();
-    order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let functions = order.into_iter().map(|(k, s)| ev.function(k, s)).collect();
+    // unstable sort gives the same order. Most comparisons are settled by the name's first
+    // bytes as an integer (no string comparison through two pointers).
+    let mut order: Vec<(u64, &FunctionKey, &FunctionState)> = agg
+        .functions
+        .iter()
+        .map(|(k, s)| (sort_prefix(&k.function), k, s))
+        .collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    let functions = order
+        .into_iter()
+        .map(|(_, k, s)| ev.function(k, s))
+        .collect();
     Evaluation { now_s, functions }
+}
+
+/// The first 8 bytes of `s`, zero-padded, as a big-endian integer: `sort_prefix(a) <
+/// sort_prefix(b)` implies `a < b`, and equal prefixes leave the order to the strings.
+fn sort_prefix(s: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = s.len().min(8);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u64::from_be_bytes(b)
 }
 
 #[cfg(test)]
@@ -966,6 +983,80 @@ mod tests {
                 "28 d at {now}"
             );
         }
+    }
+
+    proptest::proptest! {
+        /// Ordering by (name prefix, key) is ordering by key: short names, shared prefixes,
+        /// NUL bytes and multi-byte characters included.
+        #[test]
+        fn sort_prefix_keeps_key_order(
+            names in proptest::collection::vec("(fn-|\\x00|ab|é){0,6}[a-c\\x00]{0,3}", 1..40),
+            versions in proptest::collection::vec("[12]", 1..40),
+        ) {
+            let keys: Vec<FunctionKey> = names
+                .iter()
+                .zip(versions.iter().cycle())
+                .map(|(f, v)| FunctionKey {
+                    function: f.clone(),
+                    version: v.clone(),
+                    region: "r".into(),
+                    account: "a".into(),
+                })
+                .collect();
+            let mut by_key: Vec<&FunctionKey> = keys.iter().collect();
+            by_key.sort();
+            let mut by_prefix: Vec<(u64, &FunctionKey)> =
+                keys.iter().map(|k| (sort_prefix(&k.function), k)).collect();
+            by_prefix.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            let by_prefix: Vec<&FunctionKey> = by_prefix.into_iter().map(|(_, k)| k).collect();
+            proptest::prop_assert_eq!(by_key, by_prefix);
+        }
+    }
+
+    #[test]
+    fn evaluation_is_sorted_by_key() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 100);
+        for f in [
+            "fn-0000010",
+            "fn-0000002",
+            "fn-00000",
+            "b",
+            "fn-0000002x",
+            "a\u{0}",
+        ] {
+            a.apply(Batch {
+                received_s: T0,
+                groups: vec![Group {
+                    target: Target::Function {
+                        key: FunctionKey {
+                            function: f.into(),
+                            ..key()
+                        },
+                        tags: vec![],
+                        instance: "i".into(),
+                    },
+                    events: vec![inv(T0, Outcome::Success)],
+                }],
+            });
+        }
+        let ev = evaluate(&spec, &a, T0);
+        let names: Vec<&str> = ev
+            .functions
+            .iter()
+            .map(|f| f.key.function.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a\u{0}",
+                "b",
+                "fn-00000",
+                "fn-0000002",
+                "fn-0000002x",
+                "fn-0000010"
+            ]
+        );
     }
 
     #[test]
