@@ -165,7 +165,7 @@ impl AlertStatus {
 }
 
 /// Why the alert fired: enough to re-check the maths by hand.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Evidence {
     /// Good / valid over the long window (for throttles: the count over the SLO window).
     pub sli: f64,

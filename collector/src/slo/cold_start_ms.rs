@@ -4,9 +4,9 @@
 //! `BTreeMap<&str, Quantiles>` each function status used to carry (an allocation of a node with
 //! room for eleven entries, per function and evaluation). It reads like that map did: iteration,
 //! [`ColdStartMs::values`] and serialisation (a JSON object) go in ascending label order, and
-//! `map["on-demand"]` indexes by label.
+//! [`ColdStartMs::get`] looks up by label.
 
-use std::{fmt, ops::Index};
+use std::fmt;
 
 use serde::ser::SerializeMap;
 
@@ -94,18 +94,6 @@ impl FromIterator<(InitKind, Quantiles)> for ColdStartMs {
     }
 }
 
-impl Index<&str> for ColdStartMs {
-    type Output = Quantiles;
-    /// Panics when `label` has no percentiles, like a map's index.
-    #[allow(clippy::panic)]
-    fn index(&self, label: &str) -> &Quantiles {
-        match self.get(label) {
-            Some(q) => q,
-            None => panic!("no cold-start percentiles for init type `{label}`"),
-        }
-    }
-}
-
 impl fmt::Debug for ColdStartMs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
@@ -188,14 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn insert_replaces_index_reads_and_clear_empties() {
+    fn insert_replaces_and_clear_empties() {
         let mut m = ColdStartMs::new();
         m.insert(InitKind::SnapStart, q(1));
         m.insert(InitKind::SnapStart, q(2));
         assert_eq!(m.len(), 1);
-        assert_eq!(m["snap-start"].count, 2);
+        assert_eq!(m.get("snap-start").map(|q| q.count), Some(2));
         m.clear();
         assert!(m.is_empty());
-        assert!(std::panic::catch_unwind(|| m["snap-start"]).is_err());
+        assert_eq!(m.get("snap-start"), None);
     }
 }

@@ -405,7 +405,7 @@ pub struct WindowStatus {
 }
 
 /// A burn rule (or budget rule) evaluated for one function and SLO.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     pub severity: Severity,
     pub active: bool,
@@ -1090,6 +1090,12 @@ mod tests {
             (2, 3),
             "≤ 500 ms is good; provisioned not selected"
         );
-        assert_eq!(ev.functions[0].cold_start_ms["on-demand"].count, 3);
+        assert_eq!(
+            ev.functions[0]
+                .cold_start_ms
+                .get("on-demand")
+                .map(|q| q.count),
+            Some(3)
+        );
     }
 }

@@ -117,8 +117,9 @@ mod tests {
         assert!(n == "cold_start");
         assert!(n != "cold");
         assert!("cold_start" == n);
-        assert!(n == "cold_start".to_owned());
-        assert!("cold_start".to_owned() == n);
+        let owned = String::from("cold_start");
+        assert!(n == owned);
+        assert!(owned == n);
         assert_eq!(n.to_string(), "cold_start");
         assert_eq!(format!("{n:?}"), "\"cold_start\"");
         assert_eq!(serde_json::to_string(&n).unwrap(), "\"cold_start\"");
