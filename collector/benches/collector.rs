@@ -51,12 +51,17 @@ use prost::Message;
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Allocations made (not freed: every `alloc` call, `realloc` included) and their bytes.
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static ALLOC_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // A counting allocator is the only way to measure heap use from inside the process.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: AllocLayout) -> *mut u8 {
         LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(l.size(), Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(l) }
     }
@@ -72,14 +77,22 @@ static GLOBAL: Counting = Counting;
 
 const NOW: u64 = 1_800_000_000;
 
-fn payloads(requests: usize, spans_per_request: usize, functions: usize) -> Vec<Vec<u8>> {
+/// `requests` OTLP/HTTP protobuf bodies of invocation spans that ended in the hour before
+/// `now_s` (the HTTP path stamps spans against the real clock: spans from its future would be
+/// clamped to the receive time and aggregate differently).
+fn payloads(
+    requests: usize,
+    spans_per_request: usize,
+    functions: usize,
+    now_s: u64,
+) -> Vec<Vec<u8>> {
     (0..requests)
         .map(|r| {
             let f = r % functions;
             let spans = (0..spans_per_request)
                 .map(|i| {
                     let end =
-                        (NOW - 3600 + (r * spans_per_request + i) as u64 % 3600) * 1_000_000_000;
+                        (now_s - 3600 + (r * spans_per_request + i) as u64 % 3600) * 1_000_000_000;
                     Span {
                         trace_id: vec![7; 16],
                         span_id: (i as u64).to_be_bytes().to_vec(),
@@ -195,7 +208,8 @@ impl HttpIngest {
 
 fn ingest(c: &mut Criterion) {
     let spans_per_request = 500;
-    let data = payloads(40, spans_per_request, 20);
+    let now = lambdawatch_collector::ingest::now_s();
+    let data = payloads(40, spans_per_request, 20, now);
     let total = (data.len() * spans_per_request) as u64;
     let gz: Vec<Bytes> = data.iter().map(|p| gzip(p)).collect();
     let spec = SloSpec::embedded_default();
@@ -257,7 +271,7 @@ fn ingest(c: &mut Criterion) {
         b.iter(|| {
             for p in &data {
                 if let Ok(req) = ExportTraceServiceRequest::decode(p.as_slice()) {
-                    agg.apply(decoder.traces(&req, NOW).batch);
+                    agg.apply(decoder.traces(&req, now).batch);
                 }
             }
         })
@@ -361,6 +375,24 @@ fn evaluate(c: &mut Criterion) {
         };
         (cpu, wall)
     };
+    let (allocs0, bytes0) = (
+        ALLOCS.load(Ordering::Relaxed),
+        ALLOC_BYTES.load(Ordering::Relaxed),
+    );
+    let ev = eval::evaluate(&spec, &a, NOW);
+    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
+    let bytes = ALLOC_BYTES.load(Ordering::Relaxed) - bytes0;
+    let n = ev.functions.len().max(1) as f64;
+    println!(
+        "evaluate: {allocs} allocations ({bytes} B) for {} functions = {:.2} allocations, {:.0} B \
+         per function (FunctionStatus {} B, SloStatus {} B)",
+        ev.functions.len(),
+        allocs as f64 / n,
+        bytes as f64 / n,
+        std::mem::size_of::<eval::FunctionStatus>(),
+        std::mem::size_of::<eval::SloStatus>(),
+    );
+    drop(ev);
     let (eval_cpu, eval_wall) = time(10, &mut || {
         black_box(eval::evaluate(&spec, &a, NOW));
     });

@@ -377,6 +377,144 @@ mod tests {
     use crate::cost::{CostConfig, CostFeed, prices::PriceTable};
     use std::collections::BTreeMap;
 
+    /// `/api/v1/slos` for a small fleet that exercises every part of the document (burn rates,
+    /// guards, a count budget, cold starts of two init types, no data, firing and inactive
+    /// alerts), byte for byte against `slo/testdata/api_v1_slos.json`, which was written by the
+    /// evaluation before its output types changed (`SloName`, `Conditions`, `ColdStartMs`).
+    /// Regenerate only for an intended change: `LAMBDAWATCH_UPDATE_GOLDEN=1 cargo test -p
+    /// lambdawatch-collector api_v1_slos_golden`.
+    #[test]
+    fn api_v1_slos_golden() {
+        use crate::aggregate::{Aggregates, Batch, Group, InitKind, PlatformCounter, Target};
+        use crate::alerting::state::{AlertStates, Policy};
+        use crate::serve::Evaluator;
+        use crate::slo::{eval, spec::SloSpec};
+        use std::{sync::Arc, time::Duration};
+
+        const T0: u64 = 1_799_996_400;
+        let spec = Arc::new(SloSpec::embedded_default());
+        let mut agg = Aggregates::new(eval::layout_for(&spec), 100);
+        let key = |f: &str| FunctionKey {
+            function: f.into(),
+            version: "$LATEST".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        };
+        let inv = |t_s: u64, outcome: Outcome, ms: f64| {
+            Event::Invocation(Invocation {
+                t_s,
+                outcome,
+                duration_ms: ms,
+                billed_ms: Some(ms.ceil()),
+                memory_mb: Some(512.0),
+                max_memory_mb: Some(90.0),
+                timeout_ms: Some(1000.0),
+                request_id: None,
+            })
+        };
+        let now = T0 + 6 * 3600;
+        // `healthy`: a minute cadence for 6 h, a few cold starts of two init types.
+        let mut healthy: Vec<Event> = (0..360)
+            .map(|m| inv(T0 + m * 60, Outcome::Success, 20.0 + (m % 7) as f64))
+            .collect();
+        for (i, (kind, ms)) in [
+            (InitKind::OnDemand, 320.0),
+            (InitKind::OnDemand, 700.0),
+            (InitKind::Provisioned, 90.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            healthy.push(Event::Init {
+                t_s: T0 + 600 * i as u64,
+                kind,
+                duration_ms: ms,
+            });
+        }
+        // `broken`: 100/h for 5 h, then every invocation fails for the last hour (pages), slow
+        // ones near the timeout, and 6 throttles (over the count budget of 5).
+        let mut broken: Vec<Event> = (0..500)
+            .map(|i| inv(T0 + i * 36, Outcome::Success, 850.0))
+            .collect();
+        broken.extend((0..100).map(|i| inv(T0 + 5 * 3600 + i * 36, Outcome::Error, 40.0)));
+        broken.push(Event::Platform {
+            t_s: T0 + 3600,
+            counter: PlatformCounter::Throttles,
+            value: 6,
+            queue: None,
+        });
+        // `silent`: one a minute for 3 h, nothing since (no data after the spec's delay).
+        let silent: Vec<Event> = (0..180)
+            .map(|m| inv(T0 + m * 60, Outcome::Timeout, 1000.0))
+            .collect();
+        for (f, events) in [("healthy", healthy), ("broken", broken), ("silent", silent)] {
+            agg.apply(Batch {
+                received_s: now,
+                groups: vec![Group {
+                    target: Target::Function {
+                        key: key(f),
+                        tags: vec![],
+                        instance: "i".into(),
+                    },
+                    events,
+                }],
+            });
+        }
+        agg.refresh_percentiles(now);
+        let mut ev = Evaluator {
+            spec: spec.clone(),
+            runbook_base: spec.defaults.runbook_base_url.clone(),
+            policy: Policy {
+                for_: Duration::from_secs(60),
+                resend: Duration::from_secs(600),
+            },
+            states: AlertStates::default(),
+            history: Vec::new(),
+        };
+        let at = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        // Two rounds a minute apart: active conditions become pending, then firing.
+        let _ = ev.round(eval::evaluate(&spec, &agg, now - 60), at(now - 60));
+        let (_, snap) = ev.round(eval::evaluate(&spec, &agg, now), at(now));
+        let text = serde_json::to_string_pretty(&slos_json(&snap)).unwrap() + "\n";
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/slo/testdata/api_v1_slos.json"
+        );
+        if std::env::var_os("LAMBDAWATCH_UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let golden = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (LAMBDAWATCH_UPDATE_GOLDEN=1 writes it)"));
+        assert!(
+            text == golden,
+            "/api/v1/slos differs from {path}:\n{}",
+            first_difference(&golden, &text)
+        );
+        // The document covers what it claims to.
+        for needle in [
+            "\"state\": \"firing\"",
+            "\"state\": \"inactive\"",
+            "\"on-demand\"",
+            "\"provisioned-concurrency\"",
+            "\"slo\": \"throttles\"",
+            "\"guard_passed\": false",
+            "\"active\": true",
+        ] {
+            assert!(golden.contains(needle), "golden lacks {needle}");
+        }
+    }
+
+    fn first_difference(want: &str, got: &str) -> String {
+        want.lines()
+            .zip(got.lines())
+            .enumerate()
+            .find(|(_, (w, g))| w != g)
+            .map_or_else(
+                || format!("lengths {} vs {}", want.len(), got.len()),
+                |(i, (w, g))| format!("line {}: want `{w}`, got `{g}`", i + 1),
+            )
+    }
+
     /// `/api/v1/cost` is the report's serde form; the status page lists the same functions.
     #[test]
     fn cost_document_and_status_page() {

@@ -34,7 +34,12 @@ use crate::{
         series::{RINGS, Window},
     },
     alerting::alert::{Evidence, time_to_exhaustion},
-    slo::spec::{Defaults, InitType, Severity, Sli, SloDef, SloSpec},
+    slo::{
+        cold_start_ms::ColdStartMs,
+        conditions::Conditions,
+        name::SloName,
+        spec::{Defaults, InitType, Severity, Sli, SloDef, SloSpec},
+    },
 };
 
 /// The windows every SLO reports (Contract 2 `window` label values).
@@ -332,9 +337,12 @@ impl<'s> SliIndex<'s> {
     }
 }
 
-/// One SLO's windows resolved to [`WindowPlan`] blocks, once per evaluation.
+/// One SLO's windows resolved to [`WindowPlan`] blocks, once per evaluation, with its shared
+/// name and whether its selector matches every function (no glob work for those).
 #[derive(Debug, Clone)]
 struct SloPlan<'s> {
+    name: SloName,
+    selects_all: bool,
     sli: SliIndex<'s>,
     report: [Option<usize>; REPORT_WINDOWS.len()],
     budget: Option<usize>,
@@ -345,6 +353,8 @@ struct SloPlan<'s> {
 impl<'s> SloPlan<'s> {
     fn new(slo: &'s SloDef, defaults: &Defaults, layout: &Layout, plan: &WindowPlan) -> Self {
         Self {
+            name: SloName::new(&slo.name),
+            selects_all: selects_all(slo),
             sli: SliIndex::new(&slo.sli, layout),
             report: REPORT_WINDOWS.map(|w| plan.block_of(w)),
             budget: plan.block_of(slo.window),
@@ -409,7 +419,8 @@ pub struct Condition {
 pub struct SloStatus {
     /// Index into `spec.slos`.
     pub slo_index: usize,
-    pub name: String,
+    /// Shared by every function's status of this SLO (one allocation per evaluation).
+    pub name: SloName,
     pub objective: f64,
     pub window: Duration,
     /// One per [`REPORT_WINDOWS`], in that order.
@@ -418,7 +429,8 @@ pub struct SloStatus {
     pub budget: Counts,
     pub budget_consumed: f64,
     pub budget_remaining: f64,
-    pub conditions: Vec<Condition>,
+    /// One per burn rule, in the spec's order (a count budget: one), held inline.
+    pub conditions: Conditions,
 }
 
 /// Everything evaluated for one function.
@@ -426,8 +438,8 @@ pub struct SloStatus {
 pub struct FunctionStatus {
     pub key: FunctionKey,
     pub slos: Vec<SloStatus>,
-    /// Init duration percentiles (ms) per init type seen.
-    pub cold_start_ms: BTreeMap<&'static str, Quantiles>,
+    /// Init duration percentiles (ms) per init type seen (inline, by label like a map).
+    pub cold_start_ms: ColdStartMs,
     pub invocation_ms: Option<Quantiles>,
     pub last_seen_s: u64,
     /// Active when a reporting function went silent (see module doc).
@@ -478,11 +490,7 @@ fn evaluate_slo(
     } else {
         budget.bad() as f64 / (slo.error_budget() * budget.valid as f64)
     };
-    let mut conditions = Vec::with_capacity(if count_budget {
-        1
-    } else {
-        defaults.burn_rules.len()
-    });
+    let mut conditions = Conditions::new();
     if count_budget {
         conditions.push(Condition {
             severity: Severity::Ticket,
@@ -534,7 +542,7 @@ fn evaluate_slo(
     }
     SloStatus {
         slo_index,
-        name: slo.name.clone(),
+        name: plan.name.clone(),
         objective: slo.objective,
         window: slo.window,
         windows,
@@ -595,16 +603,15 @@ fn selects_all(slo: &SloDef) -> bool {
         && sel.tags.is_empty()
 }
 
-/// Per-evaluation context shared by every function: the window plan and which SLOs select
-/// every function (no glob work for those).
+/// Per-evaluation context shared by every function: the window plan and, per SLO, its shared
+/// name, window blocks and whether it selects every function (no glob work for those).
 #[derive(Debug)]
 pub struct Evaluator<'a> {
     spec: &'a SloSpec,
     layout: &'a Layout,
     plan: WindowPlan,
-    /// Per SLO of the spec: its windows' blocks and resolved SLI.
+    /// Per SLO of the spec: its name, windows' blocks and resolved SLI.
     slo_plans: Vec<SloPlan<'a>>,
-    selects_all: Vec<bool>,
     now_s: u64,
     buf: Vec<u64>,
 }
@@ -621,7 +628,6 @@ impl<'a> Evaluator<'a> {
                 .map(|s| SloPlan::new(s, &spec.defaults, layout, &plan))
                 .collect(),
             plan,
-            selects_all: spec.slos.iter().map(selects_all).collect(),
             now_s,
             buf: Vec::new(),
         }
@@ -633,7 +639,7 @@ impl<'a> Evaluator<'a> {
         let sums = Sums::new(self.layout, &self.plan, state, now_s, &mut self.buf);
         let mut slos = Vec::with_capacity(spec.slos.len());
         for (i, (s, plan)) in spec.slos.iter().zip(&self.slo_plans).enumerate() {
-            let selected = self.selects_all.get(i).copied().unwrap_or(false)
+            let selected = plan.selects_all
                 || s.selector.matches(
                     &key.function,
                     &key.version,
@@ -647,12 +653,7 @@ impl<'a> Evaluator<'a> {
         }
         // Percentiles come from the cache the owner refreshes (`Aggregates::refresh_percentiles`)
         // before it evaluates: walking every histogram on every round would dominate evaluation.
-        let cold_start_ms = state
-            .percentiles
-            .cold
-            .iter()
-            .map(|(k, q)| (k.label(), *q))
-            .collect();
+        let cold_start_ms = state.percentiles.cold.iter().copied().collect();
         FunctionStatus {
             key: key.clone(),
             slos,
@@ -679,11 +680,28 @@ pub fn evaluate_function(
 pub fn evaluate(spec: &SloSpec, agg: &Aggregates, now_s: u64) -> Evaluation {
     let mut ev = Evaluator::new(spec, &agg.layout, now_s);
     // Sort the (small) key references first, not the (large) statuses; keys are distinct, so an
-    // unstable sort gives the same order.
-    let mut order: Vec<(&FunctionKey, &FunctionState)> = agg.functions.iter().collect();
-    order.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let functions = order.into_iter().map(|(k, s)| ev.function(k, s)).collect();
+    // unstable sort gives the same order. Most comparisons are settled by the name's first
+    // bytes as an integer (no string comparison through two pointers).
+    let mut order: Vec<(u64, &FunctionKey, &FunctionState)> = agg
+        .functions
+        .iter()
+        .map(|(k, s)| (sort_prefix(&k.function), k, s))
+        .collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    let functions = order
+        .into_iter()
+        .map(|(_, k, s)| ev.function(k, s))
+        .collect();
     Evaluation { now_s, functions }
+}
+
+/// The first 8 bytes of `s`, zero-padded, as a big-endian integer: `sort_prefix(a) <
+/// sort_prefix(b)` implies `a < b`, and equal prefixes leave the order to the strings.
+fn sort_prefix(s: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = s.len().min(8);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u64::from_be_bytes(b)
 }
 
 #[cfg(test)]
@@ -967,6 +985,80 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Ordering by (name prefix, key) is ordering by key: short names, shared prefixes,
+        /// NUL bytes and multi-byte characters included.
+        #[test]
+        fn sort_prefix_keeps_key_order(
+            names in proptest::collection::vec("(fn-|\\x00|ab|é){0,6}[a-c\\x00]{0,3}", 1..40),
+            versions in proptest::collection::vec("[12]", 1..40),
+        ) {
+            let keys: Vec<FunctionKey> = names
+                .iter()
+                .zip(versions.iter().cycle())
+                .map(|(f, v)| FunctionKey {
+                    function: f.clone(),
+                    version: v.clone(),
+                    region: "r".into(),
+                    account: "a".into(),
+                })
+                .collect();
+            let mut by_key: Vec<&FunctionKey> = keys.iter().collect();
+            by_key.sort();
+            let mut by_prefix: Vec<(u64, &FunctionKey)> =
+                keys.iter().map(|k| (sort_prefix(&k.function), k)).collect();
+            by_prefix.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            let by_prefix: Vec<&FunctionKey> = by_prefix.into_iter().map(|(_, k)| k).collect();
+            proptest::prop_assert_eq!(by_key, by_prefix);
+        }
+    }
+
+    #[test]
+    fn evaluation_is_sorted_by_key() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 100);
+        for f in [
+            "fn-0000010",
+            "fn-0000002",
+            "fn-00000",
+            "b",
+            "fn-0000002x",
+            "a\u{0}",
+        ] {
+            a.apply(Batch {
+                received_s: T0,
+                groups: vec![Group {
+                    target: Target::Function {
+                        key: FunctionKey {
+                            function: f.into(),
+                            ..key()
+                        },
+                        tags: vec![],
+                        instance: "i".into(),
+                    },
+                    events: vec![inv(T0, Outcome::Success)],
+                }],
+            });
+        }
+        let ev = evaluate(&spec, &a, T0);
+        let names: Vec<&str> = ev
+            .functions
+            .iter()
+            .map(|f| f.key.function.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a\u{0}",
+                "b",
+                "fn-00000",
+                "fn-0000002",
+                "fn-0000002x",
+                "fn-0000010"
+            ]
+        );
+    }
+
     #[test]
     fn cold_start_counts_by_threshold_and_init_type() {
         let spec = SloSpec::embedded_default();
@@ -998,6 +1090,12 @@ mod tests {
             (2, 3),
             "≤ 500 ms is good; provisioned not selected"
         );
-        assert_eq!(ev.functions[0].cold_start_ms["on-demand"].count, 3);
+        assert_eq!(
+            ev.functions[0]
+                .cold_start_ms
+                .get("on-demand")
+                .map(|q| q.count),
+            Some(3)
+        );
     }
 }
