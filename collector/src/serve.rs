@@ -1021,6 +1021,7 @@ mod tests {
             max_memory_mb: None,
             timeout_ms: None,
             request_id: Some(id),
+            span_fingerprint: None,
         })
     }
 
@@ -1033,6 +1034,11 @@ mod tests {
             PriceTable::embedded().unwrap(),
             CostConfig {
                 free_tier: false,
+                // Minutes of traffic judged against the budget: no warm-up here.
+                surprise: crate::cost::surprise::SurpriseConfig {
+                    budget_warmup_secs: 0,
+                    ..Default::default()
+                },
                 ..CostConfig::default()
             },
             BTreeMap::from([("spendy".to_owned(), 0.01)]),

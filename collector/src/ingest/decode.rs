@@ -206,6 +206,8 @@ fn span_event_inner(span: &Span, received_s: u64) -> Result<Option<Event>, Strin
                 max_memory_mb: opt_amount(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB)?,
                 timeout_ms: opt_amount(a, attr::AWS_LAMBDA_TIMEOUT_MS)?,
                 request_id: otlp::get_str(a, attr::FAAS_INVOCATION_ID).map(str::to_owned),
+                span_fingerprint: (!span.span_id.is_empty())
+                    .then(|| crate::cost::retry::span_fingerprint(&span.trace_id, &span.span_id)),
             }))
         }
         span_type::INIT => Some(Event::Init {
