@@ -428,7 +428,10 @@ pub fn observe_cost(runbook_base: &str, report: &CostReport) -> Vec<Observed> {
         if sp.budget_alert {
             reasons.push(format!(
                 "30-day projection ${:.2} over the ${:.2} budget",
-                sp.projected_30d_usd.unwrap_or(0.0),
+                // The function name's projection (all its versions), which the budget judged.
+                sp.budget_projected_30d_usd
+                    .or(sp.projected_30d_usd)
+                    .unwrap_or(0.0),
                 sp.budget_usd.unwrap_or(0.0)
             ));
         }
@@ -441,7 +444,10 @@ pub fn observe_cost(runbook_base: &str, report: &CostReport) -> Vec<Observed> {
             ));
         }
         let budget = sp.budget_usd.unwrap_or(0.0);
-        let projected = sp.projected_30d_usd.unwrap_or(row.cost.projected_30d_usd);
+        let projected = sp
+            .budget_projected_30d_usd
+            .or(sp.projected_30d_usd)
+            .unwrap_or(row.cost.projected_30d_usd);
         out.push(Observed {
             alert: Alert {
                 fingerprint: alert::Fingerprint::compute(
