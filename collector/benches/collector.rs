@@ -303,6 +303,7 @@ fn fleet(functions: usize) -> Aggregates {
                     max_memory_mb: Some(90.0),
                     timeout_ms: Some(3000.0),
                     request_id: None,
+                    span_fingerprint: None,
                 })
             })
             .collect();

@@ -543,6 +543,7 @@ mod tests {
                 max_memory_mb: None,
                 timeout_ms: None,
                 request_id: Some("r".into()),
+                span_fingerprint: None,
             }),
         );
         let snap = Snapshot {

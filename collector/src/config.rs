@@ -108,6 +108,7 @@ pub const ENV_COST_BUDGET_USD: &str = "LAMBDAWATCH_COST_BUDGET_USD";
 pub const ENV_COST_BUDGETS: &str = "LAMBDAWATCH_COST_BUDGETS";
 pub const ENV_COST_MAX_FUNCTIONS: &str = "LAMBDAWATCH_COST_MAX_FUNCTIONS";
 pub const ENV_COST_LOOKBACK_DAYS: &str = "LAMBDAWATCH_COST_LOOKBACK_DAYS";
+pub const ENV_COST_BUDGET_WARMUP: &str = "LAMBDAWATCH_COST_BUDGET_WARMUP";
 pub const ENV_COST_PROVISIONED_CONCURRENCY: &str = "LAMBDAWATCH_COST_PROVISIONED_CONCURRENCY";
 pub const ENV_CLOUDWATCH_EMF_LOG_GROUP: &str = "LAMBDAWATCH_CLOUDWATCH_EMF_LOG_GROUP";
 /// The EMF log group when CloudWatch Logs export is on and no group is configured.
@@ -756,6 +757,9 @@ impl Config {
         if let Some(v) = get(ENV_COST_LOOKBACK_DAYS) {
             cost.lookback_days = parsed(ENV_COST_LOOKBACK_DAYS, v)?;
         }
+        if let Some(v) = get(ENV_COST_BUDGET_WARMUP) {
+            cost.surprise.budget_warmup_secs = dur(ENV_COST_BUDGET_WARMUP, v)?.as_secs();
+        }
         if let Some(v) = get(ENV_LEASE_TTL) {
             self.lease_ttl = Some(dur(ENV_LEASE_TTL, v)?);
         }
@@ -896,10 +900,12 @@ mod tests {
             ENV_COST_MAX_FUNCTIONS => Some("5".into()),
             ENV_COST_PRICES => Some("/etc/prices.yaml".into()),
             ENV_COST_PROVISIONED_CONCURRENCY => Some("a=3, b = 1".into()),
+            ENV_COST_BUDGET_WARMUP => Some("10m".into()),
             _ => None,
         })
         .unwrap();
         let s = c.cost.stage_config();
+        assert_eq!(s.surprise.budget_warmup_secs, 600);
         assert!(!s.free_tier);
         assert_eq!(s.max_functions, 5);
         assert_eq!(s.lookback_days, 3);

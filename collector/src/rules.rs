@@ -884,6 +884,7 @@ mod tests {
             max_memory_mb: None,
             timeout_ms: None,
             request_id: Some("r".into()),
+            span_fingerprint: None,
         });
         feed.observe(&key, "i", &std::collections::BTreeMap::new(), &event);
         crate::serve::observe_cost(runbook_base, &feed.evaluate(t_s + 60))

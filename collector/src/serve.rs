@@ -428,7 +428,10 @@ pub fn observe_cost(runbook_base: &str, report: &CostReport) -> Vec<Observed> {
         if sp.budget_alert {
             reasons.push(format!(
                 "30-day projection ${:.2} over the ${:.2} budget",
-                sp.projected_30d_usd.unwrap_or(0.0),
+                // The function name's projection (all its versions), which the budget judged.
+                sp.budget_projected_30d_usd
+                    .or(sp.projected_30d_usd)
+                    .unwrap_or(0.0),
                 sp.budget_usd.unwrap_or(0.0)
             ));
         }
@@ -441,7 +444,10 @@ pub fn observe_cost(runbook_base: &str, report: &CostReport) -> Vec<Observed> {
             ));
         }
         let budget = sp.budget_usd.unwrap_or(0.0);
-        let projected = sp.projected_30d_usd.unwrap_or(row.cost.projected_30d_usd);
+        let projected = sp
+            .budget_projected_30d_usd
+            .or(sp.projected_30d_usd)
+            .unwrap_or(row.cost.projected_30d_usd);
         out.push(Observed {
             alert: Alert {
                 fingerprint: alert::Fingerprint::compute(
@@ -1021,6 +1027,7 @@ mod tests {
             max_memory_mb: None,
             timeout_ms: None,
             request_id: Some(id),
+            span_fingerprint: None,
         })
     }
 
@@ -1033,6 +1040,11 @@ mod tests {
             PriceTable::embedded().unwrap(),
             CostConfig {
                 free_tier: false,
+                // Minutes of traffic judged against the budget: no warm-up here.
+                surprise: crate::cost::surprise::SurpriseConfig {
+                    budget_warmup_secs: 0,
+                    ..Default::default()
+                },
                 ..CostConfig::default()
             },
             BTreeMap::from([("spendy".to_owned(), 0.01)]),

@@ -185,6 +185,14 @@ pub fn print_cost(cost: &Value) {
                 firing.push(what.to_owned());
             }
         }
+        if f.pointer("/surprise/budget_warming_up")
+            .and_then(Value::as_bool)
+            == Some(true)
+            && f.pointer("/surprise/budget_usd")
+                .is_some_and(|b| !b.is_null())
+        {
+            firing.push("budget warming up (projection not yet judged)".to_owned());
+        }
         println!(
             "  {:<22} {:<7} {:>5} MB  cost so far {}  today {}  30-day projection {}  retries {}  {}",
             name,
@@ -205,6 +213,11 @@ pub fn print_cost(cost: &Value) {
         );
     }
     for f in functions {
+        if let Some(line) = dlq_line(f) {
+            println!("{line}");
+        }
+    }
+    for f in functions {
         print_advice(f);
     }
     if let Some(d) = cost.get("dropped").and_then(Value::as_object) {
@@ -217,6 +230,33 @@ pub fn print_cost(cost: &Value) {
             println!("  invocations not priced: {}", dropped.join(", "));
         }
     }
+}
+
+/// The DLQ redrive backlog of a function's row (`retry.dlq`, where the CloudWatch poller knows
+/// it): `  orders:$LATEST  DLQ orders-dlq backlog 7 messages`, or `None` without any queue.
+fn dlq_line(f: &Value) -> Option<String> {
+    let queues = f.pointer("/retry/dlq")?.as_array()?;
+    let parts: Vec<String> = queues
+        .iter()
+        .map(|q| {
+            format!(
+                "DLQ {} backlog {} messages",
+                q.get("queue").and_then(Value::as_str).unwrap_or("?"),
+                q.get("messages")
+                    .and_then(Value::as_f64)
+                    .map_or("?".to_owned(), |m| format!("{m:.0}"))
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "  {}:{}  {}",
+        f.get("function").and_then(Value::as_str).unwrap_or("?"),
+        f.get("version").and_then(Value::as_str).unwrap_or("?"),
+        parts.join(", ")
+    ))
 }
 
 /// One advice line per function from `/api/v1/cost`'s `advice` (`cost::advice`): the memory
@@ -330,4 +370,24 @@ fn print_advice(f: &Value) {
         cascade,
         pc,
     );
+}
+
+#[cfg(test)]
+mod dlq_tests {
+    use super::*;
+
+    #[test]
+    fn dlq_backlog_line_names_each_queue_and_is_absent_without_one() {
+        let row = serde_json::json!({"function": "orders", "version": "$LATEST", "retry": {
+            "dlq": [{"queue": "orders-dlq", "messages": 7.0, "at_unix": 1},
+                    {"queue": "orders-dlq-2", "messages": 0.0, "at_unix": 1}]}});
+        assert_eq!(
+            dlq_line(&row).as_deref(),
+            Some(
+                "  orders:$LATEST  DLQ orders-dlq backlog 7 messages, DLQ orders-dlq-2 backlog 0 messages"
+            )
+        );
+        let none = serde_json::json!({"function": "orders", "version": "1", "retry": {}});
+        assert_eq!(dlq_line(&none), None);
+    }
 }

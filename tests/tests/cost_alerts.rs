@@ -120,6 +120,8 @@ fn start_collector_with(moto: &str, hook: &str, extra: &[(&str, &str)]) -> Colle
         )
         .env("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1s")
         .env("LAMBDAWATCH_COST_BUDGET_USD", BUDGET_USD.to_string())
+        // The budget's warm-up (default 1 h) shortened so seconds of traffic may alert.
+        .env("LAMBDAWATCH_COST_BUDGET_WARMUP", "1s")
         .env("LAMBDAWATCH_COST_BUDGETS", "quiet=1000000000000")
         .env("LAMBDAWATCH_COST_PROVISIONED_CONCURRENCY", "quiet=2")
         .env("LAMBDAWATCH_WEBHOOK_URL", format!("http://{hook}/"))

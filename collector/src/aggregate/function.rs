@@ -147,6 +147,9 @@ pub struct Invocation {
     pub timeout_ms: Option<f64>,
     /// `faas.invocation_id` (the Lambda request id): repeated ids are retries (`crate::cost`).
     pub request_id: Option<String>,
+    /// Fingerprint of the span's trace id + span id (`cost::retry::span_fingerprint`): a span
+    /// delivered twice is a duplicate, not a retry.
+    pub span_fingerprint: Option<u64>,
 }
 
 impl FunctionState {

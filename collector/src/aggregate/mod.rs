@@ -766,6 +766,7 @@ pub(crate) mod tests {
             max_memory_mb: Some(100.0),
             timeout_ms: Some(1000.0),
             request_id: None,
+            span_fingerprint: None,
         })
     }
 

@@ -654,6 +654,7 @@ mod tests {
             memory_mb: Some(memory),
             max_memory_mb: used,
             timeout_ms: timeout,
+            span_fingerprint: None,
             request_id: Some(format!("r-{t_s}-{ms}-{memory}")),
         })
     }

@@ -21,7 +21,9 @@
 //! - **When full**: never blocks; an invocation it cannot price is dropped and counted by reason
 //!   ([`DROP_REASONS`]): `too_many_functions` (beyond `max_functions`), `unknown_region` (region
 //!   empty or not in the price table), `no_memory_size` (neither the span's
-//!   `aws.lambda.memory_size_mb` nor the extension's fallback to `faas.max_memory`).
+//!   `aws.lambda.memory_size_mb` nor the extension's fallback to `faas.max_memory`),
+//!   `duplicate_delivery` (a span already recorded, same request id, trace id and span id,
+//!   delivered again by an exporter retry: neither priced again nor counted as a retry).
 //!
 //! What each field of a [`CostInvocation`] comes from (what the extension sends, Contract 1):
 //!
@@ -61,7 +63,12 @@ use crate::aggregate::{Event, FunctionKey, FunctionState, InitKind, Invocation};
 pub const MAX_PC_INSTANCES: usize = 4096;
 
 /// Every reason an invocation is not priced; `/metrics` exposes each from 0.
-pub const DROP_REASONS: [&str; 3] = ["too_many_functions", "unknown_region", "no_memory_size"];
+pub const DROP_REASONS: [&str; 4] = [
+    "too_many_functions",
+    "unknown_region",
+    "no_memory_size",
+    "duplicate_delivery",
+];
 
 /// One function's row of the report (`/api/v1/cost`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -325,6 +332,7 @@ impl CostFeed {
                 billed_ms,
                 on_provisioned,
                 request_id: inv.request_id.as_deref(),
+                span: inv.span_fingerprint,
             },
         );
         if recorded {
@@ -484,6 +492,7 @@ mod tests {
             max_memory_mb: None,
             timeout_ms: None,
             request_id: Some(id.into()),
+            span_fingerprint: None,
         })
     }
 
@@ -747,6 +756,10 @@ mod tests {
                 max_functions: 2,
                 // Without the free tier one invocation projects above the tiny budget.
                 free_tier: false,
+                surprise: super::super::surprise::SurpriseConfig {
+                    budget_warmup_secs: 0,
+                    ..Default::default()
+                },
                 ..CostConfig::default()
             },
             BTreeMap::from([("budgeted".to_owned(), 0.000_001)]),
@@ -768,6 +781,7 @@ mod tests {
         assert_eq!(
             r.dropped,
             BTreeMap::from([
+                ("duplicate_delivery", 0),
                 ("no_memory_size", 1),
                 ("too_many_functions", 1),
                 ("unknown_region", 2)

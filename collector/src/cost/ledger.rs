@@ -177,6 +177,12 @@ impl CostLedger {
         )
     }
 
+    /// Seconds since the first invocation recorded (0 before any): how much history a
+    /// projection at `now` can stand on (the budget warm-up, `cost::surprise`).
+    pub fn observed_secs(&self, now: u64) -> u64 {
+        self.first_seen.map_or(0, |f| now.saturating_sub(f))
+    }
+
     /// This function alone, projected to 30 days from the last `lookback_days`.
     pub fn projection_30d(
         &self,

@@ -19,6 +19,12 @@
 //! a quarter of the cap after an evaluation (for at most one window afterwards the fraction is
 //! slightly underestimated); each halving is counted in `sample_halvings_total`.
 //!
+//! **Duplicates.** An exporter may deliver the same span twice (a batch re-sent after a timeout);
+//! a real retry is a new span with the same request id. Each id keeps 32-bit fingerprints of its
+//! last four spans (trace id + span id, [`span_fingerprint`]); a repeat with a known span is
+//! [`Observed::Duplicate`], counted in `duplicates_total` and not as a retry. Fingerprints are
+//! not checkpointed (a duplicate straddling a restart counts as a retry).
+//!
 //! **Window.** An id stays while it was seen within `window_secs` (default 15 minutes, longer
 //! than Lambda's two async retries 1 and 2 minutes apart); retries arriving later (throttled
 //! events can be retried for up to 6 hours) count as new invocations: the fraction is a lower
@@ -67,10 +73,56 @@ impl Default for RetryConfig {
     }
 }
 
+/// Span fingerprints remembered per request id (Lambda delivers an async event at most three
+/// times: the first attempt and two retries; a fourth slot absorbs event-source redeliveries).
+const SPANS_KEPT: usize = 4;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     last_seen: u64,
     occurrences: u32,
+    /// Low 32 bits of the fingerprints of the spans seen for this id, a ring of
+    /// [`SPANS_KEPT`] (0 = empty slot; a span fingerprint of 0 is stored as 1).
+    spans: [u32; SPANS_KEPT],
+}
+
+impl Entry {
+    fn new(now: u64, span: Option<u32>) -> Self {
+        let mut spans = [0; SPANS_KEPT];
+        if let Some(s) = span {
+            spans[0] = s;
+        }
+        Entry {
+            last_seen: now,
+            occurrences: 1,
+            spans,
+        }
+    }
+
+    fn remember(&mut self, span: u32) {
+        let slot = self.occurrences as usize % SPANS_KEPT;
+        self.spans[slot] = span;
+    }
+}
+
+/// What [`RetryTracker::observe`] made of one invocation span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// First time this request id is seen in the window (or the id is outside the sample).
+    New,
+    /// The same request id with a different span: an async retry or a redelivery.
+    Repeat,
+    /// The same request id **and** the same span (trace id + span id): the exporter delivered
+    /// the span twice (e.g. a batch re-sent after a timeout). Not a retry; not counted.
+    Duplicate,
+}
+
+/// The fingerprint the tracker keeps of one span: 32 bits of a hash of its trace id and span
+/// id (two different spans of one request id collide with probability 2⁻³², and then the
+/// retry is taken for a duplicate).
+fn span_bits(fingerprint: u64) -> u32 {
+    let b = (fingerprint ^ (fingerprint >> 32)) as u32;
+    b.max(1)
 }
 
 /// Per-function tracker.
@@ -82,6 +134,7 @@ pub struct RetryTracker {
     shift: u32,
     sample_halvings_total: u64,
     firing: bool,
+    duplicates_total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -95,6 +148,9 @@ pub struct RetryStatus {
     pub sample_rate: f64,
     pub sampled_ids: usize,
     pub sample_halvings_total: u64,
+    /// Duplicate deliveries of a span already seen (same request id, trace id and span id),
+    /// ignored since the start (not retries; see [`Observed::Duplicate`]).
+    pub duplicates_total: u64,
     pub alert: bool,
     /// The alert started at this evaluation.
     pub started: bool,
@@ -134,6 +190,12 @@ fn hash_id(id: &str) -> u64 {
     BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
 }
 
+/// The fingerprint of a span for [`RetryTracker::observe`]: a hash of its trace id and span id
+/// bytes (as OTLP carries them).
+pub fn span_fingerprint(trace_id: &[u8], span_id: &[u8]) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one((trace_id, span_id))
+}
+
 impl RetryTracker {
     pub fn new(mut cfg: RetryConfig) -> Self {
         cfg.max_ids = cfg.max_ids.max(16);
@@ -143,6 +205,7 @@ impl RetryTracker {
             shift: 0,
             sample_halvings_total: 0,
             firing: false,
+            duplicates_total: 0,
         }
     }
 
@@ -151,25 +214,35 @@ impl RetryTracker {
         self.shift == 0 || hash >> (64 - self.shift) == 0
     }
 
-    /// Records one invocation of `request_id` at `now`.
-    pub fn observe(&mut self, now: u64, request_id: &str) {
+    /// Records one invocation span of `request_id` at `now`. `span` is a fingerprint of the
+    /// span's trace id and span id ([`span_fingerprint`]), when known: a span seen before
+    /// under the same id is a [`Observed::Duplicate`] delivery and is not counted; without a
+    /// fingerprint every repeat of the id counts as a retry.
+    pub fn observe(&mut self, now: u64, request_id: &str, span: Option<u64>) -> Observed {
         let hash = hash_id(request_id);
         if !self.sampled(hash) {
-            return;
+            return Observed::New;
         }
+        let span = span.map(span_bits);
         let window = self.cfg.window_secs;
         if let Some(e) = self.ids.get_mut(&hash) {
             if e.last_seen.saturating_add(window) < now {
                 // Seen before, but outside the window: a new invocation as far as we can tell.
-                *e = Entry {
-                    last_seen: now,
-                    occurrences: 1,
-                };
-            } else {
-                e.last_seen = e.last_seen.max(now);
-                e.occurrences = e.occurrences.saturating_add(1);
+                *e = Entry::new(now, span);
+                return Observed::New;
             }
-            return;
+            if let Some(s) = span
+                && e.spans.contains(&s)
+            {
+                self.duplicates_total = self.duplicates_total.saturating_add(1);
+                return Observed::Duplicate;
+            }
+            if let Some(s) = span {
+                e.remember(s);
+            }
+            e.last_seen = e.last_seen.max(now);
+            e.occurrences = e.occurrences.saturating_add(1);
+            return Observed::Repeat;
         }
         if self.ids.len() >= self.cfg.max_ids {
             self.expire(now);
@@ -180,16 +253,11 @@ impl RetryTracker {
                 self.ids.retain(|h, _| h >> (64 - shift) == 0);
             }
             if !self.sampled(hash) {
-                return;
+                return Observed::New;
             }
         }
-        self.ids.insert(
-            hash,
-            Entry {
-                last_seen: now,
-                occurrences: 1,
-            },
-        );
+        self.ids.insert(hash, Entry::new(now, span));
+        Observed::New
     }
 
     /// The state a checkpoint keeps: at most `checkpoint_max_ids` ids, hash-sampled further
@@ -231,11 +299,14 @@ impl RetryTracker {
                 break;
             }
             if self.sampled(hash) && occurrences > 0 {
+                // Span fingerprints are not checkpointed: a duplicate delivery straddling a
+                // restart counts as a retry.
                 self.ids.insert(
                     hash,
                     Entry {
                         last_seen,
                         occurrences,
+                        spans: [0; SPANS_KEPT],
                     },
                 );
             }
@@ -283,6 +354,7 @@ impl RetryTracker {
             sample_rate: rate,
             sampled_ids,
             sample_halvings_total,
+            duplicates_total: self.duplicates_total,
             alert: self.firing,
             started: self.firing && !was,
             dlq: Vec::new(),
@@ -391,7 +463,7 @@ mod tests {
         for (seq, retries, fraction, alert) in cases {
             let mut t = RetryTracker::new(RetryConfig::default());
             for (id, at) in *seq {
-                t.observe(*at, id);
+                t.observe(*at, id, None);
             }
             let last = seq.last().map_or(0, |s| s.1);
             let s = t.evaluate(last);
@@ -405,20 +477,54 @@ mod tests {
     }
 
     #[test]
+    fn a_duplicate_delivery_is_not_a_retry_but_a_new_span_is() {
+        let fp = |span: u8| Some(span_fingerprint(&[7; 16], &[span; 8]));
+        let mut t = RetryTracker::new(RetryConfig::default());
+        // 100 invocations; the exporter re-sends the batch of the first 20 (same spans).
+        for i in 0..100 {
+            assert_eq!(t.observe(0, &format!("id-{i}"), fp(i)), Observed::New);
+        }
+        for i in 0..20 {
+            assert_eq!(t.observe(5, &format!("id-{i}"), fp(i)), Observed::Duplicate);
+        }
+        let s = t.evaluate(10);
+        assert_eq!((s.retries, s.invocations), (0.0, 100.0), "{s:?}");
+        assert_eq!(s.duplicates_total, 20);
+        assert!(!s.alert);
+        // Lambda retries 20 of them a minute later: new spans (another span id), same ids.
+        for i in 0..20u8 {
+            assert_eq!(
+                t.observe(60, &format!("id-{i}"), fp(100 + i)),
+                Observed::Repeat
+            );
+        }
+        // A duplicate of the first attempt arriving after the retry is still a duplicate.
+        assert_eq!(t.observe(61, "id-0", fp(0)), Observed::Duplicate);
+        let s = t.evaluate(70);
+        assert_eq!((s.retries, s.invocations), (20.0, 120.0), "{s:?}");
+        assert_eq!(s.duplicates_total, 21);
+        assert!(s.alert);
+        // Without fingerprints (spans without ids) a repeat is counted as before.
+        let mut t = RetryTracker::new(RetryConfig::default());
+        t.observe(0, "a", None);
+        assert_eq!(t.observe(1, "a", None), Observed::Repeat);
+    }
+
+    #[test]
     fn alert_needs_fraction_and_count_then_resolves_with_hysteresis() {
         let mut t = RetryTracker::new(RetryConfig::default());
         for i in 0..100 {
-            t.observe(0, &format!("id-{i}"));
+            t.observe(0, &format!("id-{i}"), None);
         }
         // 10 retries of 100 → 10/110 = 9 % > 5 %, 10 ≥ min 10.
         for i in 0..10 {
-            t.observe(60, &format!("id-{i}"));
+            t.observe(60, &format!("id-{i}"), None);
         }
         let s = t.evaluate(60);
         assert!(s.alert && s.started, "{s:?}");
         // Dilute to 10/250 = 4 %: above 2.5 % (resolve), still firing, not restarted.
         for i in 100..240 {
-            t.observe(120, &format!("id-{i}"));
+            t.observe(120, &format!("id-{i}"), None);
         }
         let s = t.evaluate(120);
         assert!(s.alert && !s.started, "{s:?}");
@@ -437,9 +543,9 @@ mod tests {
         let mut t = RetryTracker::new(cfg);
         // 40,000 ids within one window, 20 % of them retried once.
         for i in 0..40_000u32 {
-            t.observe(u64::from(i / 100), &format!("req-{i}"));
+            t.observe(u64::from(i / 100), &format!("req-{i}"), None);
             if i % 5 == 0 {
-                t.observe(u64::from(i / 100) + 60, &format!("req-{i}"));
+                t.observe(u64::from(i / 100) + 60, &format!("req-{i}"), None);
             }
         }
         let s = t.evaluate(460);

@@ -102,7 +102,7 @@ fn surprise_detector_catches_spikes_within_one_evaluation_over_30_noisy_days() {
             if !is_eval_minute(m) {
                 continue;
             }
-            let s = d.evaluate(now + 59, None);
+            let s = d.evaluate(now + 59, None, None);
             if !s.started.contains(&"rate") {
                 continue;
             }
@@ -180,7 +180,7 @@ fn retry_storms_caught_within_one_evaluation_over_30_noisy_days() {
             }
             attempts.sort_unstable();
             for (at, id, attempt) in attempts {
-                t.observe(at, &format!("{id:08x}-6c2b-4e1d-9a53-request"));
+                t.observe(at, &format!("{id:08x}-6c2b-4e1d-9a53-request"), None);
                 if usize::from(attempt) < RETRY_DELAYS.len() && rng.random::<f64>() < fail_p {
                     pending.push(Reverse((
                         at + RETRY_DELAYS[usize::from(attempt)],
@@ -278,6 +278,7 @@ fn budget_surprise_caught_within_one_evaluation_over_30_noisy_days() {
                     billed_ms: rng.random_range(800..1200),
                     on_provisioned: false,
                     request_id: None,
+                    span: None,
                 };
                 assert!(stage.record(&"orders", &inv));
             }

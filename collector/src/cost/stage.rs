@@ -26,6 +26,14 @@
 //! priced at the PC duration price either way; a function with units configured gets no free
 //! tier (AWS: the free tier does not apply to functions with provisioned concurrency enabled).
 //! The list-price counter `lambdawatch_cost_usd_total` stays per invocation (no standing charge).
+//! Units (and budgets) are configured per function **name**, rows are per key (version): the
+//! standing charge and the budget check sit on one carrying row per `(region, name)`, the
+//! smallest key (`$LATEST` before published versions), so two versions do not pay it twice;
+//! the budget compares the name's summed projection (a version inside the budget warm-up adds
+//! only its standing charge, see `cost::surprise`).
+//!
+//! **Duplicates.** An invocation span delivered twice (same request id and span fingerprint,
+//! see `cost::retry`) is dropped under `duplicate_delivery`: not priced again, not a retry.
 //!
 //! **Restarts.** [`SavedFunctionCost`] carries the ledger, the list-price counter, the surprise
 //! detector's baseline and the retry tracker's ids (`cost::surprise`, `cost::retry` state their
@@ -38,11 +46,13 @@ use super::ledger::CostLedger;
 use super::model::{Money, THIRTY_DAYS_SECS, invocation_list_cost, monthly_bill, scale_to_30d};
 use super::names;
 use super::prices::{Arch, PriceTable};
-use super::retry::{DlqBacklog, RetryConfig, RetryStatus, RetryTracker, SavedRetry};
+use super::retry::{DlqBacklog, Observed, RetryConfig, RetryStatus, RetryTracker, SavedRetry};
 
 /// DLQ queues whose backlog the stage keeps (`record_dlq_backlog`); further ones are counted.
 pub const MAX_DLQ_QUEUES: usize = 1000;
-use super::surprise::{SavedSurprise, SurpriseConfig, SurpriseDetector, SurpriseStatus};
+use super::surprise::{
+    BudgetInput, SavedSurprise, SurpriseConfig, SurpriseDetector, SurpriseStatus,
+};
 
 /// The function name of a stage key: what per-function settings (provisioned concurrency) are
 /// looked up by.
@@ -110,6 +120,9 @@ pub struct CostInvocation<'a> {
     pub on_provisioned: bool,
     /// `faas.invocation_id` (the Lambda request id), when known.
     pub request_id: Option<&'a str>,
+    /// Fingerprint of the span's trace id + span id ([`super::retry::span_fingerprint`]),
+    /// when known: tells a duplicate delivery from a retry.
+    pub span: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,7 +234,8 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
         self.functions.is_empty()
     }
 
-    /// Invocations dropped, by reason (`too_many_functions`, `unknown_region`).
+    /// Invocations dropped, by reason (`too_many_functions`, `unknown_region`,
+    /// `duplicate_delivery`).
     pub fn dropped(&self) -> &BTreeMap<&'static str, u64> {
         &self.dropped
     }
@@ -275,14 +289,18 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
         let Some(f) = self.functions.get_mut(key) else {
             return false;
         };
+        // The retry tracker first: a span delivered twice is neither a retry nor priced twice.
+        if let Some(id) = inv.request_id
+            && f.retry.observe(inv.t_s, id, inv.span) == Observed::Duplicate
+        {
+            self.drop_one("duplicate_delivery");
+            return false;
+        }
         f.ledger
             .set_config(inv.arch, inv.memory_mb, inv.ephemeral_storage_mb);
         f.ledger.record(inv.t_s, inv.billed_ms, inv.on_provisioned);
         f.list_cost = f.list_cost.plus(cost);
         f.surprise.observe(inv.t_s, 1);
-        if let Some(id) = inv.request_id {
-            f.retry.observe(inv.t_s, id);
-        }
         true
     }
 
@@ -332,7 +350,7 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
         n
     }
 
-    /// Provisioned concurrency units configured for `key`'s function (0 if none).
+    /// Provisioned concurrency units configured for `key`'s function name (0 if none).
     fn units(&self, key: &K) -> u32 {
         self.cfg
             .provisioned_concurrency
@@ -341,10 +359,30 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
             .unwrap_or(0)
     }
 
+    /// The row of each `(region, function name)` that carries the name's per-name settings
+    /// (the standing charge of its provisioned concurrency and its budget check): the smallest
+    /// key of the name (`$LATEST` sorts before published versions).
+    fn carriers(&self) -> BTreeMap<(&str, &str), &K> {
+        let mut out: BTreeMap<(&str, &str), &K> = BTreeMap::new();
+        for (k, f) in &self.functions {
+            out.entry((f.region.as_str(), k.function_name()))
+                .or_insert(k);
+        }
+        out
+    }
+
     /// Evaluates every function at `now`.
     pub fn evaluate(&mut self, now: u64) -> Vec<(K, FunctionCost)> {
-        // Projections, priced per region group.
+        let carriers = self.carriers();
+        let is_carrier = |k: &K, region: &str| {
+            carriers
+                .get(&(region, k.function_name()))
+                .is_some_and(|c| *c == k)
+        };
+        let warmup = self.cfg.surprise.budget_warmup_secs;
+        // Projections, priced per region group; the name's budget projection alongside.
         let mut projected: BTreeMap<K, f64> = BTreeMap::new();
+        let mut by_name: BTreeMap<(String, String), BudgetInput> = BTreeMap::new();
         let mut by_region: BTreeMap<&str, Vec<&K>> = BTreeMap::new();
         for (k, f) in &self.functions {
             by_region.entry(f.region.as_str()).or_default().push(k);
@@ -360,9 +398,11 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
                 .map(|(k, f)| {
                     let (u, window) = f.ledger.usage_over(now, self.cfg.lookback_days);
                     let mut scaled = scale_to_30d(&u, window);
-                    // Configured units are enabled all month.
-                    scaled.provisioned_concurrency = self.units(k);
-                    scaled.provisioned_seconds = THIRTY_DAYS_SECS;
+                    // Configured units are enabled all month, charged once per function name.
+                    if is_carrier(k, region) {
+                        scaled.provisioned_concurrency = self.units(k);
+                        scaled.provisioned_seconds = THIRTY_DAYS_SECS;
+                    }
                     scaled
                 })
                 .collect();
@@ -373,13 +413,51 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
             );
             for (k, (_, line)) in keys.iter().zip(bill.functions.iter()) {
                 projected.insert((*k).clone(), line.total.usd());
+                let Some(f) = self.functions.get(*k) else {
+                    continue;
+                };
+                // The budget sees a version's extrapolated usage only once that version is
+                // past the warm-up; the standing charge (configured, not extrapolated) always.
+                let observed = f.ledger.observed_secs(now);
+                let counted = if observed >= warmup {
+                    line.total.usd()
+                } else {
+                    line.provisioned_concurrency_cost.usd()
+                };
+                let b = by_name
+                    .entry((region.to_owned(), k.function_name().to_owned()))
+                    .or_insert(BudgetInput {
+                        projected_30d_usd: 0.0,
+                        judged_30d_usd: 0.0,
+                        observed_secs: 0,
+                    });
+                b.projected_30d_usd += line.total.usd();
+                b.judged_30d_usd += counted;
+                b.observed_secs = b.observed_secs.max(observed);
             }
         }
+        let mut carrier_keys: Vec<K> = carriers.values().map(|k| (*k).clone()).collect();
+        carrier_keys.sort_unstable();
         let mut out = Vec::with_capacity(self.functions.len());
-        let pc = &self.cfg.provisioned_concurrency;
         for (k, f) in self.functions.iter_mut() {
             let p = projected.get(k).copied();
-            let units = pc.get(k.function_name()).copied().unwrap_or(0);
+            let carrier = carrier_keys.binary_search(k).is_ok();
+            let units = if carrier {
+                self.cfg
+                    .provisioned_concurrency
+                    .get(k.function_name())
+                    .copied()
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let budget = if carrier {
+                by_name
+                    .get(&(f.region.clone(), k.function_name().to_owned()))
+                    .copied()
+            } else {
+                None
+            };
             let today = self
                 .prices
                 .region(&f.region)
@@ -402,7 +480,7 @@ impl<K: Ord + Clone + FunctionName> CostStage<K> {
                     cost_usd_total: f.list_cost.usd(),
                     today_usd: today,
                     projected_30d_usd: p.unwrap_or(0.0),
-                    surprise: f.surprise.evaluate(now, p),
+                    surprise: f.surprise.evaluate(now, p, budget),
                     retry: RetryStatus {
                         dlq: self.dlq.for_function(k.function_name(), now),
                         ..f.retry.evaluate(now)
@@ -431,6 +509,7 @@ mod tests {
             billed_ms: 1000,
             on_provisioned: false,
             request_id: id,
+            span: None,
         }
     }
 
@@ -481,8 +560,11 @@ mod tests {
 
     #[test]
     fn retries_flow_through() {
-        let mut s: CostStage<&str> =
-            CostStage::new(PriceTable::embedded().unwrap(), CostConfig::default());
+        let cfg = CostConfig {
+            free_tier: false,
+            ..CostConfig::default()
+        };
+        let mut s: CostStage<&str> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
         let ids: Vec<&'static str> = (0..100)
             .map(|i| &*Box::leak(format!("req-{i}").into_boxed_str()))
             .collect();
@@ -509,11 +591,184 @@ mod tests {
                 && m.value == 7.0
                 && m.labels == vec![("queue", "f-dlq".to_string())]
         }));
-        // A budget below the projection fires the budget surprise.
+        // A budget below the projection fires the budget surprise, once past the warm-up.
         assert!(s.set_budget(&"f", Some(0.001)));
         assert!(!s.set_budget(&"g", Some(1.0)));
         let out = s.evaluate(T0 + 180);
+        let sp = &out[0].1.surprise;
+        assert!(!sp.budget_alert && sp.budget_warming_up, "{sp:?}");
+        let out = s.evaluate(T0 + 3600);
         assert!(out[0].1.surprise.budget_alert, "{:?}", out[0].1.surprise);
+    }
+
+    #[test]
+    fn a_burst_in_a_new_functions_first_minutes_does_not_alert_sustained_spend_does() {
+        let cfg = CostConfig {
+            surprise: SurpriseConfig {
+                budget_usd: Some(10.0),
+                ..SurpriseConfig::default()
+            },
+            free_tier: false,
+            ..CostConfig::default()
+        };
+        assert_eq!(cfg.surprise.budget_warmup_secs, 3600);
+        let mut s: CostStage<&str> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
+        // A new function: 200 × 1 s × 512 MB in its first two minutes. Extrapolated from a
+        // 120 s window that is 200 × 21,600 = 4.3 M invocations a month, ≈ $36.86: over the
+        // $10 budget, but two minutes say nothing about a month.
+        for i in 0..200u64 {
+            assert!(s.record(&"new", &inv(T0 + i * 120 / 200, "us-east-1", None)));
+        }
+        let out = s.evaluate(T0 + 120);
+        let sp = &out[0].1.surprise;
+        assert!(sp.projected_30d_usd.unwrap() > 36.0, "{sp:?}");
+        assert_eq!(sp.budget_projected_30d_usd, sp.projected_30d_usd);
+        assert!(sp.budget_warming_up && !sp.budget_alert, "{sp:?}");
+        assert!(sp.started.is_empty());
+        // The burst stays alone: after the warm-up the projection (200 invocations over an
+        // hour, ×720) is $1.23: no alert ever.
+        let out = s.evaluate(T0 + 3600);
+        let sp = &out[0].1.surprise;
+        assert!(!sp.budget_warming_up && !sp.budget_alert, "{sp:?}");
+        // The same spend sustained (100 a minute for the hour): past the warm-up it alerts.
+        let mut s2: CostStage<&str> =
+            CostStage::new(PriceTable::embedded().unwrap(), s.config().clone());
+        for m in 0..=60u64 {
+            for i in 0..100u64 {
+                s2.record(&"new", &inv(T0 + m * 60 + i * 60 / 100, "us-east-1", None));
+            }
+            let out = s2.evaluate(T0 + m * 60 + 59);
+            let sp = &out[0].1.surprise;
+            assert_eq!(
+                sp.budget_alert,
+                T0 + m * 60 + 59 - T0 >= 3600,
+                "minute {m}: {sp:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn two_versions_of_one_function_pay_one_standing_charge_and_share_one_budget() {
+        use crate::aggregate::FunctionKey;
+        let cfg = CostConfig {
+            provisioned_concurrency: BTreeMap::from([("api".to_owned(), 10)]),
+            surprise: SurpriseConfig {
+                budget_usd: Some(60.0),
+                budget_warmup_secs: 60,
+                ..SurpriseConfig::default()
+            },
+            free_tier: false,
+            ..CostConfig::default()
+        };
+        let key = |version: &str| FunctionKey {
+            function: "api".into(),
+            version: version.into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+        };
+        let mut s: CostStage<FunctionKey> = CostStage::new(PriceTable::embedded().unwrap(), cfg);
+        // $LATEST and version 7 of one function, one 1 s invocation each, at 00:00.
+        for v in ["$LATEST", "7"] {
+            assert!(s.record(&key(v), &inv(T0, "us-east-1", None)));
+        }
+        let out = s.evaluate(T0 + 43_200);
+        let row = |v: &str| &out.iter().find(|(k, _)| k.version == v).unwrap().1;
+        let (latest, v7) = (row("$LATEST"), row("7"));
+        // The standing charge (10 × 0.5 GB × 2,592,000 s × $0.0000041667 = $54.000432) once.
+        let standing = 54.000432;
+        let usage = 60.0 * (0.5 * 0.0000166667 + 0.0000002);
+        assert_eq!(
+            latest.provisioned_concurrency + v7.provisioned_concurrency,
+            10
+        );
+        let total = latest.projected_30d_usd + v7.projected_30d_usd;
+        assert!((total - (standing + 2.0 * usage)).abs() < 1e-6, "{total}");
+        assert!((v7.projected_30d_usd - usage).abs() < 1e-9);
+        // Today (until noon): one standing charge over both rows.
+        let today = latest.today_usd + v7.today_usd;
+        assert!((today - (0.9000072 + 2.0 * (0.5 * 0.0000166667 + 0.0000002))).abs() < 1e-9);
+        // One budget for the name, judged once on the sum: $54.0 + 2 × 0.0005 < $60.
+        let b: Vec<_> = [latest, v7]
+            .iter()
+            .filter_map(|f| f.surprise.budget_projected_30d_usd)
+            .collect();
+        assert_eq!(b.len(), 1, "{latest:?} {v7:?}");
+        assert!((b[0] - total).abs() < 1e-9);
+        assert!(!latest.surprise.budget_alert && !v7.surprise.budget_alert);
+        // 3,000 more 1 s invocations on each version over the half day.
+        for i in 0..3000u64 {
+            for v in ["$LATEST", "7"] {
+                s.record(&key(v), &inv(T0 + i * 14, "us-east-1", None));
+            }
+        }
+        let out = s.evaluate(T0 + 43_200);
+        let alerts: Vec<_> = out
+            .iter()
+            .filter(|(_, f)| f.surprise.budget_alert)
+            .map(|(k, _)| k.version.clone())
+            .collect();
+        // Each version: 3,001 × 60 = 180,060 × (0.5 × 0.0000166667 + 0.0000002) ≈ $1.54; the
+        // name: $54.00 + $3.07 = $57.07 < $60: no alert. At a $56 budget: one alert, on the
+        // name's carrying row ($LATEST sorts first).
+        assert!(alerts.is_empty(), "{alerts:?}");
+        for v in ["$LATEST", "7"] {
+            s.set_budget(&key(v), Some(56.0));
+        }
+        let out = s.evaluate(T0 + 43_201);
+        let alerts: Vec<_> = out
+            .iter()
+            .filter(|(_, f)| f.surprise.budget_alert)
+            .map(|(k, _)| k.version.clone())
+            .collect();
+        assert_eq!(alerts, vec!["$LATEST".to_string()]);
+        let per_row: Vec<f64> = out.iter().map(|(_, f)| f.projected_30d_usd).collect();
+        // The standing charge sits on one row only (before the fix each row carried it:
+        // $54 + $1.54 each, twice the configured units).
+        assert_eq!(
+            per_row.iter().filter(|p| **p > 50.0).count(),
+            1,
+            "{per_row:?}"
+        );
+    }
+
+    #[test]
+    fn a_span_delivered_twice_is_priced_once_and_is_no_retry() {
+        let mut s: CostStage<&str> =
+            CostStage::new(PriceTable::embedded().unwrap(), CostConfig::default());
+        let ids: Vec<&'static str> = (0..100)
+            .map(|i| &*Box::leak(format!("req-{i}").into_boxed_str()))
+            .collect();
+        let with_span = |t: u64, id: &'static str, span: u64| CostInvocation {
+            span: Some(span),
+            ..inv(t, "us-east-1", Some(id))
+        };
+        for (i, id) in ids.iter().enumerate() {
+            assert!(s.record(&"f", &with_span(T0, id, i as u64)));
+        }
+        // The exporter re-sends the first 30 spans after a timeout: same ids, same spans.
+        for (i, id) in ids[..30].iter().enumerate() {
+            assert!(!s.record(&"f", &with_span(T0 + 2, id, i as u64)));
+        }
+        assert_eq!(s.dropped().get("duplicate_delivery"), Some(&30));
+        let out = s.evaluate(T0 + 60);
+        let f = &out[0].1;
+        assert_eq!(f.retry.retries, 0.0, "{:?}", f.retry);
+        assert!(!f.retry.alert);
+        assert_eq!(f.retry.duplicates_total, 30);
+        // Priced once: 100 × 1 s × 512 MB at list price.
+        let once = 100.0 * (0.5 * 0.0000166667 + 0.0000002);
+        assert!(
+            (f.cost_usd_total - once).abs() < 1e-9,
+            "{}",
+            f.cost_usd_total
+        );
+        // Real async retries carry new spans: counted (and priced: Lambda bills them).
+        for (i, id) in ids[..30].iter().enumerate() {
+            assert!(s.record(&"f", &with_span(T0 + 90, id, 1000 + i as u64)));
+        }
+        let out = s.evaluate(T0 + 120);
+        assert_eq!(out[0].1.retry.retries, 30.0);
+        assert!(out[0].1.retry.alert);
     }
 
     #[test]

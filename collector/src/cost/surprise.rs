@@ -6,6 +6,12 @@
 //! an injected `now` (unix seconds). Produces a [`SurpriseStatus`] (for `/api/v1`, alerting and
 //! [`SurpriseStatus::samples`]).
 //!
+//! **Budget warm-up.** The projection extrapolates the observed window; the budget may alert
+//! only once the function has been observed `budget_warmup_secs` (default 1 h) — before, the
+//! status reports `budget_warming_up` and the projection, but no alert. The caller passes what
+//! the budget is compared with ([`BudgetInput`]); rows without one (a function name's other
+//! versions) never judge the budget.
+//!
 //! **Baseline.** 168 hour-of-week slots (UTC, slot 0 = Monday 00:00), each keeping the invocation
 //! count of that hour in the last `baseline_weeks` weeks (default 4); the baseline is their
 //! **median**, so one earlier spike (or outage) in the same slot does not move it, which an EWMA
@@ -44,6 +50,10 @@ pub struct SurpriseConfig {
     pub baseline_weeks: usize,
     pub min_baseline_weeks: usize,
     pub resolve_fraction: f64,
+    /// Seconds a function must have been observed before its budget projection may alert
+    /// (default 3,600): before that the projection extrapolates minutes to 30 days (a burst in
+    /// the first minute is multiplied by 43,200) and is reported as warming up.
+    pub budget_warmup_secs: u64,
 }
 
 impl Default for SurpriseConfig {
@@ -56,6 +66,7 @@ impl Default for SurpriseConfig {
             baseline_weeks: 4,
             min_baseline_weeks: 1,
             resolve_fraction: 0.75,
+            budget_warmup_secs: 3600,
         }
     }
 }
@@ -122,6 +133,19 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What a function's budget is compared with at one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetInput {
+    /// The function name's 30-day projection (summed over its versions), USD: reported.
+    pub projected_30d_usd: f64,
+    /// What the budget is compared with, USD: the same sum, but a version still inside the
+    /// warm-up contributes only its standing charge (its extrapolation is not yet trusted).
+    pub judged_30d_usd: f64,
+    /// Seconds since the function was first seen (its oldest version): the span the
+    /// projection extrapolates from, at most.
+    pub observed_secs: u64,
+}
+
 /// What one evaluation found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SurpriseStatus {
@@ -136,8 +160,18 @@ pub struct SurpriseStatus {
     pub rate_ratio: Option<f64>,
     pub rate_threshold_window: Option<f64>,
     pub rate_alert: bool,
+    /// The function name's budget, on the row that carries its budget check (one row per
+    /// function name, see `cost::stage`); `None` on the name's other rows.
     pub budget_usd: Option<f64>,
+    /// This row's own 30-day projection.
     pub projected_30d_usd: Option<f64>,
+    /// What the budget is compared with: the function name's projection (summed over its
+    /// versions), on the row that carries the budget check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_projected_30d_usd: Option<f64>,
+    /// The function has been observed for less than `budget_warmup_secs`: its projection is
+    /// reported but may not alert yet.
+    pub budget_warming_up: bool,
     pub budget_alert: bool,
     /// Alerts that started firing at this evaluation (`"rate"`, `"budget"`).
     pub started: Vec<&'static str>,
@@ -324,9 +358,15 @@ impl SurpriseDetector {
             .sum()
     }
 
-    /// Evaluates both tests at `now`; `projected_30d_usd` is the function's current 30-day
-    /// projection (from [`super::model::project_30d`]), if known.
-    pub fn evaluate(&mut self, now: u64, projected_30d_usd: Option<f64>) -> SurpriseStatus {
+    /// Evaluates both tests at `now`; `projected_30d_usd` is this row's current 30-day
+    /// projection (from [`super::model::project_30d`]), if known; `budget` what the budget is
+    /// compared with (`None`: no budget check on this row).
+    pub fn evaluate(
+        &mut self,
+        now: u64,
+        projected_30d_usd: Option<f64>,
+        budget: Option<BudgetInput>,
+    ) -> SurpriseStatus {
         self.advance(now);
         let slot = hour_of_week(now);
         let window = self.window_count(now);
@@ -348,8 +388,12 @@ impl SurpriseDetector {
             started.push("rate");
         }
         let was = self.budget_firing;
-        self.budget_firing = match (self.cfg.budget_usd, projected_30d_usd) {
-            (Some(budget), Some(p)) => p > budget,
+        let name_warming = budget.is_some_and(|b| b.observed_secs < self.cfg.budget_warmup_secs);
+        // Reported as warming up while any version's extrapolation is left out of the judged sum.
+        let warming_up =
+            name_warming || budget.is_some_and(|b| b.judged_30d_usd < b.projected_30d_usd);
+        self.budget_firing = match (self.cfg.budget_usd, budget) {
+            (Some(limit), Some(b)) if !name_warming => b.judged_30d_usd > limit,
             _ => false,
         };
         if self.budget_firing && !was {
@@ -364,8 +408,10 @@ impl SurpriseDetector {
             rate_ratio: baseline.filter(|b| *b > 0.0).map(|b| per_hour / b),
             rate_threshold_window: threshold,
             rate_alert: self.rate_firing,
-            budget_usd: self.cfg.budget_usd,
+            budget_usd: self.cfg.budget_usd.filter(|_| budget.is_some()),
             projected_30d_usd,
+            budget_projected_30d_usd: budget.map(|b| b.projected_30d_usd),
+            budget_warming_up: warming_up,
             budget_alert: self.budget_firing,
             started,
         }
@@ -428,11 +474,11 @@ mod tests {
         for (w, per_min) in [10u64, 1000, 11, 12].into_iter().enumerate() {
             feed_hour(&mut d, MONDAY + w as u64 * WEEK, per_min);
         }
-        d.evaluate(MONDAY + 4 * WEEK, None);
+        d.evaluate(MONDAY + 4 * WEEK, None, None);
         assert_eq!(d.baseline_per_hour(0), Some((660.0 + 720.0) / 2.0));
         // A fifth week replaces the oldest (600): {60000, 660, 720, 780} → median 750.
         feed_hour(&mut d, MONDAY + 4 * WEEK, 13);
-        d.evaluate(MONDAY + 5 * WEEK, None);
+        d.evaluate(MONDAY + 5 * WEEK, None, None);
         assert_eq!(d.baseline_per_hour(0), Some(750.0));
     }
 
@@ -460,7 +506,15 @@ mod tests {
             for m in 0..5 {
                 d.observe(MONDAY + WEEK + m * 60, now_rate);
             }
-            let s = d.evaluate(MONDAY + WEEK + 4 * 60 + 59, projection);
+            let s = d.evaluate(
+                MONDAY + WEEK + 4 * 60 + 59,
+                projection,
+                projection.map(|p| BudgetInput {
+                    projected_30d_usd: p,
+                    judged_30d_usd: p,
+                    observed_secs: WEEK,
+                }),
+            );
             assert_eq!(s.rate_alert, want_rate, "{base} {now_rate}: {s:?}");
             assert_eq!(
                 s.budget_alert, want_budget,
@@ -468,6 +522,34 @@ mod tests {
             );
             assert_eq!(s.started.contains(&"rate"), want_rate);
         }
+    }
+
+    #[test]
+    fn the_budget_waits_for_the_warm_up_and_only_judges_the_row_carrying_it() {
+        let mut d = SurpriseDetector::new(SurpriseConfig {
+            budget_usd: Some(100.0),
+            ..SurpriseConfig::default()
+        });
+        let over = |observed_secs| {
+            Some(BudgetInput {
+                projected_30d_usd: 5000.0,
+                judged_30d_usd: 5000.0,
+                observed_secs,
+            })
+        };
+        let s = d.evaluate(MONDAY + 120, Some(5000.0), over(120));
+        assert!(!s.budget_alert && s.budget_warming_up, "{s:?}");
+        assert_eq!(s.budget_projected_30d_usd, Some(5000.0));
+        let s = d.evaluate(MONDAY + 3599, Some(5000.0), over(3599));
+        assert!(!s.budget_alert && s.budget_warming_up);
+        let s = d.evaluate(MONDAY + 3600, Some(5000.0), over(3600));
+        assert!(s.budget_alert && !s.budget_warming_up && s.started == vec!["budget"]);
+        // A row without the budget check (another version of the function) never alerts on
+        // the budget and reports no budget gauge.
+        let mut other = SurpriseDetector::new(d.config().clone());
+        let s = other.evaluate(MONDAY + 7200, Some(5000.0), None);
+        assert!(!s.budget_alert && s.budget_usd.is_none() && !s.budget_warming_up);
+        assert!(!s.samples().iter().any(|m| m.name == names::COST_BUDGET_USD));
     }
 
     #[test]
@@ -482,7 +564,7 @@ mod tests {
     fn no_baseline_no_rate_alert() {
         let mut d = SurpriseDetector::new(SurpriseConfig::default());
         d.observe(MONDAY, 1_000_000);
-        let s = d.evaluate(MONDAY + 30, None);
+        let s = d.evaluate(MONDAY + 30, None, None);
         assert_eq!(s.baseline_per_hour, None);
         assert!(!s.rate_alert);
     }
@@ -496,7 +578,7 @@ mod tests {
         // Threshold is 150 per 5 minutes; the spike wobbles between 32 and 28 per minute.
         for m in 0..60 {
             d.observe(t0 + m * 60, if m % 2 == 0 { 32 } else { 28 });
-            starts += d.evaluate(t0 + m * 60 + 59, None).started.len();
+            starts += d.evaluate(t0 + m * 60 + 59, None, None).started.len();
         }
         assert_eq!(starts, 1);
     }
@@ -507,7 +589,16 @@ mod tests {
             budget_usd: Some(10.0),
             ..SurpriseConfig::default()
         });
-        let s = d.evaluate(MONDAY, Some(12.5));
+        let s = d.evaluate(
+            MONDAY,
+            Some(12.5),
+            Some(BudgetInput {
+                projected_30d_usd: 12.5,
+                judged_30d_usd: 12.5,
+                observed_secs: 7200,
+            }),
+        );
+        assert!(s.budget_alert && !s.budget_warming_up);
         let names: Vec<_> = s.samples().iter().map(|m| m.name).collect();
         assert!(names.contains(&"lambdawatch_cost_projected_30d_usd"));
         assert!(names.contains(&"lambdawatch_cost_budget_usd"));

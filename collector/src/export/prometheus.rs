@@ -655,6 +655,7 @@ mod tests {
                     max_memory_mb: None,
                     timeout_ms: None,
                     request_id: None,
+                    span_fingerprint: None,
                 })],
             }],
         });
@@ -693,6 +694,7 @@ mod tests {
                     max_memory_mb: None,
                     timeout_ms: None,
                     request_id: Some(id.to_owned()),
+                    span_fingerprint: None,
                 }),
             );
         }

@@ -206,6 +206,8 @@ fn span_event_inner(span: &Span, received_s: u64) -> Result<Option<Event>, Strin
                 max_memory_mb: opt_amount(a, attr::AWS_LAMBDA_MAX_MEMORY_USED_MB)?,
                 timeout_ms: opt_amount(a, attr::AWS_LAMBDA_TIMEOUT_MS)?,
                 request_id: otlp::get_str(a, attr::FAAS_INVOCATION_ID).map(str::to_owned),
+                span_fingerprint: (!span.span_id.is_empty())
+                    .then(|| crate::cost::retry::span_fingerprint(&span.trace_id, &span.span_id)),
             }))
         }
         span_type::INIT => Some(Event::Init {
@@ -571,6 +573,28 @@ mod tests {
         assert_eq!(inv.outcome, Outcome::Timeout);
         assert_eq!(inv.timeout_ms, Some(3000.0));
         assert_eq!(inv.t_s, t);
+    }
+
+    #[test]
+    fn invocation_spans_carry_a_fingerprint_of_trace_and_span_id() {
+        let fp = |trace: &[u8], span: &[u8]| {
+            let mut sp = invocation_span(1_700_000_000_000_000_000, "success", 10.0);
+            sp.trace_id = trace.to_vec();
+            sp.span_id = span.to_vec();
+            match span_event_inner(&sp, 1_700_000_000) {
+                Ok(Some(Event::Invocation(inv))) => inv.span_fingerprint,
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = fp(&[1; 16], &[2; 8]);
+        assert!(a.is_some());
+        // The same span delivered again: the same fingerprint (a duplicate, not a retry).
+        assert_eq!(fp(&[1; 16], &[2; 8]), a);
+        // A new span of the same request (an async retry), or another trace: another one.
+        assert_ne!(fp(&[1; 16], &[3; 8]), a);
+        assert_ne!(fp(&[4; 16], &[2; 8]), a);
+        // No span id: no fingerprint (every repeat of its request id counts as a retry).
+        assert_eq!(fp(&[1; 16], &[]), None);
     }
 
     /// Client spans of function code become trace-joined events (whatever their resource);

@@ -730,6 +730,7 @@ mod tests {
             max_memory_mb: None,
             timeout_ms: Some(1000.0),
             request_id: None,
+            span_fingerprint: None,
         })
     }
 

@@ -135,6 +135,7 @@ impl Traffic {
                 max_memory_mb: Some(120.0 + (duration_ms % 50.0)),
                 timeout_ms: Some(TIMEOUT_MS),
                 request_id: None,
+                span_fingerprint: None,
             }),
         );
     }
