@@ -410,6 +410,7 @@ mod tests {
                 max_memory_mb: Some(90.0),
                 timeout_ms: Some(1000.0),
                 request_id: None,
+                span_fingerprint: None,
             })
         };
         let now = T0 + 6 * 3600;
