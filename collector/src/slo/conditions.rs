@@ -82,6 +82,13 @@ impl Conditions {
         matches!(self.0, Repr::Inline { .. })
     }
 
+    pub fn as_mut_slice(&mut self) -> &mut [Condition] {
+        match &mut self.0 {
+            Repr::Inline { len, items } => &mut items[..usize::from(*len)],
+            Repr::Heap(v) => v,
+        }
+    }
+
     pub fn as_slice(&self) -> &[Condition] {
         match &self.0 {
             Repr::Inline { len, items } => &items[..usize::from(*len)],

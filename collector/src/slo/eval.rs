@@ -11,12 +11,15 @@
 //! - budget consumed = bad(window) / ((1 − objective) × valid(window)); remaining = 1 − consumed.
 //!   For `throttles`: consumed = throttles(window) / objective (the count budget).
 //! - A burn rule fires when burn(long) ≥ factor and burn(short) ≥ factor and valid(long) ≥
-//!   `min_events_per_hour × long-window hours` (the low-traffic guard, [`Defaults::min_events_for`]).
+//!   `min_events_per_hour × long-window hours` (the low-traffic guard, [`Defaults::min_events_for`]),
+//!   valid(long) summed over the function's versions (same name, region, account; the burn rates
+//!   stay per version key): see [`judge_across_versions`].
 //! - `throttles` fires (severity ticket) once the window's count reaches the budget
 //!   (consumed ≥ 1), never on a burn rate.
 //! - No data: a function that averaged at least one invocation per `no_data_after` over the
 //!   last 3 days and has been silent for `no_data_after` (and less than 3 days: after that it is
-//!   considered retired) raises a ticket.
+//!   considered retired) raises a ticket. Judged per function across versions: the average
+//!   counts every version, and only the latest version key raises it ([`judge_across_versions`]).
 //! - `dlq_ratio`: valid = AsyncEventsReceived, bad = max(AsyncEventsDropped, SQS DLQ
 //!   NumberOfMessagesSent): AWS counts an event sent to a DLQ as dropped too, and the SQS figure
 //!   covers streams that only carry the queue's metrics.
@@ -553,12 +556,10 @@ fn evaluate_slo(
     }
 }
 
-/// The no-data condition for one function (`None` when the spec turns it off).
+/// The no-data condition for one function key, from its own traffic (`None` when the spec
+/// turns it off). [`evaluate`] then judges it per function across versions
+/// ([`judge_across_versions`]).
 pub fn no_data(defaults: &Defaults, sums: &Sums<'_>) -> Option<Condition> {
-    let after = defaults.no_data_after?;
-    let (state, now_s) = (sums.state, sums.now_s);
-    let silent = now_s.saturating_sub(state.last_seen_s);
-    let lookback = NO_DATA_LOOKBACK.as_secs();
     let recent = sums
         .counts_at(
             SliIndex {
@@ -568,10 +569,30 @@ pub fn no_data(defaults: &Defaults, sums: &Sums<'_>) -> Option<Condition> {
             sums.plan.block_of(NO_DATA_LOOKBACK),
         )
         .valid;
+    no_data_condition(defaults, sums.state.last_seen_s, sums.now_s, recent)
+}
+
+/// True for a count-budget SLO (no burn rule, no guard), or an index the spec lacks.
+fn count_budget(spec: &SloSpec, slo_index: usize) -> bool {
+    spec.slos
+        .get(slo_index)
+        .is_none_or(|d| d.sli.is_count_budget())
+}
+
+/// No data for something last seen at `last_seen_s` with `recent` invocations over
+/// [`NO_DATA_LOOKBACK`].
+fn no_data_condition(
+    defaults: &Defaults,
+    last_seen_s: u64,
+    now_s: u64,
+    recent: u64,
+) -> Option<Condition> {
+    let after = defaults.no_data_after?;
+    let silent = now_s.saturating_sub(last_seen_s);
+    let lookback = NO_DATA_LOOKBACK.as_secs();
     let expected = lookback / after.as_secs().max(1);
     let was_reporting = recent >= expected.max(1);
-    let active =
-        state.last_seen_s > 0 && silent >= after.as_secs() && silent < lookback && was_reporting;
+    let active = last_seen_s > 0 && silent >= after.as_secs() && silent < lookback && was_reporting;
     Some(Condition {
         severity: Severity::Ticket,
         active,
@@ -590,6 +611,89 @@ pub fn no_data(defaults: &Defaults, sums: &Sums<'_>) -> Option<Condition> {
             total: recent,
         },
     })
+}
+
+/// Judges what belongs to a function rather than to one of its versions, over the statuses of
+/// every version key of each function (same name, region and account):
+/// - the low-traffic guard of every burn rule counts the SLO's valid events over the rule's
+///   long window summed across the function's versions (the burn rates stay per version key),
+///   so a new version that fails every call pages as fast as the function's traffic allows;
+/// - no data: only the function's latest version key (greatest `last_seen_s`, then greatest
+///   key) may raise it, judged on the function's invocations across versions; the others are
+///   inactive, so a deploy does not leave the old version raising a ticket.
+///
+/// Consumes the per-key statuses [`Evaluator::function`] produced; no count is read again.
+pub fn judge_across_versions(spec: &SloSpec, now_s: u64, functions: &mut [FunctionStatus]) {
+    let mut groups: std::collections::HashMap<(&str, &str, &str), Vec<usize>> =
+        std::collections::HashMap::with_capacity(functions.len());
+    for (i, f) in functions.iter().enumerate() {
+        groups
+            .entry((&f.key.function, &f.key.region, &f.key.account))
+            .or_default()
+            .push(i);
+    }
+    let groups: Vec<Vec<usize>> = groups.into_values().filter(|g| g.len() > 1).collect();
+    let defaults = &spec.defaults;
+    let min_events: Vec<u64> = defaults
+        .burn_rules
+        .iter()
+        .map(|r| defaults.min_events_for(r.long))
+        .collect();
+    for group in groups {
+        // Guard: per SLO and burn rule, the long window's valid events across versions.
+        let mut totals: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+        for &i in &group {
+            for s in &functions[i].slos {
+                if count_budget(spec, s.slo_index) {
+                    continue;
+                }
+                for (j, c) in s.conditions.iter().enumerate() {
+                    *totals.entry((s.slo_index, j)).or_default() += c.evidence.total;
+                }
+            }
+        }
+        for &i in &group {
+            for s in &mut functions[i].slos {
+                if count_budget(spec, s.slo_index) {
+                    continue;
+                }
+                for (j, c) in s.conditions.as_mut_slice().iter_mut().enumerate() {
+                    let (Some(total), Some(min)) =
+                        (totals.get(&(s.slo_index, j)), min_events.get(j))
+                    else {
+                        continue;
+                    };
+                    let e = &c.evidence;
+                    c.guard_passed = *total >= *min;
+                    c.active = c.guard_passed
+                        && e.burn_rate_long.is_some_and(|b| b >= e.factor)
+                        && e.burn_rate_short.is_some_and(|b| b >= e.factor);
+                }
+            }
+        }
+        // No data: the latest version key speaks for the function.
+        let Some(&latest) = group.iter().max_by(|a, b| {
+            let (fa, fb) = (&functions[**a], &functions[**b]);
+            fa.last_seen_s
+                .cmp(&fb.last_seen_s)
+                .then_with(|| fa.key.cmp(&fb.key))
+        }) else {
+            continue;
+        };
+        let recent: u64 = group
+            .iter()
+            .filter_map(|&i| functions[i].no_data.as_ref())
+            .map(|c| c.evidence.total)
+            .sum();
+        for &i in &group {
+            let f = &mut functions[i];
+            if i == latest {
+                f.no_data = no_data_condition(defaults, f.last_seen_s, now_s, recent);
+            } else if let Some(c) = &mut f.no_data {
+                c.active = false;
+            }
+        }
+    }
 }
 
 /// True for a selector that matches every function (the embedded default's): no need to run
@@ -688,10 +792,11 @@ pub fn evaluate(spec: &SloSpec, agg: &Aggregates, now_s: u64) -> Evaluation {
         .map(|(k, s)| (sort_prefix(&k.function), k, s))
         .collect();
     order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    let functions = order
+    let mut functions: Vec<FunctionStatus> = order
         .into_iter()
         .map(|(_, k, s)| ev.function(k, s))
         .collect();
+    judge_across_versions(spec, now_s, &mut functions);
     Evaluation { now_s, functions }
 }
 
@@ -1098,5 +1203,131 @@ mod tests {
                 .map(|q| q.count),
             Some(3)
         );
+    }
+
+    fn feed_version(a: &mut Aggregates, version: &str, events: Vec<Event>) {
+        a.apply(Batch {
+            received_s: T0,
+            groups: vec![Group {
+                target: Target::Function {
+                    key: FunctionKey {
+                        version: version.into(),
+                        ..key()
+                    },
+                    tags: vec![],
+                    instance: "i".into(),
+                },
+                events,
+            }],
+        });
+    }
+
+    fn pages_version(ev: &Evaluation, version: &str) -> bool {
+        ev.functions
+            .iter()
+            .filter(|f| f.key.version == version)
+            .flat_map(|f| &f.slos)
+            .filter(|s| s.name == "error_rate")
+            .flat_map(|s| &s.conditions)
+            .any(|c| c.severity == Severity::Page && c.active)
+    }
+
+    /// A deploy moves traffic from v1 to v2: the silent v1 key raises no no-data ticket; when
+    /// the whole function goes silent, exactly one ticket, on the latest version key (v2).
+    #[test]
+    fn deploy_raises_no_data_only_when_the_function_goes_silent() {
+        let spec = SloSpec::embedded_default();
+        let after = spec.defaults.no_data_after.unwrap().as_secs();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        // v1: one a minute for 6 h; then v2: one a minute for 30 min (too little on its own).
+        feed_version(
+            &mut a,
+            "1",
+            (0..360)
+                .map(|i| inv(T0 + i * 60, Outcome::Success))
+                .collect(),
+        );
+        let switch = T0 + 360 * 60;
+        feed_version(
+            &mut a,
+            "2",
+            (0..30)
+                .map(|i| inv(switch + i * 60, Outcome::Success))
+                .collect(),
+        );
+        let last = switch + 29 * 60;
+        let active = |now| -> Vec<String> {
+            evaluate(&spec, &a, now)
+                .functions
+                .iter()
+                .filter(|f| f.no_data.as_ref().is_some_and(|c| c.active))
+                .map(|f| f.key.version.clone())
+                .collect()
+        };
+        // While v2 reports, v1 has been silent for over `after`: nothing.
+        for now in (switch..=last).step_by(60) {
+            assert!(active(now).is_empty(), "no data at {now}");
+        }
+        assert!(active(last + after - 60).is_empty());
+        for now in [last + after, last + 2 * after, last + 24 * 3600] {
+            assert_eq!(active(now), vec!["2".to_string()], "at {now}");
+        }
+    }
+
+    fn failing_hour(start: u64, minutes: u64) -> Vec<Event> {
+        // 100 an hour: one every 36 s.
+        (0..minutes * 60 / 36)
+            .map(|i| inv(start + i * 36, Outcome::Error))
+            .collect()
+    }
+
+    /// v1 healthy at 100/h for 6 h, then v2 deployed failing every call at 100/h (v1 gets
+    /// none): the guard counts the function's traffic across versions, so v2 pages within
+    /// 10 minutes (burn rates stay per version: v1 never pages).
+    #[test]
+    fn broken_new_version_pages_within_10_minutes() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        feed_version(
+            &mut a,
+            "1",
+            (0..600)
+                .map(|i| inv(T0 + i * 36, Outcome::Success))
+                .collect(),
+        );
+        let deploy = T0 + 6 * 3600;
+        feed_version(&mut a, "2", failing_hour(deploy, 60));
+        let mut paged = None;
+        for t in (deploy..deploy + 3600).step_by(30) {
+            let ev = evaluate(&spec, &a, t);
+            assert!(!pages_version(&ev, "1"));
+            if pages_version(&ev, "2") {
+                paged = Some(t - deploy);
+                break;
+            }
+        }
+        let paged = paged.expect("v2 never paged");
+        assert!(paged <= 600, "paged after {paged} s");
+    }
+
+    /// A brand-new function (no history) failing every call at 100/h: the guard needs 60 events
+    /// in the last hour, so the page waits for the 60th call (≈ 36 min), not 10 minutes
+    /// (docs/slo-spec.md).
+    #[test]
+    fn brand_new_function_failing_pages_once_the_guard_holds() {
+        let spec = SloSpec::embedded_default();
+        let mut a = Aggregates::new(layout_for(&spec), 10);
+        feed_version(&mut a, "1", failing_hour(T0, 60));
+        let mut paged = None;
+        for t in (T0..T0 + 3600).step_by(30) {
+            if pages_version(&evaluate(&spec, &a, t), "1") {
+                paged = Some(t - T0);
+                break;
+            }
+        }
+        let paged = paged.expect("never paged");
+        // The 60th call lands at 59 × 36 s = 2124 s, in the minute bucket [2100, 2160) that a
+        // window counts whole.
+        assert!((2100..2160).contains(&paged), "paged after {paged} s");
     }
 }
