@@ -90,6 +90,8 @@ pub struct AwsStats {
     pub checkpoint_conflicts: AtomicU64,
     pub checkpoint_failed: AtomicU64,
     pub checkpoint_bytes: AtomicU64,
+    /// Orphan checkpoints of other tasks adopted (at start or merged while running).
+    pub checkpoint_adopted: AtomicU64,
     /// `GetMetricData` calls (one per ≤ 500 queries and page).
     pub poll_calls: AtomicU64,
     /// EMF lines delivered / not delivered (refused, failed or dropped from a full queue).
@@ -241,6 +243,13 @@ impl AwsStats {
                 "counter",
                 &[("result", "failure")],
                 g(&self.checkpoint_failed),
+            ),
+            s(
+                "lambdawatch_checkpoint_adoptions_total",
+                "Orphan checkpoints of other tasks adopted (restored at start or merged while running).",
+                "counter",
+                &[],
+                g(&self.checkpoint_adopted),
             ),
             s(
                 "lambdawatch_checkpoint_bytes",

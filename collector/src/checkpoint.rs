@@ -66,8 +66,13 @@
 //! handled: a replacement that starts sooner than [`stale_after`] after the kill (65 s at the
 //! default 30 s interval) sees the orphan as live and starts empty; during a rolling deployment the new tasks start while the old ones still write, so
 //! they start empty and the old tasks' final checkpoints stay orphaned until a later task
-//! starts (there is no merge of checkpoints into a running task). Tombstones are never deleted
-//! (one small item per replaced task; a DynamoDB TTL or S3 lifecycle rule can expire them).
+//! starts — unless `LAMBDAWATCH_CHECKPOINT_MERGE_ORPHANS` is on: then the [`Writer`] searches
+//! every [`stale_after`] ([`Writer::adopt_once`]), claims each orphan with the same tombstone
+//! (keeping the orphan's poller ledger in it for a later lease takeover) and merges it into the
+//! running task: counts by [`merge_counts`] (pure: bucket by bucket at their time), alert states
+//! by [`merge_alerts`] in the evaluator. The orphan's cost ledgers are not merged. Tombstones
+//! are never deleted (one small item per replaced task; a DynamoDB TTL or S3 lifecycle rule can
+//! expire them).
 
 use std::{
     collections::BTreeMap,
@@ -300,6 +305,25 @@ struct Tombstone<'a> {
     version: u32,
     adopted_by: &'a str,
     saved_at_s: u64,
+    /// The adopted document's poller ledger, when a running task merged its counts: a later
+    /// lease takeover from the adopted task continues from it ([`takeover`]), so the platform
+    /// counts merged here are not polled and counted again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger: Option<&'a Ledger>,
+}
+
+/// The ledger a running adopter left in a tombstone (see [`Tombstone`]).
+fn tombstone_ledger(body: &[u8]) -> Option<Ledger> {
+    #[derive(Deserialize)]
+    struct T {
+        ledger: Option<Ledger>,
+    }
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_DECOMPRESSED_BYTES)
+        .read_to_end(&mut json)
+        .ok()?;
+    serde_json::from_slice::<T>(&json).ok()?.ledger
 }
 
 /// A checkpoint whose writer has not written for this long is an orphan another task may adopt
@@ -490,6 +514,12 @@ pub async fn takeover(store: &Store, my_task: &str, previous_task: &str) -> Take
                     .filter(|a| a.phase == Phase::Firing)
                     .collect(),
             },
+            // Merged into a running task (its firing alerts went to that task's state machine,
+            // which resolves them): continue from the ledger its counts were merged with.
+            Err(DecodeError::Adopted(_)) if tombstone_ledger(&v.body).is_some() => Takeover {
+                handover: tombstone_ledger(&v.body).map_or(Handover::Record, Handover::Checkpoint),
+                firing: Vec::new(),
+            },
             Err(DecodeError::Adopted(by)) if by == my_task => Takeover {
                 handover: Handover::Own,
                 firing: Vec::new(),
@@ -599,6 +629,69 @@ pub fn restore(doc: Document, agg: &mut Aggregates, states: &mut AlertStates) ->
     r
 }
 
+/// What merging an adopted orphan into a running task did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// Functions merged into a live one or inserted.
+    pub functions: usize,
+    /// Functions skipped: malformed, or beyond `max_functions`.
+    pub dropped: usize,
+    /// False when the orphan was counted against another layout: its counts were not merged.
+    pub counts: bool,
+}
+
+/// Merges the counts of `doc` — another task's checkpoint, adopted while this task runs — into
+/// the live state (pure; see [`Aggregates::merge`] and [`FunctionState::merge`]: counter rings
+/// add bucket by bucket at their time, Prometheus buckets, totals and HdrHistograms add). Counts
+/// of another layout are not merged (`counts` false). The document's alert states are merged
+/// separately, by the evaluator that owns them ([`merge_alerts`]); its cost ledgers and poller
+/// ledger are not merged.
+pub fn merge_counts(doc: Document, agg: &mut Aggregates) -> Merged {
+    if doc.layout != agg.layout {
+        return Merged::default();
+    }
+    let layout = agg.layout.clone();
+    let (ok, bad): (Vec<_>, Vec<_>) = doc
+        .functions
+        .into_iter()
+        .map(|(k, mut s)| {
+            s.upgrade();
+            (k, s)
+        })
+        .partition(|(_, s)| s.is_well_formed(&layout));
+    let (functions, dropped) = agg.merge(ok, doc.latest, doc.latest_by_name);
+    Merged {
+        functions,
+        dropped: dropped + bad.len(),
+        counts: true,
+    }
+}
+
+/// Merges an adopted orphan's alert states into the live ones (pure). The live state wins,
+/// except that an alert the orphan had **firing** (it sent that page) replaces a live entry
+/// that is not firing: taken with its `last_sent`, so this task does not page it again before
+/// the resend interval, and resolves it when its own evaluation clears. An orphan entry with no
+/// live counterpart is taken as is (a pending one keeps its `for` clock). A live firing entry
+/// is kept: this task already paged it. Returns how many entries were taken.
+pub fn merge_alerts(orphan: Vec<SavedAlert>, states: &mut AlertStates) -> usize {
+    let mut taken = 0;
+    for a in orphan {
+        let Some((phase, since, last_sent, alert)) = a.into_entry() else {
+            continue;
+        };
+        let take = match states.phase(&alert.fingerprint) {
+            None => true,
+            Some(Phase::Pending) => phase == Phase::Firing,
+            Some(Phase::Firing) => false,
+        };
+        if take {
+            states.restore(phase, since, last_sent, alert);
+            taken += 1;
+        }
+    }
+    taken
+}
+
 /// This task's checkpoint key: `LAMBDAWATCH_TASK_ID`, else the ECS task id (read by `config`),
 /// else the hostname, else `collector`.
 pub fn task_id(cfg: &Config) -> String {
@@ -696,13 +789,44 @@ impl Checkpointer {
     /// Claims the newest orphan checkpoint: replaces it with a tombstone, conditionally on the
     /// version read (a lost race means another task adopted it, or its writer is back: next).
     async fn adopt(&mut self, stale_after: Duration) -> Option<Document> {
-        let keys = match self.store.list(KEY_PREFIX).await {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list checkpoints to adopt an orphan; starting empty");
-                return None;
+        match self.claim_orphans(stale_after, 1, false).await {
+            Ok(mut docs) if !docs.is_empty() => {
+                let (key, doc) = docs.swap_remove(0);
+                self.stats
+                    .checkpoint_adopted
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    key = %self.key,
+                    adopted = %key,
+                    age_s = now_s().saturating_sub(doc.saved_at_s),
+                    "no checkpoint of our own: adopted the orphan checkpoint of a task that is gone"
+                );
+                Some(doc)
             }
-        };
+            Ok(_) => {
+                tracing::info!(key = %self.key, "no checkpoint yet (and no orphan to adopt): starting empty");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot adopt an orphan checkpoint; starting empty");
+                None
+            }
+        }
+    }
+
+    /// Claims up to `max` orphan checkpoints (other tasks' checkpoints not written for
+    /// `stale_after`), newest first, each by a conditional write of a tombstone over the version
+    /// read: of several tasks claiming the same orphan exactly one wins, and a tombstone is
+    /// never a candidate again. Returns the claimed `(key, document)` pairs; an error only when
+    /// listing or a claim write fails (the orphans claimed before it are lost to everyone: at
+    /// most once, never twice).
+    async fn claim_orphans(
+        &mut self,
+        stale_after: Duration,
+        max: usize,
+        keep_ledger: bool,
+    ) -> Result<Vec<(String, Document)>, CheckpointError> {
+        let keys = self.store.list(KEY_PREFIX).await?;
         let now = now_s();
         let mut candidates = Vec::new();
         for key in keys
@@ -721,34 +845,53 @@ impl Checkpointer {
             candidates.push((key, v.version, doc));
         }
         candidates.sort_by_key(|(_, _, d)| std::cmp::Reverse(d.saved_at_s));
+        let mut claimed = Vec::new();
         for (key, version, doc) in candidates {
+            if claimed.len() >= max {
+                break;
+            }
             let tomb = serde_json::to_vec(&Tombstone {
                 format: FORMAT,
                 version: VERSION,
                 adopted_by: &self.task_id,
                 saved_at_s: now,
+                ledger: doc.ledger.as_ref().filter(|_| keep_ledger),
             })
-            .ok()
-            .and_then(|j| gzip(&j).ok())?;
+            .map_err(|e| e.to_string())
+            .and_then(|j| gzip(&j).map_err(|e| e.to_string()))
+            .map_err(|message| CheckpointError::Call {
+                op: "encode tombstone",
+                message,
+            })?;
             match self.store.save(&key, tomb, Some(&version)).await {
-                Ok(_) => {
-                    tracing::info!(
-                        key = %self.key,
-                        adopted = %key,
-                        age_s = now.saturating_sub(doc.saved_at_s),
-                        "no checkpoint of our own: adopted the orphan checkpoint of a task that is gone"
-                    );
-                    return Some(doc);
-                }
+                Ok(_) => claimed.push((key, doc)),
                 Err(CheckpointError::Conflict { .. }) => continue,
                 Err(e) => {
-                    tracing::warn!(adopted = %key, error = %e, "cannot claim an orphan checkpoint; starting empty");
-                    return None;
+                    if claimed.is_empty() {
+                        return Err(e);
+                    }
+                    tracing::warn!(orphan = %key, error = %e, "cannot claim an orphan checkpoint; retrying later");
+                    break;
                 }
             }
         }
-        tracing::info!(key = %self.key, "no checkpoint yet (and no orphan to adopt): starting empty");
-        None
+        Ok(claimed)
+    }
+
+    /// Periodic adoption by a running task: claims every orphan checkpoint (at most
+    /// [`MAX_ADOPTION_CANDIDATES`] per call), for the caller to merge ([`merge_counts`],
+    /// [`merge_alerts`]). Errors are logged; the next call retries.
+    pub async fn adopt_orphans(&mut self, stale_after: Duration) -> Vec<(String, Document)> {
+        match self
+            .claim_orphans(stale_after, MAX_ADOPTION_CANDIDATES, true)
+            .await
+        {
+            Ok(docs) => docs,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for orphan checkpoints; retrying later");
+                Vec::new()
+            }
+        }
     }
 
     /// Writes `body` conditionally on the last known version. On a conflict (a stale writer
@@ -818,6 +961,19 @@ pub struct Writer {
     pub alerts: watch::Receiver<Arc<Vec<SavedAlert>>>,
     /// `None` when the CloudWatch poller is off.
     pub ledger: Option<watch::Receiver<Ledger>>,
+    /// Periodic adoption of orphan checkpoints while running (`None`: only at start).
+    pub adopt: Option<Adoption>,
+}
+
+/// How a running task adopts orphans ([`Writer::adopt_once`]).
+#[derive(Debug)]
+pub struct Adoption {
+    /// A checkpoint not written for this long is an orphan ([`stale_after`]); also the period
+    /// of the search.
+    pub stale_after: Duration,
+    /// To the evaluator, which owns the alert states: each adopted orphan's alert entries, for
+    /// [`merge_alerts`]. Bounded; the writer waits for room (the evaluator drains it at once).
+    pub alerts: tokio::sync::mpsc::Sender<Vec<SavedAlert>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -870,9 +1026,61 @@ impl Writer {
         self.checkpointer.save(body).await
     }
 
+    /// Claims every orphan checkpoint ([`Checkpointer::adopt_orphans`]), merges its counts into
+    /// the aggregator ([`merge_counts`]) and hands its alert states to the evaluator; then saves
+    /// at once, so the merged counts are durable under this task's key (the orphan is a
+    /// tombstone from the claim on). Returns how many orphans were adopted.
+    pub async fn adopt_once(&mut self) -> usize {
+        let Some(adoption) = &self.adopt else {
+            return 0;
+        };
+        let stale_after = adoption.stale_after;
+        let alerts_tx = adoption.alerts.clone();
+        let docs = self.checkpointer.adopt_orphans(stale_after).await;
+        let adopted = docs.len();
+        for (key, mut doc) in docs {
+            let alerts = std::mem::take(&mut doc.alerts);
+            let age_s = now_s().saturating_sub(doc.saved_at_s);
+            let merged = self.aggregates.query(move |a| merge_counts(doc, a)).await;
+            let n_alerts = alerts.len();
+            if alerts_tx.send(alerts).await.is_err() {
+                tracing::warn!(orphan = %key, "evaluator gone: adopted alert states not merged");
+            }
+            match merged {
+                Ok(m) => {
+                    self.checkpointer
+                        .stats
+                        .checkpoint_adopted
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        key = %self.checkpointer.key,
+                        adopted = %key,
+                        age_s,
+                        functions = m.functions,
+                        dropped = m.dropped,
+                        counts_merged = m.counts,
+                        alerts = n_alerts,
+                        "adopted an orphan checkpoint while running: merged its windows"
+                    );
+                    if !m.counts {
+                        tracing::warn!(adopted = %key, "orphan counted against other SLO thresholds: its counts were not merged");
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(adopted = %key, "aggregator gone: orphan's counts not merged");
+                }
+            }
+        }
+        if adopted > 0 {
+            self.save_once().await;
+        }
+        adopted
+    }
+
     /// Saves every `interval` until `stop` fires, and at once on each request of `now` (the
     /// evaluator's, right after an alert transition: the answer says whether it was saved);
-    /// returns itself for the final save.
+    /// every `stale_after` adopts orphan checkpoints ([`Self::adopt_once`]). Returns itself
+    /// for the final save.
     pub async fn run(
         mut self,
         interval: Duration,
@@ -881,10 +1089,19 @@ impl Writer {
     ) -> Self {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Without adoption the period is irrelevant (the branch is disabled).
+        let period = self
+            .adopt
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |a| a.stale_after);
+        let mut adopt_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        adopt_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return self,
                 _ = tick.tick() => { self.save_once().await; }
+                // Not cancelled by `stop`: a claimed orphan is merged and saved, not dropped.
+                _ = adopt_tick.tick(), if self.adopt.is_some() => { self.adopt_once().await; }
                 Some(reply) = now.recv() => {
                     let ok = self.save_once().await;
                     let _ = reply.send(ok);
@@ -1145,6 +1362,315 @@ mod tests {
         );
     }
 
+    /// Deterministic traffic split between two tasks: `side` `None` is all of it (one task that
+    /// saw everything), `Some(0)` / `Some(1)` the two tasks' shares. Task 1 dies at minute 80
+    /// (its share stops there); both have ten days of sparse history (coarse rings), errors,
+    /// cold starts, platform counts and extension counters; `only_b` reports only to task 1.
+    fn split_traffic(agg: &mut Aggregates, side: Option<u64>) {
+        let mine = |s: u64| side.is_none_or(|x| x == s);
+        // Ten days of history, one batch every 3 h (ring 1 and ring 2 buckets).
+        for h in 0..80u64 {
+            let t = T0 - 10 * 86_400 + h * 3 * 3600;
+            let s = h % 2;
+            if !mine(s) {
+                continue;
+            }
+            let events: Vec<Event> = (0..5u64)
+                .map(|i| {
+                    let o = if (h + i) % 7 == 0 {
+                        Outcome::Error
+                    } else {
+                        Outcome::Success
+                    };
+                    inv(t + i, o, 30.0 + (h * 13 + i) as f64 % 400.0)
+                })
+                .collect();
+            agg.apply(Batch {
+                received_s: t,
+                groups: vec![Group {
+                    target: Target::Function {
+                        key: key("ok"),
+                        tags: vec![("team".into(), "ok".into())],
+                        instance: format!("i-{s}"),
+                    },
+                    events,
+                }],
+            });
+        }
+        // The last two hours, minute by minute.
+        for m in 0..120u64 {
+            let t = T0 - 7200 + m * 60;
+            let mut groups = Vec::new();
+            for (name, bad) in [("ok", 1u64), ("broken", 8), ("only_b", 3)] {
+                for s in 0..2u64 {
+                    if !mine(s) || (s == 1 && m >= 80) || (name == "only_b" && s == 0) {
+                        continue;
+                    }
+                    let mut events: Vec<Event> = (0..10u64)
+                        .filter(|i| (m + i) % 2 == s || name == "only_b")
+                        .map(|i| {
+                            let outcome = if i < bad && m >= 60 {
+                                Outcome::Error
+                            } else {
+                                Outcome::Success
+                            };
+                            inv(t + i, outcome, 20.0 + ((m * 7 + i * 31) % 900) as f64)
+                        })
+                        .collect();
+                    if m % 10 == s {
+                        events.push(Event::Init {
+                            t_s: t,
+                            kind: InitKind::OnDemand,
+                            duration_ms: 300.0 + (m * 17 % 1500) as f64,
+                        });
+                        events.push(Event::Extension {
+                            retries: false,
+                            reason: "buffer_full".into(),
+                            value: m as f64,
+                            cumulative: true,
+                        });
+                    }
+                    groups.push(Group {
+                        target: Target::Function {
+                            key: key(name),
+                            tags: vec![("team".into(), name.into())],
+                            instance: format!("i-{s}"),
+                        },
+                        events,
+                    });
+                }
+            }
+            if mine(m % 2) {
+                groups.push(Group {
+                    target: Target::Platform {
+                        function: "ok".into(),
+                        region: "eu-west-1".into(),
+                        account: "123456789012".into(),
+                        qualifier: None,
+                    },
+                    events: vec![Event::Platform {
+                        t_s: t,
+                        counter: PlatformCounter::Throttles,
+                        value: 2 + m % 3,
+                        queue: None,
+                    }],
+                });
+            }
+            agg.apply(Batch {
+                received_s: t,
+                groups,
+            });
+        }
+    }
+
+    /// The counters a merge must carry (besides the windows the evaluation reads).
+    fn totals(s: &FunctionState, layout: &Layout) -> String {
+        let cold = s.cold_starts(InitKind::OnDemand);
+        let buckets = |b: &crate::aggregate::hist::Buckets, bounds: &[f64]| {
+            format!(
+                "{:?} {:.6} {}",
+                b.cumulative(bounds).collect::<Vec<_>>(),
+                b.sum_secs,
+                b.count
+            )
+        };
+        format!(
+            "{:?} {:?} {:?} {:.6} {} {:?} {:?} {:?} {:?} {} {} {:?}",
+            s.outcome_totals,
+            s.timeout_budget_totals,
+            s.platform_totals,
+            s.billed_gb_seconds,
+            buckets(&s.duration_buckets, &layout.invocation_bounds),
+            cold.map(|c| (c.total, buckets(&c.buckets, &layout.init_bounds))),
+            s.extension_dropped,
+            s.max_memory,
+            s.first_seen_s,
+            s.last_seen_s,
+            s.samples,
+            s.tags,
+        )
+    }
+
+    /// The pure merge: A's live state + B's checkpoint (decoded from its document) has the
+    /// windows of one aggregator that saw both traffics — every SLO window of every function
+    /// and SLO, now and as time moves on — and the same totals; in memory (HdrHistograms
+    /// included) the percentiles agree too.
+    #[test]
+    fn merging_an_orphan_equals_one_aggregator_that_saw_both_traffics() {
+        let spec = Arc::new(SloSpec::embedded_default());
+        let layout = eval::layout_for(&spec);
+        let mut a = Aggregates::new(layout.clone(), 100);
+        let mut b = Aggregates::new(layout.clone(), 100);
+        let mut both = Aggregates::new(layout.clone(), 100);
+        split_traffic(&mut a, Some(0));
+        split_traffic(&mut b, Some(1));
+        split_traffic(&mut both, None);
+        assert_eq!(a.functions.len(), 2, "A never saw only_b");
+        let now = T0;
+        // The two shares differ, and neither alone is the whole.
+        assert_ne!(
+            without_percentiles(eval::evaluate(&spec, &a, now)),
+            without_percentiles(eval::evaluate(&spec, &both, now))
+        );
+
+        // In memory: every function state merged, HdrHistograms too.
+        let mut mem = Aggregates::new(layout.clone(), 100);
+        split_traffic(&mut mem, Some(0));
+        let (latest, by_name) = b.latest_keys();
+        let theirs: Vec<_> = b
+            .functions
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        assert_eq!(mem.merge(theirs, latest, by_name), (3, 0));
+        mem.refresh_percentiles(now);
+        both.refresh_percentiles(now);
+        assert_eq!(
+            eval::evaluate(&spec, &mem, now),
+            eval::evaluate(&spec, &both, now)
+        );
+
+        // Through B's checkpoint document, as a running task adopts it.
+        let json = to_json(&b, "task-b", T0, &[], None).unwrap();
+        let doc = decode(&gzip(&json).unwrap()).unwrap();
+        let m = merge_counts(doc, &mut a);
+        assert_eq!(
+            m,
+            Merged {
+                functions: 3,
+                dropped: 0,
+                counts: true
+            }
+        );
+        let mut keys: Vec<_> = both.functions.keys().cloned().collect();
+        keys.sort();
+        let mut merged_keys: Vec<_> = a.functions.keys().cloned().collect();
+        merged_keys.sort();
+        assert_eq!(keys, merged_keys);
+        for k in &keys {
+            assert_eq!(
+                totals(&a.functions[k], &layout),
+                totals(&both.functions[k], &layout),
+                "totals of {k:?}"
+            );
+        }
+        for step in [0u64, 60, 1800, 3600, 6 * 3600, 2 * 86_400, 20 * 86_400] {
+            let t = now + step;
+            assert_eq!(
+                without_percentiles(eval::evaluate(&spec, &a, t)),
+                without_percentiles(eval::evaluate(&spec, &both, t)),
+                "windows at +{step} s"
+            );
+        }
+        // And both keep counting the same way afterwards.
+        split_traffic(&mut a, Some(0));
+        split_traffic(&mut both, Some(0));
+        assert_eq!(
+            without_percentiles(eval::evaluate(&spec, &a, now)),
+            without_percentiles(eval::evaluate(&spec, &both, now))
+        );
+    }
+
+    /// An orphan counted against other SLO thresholds is not merged (its counts would land in
+    /// the wrong counters); nothing of the live state changes.
+    #[test]
+    fn an_orphan_of_another_layout_is_not_merged() {
+        let spec = Arc::new(SloSpec::embedded_default());
+        let mut live = Aggregates::new(eval::layout_for(&spec), 100);
+        split_traffic(&mut live, Some(0));
+        let before = without_percentiles(eval::evaluate(&spec, &live, T0));
+        let mut other = Aggregates::new(Layout::new(&[123.0], &[0.5]), 100);
+        split_traffic(&mut other, Some(1));
+        let json = to_json(&other, "task-b", T0, &[], None).unwrap();
+        let m = merge_counts(decode(&gzip(&json).unwrap()).unwrap(), &mut live);
+        assert_eq!(m, Merged::default());
+        assert_eq!(
+            without_percentiles(eval::evaluate(&spec, &live, T0)),
+            before
+        );
+    }
+
+    /// Alert states: the live entry wins, except that an alert the orphan had firing (it sent
+    /// the page) replaces a live pending one; an orphan entry unknown here is taken. Merged,
+    /// the orphan's page is not sent again before the resend interval.
+    #[test]
+    fn merged_alerts_keep_the_live_state_and_never_page_twice() {
+        let spec = Arc::new(SloSpec::embedded_default());
+        let layout = eval::layout_for(&spec);
+        let mut agg = Aggregates::new(layout, 100);
+        traffic(&mut agg);
+        // The orphan's evaluator: rounds until the outage fires.
+        let mut orphan = evaluator(&spec);
+        let mut paged = Vec::new();
+        for k in 0..4u64 {
+            let now = T0 + k * 60;
+            paged.extend(orphan.round(eval::evaluate(&spec, &agg, now), at(now)).0);
+        }
+        let orphan_alerts = saved_alerts(&orphan.states);
+        let firing: Vec<_> = orphan_alerts
+            .iter()
+            .filter(|a| a.phase == Phase::Firing)
+            .cloned()
+            .collect();
+        assert!(firing.len() >= 2, "two firing alerts: {orphan_alerts:?}");
+
+        // The live task: the first alert firing itself (paged here), the second pending.
+        let mut live = evaluator(&spec);
+        let mut first = firing[0].clone();
+        first.last_sent = at(T0 + 200);
+        first.since = at(T0 + 100);
+        let mut second = firing[1].clone();
+        second.phase = Phase::Pending;
+        second.since = at(T0 + 150);
+        // A live alert the orphan never had.
+        let mut own = firing[0].clone();
+        own.fingerprint = "00112233445566ff".into();
+        for a in [first.clone(), second.clone(), own.clone()] {
+            let (p, s, l, al) = a.into_entry().unwrap();
+            live.states.restore(p, s, l, al);
+        }
+        let taken = merge_alerts(orphan_alerts.clone(), &mut live.states);
+        let after = saved_alerts(&live.states);
+        let get = |fp: &str| after.iter().find(|a| a.fingerprint == fp).cloned();
+        assert_eq!(
+            get(&first.fingerprint),
+            Some(first.clone()),
+            "live firing kept"
+        );
+        assert_eq!(
+            get(&second.fingerprint),
+            Some(firing[1].clone()),
+            "orphan's firing replaces live pending"
+        );
+        assert_eq!(get(&own.fingerprint), Some(own.clone()), "live-only kept");
+        for a in &orphan_alerts[..] {
+            if a.fingerprint != first.fingerprint && a.fingerprint != second.fingerprint {
+                assert_eq!(get(&a.fingerprint).as_ref(), Some(a), "orphan-only taken");
+            }
+        }
+        assert_eq!(taken, orphan_alerts.len() - 1);
+
+        // Merging the same orphan again takes nothing new: a no-op on the states.
+        let snapshot = saved_alerts(&live.states);
+        merge_alerts(orphan_alerts, &mut live.states);
+        assert_eq!(saved_alerts(&live.states), snapshot);
+
+        // The next rounds: nothing the orphan paged is paged again before the resend interval
+        // (10 min after the orphan's last send).
+        for k in 4..10u64 {
+            let now = T0 + k * 60;
+            let (notes, _) = live.round(eval::evaluate(&spec, &agg, now), at(now));
+            for n in notes {
+                assert!(
+                    !(n.status == AlertStatus::Firing
+                        && paged.iter().any(|p| p.fingerprint == n.fingerprint)),
+                    "re-paged {:?} at +{k} min",
+                    n.labels
+                );
+            }
+        }
+    }
+
     #[test]
     fn incompatible_documents_are_refused_not_misread() {
         let agg = Aggregates::new(Layout::new(&[500.0], &[0.8]), 10);
@@ -1168,12 +1694,31 @@ mod tests {
             version: VERSION,
             adopted_by: "task-b",
             saved_at_s: T0,
+            ledger: None,
         })
         .unwrap();
         assert!(matches!(
             decode(&gzip(&tomb).unwrap()),
             Err(DecodeError::Adopted(by)) if by == "task-b"
         ));
+        assert_eq!(tombstone_ledger(&gzip(&tomb).unwrap()), None);
+        // A running adopter keeps the orphan's ledger in the tombstone (for a lease takeover).
+        let ledger: Ledger =
+            serde_json::from_str(r#"{"emitted":{"AWS/Lambda|Throttles|f|1800000000":3.0}}"#)
+                .unwrap();
+        let tomb = serde_json::to_vec(&Tombstone {
+            format: FORMAT,
+            version: VERSION,
+            adopted_by: "task-b",
+            saved_at_s: T0,
+            ledger: Some(&ledger),
+        })
+        .unwrap();
+        assert!(matches!(
+            decode(&gzip(&tomb).unwrap()),
+            Err(DecodeError::Adopted(by)) if by == "task-b"
+        ));
+        assert_eq!(tombstone_ledger(&gzip(&tomb).unwrap()), Some(ledger));
         assert_eq!(
             stale_after(Duration::from_secs(30)),
             Duration::from_secs(65)

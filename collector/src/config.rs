@@ -101,6 +101,9 @@ pub const ENV_XRAY_EXPORT: &str = "LAMBDAWATCH_XRAY_EXPORT";
 pub const ENV_SNS_TOPIC_ARN: &str = "LAMBDAWATCH_SNS_TOPIC_ARN";
 pub const ENV_CHECKPOINT: &str = "LAMBDAWATCH_CHECKPOINT";
 pub const ENV_CHECKPOINT_INTERVAL: &str = "LAMBDAWATCH_CHECKPOINT_INTERVAL";
+/// `true`: a running task also adopts orphan checkpoints and merges them into its windows
+/// (`crate::checkpoint::Writer::adopt_once`); default `false` (adoption only at start).
+pub const ENV_CHECKPOINT_MERGE_ORPHANS: &str = "LAMBDAWATCH_CHECKPOINT_MERGE_ORPHANS";
 pub const ENV_TASK_ID: &str = "LAMBDAWATCH_TASK_ID";
 pub const ENV_COST_PRICES: &str = "LAMBDAWATCH_COST_PRICES";
 pub const ENV_COST_FREE_TIER: &str = "LAMBDAWATCH_COST_FREE_TIER";
@@ -387,6 +390,8 @@ pub struct Config {
     pub checkpoint: Option<CheckpointLocation>,
     /// `None`: every `eval_interval`.
     pub checkpoint_interval: Option<Duration>,
+    /// [`ENV_CHECKPOINT_MERGE_ORPHANS`].
+    pub checkpoint_merge_orphans: bool,
     /// `None`: the ECS task id if `ECS_CONTAINER_METADATA_URI_V4` names one, else the hostname
     /// (resolved by `checkpoint::task_id`).
     pub task_id: Option<String>,
@@ -421,6 +426,7 @@ impl Default for Config {
             aws: AwsConfig::default(),
             checkpoint: None,
             checkpoint_interval: None,
+            checkpoint_merge_orphans: false,
             task_id: None,
             cost: CostSettings::default(),
             lease_ttl: None,
@@ -733,6 +739,9 @@ impl Config {
         }
         if let Some(v) = get(ENV_CHECKPOINT_INTERVAL) {
             self.checkpoint_interval = Some(dur(ENV_CHECKPOINT_INTERVAL, v)?);
+        }
+        if let Some(v) = get(ENV_CHECKPOINT_MERGE_ORPHANS) {
+            self.checkpoint_merge_orphans = parsed(ENV_CHECKPOINT_MERGE_ORPHANS, v)?;
         }
         let cost = &mut self.cost;
         if let Some(v) = get(ENV_COST_PRICES) {

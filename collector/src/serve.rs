@@ -799,12 +799,20 @@ pub async fn run(
         watch::channel(Arc::new(crate::checkpoint::saved_alerts(&evaluator.states)));
     let checkpoint_stop = CancellationToken::new();
     let (save_now, save_rx) = tokio::sync::mpsc::channel(1);
+    // Orphans adopted while running: their alert states, merged by this loop (which owns them).
+    let (adopted_tx, mut adopted_rx) = tokio::sync::mpsc::channel(4);
     let writer = checkpointer.map(|checkpointer| {
         let w = crate::checkpoint::Writer {
             checkpointer,
             aggregates: handle.clone(),
             alerts: alerts_rx,
             ledger: cfg.aws.cloudwatch_poll_interval.map(|_| ledger_rx),
+            adopt: cfg
+                .checkpoint_merge_orphans
+                .then(|| crate::checkpoint::Adoption {
+                    stale_after: crate::checkpoint::stale_after(checkpoint_interval),
+                    alerts: adopted_tx,
+                }),
         };
         tracker.spawn(w.run(checkpoint_interval, checkpoint_stop.clone(), save_rx))
     });
@@ -842,6 +850,13 @@ pub async fn run(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            Some(orphan) = adopted_rx.recv() => {
+                let taken = crate::checkpoint::merge_alerts(orphan, &mut evaluator.states);
+                if taken > 0 {
+                    tracing::info!(alerts = taken, "adopted orphan's alert states merged");
+                }
+                publish(&evaluator);
+            }
             _ = tick.tick() => {
                 let notes = evaluate_once(&handle, &spec, &mut evaluator, &snap_tx).await;
                 publish(&evaluator);

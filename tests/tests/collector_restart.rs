@@ -710,3 +710,113 @@ fn a_kill_after_a_poll_the_lease_record_missed_never_double_counts() {
         "the polls after the takeover continue from the checkpoint's cursor"
     );
 }
+
+fn adoptions(admin: &str) -> u64 {
+    let text = http::get(&format!("http://{admin}/metrics"), T)
+        .unwrap()
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("lambdawatch_checkpoint_adoptions_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Issue 5, a replacement that starts too early: task A (error traffic, one page) is SIGKILLed
+/// and task B (a new id, as Fargate gives) starts right away, while A's checkpoint is still
+/// fresh: B begins without A's data. With `LAMBDAWATCH_CHECKPOINT_MERGE_ORPHANS=true`, once A's
+/// checkpoint is stale (`stale_after` = 2 × the 1 s checkpoint interval + 5 s) the running B
+/// adopts it and merges its windows: B's `/api/v1/slos` counts include A's traffic exactly once
+/// (and stay so over several more searches), B takes A's firing alert so nobody is paged twice,
+/// and a third task C started later does not adopt A's checkpoint again.
+#[test]
+fn a_running_task_merges_the_orphan_of_a_task_killed_as_it_started() {
+    let m = moto();
+    create_table(&m.url);
+    let store = Some("dynamodb://lambdawatch-checkpoints");
+    let (hook, got) = webhook_receiver();
+    let env = |id: &'static str| {
+        [
+            ("LAMBDAWATCH_TASK_ID", id),
+            ("LAMBDAWATCH_CHECKPOINT_INTERVAL", "1s"),
+            ("LAMBDAWATCH_CHECKPOINT_MERGE_ORPHANS", "true"),
+        ]
+    };
+    let mut a = start_collector_with(store, &m.url, &hook, &env("task-a"));
+    send_invocations(&a.otlp, "error", 120);
+    wait_until("A's page", Duration::from_secs(30), || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|x| x["status"] == "firing" && x["labels"]["severity"] == "page")
+            .then_some(())
+    });
+    assert_eq!(
+        error_budget(&a.admin).expect("orders evaluated by A"),
+        json!({"good": 0, "valid": 120})
+    );
+    let w = successful_writes(&a.admin);
+    wait_until("two more checkpoints of A", Duration::from_secs(20), || {
+        (successful_writes(&a.admin) >= w + 2).then_some(())
+    });
+    a.child.signal_group(rustix::process::Signal::KILL);
+    a.child.wait_exit(Duration::from_secs(10));
+
+    // B at once: A's checkpoint is not stale yet, so B starts empty.
+    let b = start_collector_with(store, &m.url, &hook, &env("task-b"));
+    b.child.wait_for_text(
+        "no checkpoint yet (and no orphan to adopt)",
+        Duration::from_secs(10),
+    );
+    send_invocations(&b.otlp, "success", 80);
+    let own = wait_until("B's own counts", Duration::from_secs(10), || {
+        error_budget(&b.admin)
+    });
+    assert_eq!(
+        own,
+        json!({"good": 80, "valid": 80}),
+        "B began without A's data"
+    );
+
+    // A's checkpoint goes stale; B's periodic search adopts and merges it.
+    b.child
+        .wait_for_text("merged its windows", Duration::from_secs(40));
+    wait_until(
+        "A's traffic in B's windows",
+        Duration::from_secs(10),
+        || (error_budget(&b.admin) == Some(json!({"good": 80, "valid": 200}))).then_some(()),
+    );
+    assert_eq!(adoptions(&b.admin), 1);
+    // Exactly once: two more search periods change nothing.
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        error_budget(&b.admin),
+        Some(json!({"good": 80, "valid": 200}))
+    );
+    assert_eq!(adoptions(&b.admin), 1);
+
+    // C later: A's key is a tombstone and B is alive; C adopts nothing, now or while running.
+    let c = start_collector_with(store, &m.url, &hook, &env("task-c"));
+    c.child.wait_for_text(
+        "no checkpoint yet (and no orphan to adopt)",
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(16));
+    assert_eq!(adoptions(&c.admin), 0);
+    assert_eq!(error_budget(&c.admin), None, "C holds none of A's traffic");
+    assert_eq!(
+        error_budget(&b.admin),
+        Some(json!({"good": 80, "valid": 200}))
+    );
+    let notes = firing(&got);
+    assert!(
+        !notes.is_empty() && notes.values().all(|n| *n == 1),
+        "A's page is not sent again by B: {notes:?}"
+    );
+    let out = boto3(
+        &m.url,
+        "d=boto3.client('dynamodb',**kw)\n\
+         old=json.loads(gzip.decompress(d.get_item(TableName='lambdawatch-checkpoints', Key={'pk':{'S':'task/task-a'}})['Item']['body']['B']))\n\
+         print(json.dumps(old.get('adopted_by')))",
+    );
+    assert_eq!(out.trim(), r#""task-b""#);
+}

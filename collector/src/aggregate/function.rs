@@ -358,6 +358,98 @@ impl FunctionState {
         }
     }
 
+    /// Merges `other` — the same function's state counted by another task (an adopted orphan
+    /// checkpoint, `crate::checkpoint`) against the same layout — into this one. Pure. Counts
+    /// add: every series bucket by bucket at its time ([`Series::merge`]), the Prometheus
+    /// buckets, the totals, billed GB-seconds, DLQ and extension counters; HdrHistograms add
+    /// slot by period; max memory is the max per hour. Gauges and tags (timeout, memory size,
+    /// resource tags) are this state's, `other`'s only where this one has none. Afterwards
+    /// every window equals the window of one state that recorded both sides' events.
+    pub fn merge(&mut self, other: FunctionState) {
+        self.invocations.merge(&other.invocations);
+        for (kind, theirs) in other.cold {
+            match self.cold.binary_search_by(|(k, _)| k.cmp(&kind)) {
+                Ok(i) => {
+                    let cs = &mut self.cold[i].1;
+                    cs.series.merge(&theirs.series);
+                    cs.total += theirs.total;
+                    cs.buckets.merge(&theirs.buckets);
+                    cs.percentiles.merge(&theirs.percentiles);
+                }
+                Err(i) => self.cold.insert(i, (kind, theirs)),
+            }
+        }
+        match (&mut self.platform, other.platform) {
+            (Some(mine), Some(theirs)) => {
+                mine.merge(&theirs);
+            }
+            (None, theirs) => self.platform = theirs,
+            (Some(_), None) => {}
+        }
+        for (a, b) in self.outcome_totals.iter_mut().zip(other.outcome_totals) {
+            *a += b;
+        }
+        for (a, b) in self
+            .timeout_budget_totals
+            .iter_mut()
+            .zip(other.timeout_budget_totals)
+        {
+            *a += b;
+        }
+        self.billed_gb_seconds += other.billed_gb_seconds;
+        for (a, b) in self.platform_totals.iter_mut().zip(other.platform_totals) {
+            *a += b;
+        }
+        for (q, n) in other.dlq_by_queue {
+            if self.dlq_by_queue.contains_key(&q) || self.dlq_by_queue.len() < MAX_LABEL_VALUES {
+                *self.dlq_by_queue.entry(q).or_default() += n;
+            }
+        }
+        self.duration_buckets.merge(&other.duration_buckets);
+        self.duration_percentiles.merge(&other.duration_percentiles);
+        if self.tags.is_empty() {
+            self.tags = other.tags;
+        }
+        self.timeout_ms = self.timeout_ms.or(other.timeout_ms);
+        self.memory_mb = self.memory_mb.or(other.memory_mb);
+        // The two newest hours of both sides, max per hour.
+        let mut hours: Vec<(u64, f64)> = Vec::with_capacity(4);
+        for (h, mb) in self.max_memory.into_iter().chain(other.max_memory) {
+            if h == 0 && mb == 0.0 {
+                continue;
+            }
+            match hours.iter_mut().find(|(x, _)| *x == h) {
+                Some((_, m)) => *m = m.max(mb),
+                None => hours.push((h, mb)),
+            }
+        }
+        hours.sort_by_key(|(h, _)| std::cmp::Reverse(*h));
+        let newest = hours.first().copied().unwrap_or((0, 0.0));
+        let previous = hours
+            .get(1)
+            .copied()
+            .filter(|(h, _)| *h + 1 == newest.0)
+            .unwrap_or((0, 0.0));
+        self.max_memory = [newest, previous];
+        self.first_seen_s = self.first_seen_s.min(other.first_seen_s);
+        self.last_seen_s = self.last_seen_s.max(other.last_seen_s);
+        for (reason, v) in other.extension_dropped {
+            if self.extension_dropped.contains_key(&reason)
+                || self.extension_dropped.len() < MAX_LABEL_VALUES
+            {
+                *self.extension_dropped.entry(reason).or_default() += v;
+            }
+        }
+        self.extension_retries += other.extension_retries;
+        for (k, v) in other.cumulative_seen {
+            if self.cumulative_seen.len() < MAX_LABEL_VALUES * 8 {
+                self.cumulative_seen.entry(k).or_insert(v);
+            }
+        }
+        self.samples += other.samples;
+        self.percentiles = PercentileCache::default();
+    }
+
     /// Brings a state restored from an older checkpoint up to today's counters: the platform
     /// series gains the counters appended since (at zero). Called before [`Self::is_well_formed`].
     pub fn upgrade(&mut self) {

@@ -63,7 +63,14 @@ pub struct Percentiles {
 impl Percentiles {
     /// Records `ms` observed at `t_s`. Values older than the previous slot are ignored.
     pub fn record(&mut self, t_s: u64, ms: f64) {
-        let p = t_s / PERCENTILE_PERIOD_SECS;
+        if let Some(h) = self.slot(t_s / PERCENTILE_PERIOD_SECS) {
+            record(h, ms_value(ms), 1);
+        }
+    }
+
+    /// The histogram of period `p` (rotating the slots forward if `p` is newer), created empty
+    /// if needed; `None` when `p` is older than the previous slot.
+    fn slot(&mut self, p: u64) -> Option<&mut Histogram<u32>> {
         if self.cur.is_none() && self.prev.is_none() {
             self.period = p;
         }
@@ -81,13 +88,34 @@ impl Percentiles {
         } else if p + 1 == self.period {
             &mut self.prev
         } else {
-            return;
+            return None;
         };
         if slot.is_none() {
             *slot = new_hdr();
         }
-        if let Some(h) = slot {
-            record(h, ms_value(ms), 1);
+        slot.as_mut()
+    }
+
+    /// Adds `other`'s histograms into this one, slot by period (older periods first, so the
+    /// slots only rotate forward): the result is what one `Percentiles` that recorded both
+    /// sides' samples holds.
+    pub fn merge(&mut self, other: &Percentiles) {
+        let slots = [
+            (other.period.checked_sub(1), &other.prev),
+            (Some(other.period), &other.cur),
+        ];
+        for (p, h) in slots {
+            let (Some(p), Some(h)) = (p, h) else { continue };
+            if h.is_empty() {
+                continue;
+            }
+            if let Some(o) = self.slot(p) {
+                // Bucket by bucket (see `merged`: `Histogram::add` loses counts between
+                // auto-resized histograms).
+                for v in h.iter_recorded() {
+                    record(o, v.value_iterated_to(), v.count_at_value());
+                }
+            }
         }
     }
 
@@ -223,6 +251,19 @@ impl Buckets {
 
     pub fn heap_bytes(&self) -> usize {
         self.counts.capacity() * 8
+    }
+
+    /// Adds `other`'s counts (same bounds: `false` and nothing merged otherwise).
+    pub fn merge(&mut self, other: &Buckets) -> bool {
+        if self.counts.len() != other.counts.len() {
+            return false;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum_secs += other.sum_secs;
+        self.count += other.count;
+        true
     }
 
     /// Whether a restored histogram has one count per bound plus `+Inf`.

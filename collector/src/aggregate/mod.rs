@@ -556,6 +556,45 @@ impl Aggregates {
         n
     }
 
+    /// Merges another task's checkpointed functions (an adopted orphan, `crate::checkpoint`;
+    /// the caller checked the layout) into this live state: a function known here merges
+    /// ([`FunctionState::merge`]: counts add), an unknown one is inserted (up to
+    /// `max_functions`; the rest are dropped and counted in the second number). The "latest"
+    /// indexes keep this task's entries and gain the other task's for functions missing here.
+    /// Returns `(merged or inserted, dropped)`.
+    pub fn merge(
+        &mut self,
+        functions: impl IntoIterator<Item = (FunctionKey, FunctionState)>,
+        latest: Vec<FunctionKey>,
+        latest_by_name: Vec<FunctionKey>,
+    ) -> (usize, usize) {
+        let (mut n, mut dropped) = (0, 0);
+        for (k, s) in functions {
+            if let Some(mine) = self.functions.get_mut(&k) {
+                mine.merge(s);
+                self.placeholders.remove(&k);
+                n += 1;
+            } else if self.functions.len() < self.max_functions {
+                self.functions.insert(k, s);
+                n += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        for k in latest {
+            self.latest
+                .entry((k.function.clone(), k.region.clone(), k.account.clone()))
+                .or_insert(k);
+        }
+        for k in latest_by_name {
+            self.latest_by_name.entry(k.function.clone()).or_insert(k);
+        }
+        self.stats
+            .functions
+            .store(self.functions.len() as u64, Ordering::Relaxed);
+        (n, dropped)
+    }
+
     /// Recomputes the cached percentiles of every function whose samples changed (or whose
     /// percentile period rolled over) since the last refresh. Returns how many were recomputed.
     pub fn refresh_percentiles(&mut self, now_s: u64) -> usize {

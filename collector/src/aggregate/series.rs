@@ -140,6 +140,40 @@ impl Ring {
         self.totals = totals;
     }
 
+    /// Adds `n` to counter `slot` of bucket `idx` (advancing the head to it if newer); `false`
+    /// when the bucket is older than the ring keeps.
+    fn add_at(&mut self, idx: u64, slot: usize, n: u32, tracked: &[u64], stride: usize) -> bool {
+        if self.data.len() != self.len * stride {
+            // First use of the ring (a restored ring of another size is refused before use:
+            // `is_well_formed`).
+            self.data = vec![0; self.len * stride];
+            self.head = None;
+        }
+        if self.totals.len() != tracked.len() * stride {
+            self.rebuild_totals(tracked, stride);
+        }
+        self.advance(idx, tracked, stride);
+        let Some(head) = self.head else {
+            return false;
+        };
+        if !self.live(idx) {
+            return false;
+        }
+        let b = (idx % self.len as u64) as usize * stride + slot;
+        let old = self.data[b];
+        let new = old.saturating_add(n);
+        self.data[b] = new;
+        let d = u64::from(new - old);
+        for (j, k) in tracked.iter().enumerate() {
+            if idx + k > head
+                && let Some(t) = self.totals.get_mut(j * stride + slot)
+            {
+                *t += d;
+            }
+        }
+        true
+    }
+
     /// Moves the head forward to `idx`, keeping the totals equal to their windows' sums.
     fn advance(&mut self, idx: u64, tracked: &[u64], stride: usize) {
         let Some(h) = self.head else {
@@ -374,36 +408,48 @@ impl Series {
         let mut recorded = false;
         for (ring, tracked) in self.rings.iter_mut().zip(TRACKED) {
             let idx = t_s / ring.width;
-            if ring.data.len() != ring.len * stride {
-                // First use of the ring (a restored ring of another size is refused before use:
-                // `is_well_formed`).
-                ring.data = vec![0; ring.len * stride];
-                ring.head = None;
-            }
-            if ring.totals.len() != tracked.len() * stride {
-                ring.rebuild_totals(tracked, stride);
-            }
-            ring.advance(idx, tracked, stride);
-            let Some(head) = ring.head else {
-                continue;
-            };
-            if ring.live(idx) {
-                let b = (idx % ring.len as u64) as usize * stride + slot;
-                let old = ring.data[b];
-                let new = old.saturating_add(n);
-                ring.data[b] = new;
-                let d = u64::from(new - old);
-                for (j, k) in tracked.iter().enumerate() {
-                    if idx + k > head
-                        && let Some(t) = ring.totals.get_mut(j * stride + slot)
-                    {
-                        *t += d;
-                    }
-                }
-                recorded = true;
-            }
+            recorded |= ring.add_at(idx, slot, n, tracked, stride);
         }
         recorded
+    }
+
+    /// Adds every counter of `other` (same stride and rings) into this series, bucket by bucket
+    /// at the same bucket index (buckets are aligned to `t / width`, so two series of the same
+    /// shape share bucket boundaries): afterwards every window equals the window of one series
+    /// that saw both series' events. Buckets of `other` older than this series' span after the
+    /// merge are dropped, as a late event would be. Returns `false` (nothing merged) when the
+    /// shapes differ.
+    pub fn merge(&mut self, other: &Series) -> bool {
+        let stride = self.stride;
+        if other.stride != stride
+            || self.rings.len() != other.rings.len()
+            || self
+                .rings
+                .iter()
+                .zip(&other.rings)
+                .any(|(a, b)| a.width != b.width || a.len != b.len)
+        {
+            return false;
+        }
+        for ((ring, theirs), tracked) in self.rings.iter_mut().zip(&other.rings).zip(TRACKED) {
+            let Some(their_head) = theirs.head else {
+                continue;
+            };
+            if theirs.data.len() != theirs.len * stride {
+                continue;
+            }
+            let len = theirs.len as u64;
+            // Oldest first, so this ring's head only moves forward.
+            for idx in their_head.saturating_sub(len - 1)..=their_head {
+                let b = (idx % len) as usize * stride;
+                for (slot, n) in theirs.data[b..b + stride].iter().enumerate() {
+                    if *n > 0 {
+                        ring.add_at(idx, slot, *n, tracked, stride);
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Writes the counters of the window of `k` buckets of `ring` ending at `now_s` into `acc`
