@@ -421,18 +421,26 @@ fn ratio_group(out: &mut String, spec: &SloSpec, slo: &SloDef, alert_for: Durati
 }
 
 fn burn_condition(spec: &SloSpec, rule: &BurnRule, sel: &str) -> String {
-    let mut parts = vec![
-        format!("{}{sel} >= {}", burn_name(rule.long), num(rule.factor)),
-        format!("{}{sel} >= {}", burn_name(rule.short), num(rule.factor)),
-    ];
+    let mut out = format!(
+        "(\n  {}{sel} >= {}\n  and\n  {}{sel} >= {}",
+        burn_name(rule.long),
+        num(rule.factor),
+        burn_name(rule.short),
+        num(rule.factor)
+    );
+    // The low-traffic guard counts the function's valid events across its versions, as the
+    // built-in evaluator does (`slo::eval::judge_across_versions`): a freshly deployed version
+    // that fails every call pages once the function's traffic holds the guard.
     let min = spec.defaults.min_events_for(rule.long);
     if min > 0 {
-        parts.push(format!(
-            "{}{sel} >= {min}",
+        let _ = write!(
+            out,
+            "\n  and ignoring (version)\n  sum without (version) ({}{sel}) >= {min}",
             record_name("valid_events", rule.long)
-        ));
+        );
     }
-    format!("(\n  {}\n)", parts.join("\n  and\n  "))
+    out.push_str("\n)");
+    out
 }
 
 fn count_budget_group(out: &mut String, spec: &SloSpec, slo: &SloDef, alert_for: Duration) {
@@ -730,10 +738,21 @@ mod tests {
             "version: 1\ndefaults:\n  min_events_per_hour: 30\nslos:\n  - name: a\n    sli: {type: error_rate}\n    objective: 0.99\n",
         );
         let text = generate(&guarded, DEFAULT_ALERT_FOR).unwrap_or_default();
-        assert!(text.contains("lambdawatch:slo_valid_events:increase1h{slo=\"a\"} >= 30"));
-        assert!(text.contains("lambdawatch:slo_valid_events:increase6h{slo=\"a\"} >= 180"));
-        assert!(text.contains("lambdawatch:slo_valid_events:increase3d{slo=\"a\"} >= 2160"));
+        assert!(text.contains(
+            "sum without (version) (lambdawatch:slo_valid_events:increase1h{slo=\"a\"}) >= 30"
+        ));
+        assert!(text.contains(
+            "sum without (version) (lambdawatch:slo_valid_events:increase6h{slo=\"a\"}) >= 180"
+        ));
+        assert!(text.contains(
+            "sum without (version) (lambdawatch:slo_valid_events:increase3d{slo=\"a\"}) >= 2160"
+        ));
         assert!(text.contains("increase(lambdawatch_invocations_total[3d])) >= 72"));
+        assert_eq!(
+            text.matches("and ignoring (version)\n").count(),
+            3,
+            "{text}"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ say "promtool test rules: ${#tests[@]} files passed"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/tests"
-sed -E 's/(slo_valid_events:increase[0-9a-z]+\{slo="[a-z_]+"\}) >= [0-9]+$/\1 >= 0/' "$rules" >"$work/lambdawatch-rules.yml"
+sed -E 's/(slo_valid_events:increase[0-9a-z]+\{slo="[a-z_]+"\}\)) >= [0-9]+$/\1 >= 0/' "$rules" >"$work/lambdawatch-rules.yml"
 cmp -s "$rules" "$work/lambdawatch-rules.yml" && die "self-test: could not remove the guard from a copy of the rules"
 cp "$root/alerts/tests/low_traffic.yml" "$work/tests/"
 if (cd "$work/tests" && promtool test rules low_traffic.yml >"$work/out.txt" 2>&1); then
