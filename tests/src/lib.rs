@@ -35,6 +35,7 @@ pub mod otlp_json;
 pub mod peers;
 pub mod process;
 pub mod prometheus;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

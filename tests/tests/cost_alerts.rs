@@ -45,41 +45,15 @@ type Received = Arc<Mutex<Vec<(Instant, Value)>>>;
 
 /// A webhook receiver: every alert of every POST with its arrival time, in order.
 fn webhook_receiver() -> (String, Received) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let mut reader = BufReader::new(stream);
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let l = line.trim_end().to_ascii_lowercase();
-                if let Some(v) = l.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if l.is_empty() {
-                    break;
-                }
+    let addr = lambdawatch_tests::webhook::serve(move |body| {
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            let now = Instant::now();
+            let mut g = sink.lock().unwrap();
+            for a in v["alerts"].as_array().cloned().unwrap_or_default() {
+                g.push((now, a));
             }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok()
-                && let Ok(v) = serde_json::from_slice::<Value>(&body)
-            {
-                let now = Instant::now();
-                let mut g = sink.lock().unwrap();
-                for a in v["alerts"].as_array().cloned().unwrap_or_default() {
-                    g.push((now, a));
-                }
-            }
-            let _ = reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         }
     });
     (addr, got)
